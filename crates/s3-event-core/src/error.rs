@@ -1,0 +1,87 @@
+//! The crate's one error type.
+
+/// Everything that can go wrong in `s3-event-core`.
+///
+/// Every variant names what was wrong (the field, rule, attribute or input) so
+/// that a message shown to a sender or an operator says what to fix.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A JSON document did not have the expected shape.
+    #[error("invalid JSON in {what}: {source}")]
+    Json {
+        /// What was being parsed (e.g. "S3 event notification").
+        what: &'static str,
+        /// The underlying parser error (it carries line and column).
+        #[source]
+        source: serde_json::Error,
+    },
+    /// An XML document did not have the expected shape.
+    #[error("invalid XML in {what}: {message}")]
+    Xml {
+        /// What was being parsed (e.g. "NotificationConfiguration").
+        what: &'static str,
+        /// The parser's message.
+        message: String,
+    },
+    /// An event name that is neither an AWS nor a MinIO/AIStor event name.
+    #[error("unknown event name `{name}`")]
+    UnknownEventName {
+        /// The name as given.
+        name: String,
+    },
+    /// A notification rule is invalid on its own.
+    #[error("invalid notification rule `{rule}`: {message}")]
+    InvalidRule {
+        /// The rule's id (`Id` in the configuration; an index when it has none).
+        rule: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// Two rules overlap for the same event types (AWS's "Configuration is
+    /// ambiguously defined").
+    #[error(
+        "configuration is ambiguously defined: rules `{first}` and `{second}` overlap \
+         for event types {events} (prefixes and suffixes overlap)"
+    )]
+    AmbiguousRules {
+        /// The id of the first rule.
+        first: String,
+        /// The id of the second rule.
+        second: String,
+        /// The event types both rules match.
+        events: String,
+    },
+    /// An ARN or target id that could not be parsed.
+    #[error("invalid ARN `{arn}`: {reason}")]
+    InvalidArn {
+        /// The text as given.
+        arn: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+    /// A payload given to [`crate::inbound::parse`] that is not a recognised
+    /// notification, envelope or confirmation.
+    #[error("unrecognised inbound payload: {reason}")]
+    Inbound {
+        /// What was wrong with it.
+        reason: String,
+    },
+    /// A CloudEvent that cannot be mapped to or from an S3 event record.
+    #[error("CloudEvent attribute `{attribute}`: {message}")]
+    CloudEvent {
+        /// The attribute that is missing or bad (e.g. `data`, `type`).
+        attribute: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A partitioner could not be built or could not place an event.
+    #[error("partitioner: {message}")]
+    Partition {
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,1 @@
+//! Golden fixtures: parse, re-serialize, compare.

@@ -1,0 +1,1 @@
+//! Property tests of rules and the overlap validator.

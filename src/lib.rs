@@ -1,0 +1,20 @@
+//! # s3-event
+//!
+//! S3 eventing in one dependency: parse and route bucket notifications
+//! ([`core`]), deliver them to brokers, databases and webhooks (`targets`
+//! feature), and batch events into object storage (`sink` feature).
+//!
+//! ```
+//! use s3_event::core::Notification;
+//!
+//! let n = Notification::from_slice(br#"{"Records":[]}"#).unwrap();
+//! assert!(n.records.is_empty());
+//! ```
+#![warn(missing_docs)]
+#![deny(rustdoc::broken_intra_doc_links)]
+
+pub use s3_event_core as core;
+#[cfg(feature = "sink")]
+pub use s3_event_sink as sink;
+#[cfg(feature = "targets")]
+pub use s3_event_targets as targets;
