@@ -26,7 +26,7 @@ mod rules;
 mod target;
 mod wire;
 
-pub use arn::TargetId;
+pub use arn::{Arn, AwsArn, AwsService, TargetId};
 pub use error::{Error, Result};
 pub use record::{
     decode_key, encode_key, Bucket, EventRecord, GlacierEventData, IntelligentTieringEventData,

@@ -86,15 +86,22 @@ impl<'de> Deserialize<'de> for Notification {
                             }
                             records = Some(map.next_value::<Vec<EventRecord>>()?);
                         }
-                        "EventName" if out.event_name.is_none() => {
+                        "EventName" => {
+                            if out.event_name.is_some() || out.extra.contains_key("EventName") {
+                                return Err(serde::de::Error::duplicate_field("EventName"));
+                            }
                             match map.next_value::<crate::wire::Nullable<String>>()?.0 {
                                 Some(v) => out.event_name = Some(v),
                                 None => {
-                                    out.extra.insert("EventName".into(), serde_json::Value::Null);
+                                    out.extra
+                                        .insert("EventName".into(), serde_json::Value::Null);
                                 }
                             }
                         }
-                        "Key" if out.key.is_none() => {
+                        "Key" => {
+                            if out.key.is_some() || out.extra.contains_key("Key") {
+                                return Err(serde::de::Error::duplicate_field("Key"));
+                            }
                             match map.next_value::<crate::wire::Nullable<String>>()?.0 {
                                 Some(v) => out.key = Some(v),
                                 None => {
@@ -469,10 +476,9 @@ mod tests {
 
     #[test]
     fn event_time_precision_kept() {
-        let n = Notification::from_slice(
-            br#"{"Records":[{"eventTime":"1970-01-01T00:00:00.000Z"}]}"#,
-        )
-        .unwrap();
+        let n =
+            Notification::from_slice(br#"{"Records":[{"eventTime":"1970-01-01T00:00:00.000Z"}]}"#)
+                .unwrap();
         assert!(String::from_utf8(n.to_vec())
             .unwrap()
             .contains("1970-01-01T00:00:00.000Z"));
@@ -497,7 +503,10 @@ mod tests {
         assert_eq!(decode_key("a%2Bb%20c").unwrap(), "a+b c");
         assert_eq!(decode_key("%E6%97%A5%E6%9C%AC.txt").unwrap(), "日本.txt");
         assert!(decode_key("%FF").is_err());
-        assert_eq!(encode_key("red flower+日.jpg"), "red+flower%2B%E6%97%A5.jpg");
+        assert_eq!(
+            encode_key("red flower+日.jpg"),
+            "red+flower%2B%E6%97%A5.jpg"
+        );
         assert_eq!(decode_key(&encode_key("a b/c+d%e")).unwrap(), "a b/c+d%e");
     }
 
@@ -523,7 +532,20 @@ mod tests {
 
     #[test]
     fn duplicate_field_rejected() {
-        let e = EventRecord::from_slice(br#"{"eventName":"a","eventName":"b"}"#).unwrap_err();
-        assert!(e.to_string().contains("duplicate field"), "{e}");
+        for body in [
+            &br#"{"eventName":"a","eventName":"b"}"#[..],
+            br#"{"eventName":null,"eventName":"a"}"#,
+            br#"{"eventName":"a","eventName":null}"#,
+        ] {
+            let e = EventRecord::from_slice(body).unwrap_err();
+            assert!(e.to_string().contains("duplicate field"), "{e}");
+        }
+        for body in [
+            &br#"{"Records":[],"EventName":null,"EventName":"a"}"#[..],
+            br#"{"Records":[],"Key":"a","Key":"b"}"#,
+        ] {
+            let e = Notification::from_slice(body).unwrap_err();
+            assert!(e.to_string().contains("duplicate field"), "{e}");
+        }
     }
 }

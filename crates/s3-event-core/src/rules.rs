@@ -60,7 +60,7 @@ use serde::{Deserialize, Serialize};
 
 // The destination types live in `arn.rs`; they are exported from here so that
 // `lib.rs` re-exports them with the rest of this module.
-pub use crate::arn::{Arn, AwsArn, AwsService};
+use crate::arn::{Arn, AwsService};
 use crate::{Error, EventMask, EventName, EventRecord, Result};
 
 /// The longest prefix or suffix value AWS accepts, in bytes.

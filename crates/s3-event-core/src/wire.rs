@@ -121,7 +121,8 @@ macro_rules! wire_struct {
                             match key.0.as_ref() {
                                 $(
                                     $wire => {
-                                        if out.$field.is_some() {
+                                        // A key seen before, typed or `null`, is a duplicate.
+                                        if out.$field.is_some() || out.extra.contains_key($wire) {
                                             return Err(serde::de::Error::duplicate_field($wire));
                                         }
                                         match map.next_value::<$crate::wire::Nullable<$ty>>()?.0 {
