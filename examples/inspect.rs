@@ -31,7 +31,11 @@ fn main() -> ExitCode {
             notification,
             origin,
         }) => {
-            println!("{origin:?}: {} record(s)", notification.records.len());
+            println!(
+                "{}: {} record(s)",
+                origin.describe(),
+                notification.records.len()
+            );
             for r in &notification.records {
                 let key = r
                     .decoded_key()

@@ -142,6 +142,20 @@ pub enum Origin {
     EventBridge(Box<EventBridgeEvent>),
 }
 
+impl Origin {
+    /// A short human-readable description: `plain`, `MinIO envelope`,
+    /// `SNS(plain)`, `SQS(2 messages)`, `EventBridge`.
+    pub fn describe(&self) -> String {
+        match self {
+            Origin::Plain => "plain".to_owned(),
+            Origin::MinioEnvelope => "MinIO envelope".to_owned(),
+            Origin::Sns { inner, .. } => format!("SNS({})", inner.describe()),
+            Origin::Sqs { messages } => format!("SQS({} messages)", messages.len()),
+            Origin::EventBridge(_) => "EventBridge".to_owned(),
+        }
+    }
+}
+
 /// One message of an SQS batch.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SqsMessage {
