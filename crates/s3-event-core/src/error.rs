@@ -8,10 +8,13 @@
 #[non_exhaustive]
 pub enum Error {
     /// A JSON document did not have the expected shape.
-    #[error("invalid JSON in {what}: {source}")]
+    #[error("invalid JSON in {what}{}: {source}", at_path(path))]
     Json {
         /// What was being parsed (e.g. "S3 event notification").
         what: &'static str,
+        /// Where in the document the bad value is (`Records[0].s3.object.size`);
+        /// empty when the document is not valid JSON at all.
+        path: String,
         /// The underlying parser error (it carries line and column).
         #[source]
         source: serde_json::Error,
@@ -81,6 +84,32 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+}
+
+fn at_path(path: &str) -> String {
+    if path.is_empty() || path == "." {
+        String::new()
+    } else {
+        format!(" at `{path}`")
+    }
+}
+
+impl Error {
+    /// A JSON error for `bytes` parsed as `T`, with the path of the bad value
+    /// found by parsing again (only on this error path, so the fast parse
+    /// pays nothing for it).
+    pub(crate) fn json<T: serde::de::DeserializeOwned>(
+        what: &'static str,
+        bytes: &[u8],
+        source: serde_json::Error,
+    ) -> Error {
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let path = match serde_path_to_error::deserialize::<_, T>(&mut de) {
+            Err(e) if source.is_data() => e.path().to_string(),
+            _ => String::new(),
+        };
+        Error::Json { what, path, source }
+    }
 }
 
 /// `Result` with this crate's [`Error`].

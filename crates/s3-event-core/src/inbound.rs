@@ -587,7 +587,11 @@ impl Ctx {
 
     fn json(&self, what: &'static str, source: serde_json::Error) -> Error {
         if self.path.is_empty() {
-            Error::Json { what, source }
+            Error::Json {
+                what,
+                path: String::new(),
+                source,
+            }
         } else {
             self.fail(format_args!("invalid JSON in {what}: {source}"))
         }
@@ -664,7 +668,21 @@ fn read_top(bytes: &[u8], ctx: &Ctx) -> Result<Top> {
     .deserialize(&mut de)
     .and_then(|top| de.end().map(|()| top));
     top.map_err(|e| match e.classify() {
-        Category::Data if in_records.get() => ctx.json("S3 event notification", e),
+        Category::Data if in_records.get() => {
+            match Error::json::<Notification>("S3 event notification", bytes, e) {
+                Error::Json { path, source, .. } if !ctx.path.is_empty() => {
+                    let at = if path.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" at `{path}`")
+                    };
+                    ctx.fail(format_args!(
+                        "invalid JSON in S3 event notification{at}: {source}"
+                    ))
+                }
+                err => err,
+            }
+        }
         Category::Data if ctx.path.is_empty() => Error::Inbound {
             reason: format!("payload is not a JSON object: {e}"),
         },
@@ -1000,6 +1018,14 @@ mod tests {
         let e = reason(br#"{"Records":[],"Records":[]}"#);
         assert!(
             e.contains("S3 event notification") && e.contains("duplicate field"),
+            "{e}"
+        );
+        let e = reason(br#"{"Records":[{"s3":{"object":{"size":"big"}}}]}"#);
+        assert!(e.contains("at `Records[0].s3.object.size`"), "{e}");
+        let body = br#"{"Records":[{"eventSource":"aws:sqs","body":"{\"Records\":[{\"s3\":{\"bucket\":{\"name\":5}}}]}"}]}"#;
+        let e = reason(body);
+        assert!(
+            e.contains("SQS record 0 body: ") && e.contains("at `Records[0].s3.bucket.name`"),
             "{e}"
         );
         let e = reason(br#"{"Type":"Notification","MessageId":"m","TopicArn":"t","Message":"hi"}"#);

@@ -154,10 +154,8 @@ impl Notification {
 
     /// Parses a notification from JSON bytes.
     pub fn from_slice(bytes: &[u8]) -> Result<Self> {
-        serde_json::from_slice(bytes).map_err(|source| Error::Json {
-            what: "S3 event notification",
-            source,
-        })
+        serde_json::from_slice(bytes)
+            .map_err(|source| Error::json::<Self>("S3 event notification", bytes, source))
     }
 
     /// Serializes the notification to JSON bytes.
@@ -364,10 +362,8 @@ wire_struct! {
 impl EventRecord {
     /// Parses one record from JSON bytes.
     pub fn from_slice(bytes: &[u8]) -> Result<Self> {
-        serde_json::from_slice(bytes).map_err(|source| Error::Json {
-            what: "S3 event record",
-            source,
-        })
+        serde_json::from_slice(bytes)
+            .map_err(|source| Error::json::<Self>("S3 event record", bytes, source))
     }
 
     /// The bucket name, if present.
@@ -494,7 +490,11 @@ mod tests {
     fn wrong_type_names_the_field() {
         let e = Notification::from_slice(br#"{"Records":[{"s3":{"object":{"size":"big"}}}]}"#)
             .unwrap_err();
-        assert!(e.to_string().contains("invalid type"), "{e}");
+        let msg = e.to_string();
+        assert!(msg.contains("invalid type"), "{msg}");
+        assert!(msg.contains("at `Records[0].s3.object.size`"), "{msg}");
+        let e = Notification::from_slice(b"{\"Records\": [").unwrap_err();
+        assert!(!e.to_string().contains(" at `"), "{e}");
     }
 
     #[test]

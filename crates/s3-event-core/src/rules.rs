@@ -375,9 +375,8 @@ impl NotificationConfiguration {
     /// "LambdaFunctionConfigurations": [... "LambdaFunctionArn" ...],
     /// "EventBridgeConfiguration": {}}`. Unknown fields are an error.
     pub fn from_json(json: &str) -> Result<Self> {
-        let wire: json::Config = serde_json::from_str(json).map_err(|source| Error::Json {
-            what: "NotificationConfiguration",
-            source,
+        let wire: json::Config = serde_json::from_str(json).map_err(|source| {
+            Error::json::<json::Config>("NotificationConfiguration", json.as_bytes(), source)
         })?;
         NotificationConfiguration::from_wire(wire)
     }
