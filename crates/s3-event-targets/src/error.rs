@@ -1,0 +1,64 @@
+//! The error type of this crate.
+
+use std::path::PathBuf;
+
+/// Errors returned by this crate.
+///
+/// Every variant carries the context needed to act on it (the file, the queue
+/// directory, the limit) so that a log line alone says what went wrong where.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A file-system operation failed; `source` holds the cause.
+    #[error("I/O error on `{}`", path.display())]
+    Io {
+        /// The file or directory the operation was about.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The queue already holds `limit` unacknowledged entries; nothing was
+    /// appended.
+    #[error("queue `{}` is full ({limit} unacknowledged entries)", dir.display())]
+    QueueFull {
+        /// The queue directory.
+        dir: PathBuf,
+        /// The configured `queue_limit`.
+        limit: usize,
+    },
+
+    /// A stored frame failed verification (checksum mismatch, or a length
+    /// that runs past the end of its file). The entry is never delivered.
+    #[error("corrupt frame in `{}` at byte {offset}: {reason}", path.display())]
+    Corrupt {
+        /// The segment file that holds the frame.
+        path: PathBuf,
+        /// Byte offset of the frame in `path`.
+        offset: u64,
+        /// What failed.
+        reason: &'static str,
+    },
+
+    /// An entry is larger than a frame can hold.
+    #[error("entry of {len} bytes is larger than the maximum of {max} bytes")]
+    EntryTooLarge {
+        /// Size of the rejected entry.
+        len: usize,
+        /// The largest size accepted.
+        max: usize,
+    },
+
+    /// An option has a value outside its valid range.
+    #[error("invalid option `{option}`: {rule}")]
+    InvalidOption {
+        /// The option's name, as spelled in its struct.
+        option: &'static str,
+        /// The rule the value broke, e.g. "`queue_limit` must be > 0".
+        rule: &'static str,
+    },
+}
+
+/// `Result` with this crate's [`Error`] as the default error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
