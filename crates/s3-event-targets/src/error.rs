@@ -58,6 +58,35 @@ pub enum Error {
         /// The rule the value broke, e.g. "`queue_limit` must be > 0".
         rule: &'static str,
     },
+
+    /// A notification rule names a target ARN that no configured target has.
+    #[error("rule target `{arn}` names no configured target")]
+    UnknownTarget {
+        /// The ARN, as written in the rule.
+        arn: String,
+    },
+
+    /// Two targets were configured with the same id.
+    #[error("target `{id}` is configured twice")]
+    DuplicateTarget {
+        /// The duplicated target id.
+        id: String,
+    },
+
+    /// A record could not be routed: its event name does not parse or its
+    /// key does not decode.
+    #[error("cannot route record with event name `{event_name}`")]
+    InvalidRecord {
+        /// The record's `eventName` as sent (empty when missing).
+        event_name: String,
+        /// The parse or decode error (it names the key when that failed).
+        #[source]
+        source: s3_event_core::Error,
+    },
+
+    /// The notifier is shutting down and accepts no more records.
+    #[error("the notifier is shut down")]
+    ShutDown,
 }
 
 /// `Result` with this crate's [`Error`] as the default error type.

@@ -1,13 +1,19 @@
 //! Delivery of S3 event notifications to targets (webhooks, brokers, databases). Built on [`s3_event_core`].
 //!
 //! - [`QueueStore`]: the durable on-disk queue behind a target's `queue_dir`.
+//! - [`Notifier`]: routes records to targets through per-target queues.
 #![warn(missing_docs)]
 #![deny(rustdoc::broken_intra_doc_links)]
 
 pub use s3_event_core as core;
 
 mod error;
+pub mod notifier;
 pub mod queue_store;
 
 pub use error::{Error, Result};
+pub use notifier::{
+    DeadLetter, DeliveryMode, FullPolicy, Notifier, NotifierBuilder, RetryPolicy, SendOutcome,
+    TargetOptions, TargetStats,
+};
 pub use queue_store::{FsyncPolicy, QueueStore, QueueStoreOptions};
