@@ -84,6 +84,18 @@ pub enum Error {
         source: s3_event_core::Error,
     },
 
+    /// A target's configuration is invalid. The message names the key and
+    /// the rule, e.g. "`endpoint` is required".
+    #[error("{target}: {message}")]
+    InvalidConfig {
+        /// The target, as `<type> <id>` (e.g. "webhook 1").
+        target: String,
+        /// The offending key, spelled as in MinIO's configuration.
+        key: &'static str,
+        /// What is wrong, naming the key.
+        message: String,
+    },
+
     /// The notifier is shutting down and accepts no more records.
     #[error("the notifier is shut down")]
     ShutDown,

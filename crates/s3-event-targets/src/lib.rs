@@ -2,6 +2,8 @@
 //!
 //! - [`QueueStore`]: the durable on-disk queue behind a target's `queue_dir`.
 //! - [`Notifier`]: routes records to targets through per-target queues.
+//! - `webhook` (feature `webhook`): the webhook target, MinIO-compatible,
+//!   with HMAC-SHA256 signatures.
 #![warn(missing_docs)]
 #![deny(rustdoc::broken_intra_doc_links)]
 
@@ -10,6 +12,8 @@ pub use s3_event_core as core;
 mod error;
 pub mod notifier;
 pub mod queue_store;
+#[cfg(feature = "webhook")]
+pub mod webhook;
 
 pub use error::{Error, Result};
 pub use notifier::{
@@ -17,3 +21,5 @@ pub use notifier::{
     TargetOptions, TargetStats,
 };
 pub use queue_store::{FsyncPolicy, QueueStore, QueueStoreOptions};
+#[cfg(feature = "webhook")]
+pub use webhook::{verify, VerifyError, WebhookConfig, WebhookTarget};
