@@ -99,6 +99,51 @@ pub enum Error {
     /// The notifier is shutting down and accepts no more records.
     #[error("the notifier is shut down")]
     ShutDown,
+
+    /// A target's configuration has a key its type does not know.
+    #[error("{target}: unknown key `{key}`")]
+    UnknownKey {
+        /// The target, as `<type> <id>` (e.g. "webhook 1").
+        target: String,
+        /// The key, as written.
+        key: String,
+    },
+
+    /// The notification configuration names a target type this crate does
+    /// not know.
+    #[error("unknown notification target type `{kind}`")]
+    UnknownTargetType {
+        /// The type, as written (lower case).
+        kind: String,
+    },
+
+    /// The notification configuration uses a target type whose cargo
+    /// feature is not compiled in.
+    #[error(
+        "notification target type `{kind}` needs the cargo feature `{feature}` of s3-event-targets"
+    )]
+    FeatureDisabled {
+        /// The target type.
+        kind: String,
+        /// The cargo feature to enable.
+        feature: &'static str,
+    },
+
+    /// The notification configuration is malformed (bad JSON, wrong shape,
+    /// an environment variable that names no key).
+    #[error("{message}")]
+    InvalidNotifyConfig {
+        /// What is wrong.
+        message: String,
+    },
+
+    /// The notification rules are invalid.
+    #[error("invalid notification rules")]
+    InvalidRules {
+        /// The validation error.
+        #[source]
+        source: s3_event_core::Error,
+    },
 }
 
 /// `Result` with this crate's [`Error`] as the default error type.

@@ -2,6 +2,8 @@
 //!
 //! - [`QueueStore`]: the durable on-disk queue behind a target's `queue_dir`.
 //! - [`Notifier`]: routes records to targets through per-target queues.
+//! - [`NotifyConfig`]: MinIO-compatible target configuration (JSON and
+//!   `MINIO_NOTIFY_*` environment variables) to targets and a notifier.
 //! - `webhook` (feature `webhook`): the webhook target, MinIO-compatible,
 //!   with HMAC-SHA256 signatures.
 #![warn(missing_docs)]
@@ -9,12 +11,14 @@
 
 pub use s3_event_core as core;
 
+pub mod config;
 mod error;
 pub mod notifier;
 pub mod queue_store;
 #[cfg(feature = "webhook")]
 pub mod webhook;
 
+pub use config::NotifyConfig;
 pub use error::{Error, Result};
 pub use notifier::{
     DeadLetter, DeliveryMode, FullPolicy, Notifier, NotifierBuilder, RetryPolicy, SendOutcome,

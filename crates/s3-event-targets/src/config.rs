@@ -1,0 +1,566 @@
+//! MinIO-compatible notification target configuration: JSON and environment
+//! variables to targets and a [`Notifier`].
+//!
+//! # JSON
+//!
+//! [`NotifyConfig::from_json`] reads MinIO's shape, one object per target
+//! type, keyed by target id:
+//!
+//! ```json
+//! {"webhook": {"1": {"enable": "on", "endpoint": "http://127.0.0.1:9000/events"},
+//!              "2": {"enable": true, "endpoint": "https://example.com/hook",
+//!                    "queue_dir": "/var/queue/2", "queue_limit": "10000"}}}
+//! ```
+//!
+//! The document may also be wrapped as `{"notify": {…}}`. Keys are those of
+//! the target's configuration struct (for `webhook`: `WebhookConfig`);
+//! unknown keys are rejected with an error naming the target and the key.
+//!
+//! # Environment variables
+//!
+//! [`NotifyConfig::from_env_vars`] reads MinIO's names:
+//!
+//! - `MINIO_NOTIFY_<TYPE>_<KEY>_<ID>` sets `<key>` of target `<id>`;
+//! - `MINIO_NOTIFY_<TYPE>_<KEY>` (no suffix) sets `<key>` of target `_`,
+//!   MinIO's default target id (ARN `arn:minio:sqs:<region>:_:<type>`).
+//!
+//! `<TYPE>` and `<KEY>` are upper case (`WEBHOOK`, `ENABLE`, `ENDPOINT`,
+//! `AUTH_TOKEN`, …, the JSON key upper-cased); `<ID>` is taken as written.
+//! For `webhook` the variables read are, each with and without `_<ID>`:
+//! `MINIO_NOTIFY_WEBHOOK_ENABLE`, `…_ENDPOINT`, `…_AUTH_TOKEN`,
+//! `…_CLIENT_CERT`, `…_CLIENT_KEY`, `…_QUEUE_DIR`, `…_QUEUE_LIMIT`,
+//! `…_SIGNATURE_KEY` and `…_TIMEOUT`. The prefix `S3E_NOTIFY_` is an alias
+//! of `MINIO_NOTIFY_`; when both spell the same key, `S3E_NOTIFY_` wins.
+//! Any other variable under `MINIO_NOTIFY_WEBHOOK_`/`S3E_NOTIFY_WEBHOOK_` is
+//! an error naming it (a misspelt key is never silently ignored); variables
+//! of other types (`MINIO_NOTIFY_KAFKA_…`) are errors naming the type.
+//!
+//! Unlike MinIO, which only discovers a target from the environment through
+//! its `ENABLE` variable, any key names a target here, and `enable` defaults
+//! to on as in JSON: a configured target is used unless switched off.
+//!
+//! # Precedence
+//!
+//! [`NotifyConfig::merge`] overlays one configuration on another key by key;
+//! [`NotifyConfig::load`] does it for JSON plus environment, the environment
+//! winning, as in MinIO.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use s3_event_core::{NotificationConfiguration, RuleSet, Target};
+use serde_json::{Map, Value};
+
+use crate::notifier::{DeliveryMode, Notifier, TargetOptions};
+use crate::{Error, Result};
+
+/// The target types this crate knows, with the cargo feature that compiles
+/// each in, and its configuration keys.
+const TARGET_TYPES: &[(&str, &str, &[&str])] = &[("webhook", "webhook", WEBHOOK_KEYS)];
+
+/// The keys of a `webhook` target (see `WebhookConfig`).
+const WEBHOOK_KEYS: &[&str] = &[
+    "enable",
+    "endpoint",
+    "auth_token",
+    "client_cert",
+    "client_key",
+    "queue_dir",
+    "queue_limit",
+    "signature_key",
+    "timeout",
+];
+
+/// The environment variable prefixes read, in increasing precedence.
+const ENV_PREFIXES: &[&str] = &["MINIO_NOTIFY_", "S3E_NOTIFY_"];
+
+/// MinIO's default target id, used for environment variables without an
+/// `_<ID>` suffix.
+pub const DEFAULT_TARGET_ID: &str = "_";
+
+/// Notification targets as configured in MinIO's JSON shape and/or
+/// `MINIO_NOTIFY_*` environment variables. See the [module docs](self).
+///
+/// Holds the raw keys per `type → id`; every key is checked against its
+/// target type when the configuration is read, values when targets are
+/// built.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct NotifyConfig {
+    region: String,
+    targets: BTreeMap<String, BTreeMap<String, Map<String, Value>>>,
+}
+
+fn invalid(message: String) -> Error {
+    Error::InvalidNotifyConfig { message }
+}
+
+/// The feature and key list of a known type, or the error for an unknown
+/// one or one whose feature is not compiled in.
+fn known_type(kind: &str) -> Result<&'static [&'static str]> {
+    let Some(&(_, feature, keys)) = TARGET_TYPES.iter().find(|(k, _, _)| *k == kind) else {
+        return Err(Error::UnknownTargetType {
+            kind: kind.to_owned(),
+        });
+    };
+    // One arm per feature-gated type; a `match` so later types add arms.
+    #[allow(clippy::match_like_matches_macro)]
+    let enabled = match feature {
+        "webhook" => cfg!(feature = "webhook"),
+        _ => false,
+    };
+    if !enabled {
+        return Err(Error::FeatureDisabled {
+            kind: kind.to_owned(),
+            feature,
+        });
+    }
+    Ok(keys)
+}
+
+impl NotifyConfig {
+    /// An empty configuration (no targets) for `region`.
+    pub fn new(region: impl Into<String>) -> Self {
+        NotifyConfig {
+            region: region.into(),
+            targets: BTreeMap::new(),
+        }
+    }
+
+    /// The region of the targets' ARNs.
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    /// Parses MinIO's `{"<type>": {"<id>": {"<key>": …}}}` document (or the
+    /// same wrapped in `{"notify": …}`). Fails on malformed JSON, unknown
+    /// target types, types whose cargo feature is off, and unknown keys.
+    pub fn from_json(json: &str, region: &str) -> Result<Self> {
+        let mut root: Value = serde_json::from_str(json)
+            .map_err(|e| invalid(format!("notification configuration is not valid JSON: {e}")))?;
+        if let Some(inner) = root.as_object_mut().and_then(|o| {
+            if o.len() == 1 {
+                o.remove("notify")
+            } else {
+                None
+            }
+        }) {
+            root = inner;
+        }
+        let Value::Object(types) = root else {
+            return Err(invalid(
+                "notification configuration must be a JSON object of target types".into(),
+            ));
+        };
+        let mut config = NotifyConfig::new(region);
+        for (kind, ids) in types {
+            let keys = known_type(&kind)?;
+            let Value::Object(ids) = ids else {
+                return Err(invalid(format!("`{kind}` must be an object of target ids")));
+            };
+            let section = config.targets.entry(kind.clone()).or_default();
+            for (id, target) in ids {
+                let Value::Object(target) = target else {
+                    return Err(invalid(format!("{kind} {id}: must be a JSON object")));
+                };
+                if let Some(key) = target.keys().find(|k| !keys.contains(&k.as_str())) {
+                    return Err(Error::UnknownKey {
+                        target: format!("{kind} {id}"),
+                        key: key.clone(),
+                    });
+                }
+                section.insert(id, target);
+            }
+        }
+        Ok(config)
+    }
+
+    /// Reads `MINIO_NOTIFY_*` / `S3E_NOTIFY_*` variables from `vars`; other
+    /// variables are ignored. See the [module docs](self) for the names.
+    pub fn from_env_vars<I>(vars: I, region: &str) -> Result<Self>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        let vars: Vec<(String, String)> = vars.into_iter().collect();
+        let mut config = NotifyConfig::new(region);
+        for prefix in ENV_PREFIXES {
+            for (name, value) in &vars {
+                let Some(rest) = name.strip_prefix(prefix) else {
+                    continue;
+                };
+                let kind_upper = rest.split('_').next().unwrap_or_default();
+                let kind = kind_upper.to_ascii_lowercase();
+                let keys = known_type(&kind)?;
+                let rest = rest[kind_upper.len()..].strip_prefix('_').unwrap_or("");
+                let found = keys.iter().find_map(|key| {
+                    let upper = key.to_ascii_uppercase();
+                    if rest == upper {
+                        Some((*key, DEFAULT_TARGET_ID))
+                    } else {
+                        rest.strip_prefix(upper.as_str())
+                            .and_then(|r| r.strip_prefix('_'))
+                            .filter(|id| !id.is_empty())
+                            .map(|id| (*key, id))
+                    }
+                });
+                let Some((key, id)) = found else {
+                    return Err(invalid(format!(
+                        "environment variable `{name}` names no `{kind}` key (expected \
+                         {prefix}{kind_upper}_<KEY>[_<ID>] with <KEY> one of {})",
+                        keys.iter()
+                            .map(|k| k.to_ascii_uppercase())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )));
+                };
+                config
+                    .targets
+                    .entry(kind)
+                    .or_default()
+                    .entry(id.to_owned())
+                    .or_default()
+                    .insert(key.to_owned(), Value::String(value.clone()));
+            }
+        }
+        Ok(config)
+    }
+
+    /// [`from_env_vars`](Self::from_env_vars) over the process environment
+    /// (variables whose name or value is not UTF-8 are skipped).
+    pub fn from_env(region: &str) -> Result<Self> {
+        Self::from_env_vars(
+            std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
+            region,
+        )
+    }
+
+    /// JSON (when given) overlaid with the process environment, as MinIO
+    /// does: an environment variable overrides the same key in the JSON.
+    pub fn load(json: Option<&str>, region: &str) -> Result<Self> {
+        let base = match json {
+            Some(j) => Self::from_json(j, region)?,
+            None => Self::new(region),
+        };
+        Ok(base.merge(Self::from_env(region)?))
+    }
+
+    /// Overlays `other` on `self` key by key: a key set in `other` replaces
+    /// the same key of the same target in `self`; targets and keys only in
+    /// one of them are kept. The region stays `self`'s.
+    pub fn merge(mut self, other: NotifyConfig) -> Self {
+        for (kind, ids) in other.targets {
+            let section = self.targets.entry(kind).or_default();
+            for (id, keys) in ids {
+                section.entry(id).or_default().extend(keys);
+            }
+        }
+        self
+    }
+
+    /// The configured `(type, id)` pairs, enabled or not, sorted.
+    pub fn target_names(&self) -> Vec<(&str, &str)> {
+        self.targets
+            .iter()
+            .flat_map(|(k, ids)| ids.keys().map(move |id| (k.as_str(), id.as_str())))
+            .collect()
+    }
+
+    /// Builds every enabled target (targets with `enable` off are skipped),
+    /// with ids `arn:minio:sqs:<region>:<id>:<type>` and the pipeline
+    /// options their keys imply (`queue_dir`, `queue_limit`). Fails with an
+    /// error naming the target and key when a value is invalid. Nothing is
+    /// contacted: endpoints need not be reachable.
+    pub fn build_targets(&self) -> Result<Vec<(Arc<dyn Target>, TargetOptions)>> {
+        let mut out: Vec<(Arc<dyn Target>, TargetOptions)> = Vec::new();
+        for (kind, ids) in &self.targets {
+            let keys = known_type(kind)?;
+            for (id, map) in ids {
+                let target_id =
+                    s3_event_core::TargetId::new(self.region.as_str(), id.as_str(), kind.as_str())
+                        .map_err(|e| Error::InvalidConfig {
+                            target: format!("{kind} {id}"),
+                            key: "id",
+                            message: format!("the target id or region is invalid: {e}"),
+                        })?;
+                if let Some(built) = build_one(kind, keys, target_id, map)? {
+                    out.push(built);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Builds the targets and a [`Notifier`] routing by `rules` in `mode`.
+    /// Must be called inside a tokio runtime (see
+    /// [`NotifierBuilder::build`](crate::NotifierBuilder::build)).
+    ///
+    /// A rule whose ARN names no enabled configured target is an
+    /// [`Error::UnknownTarget`] naming the ARN, as in MinIO.
+    pub fn notifier(
+        &self,
+        rules: &NotificationConfiguration,
+        mode: DeliveryMode,
+    ) -> Result<Notifier> {
+        let rules = RuleSet::from_config(rules).map_err(|source| Error::InvalidRules { source })?;
+        let mut builder = Notifier::builder().rules(rules).mode(mode);
+        for (target, options) in self.build_targets()? {
+            builder = builder.target(target, options);
+        }
+        builder.build()
+    }
+}
+
+/// Builds one target of a known type; `None` when it is disabled.
+#[cfg_attr(not(feature = "webhook"), allow(unused_variables))]
+fn build_one(
+    kind: &str,
+    keys: &'static [&'static str],
+    id: s3_event_core::TargetId,
+    map: &Map<String, Value>,
+) -> Result<Option<(Arc<dyn Target>, TargetOptions)>> {
+    match kind {
+        #[cfg(feature = "webhook")]
+        "webhook" => {
+            let config: crate::WebhookConfig = deserialize(kind, id.id(), keys, map)?;
+            if !config.enable {
+                return Ok(None);
+            }
+            let options = config.target_options();
+            let target = crate::WebhookTarget::new(id, config)?;
+            Ok(Some((Arc::new(target), options)))
+        }
+        _ => Err(Error::UnknownTargetType {
+            kind: kind.to_owned(),
+        }),
+    }
+}
+
+/// Deserializes a target's keys; on failure finds the key at fault so the
+/// error names it.
+#[cfg(feature = "webhook")]
+fn deserialize<T: serde::de::DeserializeOwned>(
+    kind: &str,
+    id: &str,
+    keys: &'static [&'static str],
+    map: &Map<String, Value>,
+) -> Result<T> {
+    let target = format!("{kind} {id}");
+    serde_json::from_value(Value::Object(map.clone())).map_err(|e| {
+        for (k, v) in map {
+            let one: Map<String, Value> = [(k.clone(), v.clone())].into_iter().collect();
+            if let Err(e1) = serde_json::from_value::<T>(Value::Object(one)) {
+                return match keys.iter().find(|key| **key == k.as_str()) {
+                    Some(key) => Error::InvalidConfig {
+                        target,
+                        key,
+                        message: format!("invalid `{key}`: {e1}"),
+                    },
+                    None => Error::UnknownKey {
+                        target,
+                        key: k.clone(),
+                    },
+                };
+            }
+        }
+        invalid(format!("{target}: {e}"))
+    })
+}
+
+#[cfg(all(test, feature = "webhook"))]
+mod tests {
+    use super::*;
+    use s3_event_core::{EventMask, NotificationRule, TargetId};
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn ids(targets: &[(Arc<dyn Target>, TargetOptions)]) -> Vec<String> {
+        targets.iter().map(|(t, _)| t.id().to_string()).collect()
+    }
+
+    const TWO: &str = r#"{"webhook": {
+        "1": {"enable": "on", "endpoint": "http://127.0.0.1:1/a", "queue_limit": "10"},
+        "2": {"enable": true, "endpoint": "http://127.0.0.1:1/b", "auth_token": ""}
+    }}"#;
+
+    #[test]
+    fn json_two_webhooks() {
+        let c = NotifyConfig::from_json(TWO, "us-east-1").unwrap();
+        let t = c.build_targets().unwrap();
+        assert_eq!(
+            ids(&t),
+            [
+                "arn:minio:sqs:us-east-1:1:webhook",
+                "arn:minio:sqs:us-east-1:2:webhook"
+            ]
+        );
+        assert_eq!(t[0].1.queue_limit, 10);
+        assert_eq!(t[1].1.queue_limit, crate::webhook::DEFAULT_QUEUE_LIMIT);
+    }
+
+    #[test]
+    fn json_wrapped_in_notify() {
+        let c = NotifyConfig::from_json(&format!(r#"{{"notify": {TWO}}}"#), "").unwrap();
+        assert_eq!(c.target_names(), [("webhook", "1"), ("webhook", "2")]);
+    }
+
+    #[test]
+    fn env_with_and_without_id() {
+        let c = NotifyConfig::from_env_vars(
+            env(&[
+                ("MINIO_NOTIFY_WEBHOOK_ENABLE", "on"),
+                (
+                    "MINIO_NOTIFY_WEBHOOK_ENDPOINT",
+                    "http://127.0.0.1:1/default",
+                ),
+                ("MINIO_NOTIFY_WEBHOOK_ENABLE_PRIMARY", "on"),
+                (
+                    "MINIO_NOTIFY_WEBHOOK_ENDPOINT_PRIMARY",
+                    "http://127.0.0.1:1/p",
+                ),
+                ("MINIO_NOTIFY_WEBHOOK_QUEUE_LIMIT_PRIMARY", "5"),
+                ("S3E_NOTIFY_WEBHOOK_AUTH_TOKEN_PRIMARY", "tok"),
+                ("PATH", "/bin"),
+            ]),
+            "r",
+        )
+        .unwrap();
+        let t = c.build_targets().unwrap();
+        assert_eq!(
+            ids(&t),
+            [
+                "arn:minio:sqs:r:PRIMARY:webhook",
+                "arn:minio:sqs:r:_:webhook"
+            ]
+        );
+        assert_eq!(t[0].1.queue_limit, 5);
+    }
+
+    #[test]
+    fn s3e_prefix_wins_over_minio() {
+        let c = NotifyConfig::from_env_vars(
+            env(&[
+                ("S3E_NOTIFY_WEBHOOK_ENABLE_1", "off"),
+                ("MINIO_NOTIFY_WEBHOOK_ENABLE_1", "on"),
+                ("MINIO_NOTIFY_WEBHOOK_ENDPOINT_1", "http://127.0.0.1:1/"),
+            ]),
+            "",
+        )
+        .unwrap();
+        assert!(c.build_targets().unwrap().is_empty());
+    }
+
+    #[test]
+    fn env_overrides_json() {
+        let json = NotifyConfig::from_json(TWO, "r").unwrap();
+        let envc = NotifyConfig::from_env_vars(
+            env(&[
+                ("MINIO_NOTIFY_WEBHOOK_QUEUE_LIMIT_1", "7"),
+                ("MINIO_NOTIFY_WEBHOOK_ENABLE_2", "off"),
+            ]),
+            "r",
+        )
+        .unwrap();
+        let t = json.merge(envc).build_targets().unwrap();
+        assert_eq!(ids(&t), ["arn:minio:sqs:r:1:webhook"]);
+        assert_eq!(t[0].1.queue_limit, 7);
+    }
+
+    #[test]
+    fn unknown_key_names_target_and_key() {
+        let err = NotifyConfig::from_json(
+            r#"{"webhook": {"1": {"enable": "on", "endpoit": "http://x/"}}}"#,
+            "",
+        )
+        .unwrap_err();
+        assert_eq!(err.to_string(), "webhook 1: unknown key `endpoit`");
+        assert!(matches!(err, Error::UnknownKey { ref key, .. } if key == "endpoit"));
+
+        let err = NotifyConfig::from_env_vars(env(&[("MINIO_NOTIFY_WEBHOOK_ENDPOIT_1", "x")]), "")
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("MINIO_NOTIFY_WEBHOOK_ENDPOIT_1"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn invalid_value_names_target_and_key() {
+        let c = NotifyConfig::from_json(
+            r#"{"webhook": {"3": {"endpoint": "http://x/", "queue_limit": "many"}}}"#,
+            "",
+        )
+        .unwrap();
+        let err = c.build_targets().unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidConfig { ref target, key: "queue_limit", .. } if target == "webhook 3"),
+            "{err:?}"
+        );
+        let c = NotifyConfig::from_json(r#"{"webhook": {"4": {"enable": "on"}}}"#, "").unwrap();
+        let err = c.build_targets().unwrap_err();
+        assert_eq!(err.to_string(), "webhook 4: `endpoint` is required");
+    }
+
+    #[test]
+    fn unknown_type_is_an_error() {
+        let err = NotifyConfig::from_json(r#"{"redis": {"1": {"enable": "on"}}}"#, "").unwrap_err();
+        assert!(matches!(err, Error::UnknownTargetType { ref kind } if kind == "redis"));
+        assert!(err.to_string().contains("`redis`"), "{err}");
+        let err = NotifyConfig::from_env_vars(env(&[("MINIO_NOTIFY_KAFKA_ENABLE", "on")]), "")
+            .unwrap_err();
+        assert!(err.to_string().contains("`kafka`"), "{err}");
+    }
+
+    #[test]
+    fn disabled_target_skipped() {
+        let c = NotifyConfig::from_json(
+            r#"{"webhook": {"1": {"enable": "off", "endpoint": ""},
+                            "2": {"enable": "on", "endpoint": "http://127.0.0.1:1/"}}}"#,
+            "",
+        )
+        .unwrap();
+        assert_eq!(
+            ids(&c.build_targets().unwrap()),
+            ["arn:minio:sqs::2:webhook"]
+        );
+    }
+
+    #[tokio::test]
+    async fn notifier_routes_to_configured_targets() {
+        let c = NotifyConfig::from_json(TWO, "r").unwrap();
+        let id = TargetId::new("r", "2", "webhook").unwrap();
+        let rules =
+            NotificationConfiguration::new(vec![NotificationRule::new("a", EventMask::ALL, id)]);
+        let n = c.notifier(&rules, DeliveryMode::default()).unwrap();
+        assert_eq!(n.stats().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn rule_with_unconfigured_arn_fails_naming_it() {
+        let c = NotifyConfig::from_json(TWO, "r").unwrap();
+        let id = TargetId::new("r", "9", "webhook").unwrap();
+        let rules =
+            NotificationConfiguration::new(vec![NotificationRule::new("a", EventMask::ALL, id)]);
+        let err = c.notifier(&rules, DeliveryMode::default()).unwrap_err();
+        assert!(matches!(err, Error::UnknownTarget { .. }));
+        assert!(
+            err.to_string().contains("arn:minio:sqs:r:9:webhook"),
+            "{err}"
+        );
+    }
+}
+
+#[cfg(all(test, not(feature = "webhook")))]
+mod tests_no_webhook {
+    use super::*;
+
+    #[test]
+    fn webhook_needs_its_feature() {
+        let err = NotifyConfig::from_json(r#"{"webhook": {"1": {}}}"#, "").unwrap_err();
+        assert!(err.to_string().contains("feature `webhook`"), "{err}");
+    }
+}
