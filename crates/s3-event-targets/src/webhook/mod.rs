@@ -700,3 +700,6 @@ mod tests {
         assert!(e.starts_with("webhook 1: `client_cert`"), "{e}");
     }
 }
+
+#[cfg(test)]
+mod durability_tests;
