@@ -6,12 +6,17 @@
 //!   `MINIO_NOTIFY_*` environment variables) to targets and a notifier.
 //! - `webhook` (feature `webhook`): the webhook target, MinIO-compatible,
 //!   with HMAC-SHA256 signatures.
+//! - `conformance` (feature `conformance`, and in this crate's tests): the
+//!   shared suite every target's tests run (`publishes`, `preserves_order`,
+//!   `survives_target_restart`, `dead_letters_poison`, ...).
 #![warn(missing_docs)]
 #![deny(rustdoc::broken_intra_doc_links)]
 
 pub use s3_event_core as core;
 
 pub mod config;
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
 mod error;
 pub mod notifier;
 pub mod queue_store;

@@ -702,4 +702,6 @@ mod tests {
 }
 
 #[cfg(test)]
+mod conformance_tests;
+#[cfg(test)]
 mod durability_tests;
