@@ -1,4 +1,33 @@
 //! Batching events into object storage and reading them back. Built on [`s3_event_core`].
+//!
+//! So far: the encoding layer ([`BatchEncoder`]: NDJSON or a JSON array,
+//! optionally gzip), the read side ([`decode`]) and failure reports
+//! ([`failure_report_key`], [`failure_report_text`]).
+//!
+//! ```
+//! use s3_event_sink::{decode, BatchEncoder, Compression, Encoding};
+//!
+//! let mut enc = BatchEncoder::new(Encoding::Ndjson, Compression::gzip());
+//! for i in 0..3 {
+//!     enc.push(&serde_json::json!({ "n": i }))?;
+//! }
+//! let key = format!("batch-0001{}", enc.extension());
+//! let decoded = decode(&key, &enc.finish()?)?;
+//! assert_eq!(decoded.records.len(), 3);
+//! assert!(decoded.bad.is_empty());
+//! # Ok::<(), s3_event_sink::Error>(())
+//! ```
 #![warn(missing_docs)]
+#![deny(rustdoc::broken_intra_doc_links)]
+
+mod decode;
+mod encode;
+mod error;
+mod report;
 
 pub use s3_event_core as core;
+
+pub use decode::{decode, decode_with_limit, BadRecord, Decoded, DEFAULT_MAX_DECODED_BYTES};
+pub use encode::{BatchEncoder, Compression, Encoding};
+pub use error::{Error, Result};
+pub use report::{failure_report_key, failure_report_text};

@@ -1,0 +1,568 @@
+//! Encoders: NDJSON or a JSON array, optionally gzip-compressed.
+//!
+//! ```
+//! use s3_event_sink::{BatchEncoder, Compression, Encoding};
+//!
+//! let mut enc = BatchEncoder::new(Encoding::JsonArray, Compression::None);
+//! enc.push(&serde_json::json!({"a": 1}))?;
+//! enc.push_raw(br#"{"b":2}"#)?;
+//! assert_eq!(enc.extension(), ".json");
+//! assert_eq!(enc.encoded_len(), 17);
+//! assert_eq!(enc.finish()?, br#"[{"a":1},{"b":2}]"#);
+//!
+//! let mut enc: BatchEncoder = "ndjson".parse::<Encoding>()?.encoder("gzip".parse()?);
+//! enc.push(&serde_json::json!({"a": 1}))?;
+//! assert_eq!(enc.extension(), ".ndjson.gz");
+//! assert_eq!(enc.content_encoding(), Some("gzip"));
+//! let bytes = enc.finish()?;
+//! let decoded = s3_event_sink::decode("x.ndjson.gz", &bytes)?;
+//! assert_eq!(decoded.records, vec![serde_json::json!({"a": 1})]);
+//! # Ok::<(), s3_event_sink::Error>(())
+//! ```
+
+use std::fmt;
+use std::io::Write;
+use std::str::FromStr;
+
+use flate2::write::GzEncoder;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+
+/// How records are laid out in an object.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Encoding {
+    /// One JSON value per line (`\n`-terminated).
+    #[default]
+    Ndjson,
+    /// One JSON array holding every record.
+    JsonArray,
+}
+
+impl Encoding {
+    /// The file extension, with its dot: `.ndjson` or `.json`.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Encoding::Ndjson => ".ndjson",
+            Encoding::JsonArray => ".json",
+        }
+    }
+
+    /// The `Content-Type`: `application/x-ndjson` or `application/json`.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Encoding::Ndjson => "application/x-ndjson",
+            Encoding::JsonArray => "application/json",
+        }
+    }
+
+    /// A new, empty [`BatchEncoder`] for this encoding and `compression`.
+    pub fn encoder(self, compression: Compression) -> BatchEncoder {
+        BatchEncoder::new(self, compression)
+    }
+}
+
+impl FromStr for Encoding {
+    type Err = Error;
+
+    /// Parses `ndjson` or `json` (ASCII case-insensitive).
+    fn from_str(s: &str) -> Result<Self> {
+        if s.eq_ignore_ascii_case("ndjson") {
+            Ok(Encoding::Ndjson)
+        } else if s.eq_ignore_ascii_case("json") {
+            Ok(Encoding::JsonArray)
+        } else {
+            Err(Error::InvalidConfig {
+                what: "encoding",
+                value: s.to_owned(),
+                expected: "`ndjson`, `json`",
+            })
+        }
+    }
+}
+
+impl fmt::Display for Encoding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Encoding::Ndjson => "ndjson",
+            Encoding::JsonArray => "json",
+        })
+    }
+}
+
+/// Whether objects are compressed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Compression {
+    /// Stored as is.
+    #[default]
+    None,
+    /// gzip (flate2 with the `zlib-rs` backend).
+    Gzip {
+        /// Compression level, 0 (store) to 9 (best); larger values are clamped to 9.
+        level: u32,
+    },
+}
+
+impl Compression {
+    /// The gzip level used when none is configured.
+    pub const DEFAULT_GZIP_LEVEL: u32 = 6;
+
+    /// gzip at [`Compression::DEFAULT_GZIP_LEVEL`].
+    pub const fn gzip() -> Self {
+        Compression::Gzip {
+            level: Self::DEFAULT_GZIP_LEVEL,
+        }
+    }
+
+    /// The extension appended after the encoding's: `.gz` or nothing.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Compression::None => "",
+            Compression::Gzip { .. } => ".gz",
+        }
+    }
+
+    /// The `Content-Encoding` header value: `Some("gzip")` or `None`.
+    pub fn content_encoding(self) -> Option<&'static str> {
+        match self {
+            Compression::None => None,
+            Compression::Gzip { .. } => Some("gzip"),
+        }
+    }
+}
+
+impl FromStr for Compression {
+    type Err = Error;
+
+    /// Parses `none` or `gzip` (ASCII case-insensitive; gzip at the default level).
+    fn from_str(s: &str) -> Result<Self> {
+        if s.eq_ignore_ascii_case("none") {
+            Ok(Compression::None)
+        } else if s.eq_ignore_ascii_case("gzip") {
+            Ok(Compression::gzip())
+        } else {
+            Err(Error::InvalidConfig {
+                what: "compression",
+                value: s.to_owned(),
+                expected: "`gzip`, `none`",
+            })
+        }
+    }
+}
+
+impl fmt::Display for Compression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Compression::None => "none",
+            Compression::Gzip { .. } => "gzip",
+        })
+    }
+}
+
+/// gzip header (10) + trailer (8) + one final empty stored block (5):
+/// what `finish` may still add on top of the data itself.
+const GZIP_OVERHEAD: usize = 10 + 8 + 5;
+
+#[derive(Debug)]
+enum Out {
+    Plain(Vec<u8>),
+    Gzip {
+        w: Box<GzEncoder<Vec<u8>>>,
+        /// Uncompressed bytes written in total.
+        total_in: usize,
+        /// `total_in` when the compressed output last grew, minus the write
+        /// during which it grew (that write's data is still in the compressor).
+        in_at_growth: usize,
+    },
+}
+
+/// A streaming encoder for one batch (one object).
+///
+/// Records go in already serialized ([`push_raw`](Self::push_raw)) or as any
+/// `Serialize` value ([`push`](Self::push)); they are laid out as NDJSON lines
+/// or a JSON array (`[` first, `,` between, `]` on [`finish`](Self::finish)),
+/// optionally through gzip, into memory.
+///
+/// # `encoded_len`
+/// [`encoded_len`](Self::encoded_len) is the size the object would have if
+/// finished now, so a flush policy can cut files at a configured size:
+///
+/// - without compression it is exact (including the closing `]` of an array);
+/// - with gzip it is the compressed bytes already produced, plus the
+///   uncompressed bytes written since the output last grew times the
+///   compression ratio observed so far (1.0 until the compressor has emitted
+///   its first block, so small batches are over-estimated, never cut late),
+///   plus the gzip header/trailer. Deflate holds back at most about one block,
+///   so the estimate stays within a block's compressed size (tens of KiB) of
+///   the final length.
+#[derive(Debug)]
+pub struct BatchEncoder {
+    encoding: Encoding,
+    compression: Compression,
+    out: Out,
+    records: usize,
+    scratch: Vec<u8>,
+}
+
+impl BatchEncoder {
+    /// A new, empty encoder.
+    pub fn new(encoding: Encoding, compression: Compression) -> Self {
+        let mut enc = BatchEncoder {
+            encoding,
+            compression,
+            out: match compression {
+                Compression::None => Out::Plain(Vec::new()),
+                Compression::Gzip { level } => Out::Gzip {
+                    w: Box::new(GzEncoder::new(
+                        Vec::new(),
+                        flate2::Compression::new(level.min(9)),
+                    )),
+                    total_in: 0,
+                    in_at_growth: 0,
+                },
+            },
+            records: 0,
+            scratch: Vec::new(),
+        };
+        if encoding == Encoding::JsonArray {
+            // Writing into memory cannot fail for the plain case; for gzip the
+            // one byte just sits in the compressor.
+            let _ = enc.write(b"[");
+        }
+        enc
+    }
+
+    /// The encoding.
+    pub fn encoding(&self) -> Encoding {
+        self.encoding
+    }
+
+    /// The compression.
+    pub fn compression(&self) -> Compression {
+        self.compression
+    }
+
+    /// The full file extension, e.g. `.ndjson.gz` or `.json`.
+    pub fn extension(&self) -> String {
+        format!(
+            "{}{}",
+            self.encoding.extension(),
+            self.compression.extension()
+        )
+    }
+
+    /// The object's `Content-Type`.
+    pub fn content_type(&self) -> &'static str {
+        self.encoding.content_type()
+    }
+
+    /// The object's `Content-Encoding`, if any.
+    pub fn content_encoding(&self) -> Option<&'static str> {
+        self.compression.content_encoding()
+    }
+
+    /// Number of records pushed.
+    pub fn len(&self) -> usize {
+        self.records
+    }
+
+    /// Whether no record has been pushed.
+    pub fn is_empty(&self) -> bool {
+        self.records == 0
+    }
+
+    /// Appends one record given as serialized JSON.
+    ///
+    /// The bytes are not validated: they must be one JSON value. In NDJSON
+    /// mode a record that is empty or contains a raw `\n` is rejected, since it
+    /// would be read back as zero or several records (compact `serde_json`
+    /// output never contains one; a JSON string's newlines are escaped).
+    pub fn push_raw(&mut self, record: &[u8]) -> Result<()> {
+        if record.iter().all(u8::is_ascii_whitespace) {
+            return Err(Error::InvalidRecord {
+                index: self.records,
+                reason: "empty record",
+            });
+        }
+        match self.encoding {
+            Encoding::Ndjson => {
+                if record.contains(&b'\n') {
+                    return Err(Error::InvalidRecord {
+                        index: self.records,
+                        reason: "raw newline in an NDJSON record",
+                    });
+                }
+                self.write(record)?;
+                self.write(b"\n")?;
+            }
+            Encoding::JsonArray => {
+                if self.records > 0 {
+                    self.write(b",")?;
+                }
+                self.write(record)?;
+            }
+        }
+        self.records += 1;
+        Ok(())
+    }
+
+    /// Serializes `record` with `serde_json` (compact) and appends it.
+    pub fn push<T: Serialize + ?Sized>(&mut self, record: &T) -> Result<()> {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        let res = serde_json::to_writer(&mut scratch, record)
+            .map_err(|source| Error::Serialize {
+                index: self.records,
+                source,
+            })
+            .and_then(|()| self.push_raw(&scratch));
+        self.scratch = scratch;
+        res
+    }
+
+    /// The size of the object if finished now; see the type's docs.
+    pub fn encoded_len(&self) -> usize {
+        let closing = usize::from(self.encoding == Encoding::JsonArray);
+        match &self.out {
+            Out::Plain(v) => v.len() + closing,
+            Out::Gzip {
+                w,
+                total_in,
+                in_at_growth,
+            } => {
+                let produced = w.get_ref().len();
+                let pending = total_in - in_at_growth + closing;
+                let ratio = if *in_at_growth > 0 && produced > GZIP_OVERHEAD {
+                    (produced as f64 / *in_at_growth as f64).min(1.0)
+                } else {
+                    1.0
+                };
+                produced + (pending as f64 * ratio).ceil() as usize + GZIP_OVERHEAD
+            }
+        }
+    }
+
+    /// Closes the array (if any), finishes compression and returns the bytes.
+    pub fn finish(mut self) -> Result<Vec<u8>> {
+        if self.encoding == Encoding::JsonArray {
+            self.write(b"]")?;
+        }
+        match self.out {
+            Out::Plain(v) => Ok(v),
+            Out::Gzip { w, .. } => w.finish().map_err(|source| Error::Compress { source }),
+        }
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        match &mut self.out {
+            Out::Plain(v) => v.extend_from_slice(bytes),
+            Out::Gzip {
+                w,
+                total_in,
+                in_at_growth,
+            } => {
+                let before = w.get_ref().len();
+                w.write_all(bytes)
+                    .map_err(|source| Error::Compress { source })?;
+                if w.get_ref().len() != before {
+                    *in_at_growth = *total_in;
+                }
+                *total_in += bytes.len();
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::decode;
+    use proptest::prelude::*;
+    use serde_json::{json, Value};
+
+    const ALL: [(Encoding, Compression); 4] = [
+        (Encoding::Ndjson, Compression::None),
+        (Encoding::Ndjson, Compression::gzip()),
+        (Encoding::JsonArray, Compression::None),
+        (Encoding::JsonArray, Compression::gzip()),
+    ];
+
+    fn record(i: usize) -> Value {
+        json!({
+            "customerId": format!("customer-{}", i % 97),
+            "meterApiName": "ComputeHours",
+            "meterValue": i * 7 % 1000,
+            "meterTimeInMillis": 1_619_445_706_909u64 + (i as u64 * 7919) % 100_000,
+            "dimensions": { "region": "us-west-2", "az": format!("az{}", i % 3) },
+        })
+    }
+
+    #[test]
+    fn parses_config_strings() {
+        assert_eq!("ndjson".parse::<Encoding>().unwrap(), Encoding::Ndjson);
+        assert_eq!("JSON".parse::<Encoding>().unwrap(), Encoding::JsonArray);
+        assert_eq!("none".parse::<Compression>().unwrap(), Compression::None);
+        assert_eq!(
+            "gzip".parse::<Compression>().unwrap(),
+            Compression::Gzip { level: 6 }
+        );
+        let e = "xml".parse::<Encoding>().unwrap_err().to_string();
+        assert!(e.contains("`xml`") && e.contains("encoding"), "{e}");
+        let e = "zstd".parse::<Compression>().unwrap_err().to_string();
+        assert!(e.contains("`zstd`") && e.contains("compression"), "{e}");
+        for (enc, comp) in ALL {
+            assert_eq!(enc.to_string().parse::<Encoding>().unwrap(), enc);
+            assert_eq!(comp.to_string().parse::<Compression>().unwrap(), comp);
+        }
+    }
+
+    #[test]
+    fn extension_content_type_and_encoding_per_combination() {
+        let expect = [
+            (".ndjson", "application/x-ndjson", None),
+            (".ndjson.gz", "application/x-ndjson", Some("gzip")),
+            (".json", "application/json", None),
+            (".json.gz", "application/json", Some("gzip")),
+        ];
+        for ((enc, comp), (ext, ct, ce)) in ALL.into_iter().zip(expect) {
+            let e = BatchEncoder::new(enc, comp);
+            assert_eq!(e.extension(), ext);
+            assert_eq!(e.content_type(), ct);
+            assert_eq!(e.content_encoding(), ce);
+            assert_eq!((e.encoding(), e.compression()), (enc, comp));
+        }
+    }
+
+    #[test]
+    fn json_array_is_one_valid_document() {
+        for comp in [Compression::None, Compression::gzip()] {
+            for n in [0, 1, 5] {
+                let mut e = BatchEncoder::new(Encoding::JsonArray, comp);
+                for i in 0..n {
+                    e.push(&record(i)).unwrap();
+                }
+                let bytes = e.finish().unwrap();
+                let plain = if comp == Compression::None {
+                    bytes
+                } else {
+                    let mut out = Vec::new();
+                    std::io::Read::read_to_end(
+                        &mut flate2::read::GzDecoder::new(&bytes[..]),
+                        &mut out,
+                    )
+                    .unwrap();
+                    out
+                };
+                let v: Value = serde_json::from_slice(&plain).unwrap();
+                assert_eq!(v, Value::Array((0..n).map(record).collect()));
+            }
+        }
+    }
+
+    #[test]
+    fn ndjson_rejects_raw_newline_and_empty_records() {
+        let mut e = BatchEncoder::new(Encoding::Ndjson, Compression::None);
+        assert!(matches!(
+            e.push_raw(b"{\"a\":\n1}"),
+            Err(Error::InvalidRecord { index: 0, .. })
+        ));
+        assert!(matches!(
+            e.push_raw(b"  "),
+            Err(Error::InvalidRecord { .. })
+        ));
+        e.push(&json!({"s": "multi\nline"})).unwrap();
+        assert_eq!(e.len(), 1);
+        assert_eq!(e.finish().unwrap(), b"{\"s\":\"multi\\nline\"}\n");
+        // A JSON array may hold pretty-printed records.
+        let mut e = BatchEncoder::new(Encoding::JsonArray, Compression::None);
+        e.push_raw(b"{\"a\":\n1}").unwrap();
+        assert_eq!(e.finish().unwrap(), b"[{\"a\":\n1}]");
+    }
+
+    #[test]
+    fn plain_encoded_len_is_exact_and_grows() {
+        for enc in [Encoding::Ndjson, Encoding::JsonArray] {
+            let mut e = BatchEncoder::new(enc, Compression::None);
+            let mut last = e.encoded_len();
+            for i in 0..20_000 {
+                e.push(&record(i)).unwrap();
+                let now = e.encoded_len();
+                assert!(now > last);
+                last = now;
+            }
+            assert_eq!(e.finish().unwrap().len(), last);
+        }
+    }
+
+    #[test]
+    fn gzip_encoded_len_tracks_final_size() {
+        // Bound: one deflate block's worth of compressed data plus the header.
+        const BOUND: usize = 64 * 1024;
+        for enc in [Encoding::Ndjson, Encoding::JsonArray] {
+            let mut e = BatchEncoder::new(enc, Compression::gzip());
+            let mut plain = 0;
+            for i in 0..20_000 {
+                let r = serde_json::to_vec(&record(i)).unwrap();
+                e.push_raw(&r).unwrap();
+                plain += r.len() + 1;
+                assert!(e.encoded_len() <= plain + GZIP_OVERHEAD + 64);
+            }
+            let estimate = e.encoded_len();
+            let fin = e.finish().unwrap().len();
+            assert!(fin * 5 < plain, "compresses: {fin} vs {plain}");
+            assert!(estimate <= fin + BOUND, "estimate {estimate} final {fin}");
+            assert!(estimate + BOUND >= fin, "estimate {estimate} final {fin}");
+            assert!(
+                estimate.abs_diff(fin) * 20 <= fin,
+                "within 5%: {estimate} vs {fin}"
+            );
+        }
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            any::<String>().prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 32, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::btree_map(any::<String>(), inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn round_trips_through_decode(
+            records in proptest::collection::vec(
+                proptest::collection::btree_map(any::<String>(), json_value(), 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+                0..20,
+            )
+        ) {
+            for (enc, comp) in ALL {
+                let mut e = BatchEncoder::new(enc, comp);
+                for r in &records {
+                    e.push(r).unwrap();
+                }
+                let key = format!("k{}", e.extension());
+                let bytes = e.finish().unwrap();
+                let d = decode(&key, &bytes).unwrap();
+                prop_assert!(d.bad.is_empty(), "{:?}", d.bad);
+                prop_assert_eq!(d.encoding, enc);
+                prop_assert_eq!(d.gzip, comp != Compression::None);
+                prop_assert_eq!(&d.records, &records);
+            }
+        }
+    }
+}

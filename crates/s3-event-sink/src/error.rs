@@ -1,0 +1,64 @@
+//! The crate's error type.
+
+/// Everything that can go wrong in this crate.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A configuration string did not name a known value.
+    #[error("invalid {what} `{value}`: expected one of {expected}")]
+    InvalidConfig {
+        /// What was being parsed (`encoding`, `compression`).
+        what: &'static str,
+        /// The value that was given.
+        value: String,
+        /// The accepted values.
+        expected: &'static str,
+    },
+    /// A record handed to the encoder cannot be written in the chosen encoding.
+    #[error("record #{index} rejected: {reason}")]
+    InvalidRecord {
+        /// The zero-based index the record would have had in the batch.
+        index: usize,
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+    /// A record could not be serialized to JSON.
+    #[error("record #{index} could not be serialized: {source}")]
+    Serialize {
+        /// The zero-based index the record would have had in the batch.
+        index: usize,
+        /// The serializer's error.
+        source: serde_json::Error,
+    },
+    /// The compressor failed (writing into memory; not expected in practice).
+    #[error("compression failed: {source}")]
+    Compress {
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The key ends with `.gz` but the bytes are not gzip.
+    #[error("object `{key}` has a `.gz` key but its bytes are not gzip")]
+    NotGzip {
+        /// The object key.
+        key: String,
+    },
+    /// The object's gzip stream is corrupt or truncated.
+    #[error("object `{key}`: gzip decompression failed: {source}")]
+    Decompress {
+        /// The object key.
+        key: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The object decompresses to more than the allowed size.
+    #[error("object `{key}` decompresses to more than {limit} bytes")]
+    TooLarge {
+        /// The object key.
+        key: String,
+        /// The limit that was exceeded, in bytes.
+        limit: u64,
+    },
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
