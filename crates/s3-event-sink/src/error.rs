@@ -58,6 +58,29 @@ pub enum Error {
         /// The limit that was exceeded, in bytes.
         limit: u64,
     },
+    /// The partitioner could not place an event.
+    #[error("partitioning failed: {source}")]
+    Partition {
+        /// The partitioner's error.
+        source: s3_event_core::Error,
+    },
+    /// A built object key is not a valid object-store path.
+    #[error("invalid object key `{key}`: {source}")]
+    InvalidKey {
+        /// The key that was built.
+        key: String,
+        /// Why the store rejected it.
+        source: object_store::path::Error,
+    },
+    /// The object store failed (building the default store, for example).
+    #[error("object store error: {source}")]
+    Store {
+        /// The store's error.
+        source: object_store::Error,
+    },
+    /// The sink has been shut down and accepts no more events.
+    #[error("the sink is shut down")]
+    Shutdown,
 }
 
 /// `Result` with this crate's [`Error`].

@@ -2,7 +2,8 @@
 //!
 //! So far: the encoding layer ([`BatchEncoder`]: NDJSON or a JSON array,
 //! optionally gzip), the read side ([`decode`]) and failure reports
-//! ([`failure_report_key`], [`failure_report_text`]).
+//! ([`failure_report_key`], [`failure_report_text`]), and the in-process
+//! [`Sink`] that batches events per partition and uploads them (no spool yet).
 //!
 //! ```
 //! use s3_event_sink::{decode, BatchEncoder, Compression, Encoding};
@@ -24,6 +25,7 @@ mod decode;
 mod encode;
 mod error;
 mod report;
+pub mod sink;
 
 pub use s3_event_core as core;
 
@@ -31,3 +33,7 @@ pub use decode::{decode, decode_with_limit, BadRecord, Decoded, DEFAULT_MAX_DECO
 pub use encode::{BatchEncoder, Compression, Encoding};
 pub use error::{Error, Result};
 pub use report::{failure_report_key, failure_report_text};
+pub use sink::{
+    Sink, SinkBuilder, SinkStats, DEFAULT_DATA_DIR, DEFAULT_FLUSH_INTERVAL, DEFAULT_FLUSH_SIZE,
+    DEFAULT_MAX_BYTES, DEFAULT_MAX_OPEN_BATCHES,
+};
