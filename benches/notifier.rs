@@ -18,6 +18,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod common;
+
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use s3_event::core::{
     EventMask, EventName, EventRecord, NotificationRule, RuleSet, Target, TargetError, TargetId,
@@ -79,84 +81,18 @@ fn target_id(i: usize) -> TargetId {
 /// over 10 destinations. The fifth rule of each tenant ("audit") overlaps
 /// the others, so many records reach two targets.
 fn rules() -> Vec<NotificationRule> {
-    let created = EventMask::from_pattern("s3:ObjectCreated:*").unwrap();
-    let removed = EventMask::from_pattern("s3:ObjectRemoved:*").unwrap();
-    let restore = EventMask::from_pattern("s3:ObjectRestore:*").unwrap();
-    let put = EventName::ObjectCreatedPut | EventName::ObjectCreatedCompleteMultipartUpload;
-    let mut rules = Vec::new();
-    for t in 0..20 {
-        let target = |k: usize| target_id((t + k) % TARGETS);
-        let base = format!("tenant-{t:02}/");
-        let id = |what: &str| format!("{what}-{t:02}");
-        rules.push(
-            NotificationRule::new(id("images"), created, target(0))
-                .with_prefix(format!("{base}images/"))
-                .with_suffix(".jpg"),
-        );
-        rules.push(
-            NotificationRule::new(id("videos"), created, target(1))
-                .with_prefix(format!("{base}videos/"))
-                .with_suffix(".mp4"),
-        );
-        rules.push(
-            NotificationRule::new(id("logs"), put, target(2))
-                .with_prefix(format!("{base}logs/"))
-                .with_suffix(".gz"),
-        );
-        rules.push(
-            NotificationRule::new(id("deletes"), removed, target(3)).with_prefix(base.clone()),
-        );
-        rules.push(
-            NotificationRule::new(id("audit"), put | removed | restore, target(4))
-                .with_prefix(base),
-        );
-    }
-    rules
+    let audit = EventMask::from_pattern("s3:ObjectCreated:Put").unwrap()
+        | EventName::ObjectCreatedCompleteMultipartUpload.mask()
+        | EventMask::from_pattern("s3:ObjectRemoved:*").unwrap()
+        | EventMask::from_pattern("s3:ObjectRestore:*").unwrap();
+    common::tenant_rules(|i| target_id(i % TARGETS).into(), ("audit", audit))
 }
 
-/// A realistic mix: most events are puts, keys hit and miss.
+/// The shared workload as records.
 fn workload() -> Vec<EventRecord> {
-    let events = [
-        EventName::ObjectCreatedPut,
-        EventName::ObjectCreatedPut,
-        EventName::ObjectCreatedPut,
-        EventName::ObjectCreatedPut,
-        EventName::ObjectCreatedCompleteMultipartUpload,
-        EventName::ObjectCreatedCopy,
-        EventName::ObjectRemovedDelete,
-        EventName::ObjectRemovedDeleteMarkerCreated,
-        EventName::ObjectAccessedGet,
-        EventName::ObjectRestoreCompleted,
-    ];
-    let dirs = ["images", "videos", "logs", "tmp", "images/thumbs"];
-    let exts = [".jpg", ".mp4", ".gz", ".txt", ".png"];
-    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state as usize
-    };
-    (0..RECORDS)
-        .map(|_| {
-            let e = events[next() % events.len()];
-            let key = match next() % 8 {
-                // Keys outside every tenant.
-                0 => format!(
-                    "shared/{}/file-{}{}",
-                    dirs[next() % 5],
-                    next() % 10_000,
-                    exts[next() % 5]
-                ),
-                _ => format!(
-                    "tenant-{:02}/{}/2025/06/{:02}/object-{}{}",
-                    next() % 24,
-                    dirs[next() % 5],
-                    next() % 30,
-                    next() % 100_000,
-                    exts[next() % 5]
-                ),
-            };
+    common::workload(RECORDS)
+        .into_iter()
+        .map(|(e, key)| {
             let json = format!(
                 r#"{{"eventName":"{e}","s3":{{"bucket":{{"name":"b"}},"object":{{"key":"{key}"}}}}}}"#
             );

@@ -7,10 +7,10 @@
 
 use std::hint::black_box;
 
+mod common;
+
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use s3_event::core::{
-    Arn, EventMask, EventName, NotificationConfiguration, NotificationRule, RuleSet,
-};
+use s3_event::core::{Arn, EventMask, NotificationConfiguration, NotificationRule, RuleSet};
 
 /// 100 rules that AWS would accept (no overlaps): 20 tenants with 5 rules
 /// each, spread over 8 destinations.
@@ -26,90 +26,13 @@ fn rules() -> Vec<NotificationRule> {
             }
         })
         .collect();
-    let created = EventMask::from_pattern("s3:ObjectCreated:*").unwrap();
-    let removed = EventMask::from_pattern("s3:ObjectRemoved:*").unwrap();
-    let put = EventName::ObjectCreatedPut | EventName::ObjectCreatedCompleteMultipartUpload;
-    let mut rules = Vec::new();
-    for t in 0..20 {
-        let target = |k: usize| targets[(t + k) % targets.len()].clone();
-        let base = format!("tenant-{t:02}/");
-        let id = |what: &str| format!("{what}-{t:02}");
-        rules.push(
-            NotificationRule::new(id("images"), created, target(0))
-                .with_prefix(format!("{base}images/"))
-                .with_suffix(".jpg"),
-        );
-        rules.push(
-            NotificationRule::new(id("videos"), created, target(1))
-                .with_prefix(format!("{base}videos/"))
-                .with_suffix(".mp4"),
-        );
-        rules.push(
-            NotificationRule::new(id("logs"), put, target(2))
-                .with_prefix(format!("{base}logs/"))
-                .with_suffix(".gz"),
-        );
-        rules.push(
-            NotificationRule::new(id("deletes"), removed, target(3)).with_prefix(base.clone()),
-        );
-        rules.push(
-            NotificationRule::new(
-                id("restores"),
-                EventMask::from_pattern("s3:ObjectRestore:*").unwrap(),
-                target(4),
-            )
-            .with_prefix(base),
-        );
-    }
-    rules
-}
-
-/// A realistic mix: most events are puts, keys hit and miss.
-fn workload() -> Vec<(EventName, String)> {
-    let events = [
-        EventName::ObjectCreatedPut,
-        EventName::ObjectCreatedPut,
-        EventName::ObjectCreatedPut,
-        EventName::ObjectCreatedPut,
-        EventName::ObjectCreatedCompleteMultipartUpload,
-        EventName::ObjectCreatedCopy,
-        EventName::ObjectRemovedDelete,
-        EventName::ObjectRemovedDeleteMarkerCreated,
-        EventName::ObjectAccessedGet,
-        EventName::ObjectRestoreCompleted,
-    ];
-    let dirs = ["images", "videos", "logs", "tmp", "images/thumbs"];
-    let exts = [".jpg", ".mp4", ".gz", ".txt", ".png"];
-    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state as usize
-    };
-    (0..4096)
-        .map(|_| {
-            let e = events[next() % events.len()];
-            let key = match next() % 8 {
-                // Keys outside every tenant.
-                0 => format!(
-                    "shared/{}/file-{}{}",
-                    dirs[next() % 5],
-                    next() % 10_000,
-                    exts[next() % 5]
-                ),
-                _ => format!(
-                    "tenant-{:02}/{}/2025/06/{:02}/object-{}{}",
-                    next() % 24,
-                    dirs[next() % 5],
-                    next() % 30,
-                    next() % 100_000,
-                    exts[next() % 5]
-                ),
-            };
-            (e, key)
-        })
-        .collect()
+    common::tenant_rules(
+        |i| targets[i % targets.len()].clone(),
+        (
+            "restores",
+            EventMask::from_pattern("s3:ObjectRestore:*").unwrap(),
+        ),
+    )
 }
 
 /// The baseline: each rule's event names expanded to strings, compared with
@@ -136,7 +59,7 @@ fn bench(c: &mut Criterion) {
             target: set.targets().iter().position(|t| *t == r.target).unwrap(),
         })
         .collect();
-    let work = workload();
+    let work = common::workload(4096);
     let work_named: Vec<(String, &str)> = work
         .iter()
         .map(|(e, k)| (e.to_string(), k.as_str()))
