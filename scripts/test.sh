@@ -24,7 +24,7 @@ stage() { # name command...
 }
 
 # Real servers for the integration tests (installed and started when missing).
-stage services scripts/services.sh
+stage services scripts/services.sh all
 stage fmt cargo fmt --all -- --check
 stage clippy cargo clippy --workspace --all-targets --all-features -- -D warnings
 stage doc env RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --all-features --no-deps

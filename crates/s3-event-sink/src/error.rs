@@ -78,6 +78,14 @@ pub enum Error {
         /// The store's error.
         source: object_store::Error,
     },
+    /// Reading or writing the spool failed.
+    #[error("spool `{dir}`: {source}")]
+    Spool {
+        /// The spool directory.
+        dir: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
     /// The sink has been shut down and accepts no more events.
     #[error("the sink is shut down")]
     Shutdown,

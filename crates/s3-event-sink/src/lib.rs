@@ -3,7 +3,8 @@
 //! So far: the encoding layer ([`BatchEncoder`]: NDJSON or a JSON array,
 //! optionally gzip), the read side ([`decode`]) and failure reports
 //! ([`failure_report_key`], [`failure_report_text`]), and the in-process
-//! [`Sink`] that batches events per partition and uploads them (no spool yet).
+//! [`Sink`] that spools events durably, batches them per partition and uploads
+//! them exactly once.
 //!
 //! ```
 //! use s3_event_sink::{decode, BatchEncoder, Compression, Encoding};
@@ -21,11 +22,15 @@
 #![warn(missing_docs)]
 #![deny(rustdoc::broken_intra_doc_links)]
 
+#[cfg(test)]
+mod conformance_tests;
 mod decode;
 mod encode;
 mod error;
 mod report;
 pub mod sink;
+pub mod spool;
+mod store;
 
 pub use s3_event_core as core;
 
@@ -35,5 +40,10 @@ pub use error::{Error, Result};
 pub use report::{failure_report_key, failure_report_text};
 pub use sink::{
     Sink, SinkBuilder, SinkStats, DEFAULT_DATA_DIR, DEFAULT_FLUSH_INTERVAL, DEFAULT_FLUSH_SIZE,
-    DEFAULT_MAX_BYTES, DEFAULT_MAX_OPEN_BATCHES,
+    DEFAULT_MAX_BYTES, DEFAULT_MAX_CONCURRENT_UPLOADS, DEFAULT_MAX_OPEN_BATCHES, DEFAULT_PART_SIZE,
+    MIN_PART_SIZE,
 };
+pub use spool::{SpoolFsync, SpoolOptions};
+#[cfg(feature = "s3")]
+pub use store::S3Config;
+pub use store::StoreConfig;

@@ -1,8 +1,9 @@
-//! The in-process [`Sink`]: batches events per partition and uploads them to
-//! an [`ObjectStore`].
+//! The in-process [`Sink`]: spools events durably, batches them per
+//! partition and uploads them to an [`ObjectStore`] exactly once.
 //!
 //! Every event handed to [`Sink::push`] is serialized, placed in a partition
-//! by the configured [`Partitioner`] and appended to that partition's open
+//! by the configured [`Partitioner`], appended to the spool (when one is
+//! configured, [`SinkBuilder::with_spool`]) and to that partition's open
 //! [`BatchEncoder`]. A batch is closed and uploaded as soon as whichever comes
 //! first of these is reached:
 //!
@@ -14,19 +15,21 @@
 //!   sleeps until the earliest deadline, so a quiet batch is flushed on time
 //!   without waiting for another event.
 //!
-//! Objects are named `{prefix}{partition}{instance_id}-{seq:020}{ext}`, where
-//! `seq` increases monotonically per sink. The names are deterministic; once
-//! the spool exists, `seq` will come from it so that a re-upload after a crash
-//! overwrites the same key instead of duplicating it. Until then, events that
-//! are still in memory when the process dies are lost.
+//! Objects are named `{prefix}{partition}{instance_id}-{seq:020}{ext}`. With
+//! a spool, `seq` is the spool sequence number of the batch's first event and
+//! the instance id is kept in the spool directory, so a batch re-uploaded
+//! after a crash lands on the same key: exactly once in the bucket (see
+//! [`crate::spool`]). Without a spool, `seq` counts batches and events still
+//! in memory when the process dies are lost.
 //!
-//! Uploads are retried with exponential backoff and jitter and never dropped:
-//! a batch is retried until it is stored, and [`Sink::flush`] and
-//! [`Sink::shutdown`] wait for that.
+//! Uploads are retried with exponential backoff and jitter and never dropped;
+//! objects larger than the part size ([`SinkBuilder::with_part_size`]) go up
+//! as multipart uploads; at most [`SinkBuilder::with_max_concurrent_uploads`]
+//! run at once. [`Sink::flush`] and [`Sink::shutdown`] wait for them.
 //!
 //! ```no_run
 //! use std::sync::Arc;
-//! use s3_event_sink::{Encoding, SinkBuilder};
+//! use s3_event_sink::{Encoding, SinkBuilder, SpoolOptions};
 //! use object_store::memory::InMemory;
 //!
 //! # async fn run() -> s3_event_sink::Result<()> {
@@ -35,8 +38,9 @@
 //!     .with_prefix("events/")
 //!     .with_encoding(Encoding::Ndjson)
 //!     .with_flush_size(500)
+//!     .with_spool(SpoolOptions::new("./spool"))
 //!     .build()?;
-//! sink.push(&serde_json::json!({ "eventTime": "2024-01-01T10:00:00Z", "n": 1 }))?;
+//! sink.push(&serde_json::json!({ "eventTime": "2024-01-01T10:00:00Z", "n": 1 })).await?;
 //! sink.shutdown().await?;
 //! # Ok(())
 //! # }
@@ -51,13 +55,16 @@ use std::time::Duration;
 use chrono::Utc;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{
+    Attribute, Attributes, ObjectStore, PutMultipartOptions, PutOptions, PutPayload,
+};
 use s3_event_core::{PartitionEvent, Partitioner, TimePartitioner};
 use serde::Serialize;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::spool::{self, Durability, Recovered, Spool, SpoolFsync, SpoolOptions};
 use crate::{BatchEncoder, Compression, Encoding, Error, Result};
 
 /// Default number of events per object.
@@ -70,6 +77,12 @@ pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(60);
 pub const DEFAULT_MAX_OPEN_BATCHES: usize = 64;
 /// Default directory of the local-filesystem store.
 pub const DEFAULT_DATA_DIR: &str = "./data";
+/// Default size above which an object is uploaded in parts (16 MiB).
+pub const DEFAULT_PART_SIZE: usize = 16 * 1024 * 1024;
+/// The smallest part S3 accepts for every part but the last (5 MiB).
+pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
+/// Default bound on uploads running at once.
+pub const DEFAULT_MAX_CONCURRENT_UPLOADS: usize = 8;
 
 /// Headroom kept below `max_bytes` for the error of the compressed-size estimate.
 const GZIP_HEADROOM: usize = 256;
@@ -88,6 +101,9 @@ pub struct SinkBuilder {
     flush_interval: Duration,
     instance_id: Option<String>,
     max_open_batches: usize,
+    spool: Option<SpoolOptions>,
+    part_size: usize,
+    max_concurrent_uploads: usize,
 }
 
 impl fmt::Debug for SinkBuilder {
@@ -103,6 +119,9 @@ impl fmt::Debug for SinkBuilder {
             .field("flush_interval", &self.flush_interval)
             .field("instance_id", &self.instance_id)
             .field("max_open_batches", &self.max_open_batches)
+            .field("spool", &self.spool)
+            .field("part_size", &self.part_size)
+            .field("max_concurrent_uploads", &self.max_concurrent_uploads)
             .finish()
     }
 }
@@ -120,6 +139,9 @@ impl Default for SinkBuilder {
             flush_interval: DEFAULT_FLUSH_INTERVAL,
             instance_id: None,
             max_open_batches: DEFAULT_MAX_OPEN_BATCHES,
+            spool: None,
+            part_size: DEFAULT_PART_SIZE,
+            max_concurrent_uploads: DEFAULT_MAX_CONCURRENT_UPLOADS,
         }
     }
 }
@@ -180,10 +202,10 @@ impl SinkBuilder {
         self
     }
 
-    /// The instance id in object names. The default is derived from the
-    /// process id and the start time (`{pid:x}{unix nanos:x}`), which is
-    /// unique per process but changes on restart; set a stable id (a host or
-    /// pod name) when names must be reproducible across restarts.
+    /// The instance id in object names. With a spool, the default is the id
+    /// stored in the spool directory (generated on first use), so names are
+    /// reproducible across restarts. Without one it is derived from the
+    /// process id and the start time (`{pid:x}{unix nanos:x}`).
     pub fn with_instance_id(mut self, instance_id: impl Into<String>) -> Self {
         self.instance_id = Some(instance_id.into());
         self
@@ -197,8 +219,33 @@ impl SinkBuilder {
         self
     }
 
-    /// Builds the sink and spawns its background task; must be called inside
-    /// a tokio runtime.
+    /// Spools every accepted event to local disk before `push` returns, and
+    /// recovers what a previous process left there on build (default: no
+    /// spool; events in memory are lost if the process dies).
+    pub fn with_spool(mut self, spool: SpoolOptions) -> Self {
+        self.spool = Some(spool);
+        self
+    }
+
+    /// Objects larger than this are uploaded in parts of this size (default
+    /// [`DEFAULT_PART_SIZE`]; at least [`MIN_PART_SIZE`], so no part but the
+    /// last is ever under S3's minimum).
+    pub fn with_part_size(mut self, part_size: usize) -> Self {
+        self.part_size = part_size.max(MIN_PART_SIZE);
+        self
+    }
+
+    /// Bound on uploads running at once (default
+    /// [`DEFAULT_MAX_CONCURRENT_UPLOADS`]; at least 1).
+    pub fn with_max_concurrent_uploads(mut self, n: usize) -> Self {
+        self.max_concurrent_uploads = n.max(1);
+        self
+    }
+
+    /// Builds the sink and spawns its background tasks; must be called inside
+    /// a tokio runtime. With a spool, replays it first: batches a previous
+    /// process left closed but not uploaded, and its unclosed events, are
+    /// queued for upload before any new event.
     pub fn build(self) -> Result<Sink> {
         let store: Arc<dyn ObjectStore> = match self.store {
             Some(s) => s,
@@ -218,7 +265,28 @@ impl SinkBuilder {
         let partitioner = self
             .partitioner
             .unwrap_or_else(|| Arc::new(TimePartitioner::default()));
-        let instance_id = self.instance_id.unwrap_or_else(default_instance_id);
+        let (spool, recovered) = match &self.spool {
+            Some(opts) => {
+                let (s, r) = Spool::open(opts).map_err(|source| Error::Spool {
+                    dir: opts.dir.display().to_string(),
+                    source,
+                })?;
+                (Some(s), r)
+            }
+            None => (None, Recovered::default()),
+        };
+        let instance_id = match (self.instance_id, &self.spool) {
+            (Some(id), _) => id,
+            (None, Some(opts)) => {
+                spool::instance_id(&opts.dir, default_instance_id).map_err(|source| {
+                    Error::Spool {
+                        dir: opts.dir.display().to_string(),
+                        source,
+                    }
+                })?
+            }
+            (None, None) => default_instance_id(),
+        };
         // Partition keys are valid path prefixes by construction
         // (`PartitionKey`), so checking the prefix and instance id once here
         // means a closed batch can never fail for its key (and be lost).
@@ -236,6 +304,8 @@ impl SinkBuilder {
         })?;
         let (tx, rx) = mpsc::unbounded_channel();
         let (pending, _) = watch::channel(0usize);
+        let durability = spool.as_ref().map(Spool::durability);
+        let fsync = spool.as_ref().map(Spool::fsync);
         let inner = Arc::new(Inner {
             store,
             prefix: self.prefix,
@@ -247,22 +317,49 @@ impl SinkBuilder {
             flush_interval: self.flush_interval,
             instance_id,
             max_open_batches: self.max_open_batches,
+            part_size: self.part_size,
+            max_concurrent_uploads: self.max_concurrent_uploads,
+            attributes_supported: AtomicBool::new(true),
+            durability,
+            fsync,
+            spool_dir: self
+                .spool
+                .as_ref()
+                .map(|o| o.dir.display().to_string())
+                .unwrap_or_default(),
             state: Mutex::new(State {
                 batches: HashMap::new(),
                 next_seq: 0,
                 next_opened: 0,
                 closed: false,
+                spool,
+                outbox: Vec::new(),
             }),
             wake: Notify::new(),
+            space: Notify::new(),
             stop: AtomicBool::new(false),
             tx,
             pending,
             counters: Counters::default(),
         });
-        let task = tokio::spawn(background(Arc::clone(&inner), rx));
+        inner.recover(recovered)?;
+        let mut tasks = vec![tokio::spawn(background(Arc::clone(&inner), rx))];
+        if let (Some(SpoolFsync::Interval(every)), Some(d)) = (inner.fsync, &inner.durability) {
+            let (d, inner2) = (Arc::clone(d), Arc::clone(&inner));
+            tasks.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                while !inner2.stop.load(Ordering::Acquire) {
+                    tick.tick().await;
+                    if let Err(e) = d.sync_if_dirty().await {
+                        tracing::error!(error = %e, "spool: fsync failed");
+                    }
+                }
+            }));
+        }
         Ok(Sink {
             inner,
-            task: Mutex::new(Some(task)),
+            tasks: Mutex::new(tasks),
         })
     }
 }
@@ -280,6 +377,10 @@ fn default_instance_id() -> String {
 pub struct SinkStats {
     /// Events accepted by `push`/`push_batch`.
     pub events_accepted: u64,
+    /// Bytes of accepted events (serialized JSON).
+    pub bytes_accepted: u64,
+    /// Events found in the spool on start and queued again.
+    pub events_recovered: u64,
     /// Objects uploaded.
     pub objects_uploaded: u64,
     /// Bytes uploaded (encoded, as stored).
@@ -288,11 +389,17 @@ pub struct SinkStats {
     pub upload_retries: u64,
     /// Batches currently open.
     pub open_batches: u64,
+    /// Bytes of the spool on disk (0 without a spool).
+    pub spool_bytes: u64,
+    /// Closed batches not uploaded yet.
+    pub pending_uploads: u64,
 }
 
 #[derive(Default)]
 struct Counters {
     events_accepted: AtomicU64,
+    bytes_accepted: AtomicU64,
+    events_recovered: AtomicU64,
     objects_uploaded: AtomicU64,
     bytes_uploaded: AtomicU64,
     upload_retries: AtomicU64,
@@ -302,18 +409,30 @@ struct OpenBatch {
     encoder: BatchEncoder,
     deadline: Instant,
     opened: u64,
+    /// Spool sequence numbers of the events, in order (empty without a spool).
+    seqs: Vec<u64>,
 }
 
 struct State {
     batches: HashMap<String, OpenBatch>,
+    /// Batch counter for keys without a spool.
     next_seq: u64,
     next_opened: u64,
     closed: bool,
+    spool: Option<Spool>,
+    /// Closed batches waiting for the spool write that covers their close frame.
+    outbox: Vec<Job>,
 }
 
 struct Job {
     key: Path,
     bytes: bytes::Bytes,
+    content_type: &'static str,
+    content_encoding: Option<&'static str>,
+    /// The spool batch: its key sequence number and events.
+    spooled: Option<(u64, Vec<u64>)>,
+    /// The logical spool position the close frame must be durable to.
+    durable_at: u64,
 }
 
 struct Inner {
@@ -327,12 +446,32 @@ struct Inner {
     flush_interval: Duration,
     instance_id: String,
     max_open_batches: usize,
+    part_size: usize,
+    max_concurrent_uploads: usize,
+    /// Cleared when the store refuses object attributes (the local filesystem).
+    attributes_supported: AtomicBool,
+    durability: Option<Arc<Durability>>,
+    fsync: Option<SpoolFsync>,
+    spool_dir: String,
     state: Mutex<State>,
     wake: Notify,
+    /// Signalled when spool segments are deleted.
+    space: Notify,
     stop: AtomicBool,
     tx: mpsc::UnboundedSender<Job>,
     pending: watch::Sender<usize>,
     counters: Counters,
+}
+
+fn spool_err(state: &State, source: std::io::Error) -> Error {
+    Error::Spool {
+        dir: state
+            .spool
+            .as_ref()
+            .map(|s| s.dir().display().to_string())
+            .unwrap_or_default(),
+        source,
+    }
 }
 
 impl Inner {
@@ -340,7 +479,16 @@ impl Inner {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Closes `partition`'s batch (if open) and queues it for upload.
+    fn key(&self, partition: &str, seq: u64, ext: &str) -> Result<Path> {
+        let key = format!(
+            "{}{}{}-{:020}{}",
+            self.prefix, partition, self.instance_id, seq, ext
+        );
+        Path::parse(&key).map_err(|source| Error::InvalidKey { key, source })
+    }
+
+    /// Closes `partition`'s batch (if open): writes its close frame to the
+    /// spool buffer and puts it in the outbox. [`Inner::commit`] sends it.
     fn close(&self, state: &mut State, partition: &str) -> Result<()> {
         let Some(batch) = state.batches.remove(partition) else {
             return Ok(());
@@ -349,25 +497,54 @@ impl Inner {
             return Ok(());
         }
         let ext = batch.encoder.extension();
-        let seq = state.next_seq;
-        state.next_seq += 1;
-        let key = format!(
-            "{}{}{}-{:020}{}",
-            self.prefix, partition, self.instance_id, seq, ext
-        );
-        let path = Path::parse(&key).map_err(|source| Error::InvalidKey { key, source })?;
+        let (seq, spooled) = match state.spool.as_mut() {
+            Some(_) => (batch.seqs[0], true),
+            None => {
+                state.next_seq += 1;
+                (state.next_seq - 1, false)
+            }
+        };
+        let path = self.key(partition, seq, &ext)?;
+        let content_type = batch.encoder.content_type();
+        let content_encoding = batch.encoder.content_encoding();
+        let (encoding, compression) = (batch.encoder.encoding(), batch.encoder.compression());
         let bytes = batch.encoder.finish()?;
-        self.pending.send_modify(|n| *n += 1);
-        let job = Job {
+        let durable_at = match state.spool.as_mut() {
+            Some(s) if spooled => {
+                s.append_close(seq, encoding, compression, partition, path.as_ref())
+            }
+            _ => 0,
+        };
+        state.outbox.push(Job {
             key: path,
             bytes: bytes.into(),
-        };
-        if self.tx.send(job).is_err() {
-            // The background task is gone (shutdown): nothing will upload it.
-            self.pending.send_modify(|n| *n -= 1);
-            return Err(Error::Shutdown);
-        }
+            content_type,
+            content_encoding,
+            spooled: spooled.then_some((seq, batch.seqs)),
+            durable_at,
+        });
         Ok(())
+    }
+
+    /// Writes the spool buffer and sends the outbox to the uploader; returns
+    /// the spool position after the write.
+    fn commit(&self, state: &mut State) -> Result<u64> {
+        let pos = match state.spool.as_mut() {
+            Some(s) => match s.commit() {
+                Ok(pos) => pos,
+                Err(e) => return Err(spool_err(state, e)),
+            },
+            None => 0,
+        };
+        for job in state.outbox.drain(..) {
+            self.pending.send_modify(|n| *n += 1);
+            if self.tx.send(job).is_err() {
+                // The background task is gone (shutdown): nothing will upload it.
+                self.pending.send_modify(|n| *n -= 1);
+                return Err(Error::Shutdown);
+            }
+        }
+        Ok(pos)
     }
 
     fn append(&self, state: &mut State, event: &dyn PartitionEvent, record: &[u8]) -> Result<()> {
@@ -406,6 +583,7 @@ impl Inner {
                     encoder: BatchEncoder::new(self.encoding, self.compression),
                     deadline: Instant::now() + self.flush_interval,
                     opened,
+                    seqs: Vec::new(),
                 },
             );
             self.wake.notify_one();
@@ -414,7 +592,19 @@ impl Inner {
             .batches
             .get_mut(&partition)
             .expect("batch was just inserted");
+        // The encoder checks the record first, so a rejected record never
+        // reaches the spool.
         batch.encoder.push_raw(record)?;
+        if let Some(s) = state.spool.as_mut() {
+            let seq = s.append_event(&partition, record);
+            state
+                .batches
+                .get_mut(&partition)
+                .expect("batch is open")
+                .seqs
+                .push(seq);
+        }
+        let batch = state.batches.get(&partition).expect("batch is open");
         // Compressed, `encoded_len` is an estimate of what `finish` will
         // produce; keep a record's worth (plus a margin) of headroom for it.
         let limit = if self.compression == Compression::None {
@@ -432,10 +622,15 @@ impl Inner {
 
     fn close_all(&self) -> Result<()> {
         let mut state = self.lock();
+        self.close_all_locked(&mut state)
+    }
+
+    fn close_all_locked(&self, state: &mut State) -> Result<()> {
         let keys: Vec<String> = state.batches.keys().cloned().collect();
         for k in keys {
-            self.close(&mut state, &k)?;
+            self.close(state, &k)?;
         }
+        self.commit(state)?;
         Ok(())
     }
 
@@ -451,11 +646,100 @@ impl Inner {
             .map(|(k, _)| k.clone())
             .collect();
         for k in expired {
-            // A key error here would also have failed at push time; the batch
-            // is dropped from the open set either way.
-            let _ = self.close(&mut state, &k);
+            // A key error here would also have failed at push time.
+            if let Err(e) = self.close(&mut state, &k) {
+                tracing::error!(partition = %k, error = %e, "sink: closing a batch failed");
+            }
+        }
+        if let Err(e) = self.commit(&mut state) {
+            tracing::error!(error = %e, "sink: spool write failed");
         }
         state.batches.values().map(|b| b.deadline).min()
+    }
+
+    /// Queues what a previous process left in the spool: closed batches under
+    /// their recorded keys, then unclosed events as new batches.
+    fn recover(&self, recovered: Recovered) -> Result<()> {
+        let mut state = self.lock();
+        if recovered.torn_bytes > 0 {
+            tracing::warn!(
+                bytes = recovered.torn_bytes,
+                "sink: cut a torn spool tail on start"
+            );
+        }
+        for b in recovered.closed.into_iter().chain(recovered.open) {
+            let (encoding, compression) = match b.key {
+                Some(_) => (b.encoding, b.compression),
+                None => (self.encoding, self.compression),
+            };
+            let mut enc = BatchEncoder::new(encoding, compression);
+            for r in &b.records {
+                enc.push_raw(r)?;
+            }
+            let recorded = b.key.is_some();
+            let key = match b.key {
+                Some(k) => {
+                    Path::parse(&k).map_err(|source| Error::InvalidKey { key: k, source })?
+                }
+                None => self.key(&b.partition, b.key_seq, &enc.extension())?,
+            };
+            let durable_at = match (state.spool.as_mut(), recorded) {
+                (Some(s), false) => {
+                    s.append_close(b.key_seq, encoding, compression, &b.partition, key.as_ref())
+                }
+                _ => 0,
+            };
+            self.counters
+                .events_recovered
+                .fetch_add(b.records.len() as u64, Ordering::Relaxed);
+            tracing::info!(key = %key, events = b.records.len(), "sink: re-uploading a spooled batch");
+            let (content_type, content_encoding) = (enc.content_type(), enc.content_encoding());
+            state.outbox.push(Job {
+                key,
+                bytes: enc.finish()?.into(),
+                content_type,
+                content_encoding,
+                spooled: Some((b.key_seq, b.seqs)),
+                durable_at,
+            });
+        }
+        self.commit(&mut state)?;
+        Ok(())
+    }
+
+    /// Marks a spooled batch uploaded and deletes the spool segments that no
+    /// longer hold anything to upload.
+    async fn uploaded(&self, key_seq: u64, seqs: &[u64]) {
+        let (pos, gone, dir) = {
+            let mut state = self.lock();
+            let Some(s) = state.spool.as_mut() else {
+                return;
+            };
+            match s.uploaded(key_seq, seqs) {
+                Ok((pos, gone)) => (pos, gone, s.dir().to_path_buf()),
+                Err(e) => {
+                    // The batch is re-uploaded to the same key on restart.
+                    tracing::error!(error = %e, "spool: writing an uploaded frame failed");
+                    return;
+                }
+            }
+        };
+        if gone.is_empty() {
+            return;
+        }
+        if let (Some(d), Some(f)) = (&self.durability, self.fsync) {
+            if f != SpoolFsync::Never {
+                if let Err(e) = d.sync_to(pos).await {
+                    tracing::error!(error = %e, "spool: fsync failed; segments kept");
+                    return;
+                }
+            }
+        }
+        let freed = spool::delete(&dir, &gone);
+        if let Some(s) = self.lock().spool.as_mut() {
+            s.freed(freed);
+        }
+        self.space.notify_waiters();
     }
 }
 
@@ -469,6 +753,7 @@ async fn background(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Job>) {
                 None => std::future::pending().await,
             }
         };
+        let room = uploads.len() < inner.max_concurrent_uploads;
         tokio::select! {
             () = sleep => {}
             () = inner.wake.notified() => {
@@ -476,7 +761,7 @@ async fn background(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Job>) {
                     break;
                 }
             }
-            job = rx.recv() => match job {
+            job = rx.recv(), if room => match job {
                 Some(job) => {
                     uploads.spawn(upload(Arc::clone(&inner), job));
                 }
@@ -488,22 +773,92 @@ async fn background(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Job>) {
     while uploads.join_next().await.is_some() {}
 }
 
+/// One attempt at storing `job`: a single PUT, or a multipart upload when
+/// the object is larger than the part size.
+async fn put_object(inner: &Inner, job: &Job, with_attributes: bool) -> object_store::Result<()> {
+    let mut attributes = Attributes::new();
+    if with_attributes {
+        attributes.insert(Attribute::ContentType, job.content_type.into());
+        if let Some(ce) = job.content_encoding {
+            attributes.insert(Attribute::ContentEncoding, ce.into());
+        }
+    }
+    if job.bytes.len() <= inner.part_size {
+        let opts = PutOptions {
+            attributes,
+            ..PutOptions::default()
+        };
+        inner
+            .store
+            .put_opts(&job.key, PutPayload::from_bytes(job.bytes.clone()), opts)
+            .await?;
+        return Ok(());
+    }
+    let opts = PutMultipartOptions {
+        attributes,
+        ..PutMultipartOptions::default()
+    };
+    let mut upload = inner.store.put_multipart_opts(&job.key, opts).await?;
+    let mut parts = Vec::new();
+    let mut offset = 0;
+    while offset < job.bytes.len() {
+        let end = (offset + inner.part_size).min(job.bytes.len());
+        parts.push(upload.put_part(PutPayload::from_bytes(job.bytes.slice(offset..end))));
+        offset = end;
+    }
+    let mut failed = None;
+    for part in parts {
+        if let Err(e) = part.await {
+            failed.get_or_insert(e);
+        }
+    }
+    if let Some(e) = failed {
+        let _ = upload.abort().await;
+        return Err(e);
+    }
+    if let Err(e) = upload.complete().await {
+        let _ = upload.abort().await;
+        return Err(e);
+    }
+    Ok(())
+}
+
 async fn upload(inner: Arc<Inner>, job: Job) {
     let len = job.bytes.len() as u64;
-    let mut attempt: u32 = 0;
-    loop {
-        let payload = PutPayload::from_bytes(job.bytes.clone());
-        match inner.store.put(&job.key, payload).await {
-            Ok(_) => break,
-            Err(_) => {
-                inner
-                    .counters
-                    .upload_retries
-                    .fetch_add(1, Ordering::Relaxed);
+    // The close frame must be on disk before the object exists.
+    if let (Some(d), Some(f), Some(_)) = (&inner.durability, inner.fsync, &job.spooled) {
+        if f != SpoolFsync::Never {
+            let mut attempt = 0;
+            while let Err(e) = d.sync_to(job.durable_at).await {
+                tracing::error!(error = %e, "spool: fsync failed before an upload; retrying");
                 tokio::time::sleep(backoff(attempt)).await;
                 attempt = attempt.saturating_add(1);
             }
         }
+    }
+    let mut attempt: u32 = 0;
+    loop {
+        let attrs = inner.attributes_supported.load(Ordering::Relaxed);
+        match put_object(&inner, &job, attrs).await {
+            Ok(()) => break,
+            Err(object_store::Error::NotImplemented { .. }) if attrs => {
+                // The store keeps no content type (the local filesystem).
+                inner.attributes_supported.store(false, Ordering::Relaxed);
+            }
+            Err(e) => {
+                inner
+                    .counters
+                    .upload_retries
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(key = %job.key, attempt, error = %e, "sink: upload failed; retrying");
+                tokio::time::sleep(backoff(attempt)).await;
+                attempt = attempt.saturating_add(1);
+            }
+        }
+    }
+    tracing::info!(key = %job.key, bytes = len, "upload file {} completed", job.key);
+    if let Some((key_seq, seqs)) = &job.spooled {
+        inner.uploaded(*key_seq, seqs).await;
     }
     inner
         .counters
@@ -534,7 +889,7 @@ fn backoff(attempt: u32) -> Duration {
 /// Batches events per partition and uploads them; see the [module docs](self).
 pub struct Sink {
     inner: Arc<Inner>,
-    task: Mutex<Option<JoinHandle<()>>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl fmt::Debug for Sink {
@@ -554,27 +909,60 @@ impl Sink {
         SinkBuilder::default()
     }
 
-    /// Accepts one event: serializes it, places it in its partition's batch
-    /// and closes that batch if it is full. Does not wait for the upload.
-    pub fn push<T: Serialize + PartitionEvent>(&self, event: &T) -> Result<()> {
-        self.push_batch(std::slice::from_ref(event))
+    /// Accepts one event; see [`Sink::push_batch`].
+    pub async fn push<T: Serialize + PartitionEvent>(&self, event: &T) -> Result<()> {
+        self.push_batch(std::slice::from_ref(event)).await
     }
 
-    /// Accepts several events, taking the lock once. On an error, the events
-    /// before the failing one have been accepted.
-    pub fn push_batch<T: Serialize + PartitionEvent>(&self, events: &[T]) -> Result<()> {
-        let mut state = self.inner.lock();
-        if state.closed {
-            return Err(Error::Shutdown);
+    /// Accepts several events: serializes them, appends them to the spool and
+    /// to their partitions' batches (closing full batches), and returns once
+    /// they are durable per the spool's fsync policy. Does not wait for the
+    /// upload.
+    ///
+    /// When the spool is at its size bound, waits (closing the open batches
+    /// so their uploads free space) instead of growing it. If a record cannot
+    /// be serialized, none of the events is accepted. If writing the spool
+    /// fails, the error is returned and the events may or may not be uploaded.
+    pub async fn push_batch<T: Serialize + PartitionEvent>(&self, events: &[T]) -> Result<()> {
+        let mut records = Vec::with_capacity(events.len());
+        for (index, event) in events.iter().enumerate() {
+            records.push(
+                serde_json::to_vec(event).map_err(|source| Error::Serialize { index, source })?,
+            );
         }
-        for (i, event) in events.iter().enumerate() {
-            let record = serde_json::to_vec(event)
-                .map_err(|source| Error::Serialize { index: i, source })?;
-            self.inner.append(&mut state, event, &record)?;
-            self.inner
-                .counters
-                .events_accepted
-                .fetch_add(1, Ordering::Relaxed);
+        let pos = loop {
+            let space = self.inner.space.notified();
+            tokio::pin!(space);
+            space.as_mut().enable();
+            {
+                let mut state = self.inner.lock();
+                if state.closed {
+                    return Err(Error::Shutdown);
+                }
+                let full = state.spool.as_ref().is_some_and(Spool::is_full);
+                if !full {
+                    let mut bytes = 0;
+                    for (event, record) in events.iter().zip(&records) {
+                        self.inner.append(&mut state, event, record)?;
+                        bytes += record.len() as u64;
+                    }
+                    let pos = self.inner.commit(&mut state)?;
+                    let c = &self.inner.counters;
+                    c.events_accepted
+                        .fetch_add(events.len() as u64, Ordering::Relaxed);
+                    c.bytes_accepted.fetch_add(bytes, Ordering::Relaxed);
+                    break pos;
+                }
+                // Full: upload what is open so its segments can go.
+                self.inner.close_all_locked(&mut state)?;
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(500), space).await;
+        };
+        if let (Some(SpoolFsync::Always), Some(d)) = (self.inner.fsync, &self.inner.durability) {
+            d.sync_to(pos).await.map_err(|source| Error::Spool {
+                dir: self.inner.spool_dir.clone(),
+                source,
+            })?;
         }
         Ok(())
     }
@@ -590,15 +978,20 @@ impl Sink {
     }
 
     /// Stops accepting events, flushes everything accepted and stops the
-    /// background task. Calling it again is a no-op.
+    /// background tasks. Calling it again is a no-op.
     pub async fn shutdown(&self) -> Result<()> {
         self.inner.lock().closed = true;
         self.flush().await?;
         self.inner.stop.store(true, Ordering::Release);
         self.inner.wake.notify_one();
-        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(task) = task {
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        for task in tasks {
             let _ = task.await;
+        }
+        if let Some(d) = &self.inner.durability {
+            if self.inner.fsync != Some(SpoolFsync::Never) {
+                let _ = d.sync_if_dirty().await;
+            }
         }
         Ok(())
     }
@@ -606,18 +999,31 @@ impl Sink {
     /// A snapshot of the counters.
     pub fn stats(&self) -> SinkStats {
         let c = &self.inner.counters;
+        let state = self.inner.lock();
         SinkStats {
             events_accepted: c.events_accepted.load(Ordering::Relaxed),
+            bytes_accepted: c.bytes_accepted.load(Ordering::Relaxed),
+            events_recovered: c.events_recovered.load(Ordering::Relaxed),
             objects_uploaded: c.objects_uploaded.load(Ordering::Relaxed),
             bytes_uploaded: c.bytes_uploaded.load(Ordering::Relaxed),
             upload_retries: c.upload_retries.load(Ordering::Relaxed),
-            open_batches: self.inner.lock().batches.len() as u64,
+            open_batches: state.batches.len() as u64,
+            spool_bytes: state.spool.as_ref().map_or(0, Spool::total_bytes),
+            pending_uploads: *self.inner.pending.borrow() as u64,
         }
     }
 
     /// The instance id used in object names.
     pub fn instance_id(&self) -> &str {
         &self.inner.instance_id
+    }
+
+    /// Stops the sink as a crash would: its tasks die, nothing is flushed.
+    #[cfg(test)]
+    pub(crate) fn crash(self) {
+        for t in std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner())) {
+            t.abort();
+        }
     }
 }
 
@@ -669,7 +1075,7 @@ mod tests {
             .build()
             .unwrap();
         for i in 0..2500 {
-            sink.push(&json!({ "n": i })).unwrap();
+            sink.push(&json!({ "n": i })).await.unwrap();
         }
         sink.shutdown().await.unwrap();
         let objs = objects(&store).await;
@@ -694,7 +1100,7 @@ mod tests {
             st.bytes_uploaded,
             objs.iter().map(|(_, b)| b.len() as u64).sum::<u64>()
         );
-        assert!(sink.push(&json!({})).is_err());
+        assert!(sink.push(&json!({})).await.is_err());
     }
 
     #[tokio::test]
@@ -719,7 +1125,7 @@ mod tests {
                 seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
                 let rec = json!({ "n": i, "r": format!("{seed:x}{:x}", seed >> 7) });
                 largest = largest.max(serde_json::to_vec(&rec).unwrap().len() + 1);
-                sink.push(&rec).unwrap();
+                sink.push(&rec).await.unwrap();
             }
             sink.shutdown().await.unwrap();
             let objs = objects(&store).await;
@@ -749,7 +1155,7 @@ mod tests {
             .build()
             .unwrap();
         for i in 0..3 {
-            sink.push(&json!({ "n": i })).unwrap();
+            sink.push(&json!({ "n": i })).await.unwrap();
         }
         assert!(objects(&store).await.is_empty());
         tokio::time::sleep(Duration::from_millis(600)).await;
@@ -778,7 +1184,7 @@ mod tests {
                 json!({ "eventTime": format!("2024-03-05T{hour}:15:00Z"), "n": i })
             })
             .collect();
-        sink.push_batch(&events).unwrap();
+        sink.push_batch(&events).await.unwrap();
         assert_eq!(sink.stats().open_batches, 2);
         sink.flush().await.unwrap();
         let objs = objects(&store).await;
@@ -805,6 +1211,7 @@ mod tests {
             .unwrap();
         for hour in 10..13 {
             sink.push(&json!({ "eventTime": format!("2024-03-05T{hour}:00:00Z") }))
+                .await
                 .unwrap();
         }
         assert_eq!(sink.stats().open_batches, 2);
@@ -826,7 +1233,7 @@ mod tests {
             .build()
             .unwrap();
         for i in 0..5 {
-            sink.push(&json!({ "n": i })).unwrap();
+            sink.push(&json!({ "n": i })).await.unwrap();
         }
         sink.shutdown().await.unwrap();
         let objs = objects(&store).await;
@@ -849,7 +1256,7 @@ mod tests {
             .build()
             .unwrap();
         for i in 0..5 {
-            sink.push(&json!({ "n": i })).unwrap();
+            sink.push(&json!({ "n": i })).await.unwrap();
         }
         sink.shutdown().await.unwrap();
         let mut files = Vec::new();

@@ -1,0 +1,497 @@
+//! The sink's behaviour, written once and run against every store: memory,
+//! a local directory and (feature `integration`) the real S3-compatible
+//! server from `scripts/services.sh` (SeaweedFS on 127.0.0.1:18333, bucket
+//! `s3e-test`; override with `S3E_S3_ENDPOINT`, `S3E_S3_BUCKET`,
+//! `S3E_S3_ACCESS_KEY`, `S3E_S3_SECRET_KEY`).
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, PutResult,
+};
+use s3_event_core::{Granularity, TimePartitioner, TimeSource};
+use serde_json::{json, Value};
+
+use crate::{
+    decode, Compression, Encoding, Sink, SinkBuilder, SpoolFsync, SpoolOptions, StoreConfig,
+};
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Kind {
+    Memory,
+    Local,
+    #[cfg(feature = "integration")]
+    S3,
+}
+
+/// A store under test, with a prefix of its own.
+pub(crate) struct Env {
+    pub store: Arc<dyn ObjectStore>,
+    pub prefix: String,
+    #[allow(dead_code)]
+    pub kind: Kind,
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn unique(test: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{test}-{nanos:x}-{}", std::process::id())
+}
+
+#[cfg(feature = "integration")]
+pub(crate) fn s3_config() -> crate::S3Config {
+    let var = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_owned());
+    crate::S3Config {
+        bucket: var("S3E_S3_BUCKET", "s3e-test"),
+        region: Some("us-east-1".into()),
+        endpoint: Some(var("S3E_S3_ENDPOINT", "http://127.0.0.1:18333")),
+        access_key_id: Some(var("S3E_S3_ACCESS_KEY", "testkey")),
+        secret_access_key: Some(var("S3E_S3_SECRET_KEY", "testsecret")),
+        session_token: None,
+        allow_http: true,
+        virtual_hosted_style: false,
+    }
+}
+
+pub(crate) fn env(kind: Kind, test: &str) -> Env {
+    let prefix = format!("{}/", unique(test));
+    match kind {
+        Kind::Memory => Env {
+            store: StoreConfig::Memory.build().unwrap(),
+            prefix,
+            kind,
+            _dir: None,
+        },
+        Kind::Local => {
+            let dir = tempfile::tempdir().unwrap();
+            Env {
+                store: StoreConfig::Local {
+                    dir: dir.path().into(),
+                }
+                .build()
+                .unwrap(),
+                prefix,
+                kind,
+                _dir: Some(dir),
+            }
+        }
+        #[cfg(feature = "integration")]
+        Kind::S3 => Env {
+            store: StoreConfig::S3(s3_config()).build().unwrap(),
+            prefix,
+            kind,
+            _dir: None,
+        },
+    }
+}
+
+impl Env {
+    fn builder(&self) -> SinkBuilder {
+        Sink::builder()
+            .with_store(Arc::clone(&self.store))
+            .with_prefix(self.prefix.clone())
+            .with_instance_id("inst")
+    }
+
+    /// Every object under the prefix, sorted by key, with its bytes.
+    pub async fn objects(&self) -> Vec<(String, Vec<u8>)> {
+        objects(&*self.store, &self.prefix).await
+    }
+}
+
+pub(crate) async fn objects(store: &dyn ObjectStore, prefix: &str) -> Vec<(String, Vec<u8>)> {
+    let p = Path::from(prefix.trim_end_matches('/'));
+    let metas: Vec<ObjectMeta> = store.list(Some(&p)).try_collect().await.unwrap();
+    let mut out = Vec::new();
+    for m in metas {
+        let b = store.get(&m.location).await.unwrap().bytes().await.unwrap();
+        out.push((m.location.to_string(), b.to_vec()));
+    }
+    out.sort();
+    out
+}
+
+/// The `n` of every record in the objects, in key order, and the records per object.
+fn numbers(objs: &[(String, Vec<u8>)]) -> (Vec<u64>, Vec<usize>) {
+    let mut ns = Vec::new();
+    let mut per = Vec::new();
+    for (k, b) in objs {
+        let d = decode(k, b).unwrap_or_else(|e| panic!("{k}: {e}"));
+        assert!(d.bad.is_empty(), "{k}: bad records {:?}", d.bad);
+        per.push(d.records.len());
+        ns.extend(d.records.iter().map(|r| r["n"].as_u64().unwrap()));
+    }
+    (ns, per)
+}
+
+async fn flush_by_count(kind: Kind) {
+    let e = env(kind, "count");
+    let sink = e.builder().with_flush_size(100).build().unwrap();
+    let events: Vec<Value> = (0..250).map(|n| json!({ "n": n })).collect();
+    sink.push_batch(&events).await.unwrap();
+    sink.shutdown().await.unwrap();
+    let objs = e.objects().await;
+    let (ns, per) = numbers(&objs);
+    assert_eq!(per, [100, 100, 50], "{kind:?}");
+    assert_eq!(ns, (0..250).collect::<Vec<_>>(), "{kind:?}");
+    for (k, _) in &objs {
+        assert!(k.ends_with(".ndjson.gz"), "{k}");
+    }
+}
+
+async fn flush_by_encoded_bytes(kind: Kind) {
+    let e = env(kind, "bytes");
+    let max = 8 * 1024;
+    let sink = e
+        .builder()
+        .with_compression(Compression::None)
+        .with_flush_size(1_000_000)
+        .with_max_bytes(max)
+        .build()
+        .unwrap();
+    let events: Vec<Value> = (0..1000)
+        .map(|n| json!({ "n": n, "pad": "x".repeat(40) }))
+        .collect();
+    sink.push_batch(&events).await.unwrap();
+    sink.shutdown().await.unwrap();
+    let objs = e.objects().await;
+    assert!(objs.len() >= 6, "{kind:?}: {} objects", objs.len());
+    for (i, (k, b)) in objs.iter().enumerate() {
+        assert!(b.len() <= max, "{k}: {} > {max}", b.len());
+        if i + 1 < objs.len() {
+            assert!(b.len() > max - 80, "{k}: {} is far below {max}", b.len());
+        }
+    }
+    assert_eq!(numbers(&objs).0, (0..1000).collect::<Vec<_>>());
+}
+
+async fn flush_by_interval(kind: Kind) {
+    let e = env(kind, "interval");
+    let sink = e
+        .builder()
+        .with_flush_interval(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let events: Vec<Value> = (0..3).map(|n| json!({ "n": n })).collect();
+    sink.push_batch(&events).await.unwrap();
+    assert!(e.objects().await.is_empty());
+    // No further event: the timer alone must flush.
+    let mut objs = Vec::new();
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        objs = e.objects().await;
+        if !objs.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(numbers(&objs).0, [0, 1, 2], "{kind:?}");
+    sink.shutdown().await.unwrap();
+}
+
+async fn partitions_roll_over(kind: Kind) {
+    for (granularity, times, want) in [
+        (
+            Granularity::Hourly,
+            ["2024-03-05T10:59:59Z", "2024-03-05T11:00:00Z"],
+            ["2024/03/05/10/", "2024/03/05/11/"],
+        ),
+        (
+            Granularity::Daily,
+            ["2024-12-31T23:59:59Z", "2025-01-01T00:00:00Z"],
+            ["2024/12/31/", "2025/01/01/"],
+        ),
+    ] {
+        let e = env(kind, "rollover");
+        let p = TimePartitioner::new(granularity).with_time_source(TimeSource::Event {
+            fallback_to_processing: false,
+        });
+        let sink = e.builder().with_partitioner(Arc::new(p)).build().unwrap();
+        // Interleaved, and a late event back in the first partition.
+        let events: Vec<Value> = (0..5)
+            .map(|n| json!({ "n": n, "eventTime": times[n % 2] }))
+            .collect();
+        sink.push_batch(&events).await.unwrap();
+        sink.shutdown().await.unwrap();
+        let objs = e.objects().await;
+        assert_eq!(objs.len(), 2, "{kind:?} {granularity:?}");
+        for ((k, b), w) in objs.iter().zip(want) {
+            let rest = k.strip_prefix(&e.prefix).unwrap();
+            assert!(rest.starts_with(w), "{k} not under {w}");
+            let d = decode(k, b).unwrap();
+            let first = d.records[0]["n"].as_u64().unwrap() as usize;
+            assert!(d.records.iter().all(|r| r["eventTime"] == times[first % 2]));
+        }
+        assert_eq!(numbers(&objs).1, [3, 2]);
+    }
+}
+
+async fn encodings_round_trip(kind: Kind) {
+    for (encoding, compression, ext) in [
+        (Encoding::Ndjson, Compression::gzip(), ".ndjson.gz"),
+        (Encoding::Ndjson, Compression::None, ".ndjson"),
+        (Encoding::JsonArray, Compression::gzip(), ".json.gz"),
+        (Encoding::JsonArray, Compression::None, ".json"),
+    ] {
+        let e = env(kind, "enc");
+        let sink = e
+            .builder()
+            .with_encoding(encoding)
+            .with_compression(compression)
+            .build()
+            .unwrap();
+        let events: Vec<Value> = (0..20)
+            .map(|n| json!({ "n": n, "s": "line\nbreak \u{e9}" }))
+            .collect();
+        sink.push_batch(&events).await.unwrap();
+        sink.shutdown().await.unwrap();
+        let objs = e.objects().await;
+        assert_eq!(objs.len(), 1);
+        let (k, b) = &objs[0];
+        assert!(k.ends_with(ext), "{k} should end with {ext}");
+        let d = decode(k, b).unwrap();
+        assert_eq!(d.records, events, "{kind:?} {ext}");
+        if ext == ".json" {
+            let v: Value = serde_json::from_slice(b).expect("a JSON array object is valid JSON");
+            assert_eq!(v.as_array().unwrap().len(), 20);
+        }
+        // Content type and encoding, where the store keeps them.
+        if !matches!(kind, Kind::Local) {
+            let got = e.store.get(&Path::from(k.as_str())).await.unwrap();
+            let ct = got.attributes.get(&object_store::Attribute::ContentType);
+            assert_eq!(
+                ct.map(|v| v.as_ref()),
+                Some(encoding.content_type()),
+                "{kind:?} {k}"
+            );
+            let ce = got
+                .attributes
+                .get(&object_store::Attribute::ContentEncoding);
+            assert_eq!(
+                ce.map(|v| v.as_ref()),
+                compression.content_encoding(),
+                "{k}"
+            );
+        }
+    }
+}
+
+async fn multipart_for_large_batch(kind: Kind) {
+    let e = env(kind, "multipart");
+    let sink = e
+        .builder()
+        .with_compression(Compression::None)
+        .with_flush_size(1_000_000)
+        .with_part_size(crate::MIN_PART_SIZE)
+        .build()
+        .unwrap();
+    // ~12 MiB: three parts, the last one short.
+    let pad = "p".repeat(1000);
+    let events: Vec<Value> = (0..12_000).map(|n| json!({ "n": n, "pad": pad })).collect();
+    sink.push_batch(&events).await.unwrap();
+    sink.shutdown().await.unwrap();
+    let objs = e.objects().await;
+    assert_eq!(objs.len(), 1);
+    assert!(
+        objs[0].1.len() > 2 * crate::MIN_PART_SIZE,
+        "{}",
+        objs[0].1.len()
+    );
+    assert_eq!(
+        numbers(&objs).0,
+        (0..12_000).collect::<Vec<_>>(),
+        "{kind:?}"
+    );
+}
+
+/// A store that can be switched to fail every put, or to store and then
+/// report a failure (as when a response is lost after the write).
+#[derive(Debug)]
+pub(crate) struct Flaky {
+    inner: Arc<dyn ObjectStore>,
+    mode: AtomicU8,
+}
+
+pub(crate) const OK: u8 = 0;
+pub(crate) const DOWN: u8 = 1;
+pub(crate) const LOSE_REPLY: u8 = 2;
+
+impl Flaky {
+    pub fn new(inner: Arc<dyn ObjectStore>, mode: u8) -> Arc<Flaky> {
+        Arc::new(Flaky {
+            inner,
+            mode: AtomicU8::new(mode),
+        })
+    }
+
+    fn fail() -> object_store::Error {
+        object_store::Error::Generic {
+            store: "Flaky",
+            source: "the store is down".into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Flaky {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Flaky({})", self.inner)
+    }
+}
+
+#[async_trait]
+impl ObjectStore for Flaky {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        match self.mode.load(Ordering::SeqCst) {
+            DOWN => Err(Self::fail()),
+            LOSE_REPLY => {
+                self.inner.put_opts(location, payload, opts).await?;
+                Err(Self::fail())
+            }
+            _ => self.inner.put_opts(location, payload, opts).await,
+        }
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        match self.mode.load(Ordering::SeqCst) {
+            OK => self.inner.put_multipart_opts(location, opts).await,
+            _ => Err(Self::fail()),
+        }
+    }
+
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+async fn spool_uploads_exactly_once_after_a_crash(kind: Kind) {
+    for mode in [DOWN, LOSE_REPLY] {
+        let e = env(kind, "spool");
+        let spool = tempfile::tempdir().unwrap();
+        let opts = SpoolOptions::new(spool.path()).with_fsync(SpoolFsync::Always);
+        let flaky = Flaky::new(Arc::clone(&e.store), mode);
+        let sink = Sink::builder()
+            .with_store(flaky.clone())
+            .with_prefix(e.prefix.clone())
+            .with_flush_size(10)
+            .with_spool(opts.clone())
+            .build()
+            .unwrap();
+        let id = sink.instance_id().to_owned();
+        let events: Vec<Value> = (0..25).map(|n| json!({ "n": n })).collect();
+        sink.push_batch(&events).await.unwrap();
+        // Two batches closed and tried (stored, with LOSE_REPLY), five open.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(sink.stats().upload_retries > 0);
+        sink.crash();
+
+        let sink = Sink::builder()
+            .with_store(Arc::clone(&e.store))
+            .with_prefix(e.prefix.clone())
+            .with_flush_size(10)
+            .with_spool(opts.clone())
+            .build()
+            .unwrap();
+        assert_eq!(
+            sink.instance_id(),
+            id,
+            "the instance id is kept in the spool"
+        );
+        assert_eq!(sink.stats().events_recovered, 25);
+        sink.push(&json!({ "n": 25 })).await.unwrap();
+        sink.shutdown().await.unwrap();
+        let objs = e.objects().await;
+        let (ns, per) = numbers(&objs);
+        assert_eq!(ns.len(), 26, "{kind:?} mode {mode}: {per:?}");
+        let mut sorted = ns.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..26).collect::<Vec<_>>(), "{kind:?} mode {mode}");
+        // Keys from the spool: the first events' sequence numbers.
+        let seqs: Vec<String> = objs
+            .iter()
+            .map(|(k, _)| k.rsplit('-').next().unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            seqs,
+            [0, 10, 20, 25].map(|s| format!("{s:020}.ndjson.gz")),
+            "{kind:?} mode {mode}"
+        );
+        // Everything uploaded: the spool shrinks to its newest segment.
+        drop(sink);
+        let files = std::fs::read_dir(spool.path()).unwrap().count();
+        assert!(files <= 3, "{files} files left in the spool");
+    }
+}
+
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Kind::Memory).await })*
+        }
+        mod local {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Kind::Local).await })*
+        }
+        #[cfg(feature = "integration")]
+        mod s3 {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Kind::S3).await })*
+        }
+    };
+}
+
+conformance!(
+    flush_by_count,
+    flush_by_encoded_bytes,
+    flush_by_interval,
+    partitions_roll_over,
+    encodings_round_trip,
+    multipart_for_large_batch,
+    spool_uploads_exactly_once_after_a_crash,
+);
