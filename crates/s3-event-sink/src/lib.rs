@@ -24,6 +24,8 @@
 
 #[cfg(test)]
 mod conformance_tests;
+#[cfg(test)]
+mod crash_tests;
 mod decode;
 mod encode;
 mod error;
