@@ -1,0 +1,186 @@
+//! Sink throughput: push → gzip NDJSON → in-memory store, against the ceiling
+//! of gzip alone on the same bytes, in one run (ratios, not absolute times).
+//!
+//! - `gzip_ceiling/N`: gzip (level 6, flate2 with zlib-rs) of N records
+//!   already serialized as NDJSON: the most a gzip NDJSON sink could do.
+//! - `sink/N`: a `Sink` with no spool, `push_batch` of the N records as
+//!   `serde_json::Value`s (serialized by the sink), then `shutdown` (every
+//!   object uploaded to an `InMemory` store).
+//! - `sink_spool_10ms/N`: the same with the spool on, fsync every 10 ms, in
+//!   a directory under `CARGO_TARGET_TMPDIR` (a real disk).
+//! - `sink_threads/{1,2}`: two pushers on two partitions, on a runtime with
+//!   1 or 2 worker threads.
+//!
+//! Records are the `aws-put.json` fixture's record with a distinct key each
+//! (about 1 KiB of JSON), 1000 to an object.
+
+// `criterion_group!` defines an undocumented public function.
+#![allow(missing_docs)]
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use s3_event::core::{TemplatePartitioner, TimePartitioner};
+use s3_event::sink::{Sink, SpoolFsync, SpoolOptions, StoreConfig};
+use serde_json::Value;
+
+const N: usize = 20_000;
+
+fn records() -> Vec<Value> {
+    let fixture: Value = serde_json::from_str(include_str!(
+        "../crates/s3-event-core/tests/fixtures/aws-put.json"
+    ))
+    .unwrap();
+    let record = fixture["Records"][0].clone();
+    (0..N)
+        .map(|i| {
+            let mut r = record.clone();
+            r["s3"]["object"]["key"] = Value::String(format!("logs/2024/03/05/object-{i:08}.json"));
+            r["s3"]["object"]["sequencer"] = Value::String(format!("{:016X}", i * 7919));
+            r["tenant"] = Value::String(format!("t{}", i % 2));
+            r
+        })
+        .collect()
+}
+
+fn runtime(threads: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn sink(spool: Option<&std::path::Path>, by_tenant: bool) -> Sink {
+    let mut b = Sink::builder()
+        .with_store(StoreConfig::Memory.build().unwrap())
+        .with_instance_id("bench")
+        .with_partitioner(if by_tenant {
+            Arc::new(TemplatePartitioner::new("{tenant}/").unwrap())
+        } else {
+            Arc::new(TimePartitioner::default())
+        });
+    if let Some(dir) = spool {
+        b = b.with_spool(
+            SpoolOptions::new(dir).with_fsync(SpoolFsync::Interval(Duration::from_millis(10))),
+        );
+    }
+    b.build().unwrap()
+}
+
+fn throughput(c: &mut Criterion) {
+    let records = records();
+    let ndjson: Vec<u8> = records
+        .iter()
+        .flat_map(|r| {
+            let mut v = serde_json::to_vec(r).unwrap();
+            v.push(b'\n');
+            v
+        })
+        .collect();
+    let mut g = c.benchmark_group("sink");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4))
+        .throughput(Throughput::Elements(N as u64));
+
+    g.bench_function(BenchmarkId::new("gzip_ceiling", N), |b| {
+        b.iter(|| {
+            // One gzip stream per 1000 records, as the sink makes objects.
+            let mut total = 0;
+            let per = ndjson.len() / (N / 1000);
+            for chunk in ndjson.chunks(per) {
+                let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+                e.write_all(chunk).unwrap();
+                total += e.finish().unwrap().len();
+            }
+            total
+        })
+    });
+
+    let rt = runtime(2);
+    g.bench_function(BenchmarkId::new("sink", N), |b| {
+        b.iter_custom(|iters| {
+            let mut spent = Duration::ZERO;
+            for _ in 0..iters {
+                spent += rt.block_on(async {
+                    let s = sink(None, false);
+                    let t0 = Instant::now();
+                    for chunk in records.chunks(100) {
+                        s.push_batch(chunk).await.unwrap();
+                    }
+                    s.shutdown().await.unwrap();
+                    t0.elapsed()
+                });
+            }
+            spent
+        })
+    });
+
+    g.bench_function(BenchmarkId::new("sink_spool_10ms", N), |b| {
+        b.iter_custom(|iters| {
+            let mut spent = Duration::ZERO;
+            for _ in 0..iters {
+                let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+                spent += rt.block_on(async {
+                    let s = sink(Some(dir.path()), false);
+                    let t0 = Instant::now();
+                    for chunk in records.chunks(100) {
+                        s.push_batch(chunk).await.unwrap();
+                    }
+                    s.shutdown().await.unwrap();
+                    t0.elapsed()
+                });
+            }
+            spent
+        })
+    });
+
+    let halves: Vec<Arc<Vec<Value>>> = (0..2)
+        .map(|part| {
+            Arc::new(
+                records
+                    .iter()
+                    .filter(|r| r["tenant"] == format!("t{part}"))
+                    .cloned()
+                    .collect(),
+            )
+        })
+        .collect();
+    for threads in [1, 2] {
+        let rt = runtime(threads);
+        g.bench_function(BenchmarkId::new("sink_threads", threads), |b| {
+            b.iter_custom(|iters| {
+                let mut spent = Duration::ZERO;
+                for _ in 0..iters {
+                    spent += rt.block_on(async {
+                        let s = Arc::new(sink(None, true));
+                        let t0 = Instant::now();
+                        let mut tasks = Vec::new();
+                        for half in &halves {
+                            let s = Arc::clone(&s);
+                            let mine = Arc::clone(half);
+                            tasks.push(tokio::spawn(async move {
+                                for chunk in mine.chunks(100) {
+                                    s.push_batch(chunk).await.unwrap();
+                                }
+                            }));
+                        }
+                        for t in tasks {
+                            t.await.unwrap();
+                        }
+                        s.shutdown().await.unwrap();
+                        t0.elapsed()
+                    });
+                }
+                spent
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, throughput);
+criterion_main!(benches);
