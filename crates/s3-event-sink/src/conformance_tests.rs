@@ -410,6 +410,14 @@ impl ObjectStore for Flaky {
 }
 
 async fn spool_uploads_exactly_once_after_a_crash(kind: Kind) {
+    spool_crash(kind, crate::KeyNaming::Sequence).await;
+}
+
+async fn uuid_names_are_stable_across_a_crash(kind: Kind) {
+    spool_crash(kind, crate::KeyNaming::Uuid).await;
+}
+
+async fn spool_crash(kind: Kind, naming: crate::KeyNaming) {
     for mode in [DOWN, LOSE_REPLY] {
         let e = env(kind, "spool");
         let spool = tempfile::tempdir().unwrap();
@@ -420,6 +428,7 @@ async fn spool_uploads_exactly_once_after_a_crash(kind: Kind) {
             .with_prefix(e.prefix.clone())
             .with_flush_size(10)
             .with_spool(opts.clone())
+            .with_key_naming(naming)
             .build()
             .unwrap();
         let id = sink.instance_id().to_owned();
@@ -435,6 +444,7 @@ async fn spool_uploads_exactly_once_after_a_crash(kind: Kind) {
             .with_prefix(e.prefix.clone())
             .with_flush_size(10)
             .with_spool(opts.clone())
+            .with_key_naming(naming)
             .build()
             .unwrap();
         assert_eq!(
@@ -452,15 +462,26 @@ async fn spool_uploads_exactly_once_after_a_crash(kind: Kind) {
         sorted.sort_unstable();
         assert_eq!(sorted, (0..26).collect::<Vec<_>>(), "{kind:?} mode {mode}");
         // Keys from the spool: the first events' sequence numbers.
-        let seqs: Vec<String> = objs
+        let mut names: Vec<String> = objs
             .iter()
-            .map(|(k, _)| k.rsplit('-').next().unwrap().to_owned())
+            .map(|(k, _)| k.rsplit('/').next().unwrap().to_owned())
             .collect();
-        assert_eq!(
-            seqs,
-            [0, 10, 20, 25].map(|s| format!("{s:020}.ndjson.gz")),
-            "{kind:?} mode {mode}"
-        );
+        let mut want: Vec<String> = [0u64, 10, 20, 25]
+            .iter()
+            .map(|s| match naming {
+                crate::KeyNaming::Sequence => format!("{id}-{s:020}.ndjson.gz"),
+                crate::KeyNaming::Uuid => {
+                    let u = uuid::Uuid::new_v5(
+                        &uuid::Uuid::NAMESPACE_OID,
+                        format!("{id}-{s}").as_bytes(),
+                    );
+                    format!("{u}.ndjson.gz")
+                }
+            })
+            .collect();
+        names.sort();
+        want.sort();
+        assert_eq!(names, want, "{kind:?} mode {mode}");
         // Everything uploaded: the spool shrinks to its newest segment.
         drop(sink);
         let files = std::fs::read_dir(spool.path()).unwrap().count();
@@ -494,4 +515,5 @@ conformance!(
     encodings_round_trip,
     multipart_for_large_batch,
     spool_uploads_exactly_once_after_a_crash,
+    uuid_names_are_stable_across_a_crash,
 );

@@ -41,9 +41,9 @@ pub use encode::{BatchEncoder, Compression, Encoding};
 pub use error::{Error, Result};
 pub use report::{failure_report_key, failure_report_text};
 pub use sink::{
-    Sink, SinkBuilder, SinkStats, DEFAULT_DATA_DIR, DEFAULT_FLUSH_INTERVAL, DEFAULT_FLUSH_SIZE,
-    DEFAULT_MAX_BYTES, DEFAULT_MAX_CONCURRENT_UPLOADS, DEFAULT_MAX_OPEN_BATCHES, DEFAULT_PART_SIZE,
-    MIN_PART_SIZE,
+    KeyNaming, Sink, SinkBuilder, SinkStats, DEFAULT_DATA_DIR, DEFAULT_FLUSH_INTERVAL,
+    DEFAULT_FLUSH_SIZE, DEFAULT_MAX_BYTES, DEFAULT_MAX_CONCURRENT_UPLOADS,
+    DEFAULT_MAX_OPEN_BATCHES, DEFAULT_PART_SIZE, MIN_PART_SIZE,
 };
 pub use spool::{SpoolFsync, SpoolOptions};
 #[cfg(feature = "s3")]

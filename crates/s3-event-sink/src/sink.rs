@@ -89,6 +89,21 @@ const GZIP_HEADROOM: usize = 256;
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
+/// How object names are made (after the prefix and partition).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KeyNaming {
+    /// `{instance_id}-{seq:020}{ext}` (the default): sortable, and the
+    /// instance and sequence are visible in the name.
+    #[default]
+    Sequence,
+    /// `{uuid}{ext}`, for layouts that expect a UUID per file (Amberflo's
+    /// `ingest/<source>/<MM-DD-YYYY>/<uuid>` with a template partitioner
+    /// `ingest/<source>/%m-%d-%Y/`). The UUID is a version 5 UUID of the
+    /// instance id and sequence number, so it is as deterministic as the
+    /// sequence name: a re-upload after a crash overwrites the same key.
+    Uuid,
+}
+
 /// Configures and builds a [`Sink`]; see the [module docs](self).
 pub struct SinkBuilder {
     store: Option<Arc<dyn ObjectStore>>,
@@ -104,6 +119,7 @@ pub struct SinkBuilder {
     spool: Option<SpoolOptions>,
     part_size: usize,
     max_concurrent_uploads: usize,
+    naming: KeyNaming,
 }
 
 impl fmt::Debug for SinkBuilder {
@@ -122,6 +138,7 @@ impl fmt::Debug for SinkBuilder {
             .field("spool", &self.spool)
             .field("part_size", &self.part_size)
             .field("max_concurrent_uploads", &self.max_concurrent_uploads)
+            .field("naming", &self.naming)
             .finish()
     }
 }
@@ -142,6 +159,7 @@ impl Default for SinkBuilder {
             spool: None,
             part_size: DEFAULT_PART_SIZE,
             max_concurrent_uploads: DEFAULT_MAX_CONCURRENT_UPLOADS,
+            naming: KeyNaming::Sequence,
         }
     }
 }
@@ -235,6 +253,12 @@ impl SinkBuilder {
         self
     }
 
+    /// How object names are made (default [`KeyNaming::Sequence`]).
+    pub fn with_key_naming(mut self, naming: KeyNaming) -> Self {
+        self.naming = naming;
+        self
+    }
+
     /// Bound on uploads running at once (default
     /// [`DEFAULT_MAX_CONCURRENT_UPLOADS`]; at least 1).
     pub fn with_max_concurrent_uploads(mut self, n: usize) -> Self {
@@ -319,6 +343,7 @@ impl SinkBuilder {
             max_open_batches: self.max_open_batches,
             part_size: self.part_size,
             max_concurrent_uploads: self.max_concurrent_uploads,
+            naming: self.naming,
             attributes_supported: AtomicBool::new(true),
             durability,
             fsync,
@@ -448,6 +473,7 @@ struct Inner {
     max_open_batches: usize,
     part_size: usize,
     max_concurrent_uploads: usize,
+    naming: KeyNaming,
     /// Cleared when the store refuses object attributes (the local filesystem).
     attributes_supported: AtomicBool,
     durability: Option<Arc<Durability>>,
@@ -480,10 +506,17 @@ impl Inner {
     }
 
     fn key(&self, partition: &str, seq: u64, ext: &str) -> Result<Path> {
-        let key = format!(
-            "{}{}{}-{:020}{}",
-            self.prefix, partition, self.instance_id, seq, ext
-        );
+        let key = match self.naming {
+            KeyNaming::Sequence => format!(
+                "{}{}{}-{:020}{}",
+                self.prefix, partition, self.instance_id, seq, ext
+            ),
+            KeyNaming::Uuid => {
+                let name = format!("{}-{seq}", self.instance_id);
+                let id = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, name.as_bytes());
+                format!("{}{}{}{}", self.prefix, partition, id, ext)
+            }
+        };
         Path::parse(&key).map_err(|source| Error::InvalidKey { key, source })
     }
 
