@@ -9,7 +9,7 @@
 //! - `sink_spool_10ms/N`: the same with the spool on, fsync every 10 ms, in
 //!   a directory under `CARGO_TARGET_TMPDIR` (a real disk).
 //! - `sink_threads/{1,2}`: two pushers on two partitions, on a runtime with
-//!   1 or 2 worker threads.
+//!   1 or 2 worker threads and a sink with as many shards.
 //!
 //! Records are the `aws-put.json` fixture's record with a distinct key each
 //! (about 1 KiB of JSON), 1000 to an object.
@@ -53,8 +53,9 @@ fn runtime(threads: usize) -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-fn sink(spool: Option<&std::path::Path>, by_tenant: bool) -> Sink {
+fn sink(spool: Option<&std::path::Path>, by_tenant: bool, shards: usize) -> Sink {
     let mut b = Sink::builder()
+        .with_shards(shards)
         .with_store(StoreConfig::Memory.build().unwrap())
         .with_instance_id("bench")
         .with_partitioner(if by_tenant {
@@ -106,7 +107,7 @@ fn throughput(c: &mut Criterion) {
             let mut spent = Duration::ZERO;
             for _ in 0..iters {
                 spent += rt.block_on(async {
-                    let s = sink(None, false);
+                    let s = sink(None, false, 1);
                     let t0 = Instant::now();
                     for chunk in records.chunks(100) {
                         s.push_batch(chunk).await.unwrap();
@@ -125,7 +126,7 @@ fn throughput(c: &mut Criterion) {
             for _ in 0..iters {
                 let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
                 spent += rt.block_on(async {
-                    let s = sink(Some(dir.path()), false);
+                    let s = sink(Some(dir.path()), false, 1);
                     let t0 = Instant::now();
                     for chunk in records.chunks(100) {
                         s.push_batch(chunk).await.unwrap();
@@ -156,7 +157,7 @@ fn throughput(c: &mut Criterion) {
                 let mut spent = Duration::ZERO;
                 for _ in 0..iters {
                     spent += rt.block_on(async {
-                        let s = Arc::new(sink(None, true));
+                        let s = Arc::new(sink(None, true, threads));
                         let t0 = Instant::now();
                         let mut tasks = Vec::new();
                         for half in &halves {

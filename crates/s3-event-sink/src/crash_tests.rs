@@ -51,6 +51,7 @@ fn sink(spool: &str, store: Arc<dyn ObjectStore>, prefix: &str, fsync: SpoolFsyn
         .with_prefix(prefix)
         .with_partitioner(Arc::new(p))
         .with_flush_size(37)
+        .with_shards(2)
         .with_flush_interval(Duration::from_millis(50))
         .with_spool(
             SpoolOptions::new(spool)
@@ -69,17 +70,18 @@ fn var(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set"))
 }
 
-/// The child: pushes events numbered from `S3E_CRASH_START` in batches of 1
-/// to 7 until killed, printing `acked <last>` after each `push_batch`
-/// returned. Runs only when spawned by a crash test.
+/// The child: two tasks push events numbered from `S3E_CRASH_START0` and
+/// `S3E_CRASH_START1` in batches of 1 to 7 until killed, printing
+/// `acked <task> <last>` after each `push_batch` returned (two pushers use
+/// both of the sink's shards). Runs only when spawned by a crash test.
 #[test]
 #[ignore = "run as a child process by the crash tests"]
 fn child() {
     if std::env::var_os("S3E_CRASH_CHILD").is_none() {
         return;
     }
-    let start: u64 = var("S3E_CRASH_START").parse().unwrap();
-    let fsync = match start % 3 {
+    let starts: [u64; 2] = [0, 1].map(|t| var(&format!("S3E_CRASH_START{t}")).parse().unwrap());
+    let fsync = match starts[0] % 3 {
         0 => SpoolFsync::Always,
         1 => SpoolFsync::Interval(Duration::from_millis(10)),
         _ => SpoolFsync::Never,
@@ -90,22 +92,31 @@ fn child() {
         .build()
         .unwrap();
     rt.block_on(async move {
-        let s = sink(
+        let s = Arc::new(sink(
             &var("S3E_CRASH_SPOOL"),
             store(&var("S3E_CRASH_STORE")),
             &var("S3E_CRASH_PREFIX"),
             fsync,
-        );
+        ));
         let deadline = Instant::now() + Duration::from_secs(60);
-        let mut out = std::io::stdout();
-        let mut i = start;
-        while Instant::now() < deadline {
-            let n = 1 + i % 7;
-            let batch: Vec<Value> = (i..i + n).map(event).collect();
-            s.push_batch(&batch).await.unwrap();
-            i += n;
-            writeln!(out, "acked {}", i - 1).unwrap();
-            out.flush().unwrap();
+        let mut tasks = Vec::new();
+        for (t, start) in starts.into_iter().enumerate() {
+            let s = Arc::clone(&s);
+            tasks.push(tokio::spawn(async move {
+                let mut i = start;
+                while Instant::now() < deadline {
+                    let n = 1 + i % 7;
+                    let batch: Vec<Value> = (i..i + n).map(event).collect();
+                    s.push_batch(&batch).await.unwrap();
+                    i += n;
+                    let mut out = std::io::stdout().lock();
+                    writeln!(out, "acked {t} {}", i - 1).unwrap();
+                    out.flush().unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
         }
     });
 }
@@ -171,7 +182,8 @@ fn run(store_spec: &str) {
     // last, so the batch in flight at a kill never shares numbers with the
     // next round's.
     let mut acked_ranges: Vec<(u64, u64)> = Vec::new();
-    let mut next_start = 0u64;
+    // The second pusher's numbers start far above the first's.
+    let mut next_start = [0u64, 1 << 32];
     for round in 0..ROUNDS {
         let start = next_start;
         let mut cmd = Command::new(&exe);
@@ -186,7 +198,8 @@ fn run(store_spec: &str) {
         .env("S3E_CRASH_SPOOL", spool.path())
         .env("S3E_CRASH_STORE", store_spec)
         .env("S3E_CRASH_PREFIX", &prefix)
-        .env("S3E_CRASH_START", start.to_string())
+        .env("S3E_CRASH_START0", start[0].to_string())
+        .env("S3E_CRASH_START1", start[1].to_string())
         .env("NO_PROXY", "127.0.0.1")
         .env("no_proxy", "127.0.0.1")
         .stdin(Stdio::null())
@@ -197,12 +210,14 @@ fn run(store_spec: &str) {
         let mut child = cmd.spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
         let reader = std::thread::spawn(move || {
-            let mut last = None;
+            let mut last = [None, None];
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 // libtest prints `test <name> ... ` without a newline first.
                 if let Some(i) = line.rfind("acked ") {
-                    last = Some(line[i + 6..].trim().parse::<u64>().unwrap());
+                    let mut f = line[i + 6..].split_whitespace();
+                    let t: usize = f.next().unwrap().parse().unwrap();
+                    last[t] = Some(f.next().unwrap().parse::<u64>().unwrap());
                 }
             }
             last
@@ -216,18 +231,18 @@ fn run(store_spec: &str) {
             status.code().is_none(),
             "round {round}: the child exited by itself ({status})"
         );
-        let acked_now = match last {
-            Some(l) => {
-                assert!(l >= start, "round {round}: acks went backwards");
-                acked_ranges.push((start, l + 1));
-                next_start = l + 1 + 7;
-                l + 1 - start
+        let mut acked_now = 0;
+        for t in 0..2 {
+            match last[t] {
+                Some(l) => {
+                    assert!(l >= start[t], "round {round}: acks went backwards");
+                    acked_ranges.push((start[t], l + 1));
+                    next_start[t] = l + 1 + 7;
+                    acked_now += l + 1 - start[t];
+                }
+                None => next_start[t] = start[t] + 7,
             }
-            None => {
-                next_start = start + 7;
-                0
-            }
-        };
+        }
         let (seen, objects) = rt.block_on(census(&*check_store, &prefix));
         let dups: Vec<_> = seen.iter().filter(|(_, c)| **c > 1).collect();
         assert!(dups.is_empty(), "round {round}: duplicated events {dups:?}");

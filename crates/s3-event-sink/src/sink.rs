@@ -48,7 +48,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -64,7 +64,7 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::spool::{self, Durability, Recovered, Spool, SpoolFsync, SpoolOptions};
+use crate::spool::{self, CloseFrame, Durability, Recovered, Spool, SpoolFsync, SpoolOptions};
 use crate::{BatchEncoder, Compression, Encoding, Error, Result};
 
 /// Default number of events per object.
@@ -120,6 +120,7 @@ pub struct SinkBuilder {
     part_size: usize,
     max_concurrent_uploads: usize,
     naming: KeyNaming,
+    shards: usize,
 }
 
 impl fmt::Debug for SinkBuilder {
@@ -139,6 +140,7 @@ impl fmt::Debug for SinkBuilder {
             .field("part_size", &self.part_size)
             .field("max_concurrent_uploads", &self.max_concurrent_uploads)
             .field("naming", &self.naming)
+            .field("shards", &self.shards)
             .finish()
     }
 }
@@ -160,6 +162,7 @@ impl Default for SinkBuilder {
             part_size: DEFAULT_PART_SIZE,
             max_concurrent_uploads: DEFAULT_MAX_CONCURRENT_UPLOADS,
             naming: KeyNaming::Sequence,
+            shards: 1,
         }
     }
 }
@@ -250,6 +253,17 @@ impl SinkBuilder {
     /// last is ever under S3's minimum).
     pub fn with_part_size(mut self, part_size: usize) -> Self {
         self.part_size = part_size.max(MIN_PART_SIZE);
+        self
+    }
+
+    /// Number of independently locked sets of open batches (default 1; at
+    /// most 256). With more than one, concurrent `push` calls encode and
+    /// compress in parallel on different cores; each shard keeps its own
+    /// batch per partition, so a partition can get up to this many objects
+    /// per flush, and the open-batch bound applies per shard. A single
+    /// pusher always finds the first shard free, so it behaves as with one.
+    pub fn with_shards(mut self, shards: usize) -> Self {
+        self.shards = shards.clamp(1, 256);
         self
     }
 
@@ -352,14 +366,11 @@ impl SinkBuilder {
                 .as_ref()
                 .map(|o| o.dir.display().to_string())
                 .unwrap_or_default(),
-            state: Mutex::new(State {
-                batches: HashMap::new(),
-                next_seq: 0,
-                next_opened: 0,
-                closed: false,
-                spool,
-                outbox: Vec::new(),
-            }),
+            shards: (0..self.shards).map(|_| Mutex::default()).collect(),
+            next_shard: AtomicUsize::new(0),
+            spool: spool.map(Mutex::new),
+            closed: AtomicBool::new(false),
+            batch_seq: AtomicU64::new(0),
             wake: Notify::new(),
             space: Notify::new(),
             stop: AtomicBool::new(false),
@@ -438,15 +449,17 @@ struct OpenBatch {
     seqs: Vec<u64>,
 }
 
-struct State {
+/// One independently locked set of open batches. Concurrent pushers take
+/// different shards, so their encoding (gzip) runs in parallel; each shard
+/// keeps its own batch per partition.
+#[derive(Default)]
+struct Shard {
     batches: HashMap<String, OpenBatch>,
-    /// Batch counter for keys without a spool.
-    next_seq: u64,
     next_opened: u64,
-    closed: bool,
-    spool: Option<Spool>,
     /// Closed batches waiting for the spool write that covers their close frame.
     outbox: Vec<Job>,
+    /// Their close frames.
+    closes: Vec<CloseFrame>,
 }
 
 struct Job {
@@ -470,6 +483,7 @@ struct Inner {
     max_bytes: usize,
     flush_interval: Duration,
     instance_id: String,
+    /// Bound on open batches per shard.
     max_open_batches: usize,
     part_size: usize,
     max_concurrent_uploads: usize,
@@ -479,7 +493,13 @@ struct Inner {
     durability: Option<Arc<Durability>>,
     fsync: Option<SpoolFsync>,
     spool_dir: String,
-    state: Mutex<State>,
+    shards: Vec<Mutex<Shard>>,
+    /// Next shard a pusher tries first.
+    next_shard: AtomicUsize,
+    spool: Option<Mutex<Spool>>,
+    closed: AtomicBool,
+    /// Batch counter for keys without a spool.
+    batch_seq: AtomicU64,
     wake: Notify,
     /// Signalled when spool segments are deleted.
     space: Notify,
@@ -489,20 +509,31 @@ struct Inner {
     counters: Counters,
 }
 
-fn spool_err(state: &State, source: std::io::Error) -> Error {
-    Error::Spool {
-        dir: state
-            .spool
-            .as_ref()
-            .map(|s| s.dir().display().to_string())
-            .unwrap_or_default(),
-        source,
-    }
+fn relock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Inner {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn spool_err(&self, source: std::io::Error) -> Error {
+        Error::Spool {
+            dir: self.spool_dir.clone(),
+            source,
+        }
+    }
+
+    /// A shard for a pusher: the first free one (so a lone pusher always
+    /// uses the first), else waits for one in turn.
+    fn pick_shard(&self) -> (usize, MutexGuard<'_, Shard>) {
+        let n = self.shards.len();
+        if n > 1 {
+            for id in 0..n {
+                if let Ok(g) = self.shards[id].try_lock() {
+                    return (id, g);
+                }
+            }
+        }
+        let id = self.next_shard.fetch_add(1, Ordering::Relaxed) % n;
+        (id, relock(&self.shards[id]))
     }
 
     fn key(&self, partition: &str, seq: u64, ext: &str) -> Result<Path> {
@@ -520,56 +551,63 @@ impl Inner {
         Path::parse(&key).map_err(|source| Error::InvalidKey { key, source })
     }
 
-    /// Closes `partition`'s batch (if open): writes its close frame to the
-    /// spool buffer and puts it in the outbox. [`Inner::commit`] sends it.
-    fn close(&self, state: &mut State, partition: &str) -> Result<()> {
-        let Some(batch) = state.batches.remove(partition) else {
+    /// Closes `partition`'s batch in `shard` (if open): puts it and its close
+    /// frame in the shard's outbox. [`Inner::commit`] writes and sends them.
+    fn close(&self, shard_id: usize, shard: &mut Shard, partition: &str) -> Result<()> {
+        let Some(batch) = shard.batches.remove(partition) else {
             return Ok(());
         };
         if batch.encoder.is_empty() {
             return Ok(());
         }
         let ext = batch.encoder.extension();
-        let (seq, spooled) = match state.spool.as_mut() {
-            Some(_) => (batch.seqs[0], true),
-            None => {
-                state.next_seq += 1;
-                (state.next_seq - 1, false)
-            }
+        let spooled = self.spool.is_some();
+        let seq = match batch.seqs.first() {
+            Some(&s) if spooled => s,
+            _ => self.batch_seq.fetch_add(1, Ordering::Relaxed),
         };
         let path = self.key(partition, seq, &ext)?;
         let content_type = batch.encoder.content_type();
         let content_encoding = batch.encoder.content_encoding();
         let (encoding, compression) = (batch.encoder.encoding(), batch.encoder.compression());
         let bytes = batch.encoder.finish()?;
-        let durable_at = match state.spool.as_mut() {
-            Some(s) if spooled => {
-                s.append_close(seq, encoding, compression, partition, path.as_ref())
-            }
-            _ => 0,
-        };
-        state.outbox.push(Job {
+        if spooled {
+            shard.closes.push(CloseFrame {
+                key_seq: seq,
+                last_seq: *batch.seqs.last().expect("a spooled batch has events"),
+                shard: shard_id as u16,
+                encoding,
+                compression,
+                partition: partition.to_owned(),
+                key: path.to_string(),
+            });
+        }
+        shard.outbox.push(Job {
             key: path,
             bytes: bytes.into(),
             content_type,
             content_encoding,
             spooled: spooled.then_some((seq, batch.seqs)),
-            durable_at,
+            durable_at: 0,
         });
         Ok(())
     }
 
-    /// Writes the spool buffer and sends the outbox to the uploader; returns
-    /// the spool position after the write.
-    fn commit(&self, state: &mut State) -> Result<u64> {
-        let pos = match state.spool.as_mut() {
-            Some(s) => match s.commit() {
-                Ok(pos) => pos,
-                Err(e) => return Err(spool_err(state, e)),
-            },
-            None => 0,
-        };
-        for job in state.outbox.drain(..) {
+    /// Writes the shard's close frames to the spool and sends its outbox to
+    /// the uploader; returns the spool position after the write.
+    fn commit(&self, shard: &mut Shard) -> Result<u64> {
+        let mut pos = 0;
+        if let Some(spool) = &self.spool {
+            if !shard.closes.is_empty() {
+                let mut sp = relock(spool);
+                for c in shard.closes.drain(..) {
+                    sp.append_close(&c);
+                }
+                pos = sp.commit().map_err(|e| self.spool_err(e))?;
+            }
+        }
+        for mut job in shard.outbox.drain(..) {
+            job.durable_at = pos;
             self.pending.send_modify(|n| *n += 1);
             if self.tx.send(job).is_err() {
                 // The background task is gone (shutdown): nothing will upload it.
@@ -580,38 +618,42 @@ impl Inner {
         Ok(pos)
     }
 
-    fn append(&self, state: &mut State, event: &dyn PartitionEvent, record: &[u8]) -> Result<()> {
-        let partition = self
-            .partitioner
-            .partition(event, Utc::now())
-            .map_err(|source| Error::Partition { source })?
-            .into_string();
+    /// Appends one record (already in the spool as `seq`) to its
+    /// partition's batch in `shard`, closing batches as the flush policy says.
+    fn append(
+        &self,
+        shard_id: usize,
+        shard: &mut Shard,
+        partition: &str,
+        record: &[u8],
+        seq: Option<u64>,
+    ) -> Result<()> {
         // Uncompressed, the size is exact: close first if this record would
         // take the batch past max_bytes. Compressed, the record's share is
         // unknown until written, so the check after the append decides.
-        if let Some(b) = state.batches.get(&partition) {
+        if let Some(b) = shard.batches.get(partition) {
             if self.compression == Compression::None
                 && !b.encoder.is_empty()
                 && b.encoder.encoded_len() + record.len() + 1 > self.max_bytes
             {
-                self.close(state, &partition)?;
+                self.close(shard_id, shard, partition)?;
             }
         }
-        if !state.batches.contains_key(&partition) {
-            if state.batches.len() >= self.max_open_batches {
-                let oldest = state
+        if !shard.batches.contains_key(partition) {
+            if shard.batches.len() >= self.max_open_batches {
+                let oldest = shard
                     .batches
                     .iter()
                     .min_by_key(|(_, b)| b.opened)
                     .map(|(k, _)| k.clone());
                 if let Some(oldest) = oldest {
-                    self.close(state, &oldest)?;
+                    self.close(shard_id, shard, &oldest)?;
                 }
             }
-            let opened = state.next_opened;
-            state.next_opened += 1;
-            state.batches.insert(
-                partition.clone(),
+            let opened = shard.next_opened;
+            shard.next_opened += 1;
+            shard.batches.insert(
+                partition.to_owned(),
                 OpenBatch {
                     encoder: BatchEncoder::new(self.encoding, self.compression),
                     deadline: Instant::now() + self.flush_interval,
@@ -621,23 +663,12 @@ impl Inner {
             );
             self.wake.notify_one();
         }
-        let batch = state
+        let batch = shard
             .batches
-            .get_mut(&partition)
+            .get_mut(partition)
             .expect("batch was just inserted");
-        // The encoder checks the record first, so a rejected record never
-        // reaches the spool.
         batch.encoder.push_raw(record)?;
-        if let Some(s) = state.spool.as_mut() {
-            let seq = s.append_event(&partition, record);
-            state
-                .batches
-                .get_mut(&partition)
-                .expect("batch is open")
-                .seqs
-                .push(seq);
-        }
-        let batch = state.batches.get(&partition).expect("batch is open");
+        batch.seqs.extend(seq);
         // Compressed, `encoded_len` is an estimate of what `finish` will
         // produce; keep a record's worth (plus a margin) of headroom for it.
         let limit = if self.compression == Compression::None {
@@ -648,22 +679,33 @@ impl Inner {
                 .max(1)
         };
         if batch.encoder.len() >= self.flush_size || batch.encoder.encoded_len() >= limit {
-            self.close(state, &partition)?;
+            self.close(shard_id, shard, partition)?;
         }
         Ok(())
     }
 
-    fn close_all(&self) -> Result<()> {
-        let mut state = self.lock();
-        self.close_all_locked(&mut state)
+    /// Checks what `BatchEncoder::push_raw` would reject, before the record
+    /// goes into the spool.
+    fn check_record(&self, index: usize, record: &[u8]) -> Result<()> {
+        let reason = if record.iter().all(u8::is_ascii_whitespace) {
+            "empty record"
+        } else if self.encoding == Encoding::Ndjson && record.contains(&b'\n') {
+            "raw newline in an NDJSON record"
+        } else {
+            return Ok(());
+        };
+        Err(Error::InvalidRecord { index, reason })
     }
 
-    fn close_all_locked(&self, state: &mut State) -> Result<()> {
-        let keys: Vec<String> = state.batches.keys().cloned().collect();
-        for k in keys {
-            self.close(state, &k)?;
+    fn close_all(&self) -> Result<()> {
+        for (id, shard) in self.shards.iter().enumerate() {
+            let mut shard = relock(shard);
+            let keys: Vec<String> = shard.batches.keys().cloned().collect();
+            for k in keys {
+                self.close(id, &mut shard, &k)?;
+            }
+            self.commit(&mut shard)?;
         }
-        self.commit(state)?;
         Ok(())
     }
 
@@ -671,35 +713,43 @@ impl Inner {
     /// remaining deadline.
     fn close_expired(&self) -> Option<Instant> {
         let now = Instant::now();
-        let mut state = self.lock();
-        let expired: Vec<String> = state
-            .batches
-            .iter()
-            .filter(|(_, b)| b.deadline <= now)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in expired {
-            // A key error here would also have failed at push time.
-            if let Err(e) = self.close(&mut state, &k) {
-                tracing::error!(partition = %k, error = %e, "sink: closing a batch failed");
+        let mut earliest: Option<Instant> = None;
+        for (id, shard) in self.shards.iter().enumerate() {
+            let mut shard = relock(shard);
+            let expired: Vec<String> = shard
+                .batches
+                .iter()
+                .filter(|(_, b)| b.deadline <= now)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in expired {
+                // A key error here would also have failed at push time.
+                if let Err(e) = self.close(id, &mut shard, &k) {
+                    tracing::error!(partition = %k, error = %e, "sink: closing a batch failed");
+                }
             }
+            if let Err(e) = self.commit(&mut shard) {
+                tracing::error!(error = %e, "sink: spool write failed");
+            }
+            let next = shard.batches.values().map(|b| b.deadline).min();
+            earliest = match (earliest, next) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
         }
-        if let Err(e) = self.commit(&mut state) {
-            tracing::error!(error = %e, "sink: spool write failed");
-        }
-        state.batches.values().map(|b| b.deadline).min()
+        earliest
     }
 
     /// Queues what a previous process left in the spool: closed batches under
     /// their recorded keys, then unclosed events as new batches.
     fn recover(&self, recovered: Recovered) -> Result<()> {
-        let mut state = self.lock();
         if recovered.torn_bytes > 0 {
             tracing::warn!(
                 bytes = recovered.torn_bytes,
                 "sink: cut a torn spool tail on start"
             );
         }
+        let mut shard = relock(&self.shards[0]);
         for b in recovered.closed.into_iter().chain(recovered.open) {
             let (encoding, compression) = match b.key {
                 Some(_) => (b.encoding, b.compression),
@@ -716,38 +766,43 @@ impl Inner {
                 }
                 None => self.key(&b.partition, b.key_seq, &enc.extension())?,
             };
-            let durable_at = match (state.spool.as_mut(), recorded) {
-                (Some(s), false) => {
-                    s.append_close(b.key_seq, encoding, compression, &b.partition, key.as_ref())
-                }
-                _ => 0,
-            };
+            if !recorded {
+                // Closed under the shard that wrote the events, so a replay
+                // of this frame finds them.
+                shard.closes.push(CloseFrame {
+                    key_seq: b.key_seq,
+                    last_seq: *b.seqs.last().expect("a recovered batch has events"),
+                    shard: b.shard,
+                    encoding,
+                    compression,
+                    partition: b.partition.clone(),
+                    key: key.to_string(),
+                });
+            }
             self.counters
                 .events_recovered
                 .fetch_add(b.records.len() as u64, Ordering::Relaxed);
             tracing::info!(key = %key, events = b.records.len(), "sink: re-uploading a spooled batch");
             let (content_type, content_encoding) = (enc.content_type(), enc.content_encoding());
-            state.outbox.push(Job {
+            shard.outbox.push(Job {
                 key,
                 bytes: enc.finish()?.into(),
                 content_type,
                 content_encoding,
                 spooled: Some((b.key_seq, b.seqs)),
-                durable_at,
+                durable_at: 0,
             });
         }
-        self.commit(&mut state)?;
+        self.commit(&mut shard)?;
         Ok(())
     }
 
     /// Marks a spooled batch uploaded and deletes the spool segments that no
     /// longer hold anything to upload.
     async fn uploaded(&self, key_seq: u64, seqs: &[u64]) {
+        let Some(spool) = &self.spool else { return };
         let (pos, gone, dir) = {
-            let mut state = self.lock();
-            let Some(s) = state.spool.as_mut() else {
-                return;
-            };
+            let mut s = relock(spool);
             match s.uploaded(key_seq, seqs) {
                 Ok((pos, gone)) => (pos, gone, s.dir().to_path_buf()),
                 Err(e) => {
@@ -769,9 +824,7 @@ impl Inner {
             }
         }
         let freed = spool::delete(&dir, &gone);
-        if let Some(s) = self.lock().spool.as_mut() {
-            s.freed(freed);
-        }
+        relock(spool).freed(freed);
         self.space.notify_waiters();
     }
 }
@@ -957,45 +1010,68 @@ impl Sink {
     /// be serialized, none of the events is accepted. If writing the spool
     /// fails, the error is returned and the events may or may not be uploaded.
     pub async fn push_batch<T: Serialize + PartitionEvent>(&self, events: &[T]) -> Result<()> {
+        let inner = &*self.inner;
+        // Without a wait on the spool (fsync `Always`) a push never yields:
+        // take part in tokio's cooperative budget so pushers in a loop
+        // cannot starve the sink's own timer and upload tasks.
+        tokio::task::coop::consume_budget().await;
+        let now = Utc::now();
         let mut records = Vec::with_capacity(events.len());
+        let mut bytes = 0;
         for (index, event) in events.iter().enumerate() {
-            records.push(
-                serde_json::to_vec(event).map_err(|source| Error::Serialize { index, source })?,
-            );
+            let record =
+                serde_json::to_vec(event).map_err(|source| Error::Serialize { index, source })?;
+            inner.check_record(index, &record)?;
+            let partition = inner
+                .partitioner
+                .partition(event, now)
+                .map_err(|source| Error::Partition { source })?
+                .into_string();
+            bytes += record.len() as u64;
+            records.push((partition, record));
         }
         let pos = loop {
-            let space = self.inner.space.notified();
+            let space = inner.space.notified();
             tokio::pin!(space);
             space.as_mut().enable();
-            {
-                let mut state = self.inner.lock();
-                if state.closed {
-                    return Err(Error::Shutdown);
-                }
-                let full = state.spool.as_ref().is_some_and(Spool::is_full);
-                if !full {
-                    let mut bytes = 0;
-                    for (event, record) in events.iter().zip(&records) {
-                        self.inner.append(&mut state, event, record)?;
-                        bytes += record.len() as u64;
-                    }
-                    let pos = self.inner.commit(&mut state)?;
-                    let c = &self.inner.counters;
-                    c.events_accepted
-                        .fetch_add(events.len() as u64, Ordering::Relaxed);
-                    c.bytes_accepted.fetch_add(bytes, Ordering::Relaxed);
-                    break pos;
-                }
-                // Full: upload what is open so its segments can go.
-                self.inner.close_all_locked(&mut state)?;
+            if inner.closed.load(Ordering::Acquire) {
+                return Err(Error::Shutdown);
             }
-            let _ = tokio::time::timeout(Duration::from_millis(500), space).await;
+            let full = inner.spool.as_ref().is_some_and(|s| relock(s).is_full());
+            if full {
+                // Upload what is open so its segments can go, then wait.
+                inner.close_all()?;
+                let _ = tokio::time::timeout(Duration::from_millis(500), space).await;
+                continue;
+            }
+            let (id, mut shard) = inner.pick_shard();
+            let mut written = 0;
+            let seqs: Option<Vec<u64>> = match &inner.spool {
+                Some(spool) => {
+                    let mut sp = relock(spool);
+                    let seqs = records
+                        .iter()
+                        .map(|(p, r)| sp.append_event(id as u16, p, r))
+                        .collect();
+                    written = sp.commit().map_err(|e| inner.spool_err(e))?;
+                    Some(seqs)
+                }
+                None => None,
+            };
+            for (i, (partition, record)) in records.iter().enumerate() {
+                let seq = seqs.as_ref().map(|s| s[i]);
+                inner.append(id, &mut shard, partition, record, seq)?;
+            }
+            let closed_at = inner.commit(&mut shard)?;
+            drop(shard);
+            let c = &inner.counters;
+            c.events_accepted
+                .fetch_add(events.len() as u64, Ordering::Relaxed);
+            c.bytes_accepted.fetch_add(bytes, Ordering::Relaxed);
+            break written.max(closed_at);
         };
-        if let (Some(SpoolFsync::Always), Some(d)) = (self.inner.fsync, &self.inner.durability) {
-            d.sync_to(pos).await.map_err(|source| Error::Spool {
-                dir: self.inner.spool_dir.clone(),
-                source,
-            })?;
+        if let (Some(SpoolFsync::Always), Some(d)) = (inner.fsync, &inner.durability) {
+            d.sync_to(pos).await.map_err(|e| inner.spool_err(e))?;
         }
         Ok(())
     }
@@ -1013,7 +1089,7 @@ impl Sink {
     /// Stops accepting events, flushes everything accepted and stops the
     /// background tasks. Calling it again is a no-op.
     pub async fn shutdown(&self) -> Result<()> {
-        self.inner.lock().closed = true;
+        self.inner.closed.store(true, Ordering::Release);
         self.flush().await?;
         self.inner.stop.store(true, Ordering::Release);
         self.inner.wake.notify_one();
@@ -1032,7 +1108,12 @@ impl Sink {
     /// A snapshot of the counters.
     pub fn stats(&self) -> SinkStats {
         let c = &self.inner.counters;
-        let state = self.inner.lock();
+        let open_batches = self
+            .inner
+            .shards
+            .iter()
+            .map(|s| relock(s).batches.len() as u64)
+            .sum();
         SinkStats {
             events_accepted: c.events_accepted.load(Ordering::Relaxed),
             bytes_accepted: c.bytes_accepted.load(Ordering::Relaxed),
@@ -1040,8 +1121,12 @@ impl Sink {
             objects_uploaded: c.objects_uploaded.load(Ordering::Relaxed),
             bytes_uploaded: c.bytes_uploaded.load(Ordering::Relaxed),
             upload_retries: c.upload_retries.load(Ordering::Relaxed),
-            open_batches: state.batches.len() as u64,
-            spool_bytes: state.spool.as_ref().map_or(0, Spool::total_bytes),
+            open_batches,
+            spool_bytes: self
+                .inner
+                .spool
+                .as_ref()
+                .map_or(0, |s| relock(s).total_bytes()),
             pending_uploads: *self.inner.pending.borrow() as u64,
         }
     }

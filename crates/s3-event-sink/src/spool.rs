@@ -9,15 +9,19 @@
 //! `[len: u32 LE][crc32: u32 LE][kind: u8][body]`, where `len` counts the kind
 //! and body and the CRC covers them. Kinds:
 //!
-//! - **event**: `seq: u64`, the partition, the record's JSON bytes. Every
+//! - **event**: `seq: u64`, the shard, the partition, the record's JSON
+//!   bytes. Every
 //!   event gets the next sequence number; numbers are never reused (a segment
 //!   file's name carries the next number across restarts, and the newest
 //!   segment is never deleted).
 //! - **close**: `key_seq: u64` (the sequence number of the batch's first
-//!   event), encoding, compression, the partition and the object key. It
-//!   closes every event of that partition written before it that no earlier
-//!   close covers — a partition's batches are consecutive, so no event list
-//!   is needed.
+//!   event), `last_seq: u64` (its last), the shard, encoding, compression,
+//!   the partition and the object key. It closes every event of that shard
+//!   and partition up to `last_seq` that no earlier close covers — a shard's
+//!   batches of a partition are consecutive, so no event list is needed.
+//!   (A shard is one of the sink's independently locked sets of open
+//!   batches; events of a batch are written before its close frame, and
+//!   events of the next batch may come before it too.)
 //! - **uploaded**: `key_seq: u64`, written once the object is stored.
 //!
 //! # Guarantees
@@ -156,10 +160,23 @@ impl SpoolOptions {
     }
 }
 
+/// What a close frame records about a batch.
+#[derive(Debug)]
+pub(crate) struct CloseFrame {
+    pub key_seq: u64,
+    pub last_seq: u64,
+    pub shard: u16,
+    pub encoding: Encoding,
+    pub compression: Compression,
+    pub partition: String,
+    pub key: String,
+}
+
 /// A batch found closed but not uploaded, or built from unclosed events, on open.
 #[derive(Debug)]
 pub(crate) struct RecoveredBatch {
     pub key_seq: u64,
+    pub shard: u16,
     pub key: Option<String>,
     pub partition: String,
     pub encoding: Encoding,
@@ -325,6 +342,10 @@ impl<'a> Reader<'a> {
     fn u8(&mut self) -> Option<u8> {
         self.take(1).map(|b| b[0])
     }
+    fn u16(&mut self) -> Option<u16> {
+        self.take(2)
+            .map(|b| u16::from_le_bytes(b.try_into().expect("2 bytes")))
+    }
     fn u64(&mut self) -> Option<u64> {
         self.take(8)
             .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
@@ -338,11 +359,14 @@ impl<'a> Reader<'a> {
 enum Frame<'a> {
     Event {
         seq: u64,
+        shard: u16,
         partition: &'a str,
         record: &'a [u8],
     },
     Close {
         key_seq: u64,
+        last_seq: u64,
+        shard: u16,
         encoding: Encoding,
         compression: Compression,
         partition: &'a str,
@@ -358,15 +382,19 @@ fn parse_frame(kind: u8, body: &[u8]) -> Option<Frame<'_>> {
     let frame = match kind {
         KIND_EVENT => {
             let seq = r.u64()?;
+            let shard = r.u16()?;
             let partition = r.str()?;
             Frame::Event {
                 seq,
+                shard,
                 partition,
                 record: r.0,
             }
         }
         KIND_CLOSE => {
             let key_seq = r.u64()?;
+            let last_seq = r.u64()?;
+            let shard = r.u16()?;
             let encoding = match r.u8()? {
                 0 => Encoding::Ndjson,
                 1 => Encoding::JsonArray,
@@ -383,6 +411,8 @@ fn parse_frame(kind: u8, body: &[u8]) -> Option<Frame<'_>> {
             let key = r.str()?;
             Frame::Close {
                 key_seq,
+                last_seq,
+                shard,
                 encoding,
                 compression,
                 partition,
@@ -437,9 +467,10 @@ impl Spool {
         let mut segments = BTreeMap::new();
         let mut next_seq = ids.last().copied().unwrap_or(0);
         let mut total_bytes = 0;
-        // Per partition: the events of no close yet.
-        let mut open: HashMap<String, (Vec<u64>, Vec<Vec<u8>>)> = HashMap::new();
-        let mut partition_order: Vec<String> = Vec::new();
+        // Per shard and partition: the events of no close yet.
+        type Key = (u16, String);
+        let mut open: HashMap<Key, (Vec<u64>, Vec<Vec<u8>>)> = HashMap::new();
+        let mut partition_order: Vec<Key> = Vec::new();
         let mut closed: BTreeMap<u64, RecoveredBatch> = BTreeMap::new();
         for &id in &ids {
             let path = segment_path(&opts.dir, id);
@@ -473,12 +504,14 @@ impl Spool {
                 match parse_frame(kind, body).expect("checked by scan") {
                     Frame::Event {
                         seq,
+                        shard,
                         partition,
                         record,
                     } => {
                         next_seq = next_seq.max(seq + 1);
-                        let e = open.entry(partition.to_owned()).or_insert_with(|| {
-                            partition_order.push(partition.to_owned());
+                        let k = (shard, partition.to_owned());
+                        let e = open.entry(k.clone()).or_insert_with(|| {
+                            partition_order.push(k);
                             Default::default()
                         });
                         e.0.push(seq);
@@ -486,19 +519,30 @@ impl Spool {
                     }
                     Frame::Close {
                         key_seq,
+                        last_seq,
+                        shard,
                         encoding,
                         compression,
                         partition,
                         key,
                     } => {
-                        let (seqs, records) = open.remove(partition).unwrap_or_default();
-                        partition_order.retain(|p| p != partition);
+                        let k = (shard, partition.to_owned());
+                        let (mut seqs, mut records) = open.remove(&k).unwrap_or_default();
+                        // Events after `last_seq` belong to the next batch.
+                        let n = seqs.partition_point(|s| *s <= last_seq);
+                        let rest = (seqs.split_off(n), records.split_off(n));
+                        if rest.0.is_empty() {
+                            partition_order.retain(|p| *p != k);
+                        } else {
+                            open.insert(k, rest);
+                        }
                         // Empty when its events' segments were deleted, that
                         // is, when it was uploaded: its uploaded frame follows.
                         closed.insert(
                             key_seq,
                             RecoveredBatch {
                                 key_seq,
+                                shard,
                                 key: Some(key.to_owned()),
                                 partition: partition.to_owned(),
                                 encoding,
@@ -528,15 +572,16 @@ impl Spool {
             }
             recovered.closed.push(b);
         }
-        for p in partition_order {
-            let (seqs, records) = open.remove(&p).expect("ordered partitions are open");
+        for k in partition_order {
+            let (seqs, records) = open.remove(&k).expect("ordered partitions are open");
             for &s in &seqs {
                 live_seq(&mut segments, s);
             }
             recovered.open.push(RecoveredBatch {
                 key_seq: seqs[0],
+                shard: k.0,
                 key: None,
-                partition: p,
+                partition: k.1,
                 encoding: Encoding::Ndjson,
                 compression: Compression::None,
                 records,
@@ -616,12 +661,13 @@ impl Spool {
     }
 
     /// Buffers an event; returns its sequence number. Written by [`Spool::commit`].
-    pub fn append_event(&mut self, partition: &str, record: &[u8]) -> u64 {
+    pub fn append_event(&mut self, shard: u16, partition: &str, record: &[u8]) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.buf_events += 1;
         self.frame(KIND_EVENT, |b| {
             b.extend_from_slice(&seq.to_le_bytes());
+            b.extend_from_slice(&shard.to_le_bytes());
             put_str(b, partition);
             b.extend_from_slice(record);
         });
@@ -629,24 +675,18 @@ impl Spool {
     }
 
     /// Buffers a close frame.
-    pub fn append_close(
-        &mut self,
-        key_seq: u64,
-        encoding: Encoding,
-        compression: Compression,
-        partition: &str,
-        key: &str,
-    ) -> u64 {
+    pub fn append_close(&mut self, c: &CloseFrame) -> u64 {
         self.frame(KIND_CLOSE, |b| {
-            b.extend_from_slice(&key_seq.to_le_bytes());
-            b.push(encoding_byte(encoding));
-            b.extend_from_slice(&compression_bytes(compression));
-            put_str(b, partition);
-            put_str(b, key);
+            b.extend_from_slice(&c.key_seq.to_le_bytes());
+            b.extend_from_slice(&c.last_seq.to_le_bytes());
+            b.extend_from_slice(&c.shard.to_le_bytes());
+            b.push(encoding_byte(c.encoding));
+            b.extend_from_slice(&compression_bytes(c.compression));
+            put_str(b, &c.partition);
+            put_str(b, &c.key);
         });
         self.written + self.buf.len() as u64
     }
-
     /// Writes the buffered frames (starting a new segment first if the active
     /// one is full); returns the logical position after them, for
     /// [`Durability::sync_to`].
@@ -792,6 +832,18 @@ pub(crate) fn instance_id(dir: &Path, fallback: impl FnOnce() -> String) -> io::
 mod tests {
     use super::*;
 
+    fn close(key_seq: u64, last_seq: u64, shard: u16, partition: &str, key: &str) -> CloseFrame {
+        CloseFrame {
+            key_seq,
+            last_seq,
+            shard,
+            encoding: Encoding::Ndjson,
+            compression: Compression::gzip(),
+            partition: partition.into(),
+            key: key.into(),
+        }
+    }
+
     fn opts(dir: &Path) -> SpoolOptions {
         SpoolOptions::new(dir).with_fsync(SpoolFsync::Never)
     }
@@ -802,17 +854,14 @@ mod tests {
         {
             let (mut s, r) = Spool::open(&opts(dir.path())).unwrap();
             assert!(r.closed.is_empty() && r.open.is_empty());
-            let a0 = s.append_event("a/", b"{\"n\":0}");
-            s.append_event("b/", b"{\"n\":1}");
-            let a2 = s.append_event("a/", b"{\"n\":2}");
-            s.append_close(
-                a0,
-                Encoding::Ndjson,
-                Compression::gzip(),
-                "a/",
-                "a/i-0.ndjson.gz",
-            );
-            s.append_event("a/", b"{\"n\":3}");
+            let a0 = s.append_event(0, "a/", b"{\"n\":0}");
+            s.append_event(0, "b/", b"{\"n\":1}");
+            let a2 = s.append_event(0, "a/", b"{\"n\":2}");
+            // The next batch's first event, written before the close frame.
+            s.append_event(0, "a/", b"{\"n\":3}");
+            // Another shard's batch of the same partition stays open.
+            s.append_event(1, "a/", b"{\"n\":4}");
+            s.append_close(&close(a0, a2, 0, "a/", "a/i-0.ndjson.gz"));
             s.commit().unwrap();
             assert_eq!((a0, a2), (0, 2));
         }
@@ -829,10 +878,13 @@ mod tests {
         let open: Vec<_> = r
             .open
             .iter()
-            .map(|b| (b.partition.as_str(), b.seqs.clone()))
+            .map(|b| (b.shard, b.partition.as_str(), b.seqs.clone()))
             .collect();
-        assert_eq!(open, vec![("b/", vec![1]), ("a/", vec![3])]);
-        assert_eq!(s.next_seq, 4);
+        assert_eq!(
+            open,
+            vec![(0, "a/", vec![3]), (0, "b/", vec![1]), (1, "a/", vec![4])]
+        );
+        assert_eq!(s.next_seq, 5);
     }
 
     #[test]
@@ -844,11 +896,11 @@ mod tests {
             let rec = vec![b'x'; 1000];
             let mut seqs = Vec::new();
             for _ in 0..10 {
-                seqs.push(s.append_event("p/", &rec));
+                seqs.push(s.append_event(0, "p/", &rec));
                 s.commit().unwrap();
             }
             assert!(s.segments.len() >= 3, "{:?}", s.segments);
-            s.append_close(seqs[0], Encoding::Ndjson, Compression::None, "p/", "k0");
+            s.append_close(&close(seqs[0], seqs[9], 0, "p/", "k0"));
             s.commit().unwrap();
             let before = s.total_bytes();
             let (_, gone) = s.uploaded(seqs[0], &seqs).unwrap();
@@ -857,7 +909,7 @@ mod tests {
             s.freed(freed);
             assert!(s.total_bytes() < before);
             // One more event after the upload stays open.
-            s.append_event("p/", b"{}");
+            s.append_event(0, "p/", b"{}");
             s.commit().unwrap();
         }
         let (s, r) = Spool::open(&o).unwrap();
@@ -872,8 +924,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let (mut s, _) = Spool::open(&opts(dir.path())).unwrap();
-            s.append_event("p/", b"{\"ok\":1}");
-            s.append_event("p/", b"{\"ok\":2}");
+            s.append_event(0, "p/", b"{\"ok\":1}");
+            s.append_event(0, "p/", b"{\"ok\":2}");
             s.commit().unwrap();
         }
         let seg = segment_path(dir.path(), 0);
@@ -902,9 +954,9 @@ mod tests {
         let o = opts(dir.path());
         {
             let (mut s, _) = Spool::open(&o).unwrap();
-            let a = s.append_event("p/", b"1");
-            let b = s.append_event("p/", b"2");
-            s.append_close(a, Encoding::Ndjson, Compression::None, "p/", "k");
+            let a = s.append_event(0, "p/", b"1");
+            let b = s.append_event(0, "p/", b"2");
+            s.append_close(&close(a, b, 0, "p/", "k"));
             s.commit().unwrap();
             s.uploaded(a, &[a, b]).unwrap();
         }
