@@ -517,3 +517,51 @@ conformance!(
     spool_uploads_exactly_once_after_a_crash,
     uuid_names_are_stable_across_a_crash,
 );
+
+/// A full spool makes `push` wait instead of growing; with a bound on the
+/// wait, the push fails as backpressure and accepts nothing. Once the store
+/// is back, everything accepted is uploaded once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_spool_is_backpressure() {
+    let e = env(Kind::Memory, "backpressure");
+    let spool = tempfile::tempdir().unwrap();
+    let flaky = Flaky::new(Arc::clone(&e.store), DOWN);
+    let sink = Sink::builder()
+        .with_store(flaky.clone())
+        .with_prefix(e.prefix.clone())
+        .with_flush_size(10)
+        .with_spool(
+            SpoolOptions::new(spool.path())
+                .with_fsync(SpoolFsync::Never)
+                .with_max_bytes(64 * 1024),
+        )
+        .build()
+        .unwrap();
+    let pad = "x".repeat(1000);
+    let mut accepted = 0u64;
+    let err = loop {
+        let ev = json!({ "n": accepted, "pad": pad });
+        match sink
+            .push_batch_within(std::slice::from_ref(&ev), Duration::from_millis(300))
+            .await
+        {
+            Ok(()) => accepted += 1,
+            Err(err) => break err,
+        }
+        assert!(accepted < 1000, "the spool never filled");
+    };
+    assert!(matches!(err, crate::Error::Backpressure), "{err}");
+    let st = sink.stats();
+    assert_eq!(
+        st.events_accepted, accepted,
+        "a refused push accepted nothing"
+    );
+    assert!(st.spool_bytes >= 64 * 1024, "{st:?}");
+    flaky.mode.store(OK, Ordering::SeqCst);
+    sink.shutdown().await.unwrap();
+    let (ns, _) = numbers(&e.objects().await);
+    assert_eq!(ns.len() as u64, accepted);
+    let mut sorted = ns;
+    sorted.sort_unstable();
+    assert_eq!(sorted, (0..accepted).collect::<Vec<_>>());
+}
