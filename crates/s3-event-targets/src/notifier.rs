@@ -114,9 +114,12 @@ pub struct TargetOptions {
     pub queue_dir: Option<PathBuf>,
     /// What `send` does when the queue is full. Default [`FullPolicy::Drop`].
     pub full_policy: FullPolicy,
-    /// Concurrent senders. Only `1` is supported for now: one sender keeps
-    /// events in order per target; other values are rejected by
-    /// [`NotifierBuilder::build`].
+    /// Concurrent senders (1 to 64, default 1). Records are spread over
+    /// the senders by a hash of their object key, so the events of one
+    /// object stay in order while different objects are sent in parallel;
+    /// each sender has its own share of `queue_limit` and, with
+    /// `queue_dir`, its own queue in `queue_dir/lane-<n>` (with one sender,
+    /// `queue_dir` itself).
     pub senders: usize,
     /// Backoff for transient errors.
     pub retry: RetryPolicy,
@@ -204,24 +207,45 @@ struct Counters {
     online: AtomicBool,
 }
 
-struct Pipeline {
-    target: Arc<dyn Target>,
-    options: TargetOptions,
-    counters: Counters,
+/// One sender's queue: the records whose key hashes to it, in order.
+struct Lane {
     /// In-memory queue (when `store` is `None`).
     queue: Mutex<VecDeque<(EventRecord, Option<Waiter>)>>,
+    /// Most records in `queue` (or `store`).
+    limit: usize,
     /// Durable queue and sync-mode waiters by sequence number.
     store: Option<Arc<QueueStore>>,
     waiters: Mutex<HashMap<Seq, Waiter>>,
     /// Highest sequence number the worker has finished with.
     done_upto: AtomicU64,
-    dead: Mutex<VecDeque<DeadLetter>>,
-    dead_store: Option<QueueStore>,
     /// Work was queued, or shutdown began.
     work: Notify,
     /// Room was made in the queue.
     space: Notify,
+}
+
+struct Pipeline {
+    target: Arc<dyn Target>,
+    options: TargetOptions,
+    counters: Counters,
+    lanes: Vec<Lane>,
+    dead: Mutex<VecDeque<DeadLetter>>,
+    dead_store: Option<QueueStore>,
     closing: AtomicBool,
+}
+
+/// The lane of an object key (FNV-1a; stable across runs, so a durable
+/// lane's records stay in the lane that keeps their order).
+fn lane_of(key: &str, lanes: usize) -> usize {
+    if lanes <= 1 {
+        return 0;
+    }
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % lanes as u64) as usize
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -274,10 +298,10 @@ impl NotifierBuilder {
                     id: target.id().to_string(),
                 });
             }
-            if options.senders != 1 {
+            if !(1..=64).contains(&options.senders) {
                 return Err(Error::InvalidOption {
                     option: "senders",
-                    rule: "only 1 sender per target is supported (it keeps events in order)",
+                    rule: "`senders` must be between 1 and 64",
                 });
             }
             if options.queue_limit == 0 {
@@ -286,25 +310,46 @@ impl NotifierBuilder {
                     rule: "`queue_limit` must be > 0",
                 });
             }
-            let (store, dead_store) = match &options.queue_dir {
-                Some(dir) => {
-                    let store = QueueStore::open(
-                        dir,
-                        QueueStoreOptions {
-                            queue_limit: options.queue_limit,
-                            ..QueueStoreOptions::default()
-                        },
-                    )?;
-                    let dead = QueueStore::open(
-                        dir.join(DEAD_LETTER_DIR),
-                        QueueStoreOptions {
-                            queue_limit: usize::MAX,
-                            ..QueueStoreOptions::default()
-                        },
-                    )?;
-                    (Some(Arc::new(store)), Some(dead))
-                }
-                None => (None, None),
+            let n = options.senders;
+            let limit = options.queue_limit.div_ceil(n);
+            let mut lanes = Vec::with_capacity(n);
+            for i in 0..n {
+                let store = match &options.queue_dir {
+                    Some(dir) => {
+                        let dir = if n == 1 {
+                            dir.clone()
+                        } else {
+                            dir.join(format!("lane-{i}"))
+                        };
+                        Some(Arc::new(QueueStore::open(
+                            dir,
+                            QueueStoreOptions {
+                                queue_limit: limit,
+                                ..QueueStoreOptions::default()
+                            },
+                        )?))
+                    }
+                    None => None,
+                };
+                lanes.push(Lane {
+                    queue: Mutex::new(VecDeque::new()),
+                    limit,
+                    store,
+                    waiters: Mutex::new(HashMap::new()),
+                    done_upto: AtomicU64::new(0),
+                    work: Notify::new(),
+                    space: Notify::new(),
+                });
+            }
+            let dead_store = match &options.queue_dir {
+                Some(dir) => Some(QueueStore::open(
+                    dir.join(DEAD_LETTER_DIR),
+                    QueueStoreOptions {
+                        queue_limit: usize::MAX,
+                        ..QueueStoreOptions::default()
+                    },
+                )?),
+                None => None,
             };
             let counters = Counters::default();
             counters.online.store(true, Ordering::Relaxed);
@@ -312,14 +357,9 @@ impl NotifierBuilder {
                 target,
                 options,
                 counters,
-                queue: Mutex::new(VecDeque::new()),
-                store,
-                waiters: Mutex::new(HashMap::new()),
-                done_upto: AtomicU64::new(0),
+                lanes,
                 dead: Mutex::new(VecDeque::new()),
                 dead_store,
-                work: Notify::new(),
-                space: Notify::new(),
                 closing: AtomicBool::new(false),
             }));
         }
@@ -339,7 +379,7 @@ impl NotifierBuilder {
         }
         let workers = pipelines
             .iter()
-            .map(|p| tokio::spawn(Arc::clone(p).run()))
+            .flat_map(|p| (0..p.lanes.len()).map(move |i| tokio::spawn(Arc::clone(p).run(i))))
             .collect();
         Ok(Notifier {
             rules,
@@ -427,7 +467,7 @@ impl Notifier {
             } else {
                 (None, None)
             };
-            if p.enqueue(rec, tx).await? {
+            if p.enqueue(rec, &key, tx).await? {
                 outcome.queued += 1;
                 if let Some(rx) = rx {
                     receivers.push(rx);
@@ -508,7 +548,9 @@ impl Notifier {
         self.accepting.store(false, Ordering::Release);
         for p in &self.pipelines {
             p.closing.store(true, Ordering::Release);
-            p.work.notify_one();
+            for lane in &p.lanes {
+                lane.work.notify_one();
+            }
         }
         let mut workers = std::mem::take(&mut self.workers);
         let drained = tokio::time::timeout(deadline, async {
@@ -544,10 +586,14 @@ impl Drop for Notifier {
 impl Pipeline {
     fn stats(&self) -> TargetStats {
         let c = &self.counters;
-        let queued = match &self.store {
-            Some(s) => s.len(),
-            None => lock(&self.queue).len(),
-        } as u64;
+        let queued = self
+            .lanes
+            .iter()
+            .map(|l| match &l.store {
+                Some(s) => s.len(),
+                None => lock(&l.queue).len(),
+            } as u64)
+            .sum();
         TargetStats {
             total: c.total.load(Ordering::Relaxed),
             sent: c.sent.load(Ordering::Relaxed),
@@ -564,21 +610,23 @@ impl Pipeline {
     async fn enqueue(
         self: &Arc<Self>,
         record: EventRecord,
+        key: &str,
         waiter: Option<Waiter>,
     ) -> Result<bool> {
         self.counters.total.fetch_add(1, Ordering::Relaxed);
-        match &self.store {
+        let lane = &self.lanes[lane_of(key, self.lanes.len())];
+        match &lane.store {
             None => loop {
                 {
-                    let mut q = lock(&self.queue);
-                    if q.len() < self.options.queue_limit {
+                    let mut q = lock(&lane.queue);
+                    if q.len() < lane.limit {
                         q.push_back((record, waiter));
                         drop(q);
-                        self.work.notify_one();
+                        lane.work.notify_one();
                         return Ok(true);
                     }
                 }
-                if !self.wait_for_space().await {
+                if !self.wait_for_space(lane).await {
                     return Ok(false);
                 }
             },
@@ -594,13 +642,13 @@ impl Pipeline {
                     match res {
                         Ok(seq) => {
                             if let Some(w) = waiter {
-                                self.register_waiter(seq, w);
+                                lane.register_waiter(seq, w);
                             }
-                            self.work.notify_one();
+                            lane.work.notify_one();
                             return Ok(true);
                         }
                         Err(Error::QueueFull { .. }) => {
-                            if !self.wait_for_space().await {
+                            if !self.wait_for_space(lane).await {
                                 return Ok(false);
                             }
                         }
@@ -613,7 +661,7 @@ impl Pipeline {
 
     /// With [`FullPolicy::Drop`], counts a drop and returns `false`; with
     /// [`FullPolicy::Wait`], waits a little for room and returns `true`.
-    async fn wait_for_space(&self) -> bool {
+    async fn wait_for_space(&self, lane: &Lane) -> bool {
         match self.options.full_policy {
             FullPolicy::Drop => {
                 self.counters.dropped.fetch_add(1, Ordering::Relaxed);
@@ -623,12 +671,14 @@ impl Pipeline {
                 // Bounded wait: a notification can be missed between the
                 // check and here, so re-check at least every 10 ms.
                 let _ =
-                    tokio::time::timeout(Duration::from_millis(10), self.space.notified()).await;
+                    tokio::time::timeout(Duration::from_millis(10), lane.space.notified()).await;
                 true
             }
         }
     }
+}
 
+impl Lane {
     fn register_waiter(&self, seq: Seq, waiter: Waiter) {
         let mut w = lock(&self.waiters);
         // The worker may already have handled `seq` (it updates `done_upto`
@@ -641,16 +691,19 @@ impl Pipeline {
             w.insert(seq, waiter);
         }
     }
+}
 
-    /// The worker: takes batches in order and delivers them until shutdown
-    /// and an empty queue.
-    async fn run(self: Arc<Self>) {
+impl Pipeline {
+    /// The worker of lane `i`: takes its batches in order and delivers them
+    /// until shutdown and an empty queue.
+    async fn run(self: Arc<Self>, i: usize) {
         let max = self.target.max_batch().max(1);
+        let lane = &self.lanes[i];
         loop {
-            match &self.store {
+            match &lane.store {
                 None => {
                     let batch: Vec<_> = {
-                        let mut q = lock(&self.queue);
+                        let mut q = lock(&lane.queue);
                         let n = q.len().min(max);
                         q.drain(..n).collect()
                     };
@@ -658,10 +711,10 @@ impl Pipeline {
                         if self.closing.load(Ordering::Acquire) {
                             return;
                         }
-                        self.work.notified().await;
+                        lane.work.notified().await;
                         continue;
                     }
-                    self.space.notify_waiters();
+                    lane.space.notify_waiters();
                     let (records, waiters): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
                     let results = self.deliver(&records).await;
                     for (w, r) in waiters.into_iter().zip(results) {
@@ -684,7 +737,7 @@ impl Pipeline {
                         if self.closing.load(Ordering::Acquire) {
                             return;
                         }
-                        self.work.notified().await;
+                        lane.work.notified().await;
                         continue;
                     }
                     let last = entries.last().map(|e| e.0).unwrap_or_default();
@@ -709,9 +762,9 @@ impl Pipeline {
                     if let Err(e) = store.ack(last) {
                         tracing::error!(target_id = %self.target.id(), error = %e, "queue store ack failed");
                     }
-                    self.space.notify_waiters();
-                    let mut waiters = lock(&self.waiters);
-                    self.done_upto.store(last, Ordering::Release);
+                    lane.space.notify_waiters();
+                    let mut waiters = lock(&lane.waiters);
+                    lane.done_upto.store(last, Ordering::Release);
                     for (seq, r) in seqs.into_iter().zip(results) {
                         if let Some(w) = waiters.remove(&seq) {
                             let _ = w.send(r);
@@ -1094,6 +1147,107 @@ mod tests {
         let out = n.send(record("k")).await.unwrap();
         assert_eq!(out.delivered, 1);
         assert_eq!(t.seen(), ["k"]);
+    }
+
+    /// A target that records (key, sequencer) and the most sends running at once.
+    #[derive(Debug)]
+    struct ParallelTarget {
+        id: TargetId,
+        seen: Mutex<Vec<(String, u64)>>,
+        running: AtomicUsize,
+        most: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl Target for ParallelTarget {
+        fn id(&self) -> &TargetId {
+            &self.id
+        }
+        async fn send_batch(&self, events: &[EventRecord]) -> Result<(), TargetError> {
+            let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            let mut seen = lock(&self.seen);
+            for e in events {
+                let v = serde_json::to_value(e).unwrap();
+                let seq = v["s3"]["object"]["sequencer"]
+                    .as_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                seen.push((e.key().unwrap().to_owned(), seq));
+            }
+            drop(seen);
+            self.running.fetch_sub(1, Ordering::SeqCst);
+            Ok(())
+        }
+        async fn is_active(&self) -> Result<bool, TargetError> {
+            Ok(true)
+        }
+        fn max_batch(&self) -> usize {
+            2
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn several_senders_run_in_parallel_and_keep_per_key_order() {
+        for queue_dir in [None, Some(tempfile::tempdir().unwrap())] {
+            let t = Arc::new(ParallelTarget {
+                id: id("1"),
+                seen: Mutex::new(Vec::new()),
+                running: AtomicUsize::new(0),
+                most: AtomicUsize::new(0),
+            });
+            let n = Notifier::builder()
+                .rules(rules(&[("1", "")]))
+                .target(
+                    t.clone(),
+                    TargetOptions {
+                        senders: 4,
+                        queue_dir: queue_dir.as_ref().map(|d| d.path().to_path_buf()),
+                        ..opts()
+                    },
+                )
+                .build()
+                .unwrap();
+            for seq in 0..10u64 {
+                for k in 0..8 {
+                    let r = EventRecord::from_slice(
+                        format!(r#"{{"eventName":"s3:ObjectCreated:Put","s3":{{"bucket":{{"name":"b"}},"object":{{"key":"k{k}","sequencer":"{seq}"}}}}}}"#)
+                            .as_bytes(),
+                    )
+                    .unwrap();
+                    assert_eq!(n.send(r).await.unwrap().queued, 1);
+                }
+            }
+            wait_for(|| lock(&t.seen).len() == 80).await;
+            let seen = lock(&t.seen).clone();
+            for k in 0..8 {
+                let seqs: Vec<u64> = seen
+                    .iter()
+                    .filter(|(key, _)| *key == format!("k{k}"))
+                    .map(|(_, s)| *s)
+                    .collect();
+                assert_eq!(seqs, (0..10).collect::<Vec<_>>(), "order of k{k}");
+            }
+            let most = t.most.load(Ordering::SeqCst);
+            assert!(
+                (2..=4).contains(&most),
+                "{most} sends at once with 4 senders"
+            );
+            n.shutdown(Duration::from_secs(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn senders_out_of_range_fail_at_build() {
+        for senders in [0, 65] {
+            let e = Notifier::builder()
+                .target(TestTarget::new("1"), TargetOptions { senders, ..opts() })
+                .build()
+                .unwrap_err();
+            assert!(e.to_string().contains("senders"), "{e}");
+        }
     }
 
     #[tokio::test]
