@@ -65,6 +65,7 @@ const WEBHOOK_KEYS: &[&str] = &[
     "auth_token",
     "client_cert",
     "client_key",
+    "ca_cert",
     "queue_dir",
     "queue_limit",
     "signature_key",

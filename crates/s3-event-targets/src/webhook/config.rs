@@ -57,6 +57,12 @@ pub struct WebhookConfig {
     #[serde(rename = "client_key", default, deserialize_with = "de_opt_path")]
     pub client_key: Option<PathBuf>,
 
+    /// PEM bundle of certificate authorities trusted for the endpoint, in
+    /// addition to the built-in web roots (this crate's key; MinIO uses the
+    /// system store). For endpoints with a private CA.
+    #[serde(rename = "ca_cert", default, deserialize_with = "de_opt_path")]
+    pub ca_cert: Option<PathBuf>,
+
     /// Directory of the durable queue; unset keeps the queue in memory.
     #[serde(rename = "queue_dir", default, deserialize_with = "de_opt_path")]
     pub queue_dir: Option<PathBuf>,
@@ -106,6 +112,7 @@ impl Default for WebhookConfig {
             auth_token: None,
             client_cert: None,
             client_key: None,
+            ca_cert: None,
             queue_dir: None,
             queue_limit: DEFAULT_QUEUE_LIMIT,
             signature_key: None,
@@ -123,6 +130,7 @@ impl fmt::Debug for WebhookConfig {
             .field("auth_token", &secret(&self.auth_token))
             .field("client_cert", &self.client_cert)
             .field("client_key", &self.client_key)
+            .field("ca_cert", &self.ca_cert)
             .field("queue_dir", &self.queue_dir)
             .field("queue_limit", &self.queue_limit)
             .field("signature_key", &secret(&self.signature_key))

@@ -218,6 +218,22 @@ impl WebhookTarget {
             })?;
             builder = builder.identity(identity);
         }
+        if let Some(ca) = &config.ca_cert {
+            let pem = std::fs::read(ca).map_err(|e| {
+                err(
+                    "ca_cert",
+                    format!("`ca_cert`: cannot read `{}`: {e}", ca.display()),
+                )
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| err("ca_cert", format!("`ca_cert` is not a PEM bundle: {e}")))?;
+            if certs.is_empty() {
+                return Err(err("ca_cert", "`ca_cert` holds no certificate".into()));
+            }
+            for c in certs {
+                builder = builder.add_root_certificate(c);
+            }
+        }
         let client = builder
             .build()
             .map_err(|e| err("client_cert", format!("cannot build the HTTP client: {e}")))?;
@@ -705,3 +721,5 @@ mod tests {
 mod conformance_tests;
 #[cfg(test)]
 mod durability_tests;
+#[cfg(test)]
+mod tls_tests;
