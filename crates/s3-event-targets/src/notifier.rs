@@ -234,6 +234,31 @@ struct Pipeline {
     closing: AtomicBool,
 }
 
+/// Publishes every pipeline's counters through the installed recorder.
+fn export(pipelines: &[Arc<Pipeline>], invalid: u64) {
+    for p in pipelines {
+        let s = p.stats();
+        let t = p.target.id().to_string();
+        for (name, v) in [
+            ("s3_event_target_total", s.total),
+            ("s3_event_target_sent", s.sent),
+            ("s3_event_target_failed", s.failed),
+            ("s3_event_target_dropped", s.dropped),
+            ("s3_event_target_dead_lettered", s.dead_lettered),
+        ] {
+            metrics::counter!(name, "target" => t.clone()).absolute(v);
+        }
+        for (name, v) in [
+            ("s3_event_target_queued", s.queued as f64),
+            ("s3_event_target_in_flight", s.in_flight as f64),
+            ("s3_event_target_online", if s.online { 1.0 } else { 0.0 }),
+        ] {
+            metrics::gauge!(name, "target" => t.clone()).set(v);
+        }
+    }
+    metrics::counter!("s3_event_notifier_invalid_records").absolute(invalid);
+}
+
 /// The lane of an object key (FNV-1a; stable across runs, so a durable
 /// lane's records stay in the lane that keeps their order).
 fn lane_of(key: &str, lanes: usize) -> usize {
@@ -258,6 +283,7 @@ pub struct NotifierBuilder {
     rules: Option<RuleSet>,
     targets: Vec<(Arc<dyn Target>, TargetOptions)>,
     mode: DeliveryMode,
+    metrics_every: Option<Duration>,
 }
 
 impl NotifierBuilder {
@@ -270,6 +296,16 @@ impl NotifierBuilder {
     /// Adds a target with its pipeline options.
     pub fn target(mut self, target: Arc<dyn Target>, options: TargetOptions) -> Self {
         self.targets.push((target, options));
+        self
+    }
+
+    /// Publishes the counters through the [`metrics`] crate's global
+    /// recorder every `interval` from a background task (see
+    /// [`Notifier::export_metrics`]), so a Prometheus (or other) exporter
+    /// always shows them without a call from the scrape handler. Default:
+    /// off.
+    pub fn export_metrics_every(mut self, interval: Duration) -> Self {
+        self.metrics_every = Some(interval.max(Duration::from_millis(10)));
         self
     }
 
@@ -377,6 +413,18 @@ impl NotifierBuilder {
                 }
             }
         }
+        let invalid = Arc::new(AtomicU64::new(0));
+        let exporter = self.metrics_every.map(|every| {
+            let (pipelines, invalid) = (pipelines.clone(), Arc::clone(&invalid));
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    export(&pipelines, invalid.load(Ordering::Relaxed));
+                }
+            })
+        });
         let workers = pipelines
             .iter()
             .flat_map(|p| (0..p.lanes.len()).map(move |i| tokio::spawn(Arc::clone(p).run(i))))
@@ -387,8 +435,9 @@ impl NotifierBuilder {
             pipelines,
             mode: self.mode,
             accepting: AtomicBool::new(true),
-            invalid: AtomicU64::new(0),
+            invalid,
             workers,
+            exporter,
         })
     }
 }
@@ -402,8 +451,10 @@ pub struct Notifier {
     pipelines: Vec<Arc<Pipeline>>,
     mode: DeliveryMode,
     accepting: AtomicBool,
-    invalid: AtomicU64,
+    invalid: Arc<AtomicU64>,
     workers: Vec<JoinHandle<()>>,
+    /// The periodic metrics export ([`NotifierBuilder::export_metrics_every`]).
+    exporter: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -508,26 +559,7 @@ impl Notifier {
     /// `_in_flight`, `_online` (1 or 0). Call it periodically, e.g. from the
     /// scrape handler.
     pub fn export_metrics(&self) {
-        for (id, s) in self.stats() {
-            let t = id.to_string();
-            for (name, v) in [
-                ("s3_event_target_total", s.total),
-                ("s3_event_target_sent", s.sent),
-                ("s3_event_target_failed", s.failed),
-                ("s3_event_target_dropped", s.dropped),
-                ("s3_event_target_dead_lettered", s.dead_lettered),
-            ] {
-                metrics::counter!(name, "target" => t.clone()).absolute(v);
-            }
-            for (name, v) in [
-                ("s3_event_target_queued", s.queued as f64),
-                ("s3_event_target_in_flight", s.in_flight as f64),
-                ("s3_event_target_online", if s.online { 1.0 } else { 0.0 }),
-            ] {
-                metrics::gauge!(name, "target" => t.clone()).set(v);
-            }
-        }
-        metrics::counter!("s3_event_notifier_invalid_records").absolute(self.invalid_records());
+        export(&self.pipelines, self.invalid_records());
     }
 
     /// The dead letters kept in memory for `target` (oldest first).
@@ -546,6 +578,9 @@ impl Notifier {
     /// replayed by the next notifier built on that directory.
     pub async fn shutdown(mut self, deadline: Duration) {
         self.accepting.store(false, Ordering::Release);
+        if let Some(e) = self.exporter.take() {
+            e.abort();
+        }
         for p in &self.pipelines {
             p.closing.store(true, Ordering::Release);
             for lane in &p.lanes {
@@ -579,6 +614,9 @@ impl Drop for Notifier {
     fn drop(&mut self) {
         for w in &self.workers {
             w.abort();
+        }
+        if let Some(e) = &self.exporter {
+            e.abort();
         }
     }
 }
@@ -1237,6 +1275,97 @@ mod tests {
             );
             n.shutdown(Duration::from_secs(5)).await;
         }
+    }
+
+    /// A metric's name, labels and value.
+    type Metric = (String, Vec<(String, String)>, f64);
+
+    fn metric(snapshot: &[Metric], name: &str) -> Option<f64> {
+        snapshot
+            .iter()
+            .find(|(n, labels, _)| {
+                n == name
+                    && labels
+                        .iter()
+                        .any(|(k, v)| k == "target" && v.ends_with(":1:webhook"))
+            })
+            .map(|(_, _, v)| *v)
+    }
+
+    fn snapshot(r: &metrics_util::debugging::Snapshotter) -> Vec<Metric> {
+        use metrics_util::debugging::DebugValue;
+        r.snapshot()
+            .into_vec()
+            .into_iter()
+            .map(|(k, _, _, v)| {
+                let key = k.key();
+                let labels = key
+                    .labels()
+                    .map(|l| (l.key().to_owned(), l.value().to_owned()))
+                    .collect();
+                let v = match v {
+                    DebugValue::Counter(c) => c as f64,
+                    DebugValue::Gauge(g) => g.into_inner(),
+                    DebugValue::Histogram(_) => f64::NAN,
+                };
+                (key.name().to_owned(), labels, v)
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn export_metrics_publishes_the_counters() {
+        let t = TestTarget::new("1");
+        let n = Notifier::builder()
+            .rules(rules(&[("1", "")]))
+            .target(t.clone(), opts())
+            .mode(DeliveryMode::Sync)
+            .build()
+            .unwrap();
+        for k in ["a", "b", "c"] {
+            n.send(record(k)).await.unwrap();
+        }
+        let recorder = metrics_util::debugging::DebuggingRecorder::new();
+        let snap = recorder.snapshotter();
+        metrics::with_local_recorder(&recorder, || n.export_metrics());
+        let s = snapshot(&snap);
+        assert_eq!(metric(&s, "s3_event_target_total"), Some(3.0), "{s:?}");
+        assert_eq!(metric(&s, "s3_event_target_sent"), Some(3.0));
+        assert_eq!(metric(&s, "s3_event_target_queued"), Some(0.0));
+        assert_eq!(metric(&s, "s3_event_target_online"), Some(1.0));
+        n.shutdown(Duration::from_secs(1)).await;
+    }
+
+    /// The only test in this binary that installs a global recorder.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn metrics_are_exported_periodically() {
+        let recorder = metrics_util::debugging::DebuggingRecorder::new();
+        let snap = recorder.snapshotter();
+        recorder
+            .install()
+            .expect("no other global recorder in this test binary");
+        let t = TestTarget::new("1");
+        let n = Notifier::builder()
+            .rules(rules(&[("1", "")]))
+            .target(t.clone(), opts())
+            .mode(DeliveryMode::Sync)
+            .export_metrics_every(Duration::from_millis(20))
+            .build()
+            .unwrap();
+        for k in ["a", "b"] {
+            n.send(record(k)).await.unwrap();
+        }
+        // No call to export_metrics: the background task publishes.
+        let mut sent = None;
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            sent = metric(&snapshot(&snap), "s3_event_target_sent");
+            if sent == Some(2.0) {
+                break;
+            }
+        }
+        assert_eq!(sent, Some(2.0));
+        n.shutdown(Duration::from_secs(1)).await;
     }
 
     #[tokio::test]
