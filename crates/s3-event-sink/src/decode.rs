@@ -43,6 +43,10 @@ pub struct BadRecord {
 pub struct Decoded {
     /// The records that parsed, in order.
     pub records: Vec<Value>,
+    /// Where each of `records` starts: its 1-based line and byte offset in
+    /// the (decompressed) data, for reports about records that parse but
+    /// are not valid for the caller.
+    pub positions: Vec<(usize, usize)>,
     /// The records that did not.
     pub bad: Vec<BadRecord>,
     /// The layout that was detected.
@@ -110,8 +114,21 @@ pub fn decode_with_limit(key: &str, bytes: &[u8], max_decoded: u64) -> Result<De
     };
     if first == Some(&b'[') {
         decoded.encoding = Encoding::JsonArray;
-        match serde_json::from_slice::<Vec<Value>>(data) {
-            Ok(records) => decoded.records = records,
+        let parsed =
+            serde_json::from_slice::<Vec<&serde_json::value::RawValue>>(data).and_then(|raws| {
+                raws.into_iter()
+                    .map(|raw| {
+                        // The element's place in `data` (RawValue borrows from it).
+                        let at = raw.get().as_ptr() as usize - data.as_ptr() as usize;
+                        let line = 1 + data[..at].iter().filter(|&&b| b == b'\n').count();
+                        serde_json::from_str::<Value>(raw.get()).map(|v| (v, (line, base + at)))
+                    })
+                    .collect::<serde_json::Result<Vec<_>>>()
+            });
+        match parsed {
+            Ok(records) => {
+                (decoded.records, decoded.positions) = records.into_iter().unzip();
+            }
             Err(e) => decoded.bad.push(BadRecord {
                 line: Some(e.line()),
                 offset: base + offset_of(data, e.line(), e.column()),
@@ -128,7 +145,10 @@ pub fn decode_with_limit(key: &str, bytes: &[u8], max_decoded: u64) -> Result<De
                 continue;
             }
             match serde_json::from_slice::<Value>(line) {
-                Ok(v) => decoded.records.push(v),
+                Ok(v) => {
+                    decoded.records.push(v);
+                    decoded.positions.push((idx + 1, base + line_start));
+                }
                 Err(e) => decoded.bad.push(BadRecord {
                     line: Some(idx + 1),
                     offset: base + line_start,

@@ -29,6 +29,7 @@ mod crash_tests;
 mod decode;
 mod encode;
 mod error;
+pub mod ingest;
 mod report;
 pub mod sink;
 pub mod spool;
