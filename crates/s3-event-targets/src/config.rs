@@ -56,7 +56,22 @@ use crate::{Error, Result};
 
 /// The target types this crate knows, with the cargo feature that compiles
 /// each in, and its configuration keys.
-const TARGET_TYPES: &[(&str, &str, &[&str])] = &[("webhook", "webhook", WEBHOOK_KEYS)];
+const TARGET_TYPES: &[(&str, &str, &[&str])] = &[
+    ("webhook", "webhook", WEBHOOK_KEYS),
+    ("redis", "redis", REDIS_KEYS),
+];
+
+/// The keys of a `redis` target (see `RedisConfig`).
+const REDIS_KEYS: &[&str] = &[
+    "enable",
+    "format",
+    "address",
+    "password",
+    "user",
+    "key",
+    "queue_dir",
+    "queue_limit",
+];
 
 /// The keys of a `webhook` target (see `WebhookConfig`).
 const WEBHOOK_KEYS: &[&str] = &[
@@ -106,6 +121,7 @@ fn known_type(kind: &str) -> Result<&'static [&'static str]> {
     #[allow(clippy::match_like_matches_macro)]
     let enabled = match feature {
         "webhook" => cfg!(feature = "webhook"),
+        "redis" => cfg!(feature = "redis"),
         _ => false,
     };
     if !enabled {
@@ -311,7 +327,16 @@ impl NotifyConfig {
 }
 
 /// Builds one target of a known type; `None` when it is disabled.
-#[cfg_attr(not(feature = "webhook"), allow(unused_variables))]
+#[cfg_attr(
+    not(any(
+        feature = "webhook",
+        feature = "redis",
+        feature = "postgres",
+        feature = "mysql",
+        feature = "elasticsearch"
+    )),
+    allow(unused_variables)
+)]
 fn build_one(
     kind: &str,
     keys: &'static [&'static str],
@@ -329,6 +354,16 @@ fn build_one(
             let target = crate::WebhookTarget::new(id, config)?;
             Ok(Some((Arc::new(target), options)))
         }
+        #[cfg(feature = "redis")]
+        "redis" => {
+            let config: crate::redis::RedisConfig = deserialize(kind, id.id(), keys, map)?;
+            if !config.enable {
+                return Ok(None);
+            }
+            let options = config.target_options();
+            let target = crate::redis::RedisTarget::new(id, config)?;
+            Ok(Some((Arc::new(target), options)))
+        }
         _ => Err(Error::UnknownTargetType {
             kind: kind.to_owned(),
         }),
@@ -337,7 +372,13 @@ fn build_one(
 
 /// Deserializes a target's keys; on failure finds the key at fault so the
 /// error names it.
-#[cfg(feature = "webhook")]
+#[cfg(any(
+    feature = "webhook",
+    feature = "redis",
+    feature = "postgres",
+    feature = "mysql",
+    feature = "elasticsearch"
+))]
 fn deserialize<T: serde::de::DeserializeOwned>(
     kind: &str,
     id: &str,
@@ -507,9 +548,9 @@ mod tests {
 
     #[test]
     fn unknown_type_is_an_error() {
-        let err = NotifyConfig::from_json(r#"{"redis": {"1": {"enable": "on"}}}"#, "").unwrap_err();
-        assert!(matches!(err, Error::UnknownTargetType { ref kind } if kind == "redis"));
-        assert!(err.to_string().contains("`redis`"), "{err}");
+        let err = NotifyConfig::from_json(r#"{"sqs": {"1": {"enable": "on"}}}"#, "").unwrap_err();
+        assert!(matches!(err, Error::UnknownTargetType { ref kind } if kind == "sqs"));
+        assert!(err.to_string().contains("`sqs`"), "{err}");
         let err = NotifyConfig::from_env_vars(env(&[("MINIO_NOTIFY_KAFKA_ENABLE", "on")]), "")
             .unwrap_err();
         assert!(err.to_string().contains("`kafka`"), "{err}");

@@ -6,6 +6,8 @@
 //!   `MINIO_NOTIFY_*` environment variables) to targets and a notifier.
 //! - `webhook` (feature `webhook`): the webhook target, MinIO-compatible,
 //!   with HMAC-SHA256 signatures.
+//! - `redis` (feature `redis`): MinIO's Redis target (`namespace` hash or
+//!   `access` list), pipelined batches.
 //! - `conformance` (feature `conformance`, and in this crate's tests): the
 //!   shared suite every target's tests run (`publishes`, `preserves_order`,
 //!   `survives_target_restart`, `dead_letters_poison`, ...).
@@ -17,9 +19,18 @@ pub use s3_event_core as core;
 pub mod config;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+#[cfg(any(
+    feature = "redis",
+    feature = "postgres",
+    feature = "mysql",
+    feature = "elasticsearch"
+))]
+mod db_common;
 mod error;
 pub mod notifier;
 pub mod queue_store;
+#[cfg(feature = "redis")]
+pub mod redis;
 #[cfg(feature = "webhook")]
 pub mod webhook;
 
