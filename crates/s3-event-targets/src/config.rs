@@ -59,6 +59,32 @@ use crate::{Error, Result};
 const TARGET_TYPES: &[(&str, &str, &[&str])] = &[
     ("webhook", "webhook", WEBHOOK_KEYS),
     ("redis", "redis", REDIS_KEYS),
+    ("postgresql", "postgres", POSTGRES_KEYS),
+];
+
+/// MinIO's other spellings of a type: its environment variables say
+/// `POSTGRES` where its JSON and ARNs say `postgresql`.
+fn canonical_kind(kind: String) -> String {
+    match kind.as_str() {
+        "postgres" => "postgresql".to_owned(),
+        _ => kind,
+    }
+}
+
+/// The keys of a `postgresql` target (see `PostgresConfig`).
+const POSTGRES_KEYS: &[&str] = &[
+    "enable",
+    "format",
+    "connection_string",
+    "table",
+    "host",
+    "port",
+    "username",
+    "password",
+    "database",
+    "queue_dir",
+    "queue_limit",
+    "max_open_connections",
 ];
 
 /// The keys of a `redis` target (see `RedisConfig`).
@@ -122,6 +148,7 @@ fn known_type(kind: &str) -> Result<&'static [&'static str]> {
     let enabled = match feature {
         "webhook" => cfg!(feature = "webhook"),
         "redis" => cfg!(feature = "redis"),
+        "postgres" => cfg!(feature = "postgres"),
         _ => false,
     };
     if !enabled {
@@ -169,6 +196,7 @@ impl NotifyConfig {
         };
         let mut config = NotifyConfig::new(region);
         for (kind, ids) in types {
+            let kind = canonical_kind(kind);
             let keys = known_type(&kind)?;
             let Value::Object(ids) = ids else {
                 return Err(invalid(format!("`{kind}` must be an object of target ids")));
@@ -204,7 +232,7 @@ impl NotifyConfig {
                     continue;
                 };
                 let kind_upper = rest.split('_').next().unwrap_or_default();
-                let kind = kind_upper.to_ascii_lowercase();
+                let kind = canonical_kind(kind_upper.to_ascii_lowercase());
                 let keys = known_type(&kind)?;
                 let rest = rest[kind_upper.len()..].strip_prefix('_').unwrap_or("");
                 let found = keys.iter().find_map(|key| {
@@ -362,6 +390,16 @@ fn build_one(
             }
             let options = config.target_options();
             let target = crate::redis::RedisTarget::new(id, config)?;
+            Ok(Some((Arc::new(target), options)))
+        }
+        #[cfg(feature = "postgres")]
+        "postgresql" => {
+            let config: crate::postgres::PostgresConfig = deserialize(kind, id.id(), keys, map)?;
+            if !config.enable {
+                return Ok(None);
+            }
+            let options = config.target_options();
+            let target = crate::postgres::PostgresTarget::new(id, config)?;
             Ok(Some((Arc::new(target), options)))
         }
         _ => Err(Error::UnknownTargetType {

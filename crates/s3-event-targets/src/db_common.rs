@@ -313,3 +313,96 @@ mod tests {
         );
     }
 }
+
+/// A TCP proxy on loopback between a target and a shared server, for the
+/// restart tests: `stop` closes the listener and every proxied connection
+/// (the target sees its connections drop and new ones refused, as when the
+/// server goes down), `start` listens again on the same port. The shared
+/// server itself is never stopped.
+#[cfg(all(test, feature = "integration"))]
+pub(crate) mod proxy {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio::task::JoinHandle;
+
+    struct Running {
+        accept: JoinHandle<()>,
+        conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    }
+
+    /// See the [module docs](self).
+    pub(crate) struct Proxy {
+        /// The loopback port the proxy listens on.
+        pub(crate) port: u16,
+        upstream: String,
+        running: tokio::sync::Mutex<Option<Running>>,
+    }
+
+    impl Proxy {
+        /// A running proxy to `upstream` (`host:port`).
+        pub(crate) async fn new(upstream: &str) -> Proxy {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let p = Proxy {
+                port: listener.local_addr().unwrap().port(),
+                upstream: upstream.to_owned(),
+                running: tokio::sync::Mutex::new(None),
+            };
+            *p.running.lock().await = Some(p.run(listener));
+            p
+        }
+
+        fn run(&self, listener: TcpListener) -> Running {
+            let conns: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+            let upstream = self.upstream.clone();
+            let c2 = conns.clone();
+            let accept = tokio::spawn(async move {
+                while let Ok((mut down, _)) = listener.accept().await {
+                    let upstream = upstream.clone();
+                    let task = tokio::spawn(async move {
+                        if let Ok(mut up) = TcpStream::connect(&upstream).await {
+                            let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+                        }
+                    });
+                    c2.lock().unwrap().push(task);
+                }
+            });
+            Running { accept, conns }
+        }
+
+        /// Closes the listener and every proxied connection.
+        pub(crate) async fn stop(&self) {
+            let Some(r) = self.running.lock().await.take() else {
+                return;
+            };
+            r.accept.abort();
+            let _ = r.accept.await;
+            let conns: Vec<JoinHandle<()>> = std::mem::take(&mut *r.conns.lock().unwrap());
+            for c in conns {
+                c.abort();
+                let _ = c.await;
+            }
+        }
+
+        /// Listens again on the same port.
+        pub(crate) async fn start(&self) {
+            let mut running = self.running.lock().await;
+            if running.is_some() {
+                return;
+            }
+            let mut tries = 0;
+            let listener = loop {
+                match TcpListener::bind(("127.0.0.1", self.port)).await {
+                    Ok(l) => break l,
+                    Err(e) if tries < 100 => {
+                        tries += 1;
+                        eprintln!("rebinding port {}: {e}", self.port);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    Err(e) => panic!("cannot rebind port {}: {e}", self.port),
+                }
+            };
+            *running = Some(self.run(listener));
+        }
+    }
+}

@@ -8,6 +8,9 @@
 //!   with HMAC-SHA256 signatures.
 //! - `redis` (feature `redis`): MinIO's Redis target (`namespace` hash or
 //!   `access` list), pipelined batches.
+//! - `postgres` (feature `postgres`): MinIO's PostgreSQL target (type
+//!   `postgresql`; `namespace` or `access` table), a statement or a
+//!   transaction per batch.
 //! - `conformance` (feature `conformance`, and in this crate's tests): the
 //!   shared suite every target's tests run (`publishes`, `preserves_order`,
 //!   `survives_target_restart`, `dead_letters_poison`, ...).
@@ -28,6 +31,8 @@ pub mod conformance;
 mod db_common;
 mod error;
 pub mod notifier;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod queue_store;
 #[cfg(feature = "redis")]
 pub mod redis;
