@@ -60,6 +60,23 @@ const TARGET_TYPES: &[(&str, &str, &[&str])] = &[
     ("webhook", "webhook", WEBHOOK_KEYS),
     ("redis", "redis", REDIS_KEYS),
     ("postgresql", "postgres", POSTGRES_KEYS),
+    ("mysql", "mysql", MYSQL_KEYS),
+];
+
+/// The keys of a `mysql` target (see `MySqlConfig`).
+const MYSQL_KEYS: &[&str] = &[
+    "enable",
+    "format",
+    "dsn_string",
+    "table",
+    "host",
+    "port",
+    "username",
+    "password",
+    "database",
+    "queue_dir",
+    "queue_limit",
+    "max_open_connections",
 ];
 
 /// MinIO's other spellings of a type: its environment variables say
@@ -149,6 +166,7 @@ fn known_type(kind: &str) -> Result<&'static [&'static str]> {
         "webhook" => cfg!(feature = "webhook"),
         "redis" => cfg!(feature = "redis"),
         "postgres" => cfg!(feature = "postgres"),
+        "mysql" => cfg!(feature = "mysql"),
         _ => false,
     };
     if !enabled {
@@ -400,6 +418,16 @@ fn build_one(
             }
             let options = config.target_options();
             let target = crate::postgres::PostgresTarget::new(id, config)?;
+            Ok(Some((Arc::new(target), options)))
+        }
+        #[cfg(feature = "mysql")]
+        "mysql" => {
+            let config: crate::mysql::MySqlConfig = deserialize(kind, id.id(), keys, map)?;
+            if !config.enable {
+                return Ok(None);
+            }
+            let options = config.target_options();
+            let target = crate::mysql::MySqlTarget::new(id, config)?;
             Ok(Some((Arc::new(target), options)))
         }
         _ => Err(Error::UnknownTargetType {

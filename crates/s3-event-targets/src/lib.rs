@@ -11,6 +11,9 @@
 //! - `postgres` (feature `postgres`): MinIO's PostgreSQL target (type
 //!   `postgresql`; `namespace` or `access` table), a statement or a
 //!   transaction per batch.
+//! - `mysql` (feature `mysql`): MinIO's MySQL target (Go-driver DSN;
+//!   `namespace` or `access` table), a transaction per batch; tested on
+//!   MariaDB.
 //! - `conformance` (feature `conformance`, and in this crate's tests): the
 //!   shared suite every target's tests run (`publishes`, `preserves_order`,
 //!   `survives_target_restart`, `dead_letters_poison`, ...).
@@ -30,6 +33,8 @@ pub mod conformance;
 ))]
 mod db_common;
 mod error;
+#[cfg(feature = "mysql")]
+pub mod mysql;
 pub mod notifier;
 #[cfg(feature = "postgres")]
 pub mod postgres;
