@@ -61,6 +61,19 @@ const TARGET_TYPES: &[(&str, &str, &[&str])] = &[
     ("redis", "redis", REDIS_KEYS),
     ("postgresql", "postgres", POSTGRES_KEYS),
     ("mysql", "mysql", MYSQL_KEYS),
+    ("elasticsearch", "elasticsearch", ELASTICSEARCH_KEYS),
+];
+
+/// The keys of an `elasticsearch` target (see `ElasticsearchConfig`).
+const ELASTICSEARCH_KEYS: &[&str] = &[
+    "enable",
+    "format",
+    "url",
+    "index",
+    "username",
+    "password",
+    "queue_dir",
+    "queue_limit",
 ];
 
 /// The keys of a `mysql` target (see `MySqlConfig`).
@@ -167,6 +180,7 @@ fn known_type(kind: &str) -> Result<&'static [&'static str]> {
         "redis" => cfg!(feature = "redis"),
         "postgres" => cfg!(feature = "postgres"),
         "mysql" => cfg!(feature = "mysql"),
+        "elasticsearch" => cfg!(feature = "elasticsearch"),
         _ => false,
     };
     if !enabled {
@@ -428,6 +442,17 @@ fn build_one(
             }
             let options = config.target_options();
             let target = crate::mysql::MySqlTarget::new(id, config)?;
+            Ok(Some((Arc::new(target), options)))
+        }
+        #[cfg(feature = "elasticsearch")]
+        "elasticsearch" => {
+            let config: crate::elasticsearch::ElasticsearchConfig =
+                deserialize(kind, id.id(), keys, map)?;
+            if !config.enable {
+                return Ok(None);
+            }
+            let options = config.target_options();
+            let target = crate::elasticsearch::ElasticsearchTarget::new(id, config)?;
             Ok(Some((Arc::new(target), options)))
         }
         _ => Err(Error::UnknownTargetType {

@@ -14,6 +14,9 @@
 //! - `mysql` (feature `mysql`): MinIO's MySQL target (Go-driver DSN;
 //!   `namespace` or `access` table), a transaction per batch; tested on
 //!   MariaDB.
+//! - `elasticsearch` (feature `elasticsearch`): MinIO's Elasticsearch
+//!   target (also OpenSearch; `namespace` or `access` documents), one
+//!   `_bulk` request per batch; tested against an OpenSearch-API emulator.
 //! - `conformance` (feature `conformance`, and in this crate's tests): the
 //!   shared suite every target's tests run (`publishes`, `preserves_order`,
 //!   `survives_target_restart`, `dead_letters_poison`, ...).
@@ -32,6 +35,8 @@ pub mod conformance;
     feature = "elasticsearch"
 ))]
 mod db_common;
+#[cfg(feature = "elasticsearch")]
+pub mod elasticsearch;
 mod error;
 #[cfg(feature = "mysql")]
 pub mod mysql;
