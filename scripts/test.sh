@@ -25,6 +25,8 @@ stage() { # name command...
 
 # Real servers for the integration tests (installed and started when missing).
 stage services scripts/services.sh
+# The OpenSearch-API emulator for the elasticsearch target's tests.
+stage services-osmem scripts/services.sh osmem
 stage fmt cargo fmt --all -- --check
 stage clippy cargo clippy --workspace --all-targets --all-features -- -D warnings
 stage doc env RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --all-features --no-deps
