@@ -178,6 +178,16 @@ impl MySqlTarget {
             return Ok(());
         }
         let t = &self.table;
+        // As MinIO: look first, so a user without CREATE permission can
+        // write to an existing table (1146: no such table).
+        match conn.query_drop(format!("SELECT 1 FROM {t} LIMIT 0")).await {
+            Ok(()) => {
+                self.table_ready.store(true, Ordering::Release);
+                return Ok(());
+            }
+            Err(mysql_async::Error::Server(s)) if s.code == 1146 => {}
+            Err(e) => return Err(e),
+        }
         match self.format {
             Format::Namespace => {
                 let minio = format!(

@@ -318,3 +318,38 @@ async fn unknown_role_is_permanent_and_password_not_shown() {
     assert!(!e.to_string().contains("s3cr3t-pw"), "{e}");
     assert!(t.is_active().await.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn existing_table_is_used_without_create_permission() {
+    let table = unique_name("s3e_pg_existing");
+    let role = unique_name("s3e_pg_writer");
+    let c = sql().await;
+    c.batch_execute(&format!(
+        "CREATE TABLE {table} (event_time TIMESTAMP WITH TIME ZONE NOT NULL, event_data JSONB);
+         CREATE ROLE {role} LOGIN;
+         GRANT INSERT, SELECT ON {table} TO {role};
+         REVOKE CREATE ON SCHEMA public FROM {role};"
+    ))
+    .await
+    .unwrap();
+    let e = env_config();
+    let cs = format!(
+        "host=127.0.0.1 port={} user={role} dbname={} sslmode=disable",
+        e.get_ports().first().copied().unwrap_or(5432),
+        e.get_dbname().unwrap_or("test")
+    );
+    let t = PostgresTarget::new(id(), PostgresConfig::new(cs, &table, Format::Access)).unwrap();
+    t.send(&test_record(
+        "s3:ObjectCreated:Put",
+        "b",
+        "k",
+        "2024-01-01T00:00:00Z",
+    ))
+    .await
+    .unwrap();
+    assert_eq!(access_keys(&c, &table).await, ["k"]);
+    t.close().await.unwrap();
+    c.batch_execute(&format!("DROP TABLE {table}; DROP ROLE {role};"))
+        .await
+        .unwrap();
+}

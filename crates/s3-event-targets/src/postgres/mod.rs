@@ -160,6 +160,17 @@ impl PostgresTarget {
             return Ok(());
         }
         let t = &self.table;
+        // As MinIO: look first, so a user without CREATE permission can
+        // write to an existing table.
+        let exists = client
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[t])
+            .await
+            .map_err(|e| self.db_error(&e))?
+            .get::<_, bool>(0);
+        if exists {
+            self.table_ready.store(true, Ordering::Release);
+            return Ok(());
+        }
         let sql = match self.format {
             Format::Namespace => {
                 format!("CREATE TABLE IF NOT EXISTS {t} (key VARCHAR PRIMARY KEY, value JSONB)")
