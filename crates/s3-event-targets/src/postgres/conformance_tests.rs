@@ -353,3 +353,50 @@ async fn existing_table_is_used_without_create_permission() {
         .await
         .unwrap();
 }
+
+/// `sslmode=require` over rustls against the real server: works when the
+/// server has TLS on (Debian's default, with its snakeoil certificate, so
+/// unverified as in libpq), and fails with an
+/// error when it has TLS off.
+#[tokio::test(flavor = "multi_thread")]
+async fn sslmode_require_uses_tls() {
+    let c = sql().await;
+    let ssl_on: String = c.query_one("SHOW ssl", &[]).await.unwrap().get(0);
+    let e = env_config();
+    let table = unique_name("s3e_pg_tls");
+    let cs = format!(
+        "host=127.0.0.1 port={} user={} dbname={} sslmode=require application_name={table}",
+        e.get_ports().first().copied().unwrap_or(5432),
+        e.get_user().unwrap_or("postgres"),
+        e.get_dbname().unwrap_or("test")
+    );
+    let t = PostgresTarget::new(id(), PostgresConfig::new(cs, &table, Format::Access)).unwrap();
+    let sent = t
+        .send(&test_record(
+            "s3:ObjectCreated:Put",
+            "b",
+            "k",
+            "2024-01-01T00:00:00Z",
+        ))
+        .await;
+    if ssl_on == "on" {
+        sent.unwrap();
+        // The target's connection is encrypted, as the server sees it.
+        let encrypted: bool = c
+            .query_one(
+                "SELECT bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+                 WHERE a.application_name = $1",
+                &[&table],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(encrypted, "the target's connection is not encrypted");
+        assert_eq!(access_keys(&c, &table).await, ["k"]);
+        c.batch_execute(&format!("DROP TABLE {table}"))
+            .await
+            .unwrap();
+    } else {
+        assert!(sent.is_err(), "TLS required but the server has it off");
+    }
+}
