@@ -243,7 +243,7 @@ async fn access_appends_in_order_with_event_time() {
         got[1]["Records"][0]["eventTime"],
         "2024-05-06T07:08:00.001Z"
     );
-    // A retried batch overwrites instead of duplicating.
+    // A retried batch leaves what is there and adds nothing.
     t.send_batch(&ev[..10]).await.unwrap();
     assert_eq!(sources(&index).await.len(), 301);
     delete_index(&index).await;

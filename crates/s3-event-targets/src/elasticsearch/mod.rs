@@ -8,9 +8,10 @@
 //!   `s3:ObjectRemoved:*` deletes it. MinIO (for Elasticsearch 7 and later)
 //!   uses a HighwayHash of `bucket/object` as the id instead.
 //! - `access`: one document per event, body `{"Records": [event]}` (the
-//!   event's `eventTime` inside), appended. Its id is the SHA-256 of the
-//!   body, so a batch retried after a partial failure overwrites the
-//!   documents it already wrote instead of duplicating them.
+//!   event's `eventTime` inside), appended with the `create` action. Its
+//!   id is the SHA-256 of the body, so when a batch is retried after a
+//!   partial failure the documents it already wrote answer 409 (already
+//!   there), are left as they are and count as delivered: no duplicates.
 //!
 //! The index is created when missing (`PUT /<index>`), once per target.
 //!
@@ -227,7 +228,7 @@ impl ElasticsearchTarget {
                 for e in events {
                     let doc = records_doc(e);
                     let id = hex::encode(Sha256::digest(doc.as_bytes()));
-                    push_json(&mut body, &serde_json::json!({"index": {"_id": id}}));
+                    push_json(&mut body, &serde_json::json!({"create": {"_id": id}}));
                     body.push_str(&doc);
                     body.push('\n');
                 }
@@ -263,7 +264,12 @@ impl ElasticsearchTarget {
                 continue;
             };
             let status = r["status"].as_u64().unwrap_or(0);
-            if (200..300).contains(&status) || (action == "delete" && status == 404) {
+            // A missing document is deleted; an access document written by
+            // an earlier attempt is there.
+            if (200..300).contains(&status)
+                || (action == "delete" && status == 404)
+                || (action == "create" && status == 409)
+            {
                 continue;
             }
             let reason = format!(
@@ -450,7 +456,8 @@ mod tests {
         )
         .unwrap();
         let ok = serde_json::json!({"errors": true, "items": [
-            {"index": {"status": 201}}, {"delete": {"status": 404, "result": "not_found"}}]});
+            {"index": {"status": 201}}, {"delete": {"status": 404, "result": "not_found"}},
+            {"create": {"status": 409, "error": {"type": "version_conflict_engine_exception"}}}]});
         assert!(t.bulk_outcome(&ok).is_ok());
         let bad = serde_json::json!({"errors": true, "items": [
             {"index": {"status": 400, "_id": "a", "error": {"type": "mapper_parsing_exception", "reason": "failed to parse"}}}]});
