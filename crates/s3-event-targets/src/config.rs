@@ -56,7 +56,78 @@ use crate::{Error, Result};
 
 /// The target types this crate knows, with the cargo feature that compiles
 /// each in, and its configuration keys.
-const TARGET_TYPES: &[(&str, &str, &[&str])] = &[("webhook", "webhook", WEBHOOK_KEYS)];
+const TARGET_TYPES: &[(&str, &str, &[&str])] = &[
+    ("webhook", "webhook", WEBHOOK_KEYS),
+    ("redis", "redis", REDIS_KEYS),
+    ("postgresql", "postgres", POSTGRES_KEYS),
+    ("mysql", "mysql", MYSQL_KEYS),
+    ("elasticsearch", "elasticsearch", ELASTICSEARCH_KEYS),
+];
+
+/// The keys of an `elasticsearch` target (see `ElasticsearchConfig`).
+const ELASTICSEARCH_KEYS: &[&str] = &[
+    "enable",
+    "format",
+    "url",
+    "index",
+    "username",
+    "password",
+    "queue_dir",
+    "queue_limit",
+];
+
+/// The keys of a `mysql` target (see `MySqlConfig`).
+const MYSQL_KEYS: &[&str] = &[
+    "enable",
+    "format",
+    "dsn_string",
+    "table",
+    "host",
+    "port",
+    "username",
+    "password",
+    "database",
+    "queue_dir",
+    "queue_limit",
+    "max_open_connections",
+];
+
+/// MinIO's other spellings of a type: its environment variables say
+/// `POSTGRES` where its JSON and ARNs say `postgresql`.
+fn canonical_kind(kind: String) -> String {
+    match kind.as_str() {
+        "postgres" => "postgresql".to_owned(),
+        _ => kind,
+    }
+}
+
+/// The keys of a `postgresql` target (see `PostgresConfig`).
+const POSTGRES_KEYS: &[&str] = &[
+    "enable",
+    "format",
+    "connection_string",
+    "table",
+    "host",
+    "port",
+    "username",
+    "password",
+    "database",
+    "queue_dir",
+    "queue_limit",
+    "max_open_connections",
+];
+
+/// The keys of a `redis` target (see `RedisConfig`).
+const REDIS_KEYS: &[&str] = &[
+    "enable",
+    "format",
+    "address",
+    "password",
+    "user",
+    "key",
+    "queue_dir",
+    "queue_limit",
+];
 
 /// The keys of a `webhook` target (see `WebhookConfig`).
 const WEBHOOK_KEYS: &[&str] = &[
@@ -107,6 +178,10 @@ fn known_type(kind: &str) -> Result<&'static [&'static str]> {
     #[allow(clippy::match_like_matches_macro)]
     let enabled = match feature {
         "webhook" => cfg!(feature = "webhook"),
+        "redis" => cfg!(feature = "redis"),
+        "postgres" => cfg!(feature = "postgres"),
+        "mysql" => cfg!(feature = "mysql"),
+        "elasticsearch" => cfg!(feature = "elasticsearch"),
         _ => false,
     };
     if !enabled {
@@ -154,6 +229,7 @@ impl NotifyConfig {
         };
         let mut config = NotifyConfig::new(region);
         for (kind, ids) in types {
+            let kind = canonical_kind(kind);
             let keys = known_type(&kind)?;
             let Value::Object(ids) = ids else {
                 return Err(invalid(format!("`{kind}` must be an object of target ids")));
@@ -189,7 +265,7 @@ impl NotifyConfig {
                     continue;
                 };
                 let kind_upper = rest.split('_').next().unwrap_or_default();
-                let kind = kind_upper.to_ascii_lowercase();
+                let kind = canonical_kind(kind_upper.to_ascii_lowercase());
                 let keys = known_type(&kind)?;
                 let rest = rest[kind_upper.len()..].strip_prefix('_').unwrap_or("");
                 let found = keys.iter().find_map(|key| {
@@ -312,7 +388,16 @@ impl NotifyConfig {
 }
 
 /// Builds one target of a known type; `None` when it is disabled.
-#[cfg_attr(not(feature = "webhook"), allow(unused_variables))]
+#[cfg_attr(
+    not(any(
+        feature = "webhook",
+        feature = "redis",
+        feature = "postgres",
+        feature = "mysql",
+        feature = "elasticsearch"
+    )),
+    allow(unused_variables)
+)]
 fn build_one(
     kind: &str,
     keys: &'static [&'static str],
@@ -330,6 +415,47 @@ fn build_one(
             let target = crate::WebhookTarget::new(id, config)?;
             Ok(Some((Arc::new(target), options)))
         }
+        #[cfg(feature = "redis")]
+        "redis" => {
+            let config: crate::redis::RedisConfig = deserialize(kind, id.id(), keys, map)?;
+            if !config.enable {
+                return Ok(None);
+            }
+            let options = config.target_options();
+            let target = crate::redis::RedisTarget::new(id, config)?;
+            Ok(Some((Arc::new(target), options)))
+        }
+        #[cfg(feature = "postgres")]
+        "postgresql" => {
+            let config: crate::postgres::PostgresConfig = deserialize(kind, id.id(), keys, map)?;
+            if !config.enable {
+                return Ok(None);
+            }
+            let options = config.target_options();
+            let target = crate::postgres::PostgresTarget::new(id, config)?;
+            Ok(Some((Arc::new(target), options)))
+        }
+        #[cfg(feature = "mysql")]
+        "mysql" => {
+            let config: crate::mysql::MySqlConfig = deserialize(kind, id.id(), keys, map)?;
+            if !config.enable {
+                return Ok(None);
+            }
+            let options = config.target_options();
+            let target = crate::mysql::MySqlTarget::new(id, config)?;
+            Ok(Some((Arc::new(target), options)))
+        }
+        #[cfg(feature = "elasticsearch")]
+        "elasticsearch" => {
+            let config: crate::elasticsearch::ElasticsearchConfig =
+                deserialize(kind, id.id(), keys, map)?;
+            if !config.enable {
+                return Ok(None);
+            }
+            let options = config.target_options();
+            let target = crate::elasticsearch::ElasticsearchTarget::new(id, config)?;
+            Ok(Some((Arc::new(target), options)))
+        }
         _ => Err(Error::UnknownTargetType {
             kind: kind.to_owned(),
         }),
@@ -338,7 +464,13 @@ fn build_one(
 
 /// Deserializes a target's keys; on failure finds the key at fault so the
 /// error names it.
-#[cfg(feature = "webhook")]
+#[cfg(any(
+    feature = "webhook",
+    feature = "redis",
+    feature = "postgres",
+    feature = "mysql",
+    feature = "elasticsearch"
+))]
 fn deserialize<T: serde::de::DeserializeOwned>(
     kind: &str,
     id: &str,
@@ -508,9 +640,9 @@ mod tests {
 
     #[test]
     fn unknown_type_is_an_error() {
-        let err = NotifyConfig::from_json(r#"{"redis": {"1": {"enable": "on"}}}"#, "").unwrap_err();
-        assert!(matches!(err, Error::UnknownTargetType { ref kind } if kind == "redis"));
-        assert!(err.to_string().contains("`redis`"), "{err}");
+        let err = NotifyConfig::from_json(r#"{"sqs": {"1": {"enable": "on"}}}"#, "").unwrap_err();
+        assert!(matches!(err, Error::UnknownTargetType { ref kind } if kind == "sqs"));
+        assert!(err.to_string().contains("`sqs`"), "{err}");
         let err = NotifyConfig::from_env_vars(env(&[("MINIO_NOTIFY_KAFKA_ENABLE", "on")]), "")
             .unwrap_err();
         assert!(err.to_string().contains("`kafka`"), "{err}");

@@ -6,6 +6,17 @@
 //!   `MINIO_NOTIFY_*` environment variables) to targets and a notifier.
 //! - `webhook` (feature `webhook`): the webhook target, MinIO-compatible,
 //!   with HMAC-SHA256 signatures.
+//! - `redis` (feature `redis`): MinIO's Redis target (`namespace` hash or
+//!   `access` list), pipelined batches.
+//! - `postgres` (feature `postgres`): MinIO's PostgreSQL target (type
+//!   `postgresql`; `namespace` or `access` table), a statement or a
+//!   transaction per batch.
+//! - `mysql` (feature `mysql`): MinIO's MySQL target (Go-driver DSN;
+//!   `namespace` or `access` table), a transaction per batch; tested on
+//!   MariaDB.
+//! - `elasticsearch` (feature `elasticsearch`): MinIO's Elasticsearch
+//!   target (also OpenSearch; `namespace` or `access` documents), one
+//!   `_bulk` request per batch; tested against an OpenSearch-API emulator.
 //! - `conformance` (feature `conformance`, and in this crate's tests): the
 //!   shared suite every target's tests run (`publishes`, `preserves_order`,
 //!   `survives_target_restart`, `dead_letters_poison`, ...).
@@ -17,9 +28,24 @@ pub use s3_event_core as core;
 pub mod config;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+#[cfg(any(
+    feature = "redis",
+    feature = "postgres",
+    feature = "mysql",
+    feature = "elasticsearch"
+))]
+mod db_common;
+#[cfg(feature = "elasticsearch")]
+pub mod elasticsearch;
 mod error;
+#[cfg(feature = "mysql")]
+pub mod mysql;
 pub mod notifier;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod queue_store;
+#[cfg(feature = "redis")]
+pub mod redis;
 #[cfg(feature = "webhook")]
 pub mod webhook;
 

@@ -1,0 +1,181 @@
+//! The Elasticsearch target's configuration, under MinIO's key names.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::db_common::{
+    de_enable, de_opt_path, de_opt_string, de_queue_limit, default_enable, default_queue_limit,
+    redact, Format, DEFAULT_QUEUE_LIMIT,
+};
+use crate::notifier::TargetOptions;
+use crate::{Error, Result};
+
+/// Configuration of one Elasticsearch (or OpenSearch) target, as one entry
+/// of MinIO's `{"elasticsearch": {"<id>": {…}}}` section (environment:
+/// `MINIO_NOTIFY_ELASTICSEARCH_<KEY>[_<ID>]`).
+///
+/// Keys are MinIO's: `enable`, `format`, `url`, `index`, `username`,
+/// `password`, `queue_dir`, `queue_limit`. `https` URLs use rustls with
+/// the web PKI roots. Unknown keys are rejected.
+///
+/// `Debug` never prints `password` nor a password inside `url`.
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ElasticsearchConfig {
+    /// Whether the target is enabled (`"on"`/`"off"` or a bool); default on.
+    #[serde(default = "default_enable", deserialize_with = "de_enable")]
+    pub enable: bool,
+    /// `namespace` (one document per object, default) or `access` (one
+    /// document per event).
+    #[serde(default)]
+    pub format: Format,
+    /// The cluster's URL, `http(s)://host:port`. Required.
+    #[serde(default)]
+    pub url: String,
+    /// The index, created when missing. Required.
+    #[serde(default)]
+    pub index: String,
+    /// Basic-auth user; requires `password`.
+    #[serde(default, deserialize_with = "de_opt_string")]
+    pub username: Option<String>,
+    /// Basic-auth password; requires `username`.
+    #[serde(default, deserialize_with = "de_opt_string")]
+    pub password: Option<String>,
+    /// Directory of the durable queue; unset keeps the queue in memory.
+    #[serde(default, deserialize_with = "de_opt_path")]
+    pub queue_dir: Option<PathBuf>,
+    /// Most events queued for the target; `0` means 100000 (as MinIO).
+    #[serde(default = "default_queue_limit", deserialize_with = "de_queue_limit")]
+    pub queue_limit: usize,
+}
+
+impl Default for ElasticsearchConfig {
+    fn default() -> Self {
+        ElasticsearchConfig {
+            enable: true,
+            format: Format::Namespace,
+            url: String::new(),
+            index: String::new(),
+            username: None,
+            password: None,
+            queue_dir: None,
+            queue_limit: DEFAULT_QUEUE_LIMIT,
+        }
+    }
+}
+
+/// `url` with the password of its user info replaced by `***`.
+pub(crate) fn redact_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        Ok(_) => url.to_owned(),
+        Err(_) if url.contains('@') => "<unparsable URL with user info>".into(),
+        Err(_) => url.to_owned(),
+    }
+}
+
+impl fmt::Debug for ElasticsearchConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ElasticsearchConfig")
+            .field("enable", &self.enable)
+            .field("format", &self.format)
+            .field("url", &redact_url(&self.url))
+            .field("index", &self.index)
+            .field("username", &self.username)
+            .field("password", &redact(&self.password))
+            .field("queue_dir", &self.queue_dir)
+            .field("queue_limit", &self.queue_limit)
+            .finish()
+    }
+}
+
+/// Whether `name` is a valid index name: lower case, not starting with
+/// `-`, `_` or `+`, none of `\ / * ? " < > | , #` or spaces, not `.`/`..`,
+/// at most 255 bytes.
+pub(crate) fn valid_index(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && name != "."
+        && name != ".."
+        && !name.starts_with(['-', '_', '+'])
+        && !name
+            .chars()
+            .any(|c| c.is_uppercase() || c.is_whitespace() || "\\/*?\"<>|,#:".contains(c))
+}
+
+impl ElasticsearchConfig {
+    /// A configuration writing to `index` at `url`, in `format`, every other
+    /// key at its default.
+    pub fn new(url: impl Into<String>, index: impl Into<String>, format: Format) -> Self {
+        ElasticsearchConfig {
+            url: url.into(),
+            index: index.into(),
+            format,
+            ..ElasticsearchConfig::default()
+        }
+    }
+
+    /// Checks every key; messages name the target (`elasticsearch <id>`)
+    /// and the key.
+    pub fn validate(&self, id: &str) -> Result<()> {
+        let err = |key: &'static str, message: String| Error::InvalidConfig {
+            target: format!("elasticsearch {id}"),
+            key,
+            message,
+        };
+        if self.url.trim().is_empty() {
+            return Err(err("url", "`url` is required".into()));
+        }
+        let url = reqwest::Url::parse(&self.url)
+            .map_err(|e| err("url", format!("`url` is not a valid URL: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err(err(
+                "url",
+                "`url` must be an http or https URL with a host".into(),
+            ));
+        }
+        if self.index.is_empty() {
+            return Err(err("index", "`index` is required".into()));
+        }
+        if !valid_index(&self.index) {
+            return Err(err(
+                "index",
+                "`index` must be lower case without spaces or any of \\ / * ? \" < > | , # :"
+                    .into(),
+            ));
+        }
+        match (&self.username, &self.password) {
+            (Some(_), None) => {
+                return Err(err(
+                    "password",
+                    "`password` is required when `username` is set".into(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(err(
+                    "username",
+                    "`username` is required when `password` is set".into(),
+                ))
+            }
+            _ => {}
+        }
+        if self.queue_dir.as_ref().is_some_and(|d| !d.is_absolute()) {
+            return Err(err(
+                "queue_dir",
+                "`queue_dir` must be an absolute path".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The pipeline options this configuration implies (`queue_dir`,
+    /// `queue_limit`).
+    pub fn target_options(&self) -> TargetOptions {
+        crate::db_common::target_options(&self.queue_dir, self.queue_limit)
+    }
+}

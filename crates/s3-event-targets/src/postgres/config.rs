@@ -1,0 +1,278 @@
+//! The PostgreSQL target's configuration, under MinIO's key names.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::db_common::{
+    de_enable, de_opt_path, de_opt_string, de_queue_limit, de_u64, default_enable,
+    default_queue_limit, redact, Format, DEFAULT_QUEUE_LIMIT,
+};
+use crate::notifier::TargetOptions;
+use crate::{Error, Result};
+
+/// Default `max_open_connections`, as MinIO.
+pub const DEFAULT_MAX_OPEN_CONNECTIONS: usize = 2;
+
+/// Configuration of one PostgreSQL target, as one entry of MinIO's
+/// `{"postgresql": {"<id>": {…}}}` section (environment:
+/// `MINIO_NOTIFY_POSTGRES_<KEY>[_<ID>]`).
+///
+/// Keys are MinIO's: `enable`, `format`, `connection_string`, `table`,
+/// `queue_dir`, `queue_limit`, `max_open_connections`, and the older
+/// `host`, `port`, `username`, `password`, `database` used when
+/// `connection_string` is empty. `connection_string` is libpq's form,
+/// `host=… port=… user=… password=… dbname=… sslmode=…`, or a
+/// `postgresql://` URL. Unknown keys are rejected.
+///
+/// `Debug` never prints `password` nor a password inside
+/// `connection_string`.
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// Whether the target is enabled (`"on"`/`"off"` or a bool); default on.
+    #[serde(default = "default_enable", deserialize_with = "de_enable")]
+    pub enable: bool,
+    /// `namespace` (one row per object, default) or `access` (one row per
+    /// event).
+    #[serde(default)]
+    pub format: Format,
+    /// libpq key/value string or `postgresql://` URL.
+    #[serde(default, deserialize_with = "de_opt_string")]
+    pub connection_string: Option<String>,
+    /// The table, created with MinIO's schema when missing. Required.
+    #[serde(default)]
+    pub table: String,
+    /// Host, when `connection_string` is empty.
+    #[serde(default, deserialize_with = "de_opt_string")]
+    pub host: Option<String>,
+    /// Port, when `connection_string` is empty.
+    #[serde(default, deserialize_with = "de_u64")]
+    pub port: u64,
+    /// User name, when `connection_string` is empty.
+    #[serde(default, deserialize_with = "de_opt_string")]
+    pub username: Option<String>,
+    /// Password, when `connection_string` is empty.
+    #[serde(default, deserialize_with = "de_opt_string")]
+    pub password: Option<String>,
+    /// Database, when `connection_string` is empty.
+    #[serde(default, deserialize_with = "de_opt_string")]
+    pub database: Option<String>,
+    /// Directory of the durable queue; unset keeps the queue in memory.
+    #[serde(default, deserialize_with = "de_opt_path")]
+    pub queue_dir: Option<PathBuf>,
+    /// Most events queued for the target; `0` means 100000 (as MinIO).
+    #[serde(default = "default_queue_limit", deserialize_with = "de_queue_limit")]
+    pub queue_limit: usize,
+    /// Most connections open at once; `0` means 2 (as MinIO).
+    #[serde(default, deserialize_with = "de_u64")]
+    pub max_open_connections: u64,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        PostgresConfig {
+            enable: true,
+            format: Format::Namespace,
+            connection_string: None,
+            table: String::new(),
+            host: None,
+            port: 0,
+            username: None,
+            password: None,
+            database: None,
+            queue_dir: None,
+            queue_limit: DEFAULT_QUEUE_LIMIT,
+            max_open_connections: 0,
+        }
+    }
+}
+
+/// `s` with the password of a libpq key/value string or of a URL replaced
+/// by `***`.
+pub(crate) fn redact_connection_string(s: &str) -> String {
+    let mut out = s.to_owned();
+    // URL user info: scheme://user:password@host
+    if let Some(scheme_end) = out.find("://") {
+        let rest = &out[scheme_end + 3..];
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        if let Some(at) = rest[..authority_end].rfind('@') {
+            if let Some(colon) = rest[..at].find(':') {
+                let (a, b) = (scheme_end + 3 + colon + 1, scheme_end + 3 + at);
+                out.replace_range(a..b, "***");
+            }
+        }
+    }
+    // password=value (key/value form and URL query), value quoted or not.
+    let mut from = 0;
+    while let Some(pos) = out[from..].to_ascii_lowercase().find("password") {
+        let start = from + pos + "password".len();
+        let after = &out[start..];
+        let trimmed = after.trim_start();
+        if let Some(v) = trimmed.strip_prefix('=') {
+            let v_trim = v.trim_start();
+            let vstart = start + (after.len() - v_trim.len());
+            let vlen = if let Some(q) = v_trim.strip_prefix('\'') {
+                // quoted: up to the closing unescaped quote
+                let mut end = q.len();
+                let mut esc = false;
+                for (i, c) in q.char_indices() {
+                    if esc {
+                        esc = false;
+                    } else if c == '\\' {
+                        esc = true;
+                    } else if c == '\'' {
+                        end = i;
+                        break;
+                    }
+                }
+                (end + 2).min(v_trim.len())
+            } else {
+                v_trim
+                    .find(|c: char| c.is_whitespace() || c == '&')
+                    .unwrap_or(v_trim.len())
+            };
+            out.replace_range(vstart..vstart + vlen, "***");
+            from = vstart + 3;
+        } else {
+            from = start;
+        }
+    }
+    out
+}
+
+impl fmt::Debug for PostgresConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresConfig")
+            .field("enable", &self.enable)
+            .field("format", &self.format)
+            .field(
+                "connection_string",
+                &self
+                    .connection_string
+                    .as_deref()
+                    .map(redact_connection_string),
+            )
+            .field("table", &self.table)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("username", &self.username)
+            .field("password", &redact(&self.password))
+            .field("database", &self.database)
+            .field("queue_dir", &self.queue_dir)
+            .field("queue_limit", &self.queue_limit)
+            .field("max_open_connections", &self.max_open_connections)
+            .finish()
+    }
+}
+
+/// Whether `name` is a table name MinIO accepts: `"quoted"` (no quote
+/// inside) or a letter or `_` followed by letters, digits, `_` and `$`,
+/// optionally schema-qualified the same way.
+pub(crate) fn valid_table(name: &str) -> bool {
+    let part = |p: &str| {
+        if let Some(inner) = p.strip_prefix('"').and_then(|p| p.strip_suffix('"')) {
+            return !inner.is_empty() && !inner.contains('"');
+        }
+        let mut chars = p.chars();
+        matches!(chars.next(), Some(c) if c.is_alphabetic() || c == '_')
+            && chars.all(|c| c.is_alphanumeric() || c == '_' || c == '$')
+    };
+    if name.starts_with('"') {
+        return part(name);
+    }
+    let parts: Vec<&str> = name.split('.').collect();
+    parts.len() <= 2 && parts.iter().all(|p| part(p))
+}
+
+impl PostgresConfig {
+    /// A configuration writing to `table` through `connection_string`, in
+    /// `format`, every other key at its default.
+    pub fn new(
+        connection_string: impl Into<String>,
+        table: impl Into<String>,
+        format: Format,
+    ) -> Self {
+        PostgresConfig {
+            connection_string: Some(connection_string.into()),
+            table: table.into(),
+            format,
+            ..PostgresConfig::default()
+        }
+    }
+
+    /// The connection settings; errors name target `id` and the key.
+    pub(crate) fn pg_config(&self, id: &str) -> Result<tokio_postgres::Config> {
+        let err = |key: &'static str, message: String| Error::InvalidConfig {
+            target: format!("postgresql {id}"),
+            key,
+            message,
+        };
+        if let Some(s) = &self.connection_string {
+            // tokio-postgres' parse errors never quote the string.
+            return s.parse().map_err(|e| {
+                err(
+                    "connection_string",
+                    format!("`connection_string` is invalid: {e}"),
+                )
+            });
+        }
+        let mut c = tokio_postgres::Config::new();
+        c.host(self.host.as_deref().unwrap_or("localhost"));
+        let port = if self.port == 0 { 5432 } else { self.port };
+        c.port(u16::try_from(port).map_err(|_| err("port", format!("`port` {port} is invalid")))?);
+        let Some(db) = &self.database else {
+            return Err(err(
+                "database",
+                "`database` is required when `connection_string` is empty".into(),
+            ));
+        };
+        c.dbname(db);
+        if let Some(u) = &self.username {
+            c.user(u);
+        }
+        if let Some(p) = &self.password {
+            c.password(p);
+        }
+        Ok(c)
+    }
+
+    /// Checks every key; messages name the target (`postgresql <id>`) and
+    /// the key.
+    pub fn validate(&self, id: &str) -> Result<()> {
+        let err = |key: &'static str, message: &str| Error::InvalidConfig {
+            target: format!("postgresql {id}"),
+            key,
+            message: message.into(),
+        };
+        if self.table.is_empty() {
+            return Err(err("table", "`table` is required"));
+        }
+        if !valid_table(&self.table) {
+            return Err(err(
+                "table",
+                "`table` must be a name of letters, digits, `_` and `$` (or \"quoted\")",
+            ));
+        }
+        self.pg_config(id)?;
+        if self.queue_dir.as_ref().is_some_and(|d| !d.is_absolute()) {
+            return Err(err("queue_dir", "`queue_dir` must be an absolute path"));
+        }
+        Ok(())
+    }
+
+    /// `max_open_connections`, `0` meaning the default.
+    pub fn connections(&self) -> usize {
+        match self.max_open_connections {
+            0 => DEFAULT_MAX_OPEN_CONNECTIONS,
+            n => usize::try_from(n).unwrap_or(usize::MAX),
+        }
+    }
+
+    /// The pipeline options this configuration implies (`queue_dir`,
+    /// `queue_limit`).
+    pub fn target_options(&self) -> TargetOptions {
+        crate::db_common::target_options(&self.queue_dir, self.queue_limit)
+    }
+}

@@ -1,0 +1,163 @@
+//! The Redis target's configuration, under MinIO's key names.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::db_common::{
+    de_enable, de_opt_path, de_opt_string, de_queue_limit, default_enable, default_queue_limit,
+    redact, Format, DEFAULT_QUEUE_LIMIT,
+};
+use crate::notifier::TargetOptions;
+use crate::{Error, Result};
+
+/// The port used when `address` has none.
+pub const DEFAULT_PORT: u16 = 6379;
+
+/// Configuration of one Redis target, as one entry of MinIO's
+/// `{"redis": {"<id>": {…}}}` section (environment:
+/// `MINIO_NOTIFY_REDIS_<KEY>[_<ID>]`).
+///
+/// Keys are MinIO's: `enable`, `format`, `address`, `password`, `user`,
+/// `key`, `queue_dir`, `queue_limit`. MinIO's Redis target has no TLS
+/// option, and neither has this one. Unknown keys are rejected.
+///
+/// `Debug` never prints `password`.
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// Whether the target is enabled (`"on"`/`"off"` or a bool); default on.
+    #[serde(default = "default_enable", deserialize_with = "de_enable")]
+    pub enable: bool,
+    /// `namespace` (a hash `key` of `bucket/object` → event, default) or
+    /// `access` (a list `key` of events, appended).
+    #[serde(default)]
+    pub format: Format,
+    /// `host:port` of the server (port default 6379). Required.
+    #[serde(default)]
+    pub address: String,
+    /// The password (`AUTH`), if any.
+    #[serde(default, deserialize_with = "de_opt_string")]
+    pub password: Option<String>,
+    /// The ACL user name (`AUTH user password`), if any.
+    #[serde(default, deserialize_with = "de_opt_string")]
+    pub user: Option<String>,
+    /// The hash (namespace) or list (access) events are written to.
+    /// Required.
+    #[serde(default)]
+    pub key: String,
+    /// Directory of the durable queue; unset keeps the queue in memory.
+    #[serde(default, deserialize_with = "de_opt_path")]
+    pub queue_dir: Option<PathBuf>,
+    /// Most events queued for the target; `0` means 100000 (as MinIO).
+    #[serde(default = "default_queue_limit", deserialize_with = "de_queue_limit")]
+    pub queue_limit: usize,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            enable: true,
+            format: Format::Namespace,
+            address: String::new(),
+            password: None,
+            user: None,
+            key: String::new(),
+            queue_dir: None,
+            queue_limit: DEFAULT_QUEUE_LIMIT,
+        }
+    }
+}
+
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("enable", &self.enable)
+            .field("format", &self.format)
+            .field("address", &self.address)
+            .field("password", &redact(&self.password))
+            .field("user", &self.user)
+            .field("key", &self.key)
+            .field("queue_dir", &self.queue_dir)
+            .field("queue_limit", &self.queue_limit)
+            .finish()
+    }
+}
+
+impl RedisConfig {
+    /// A configuration writing to `key` on the server at `address`
+    /// (`host:port`), in `format`, every other key at its default.
+    pub fn new(address: impl Into<String>, key: impl Into<String>, format: Format) -> Self {
+        RedisConfig {
+            address: address.into(),
+            key: key.into(),
+            format,
+            ..RedisConfig::default()
+        }
+    }
+
+    /// The host and port of `address`; errors name target `id` and the key.
+    pub(crate) fn host_port(&self, id: &str) -> Result<(String, u16)> {
+        let err = |message: String| Error::InvalidConfig {
+            target: format!("redis {id}"),
+            key: "address",
+            message,
+        };
+        let a = self.address.trim();
+        if a.is_empty() {
+            return Err(err("`address` is required".into()));
+        }
+        let (host, port) = if let Some(rest) = a.strip_prefix('[') {
+            // [v6]:port
+            let (host, after) = rest
+                .split_once(']')
+                .ok_or_else(|| err(format!("`address` {a:?} is not host:port")))?;
+            (host, after.strip_prefix(':'))
+        } else {
+            match a.rsplit_once(':') {
+                Some((h, p)) if !h.contains(':') => (h, Some(p)),
+                Some(_) => (a, None), // bare IPv6
+                None => (a, None),
+            }
+        };
+        if host.is_empty() {
+            return Err(err(format!("`address` {a:?} has no host")));
+        }
+        let port = match port {
+            None => DEFAULT_PORT,
+            Some(p) => p
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| err(format!("`address` {a:?} has an invalid port")))?,
+        };
+        Ok((host.to_owned(), port))
+    }
+
+    /// Checks every key; messages name the target (`redis <id>`) and key.
+    pub fn validate(&self, id: &str) -> Result<()> {
+        self.host_port(id)?;
+        let err = |key: &'static str, message: &str| Error::InvalidConfig {
+            target: format!("redis {id}"),
+            key,
+            message: message.into(),
+        };
+        if self.key.is_empty() {
+            return Err(err("key", "`key` is required"));
+        }
+        if self.user.is_some() && self.password.is_none() {
+            return Err(err("password", "`password` is required when `user` is set"));
+        }
+        if self.queue_dir.as_ref().is_some_and(|d| !d.is_absolute()) {
+            return Err(err("queue_dir", "`queue_dir` must be an absolute path"));
+        }
+        Ok(())
+    }
+
+    /// The pipeline options this configuration implies (`queue_dir`,
+    /// `queue_limit`).
+    pub fn target_options(&self) -> TargetOptions {
+        crate::db_common::target_options(&self.queue_dir, self.queue_limit)
+    }
+}
