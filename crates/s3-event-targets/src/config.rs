@@ -56,7 +56,10 @@ use crate::{Error, Result};
 
 /// The target types this crate knows, with the cargo feature that compiles
 /// each in, and its configuration keys.
-const TARGET_TYPES: &[(&str, &str, &[&str])] = &[("webhook", "webhook", WEBHOOK_KEYS)];
+const TARGET_TYPES: &[(&str, &str, &[&str])] = &[
+    ("webhook", "webhook", WEBHOOK_KEYS),
+    ("nats", "nats", NATS_KEYS),
+];
 
 /// The keys of a `webhook` target (see `WebhookConfig`).
 const WEBHOOK_KEYS: &[&str] = &[
@@ -69,6 +72,28 @@ const WEBHOOK_KEYS: &[&str] = &[
     "queue_limit",
     "signature_key",
     "timeout",
+];
+
+/// The keys of a `nats` target (see `NatsConfig`).
+const NATS_KEYS: &[&str] = &[
+    "enable",
+    "address",
+    "subject",
+    "username",
+    "password",
+    "token",
+    "nkey_seed",
+    "user_credentials",
+    "tls",
+    "tls_skip_verify",
+    "tls_handshake_first",
+    "cert_authority",
+    "client_cert",
+    "client_key",
+    "ping_interval",
+    "jetstream",
+    "queue_dir",
+    "queue_limit",
 ];
 
 /// The environment variable prefixes read, in increasing precedence.
@@ -106,6 +131,7 @@ fn known_type(kind: &str) -> Result<&'static [&'static str]> {
     #[allow(clippy::match_like_matches_macro)]
     let enabled = match feature {
         "webhook" => cfg!(feature = "webhook"),
+        "nats" => cfg!(feature = "nats"),
         _ => false,
     };
     if !enabled {
@@ -191,7 +217,11 @@ impl NotifyConfig {
                 let kind = kind_upper.to_ascii_lowercase();
                 let keys = known_type(&kind)?;
                 let rest = rest[kind_upper.len()..].strip_prefix('_').unwrap_or("");
-                let found = keys.iter().find_map(|key| {
+                // Longest key first: `TLS_SKIP_VERIFY_1` is key
+                // `tls_skip_verify` of target `1`, not `tls` of `SKIP_VERIFY_1`.
+                let mut longest_first = keys.to_vec();
+                longest_first.sort_by_key(|k| std::cmp::Reverse(k.len()));
+                let found = longest_first.iter().find_map(|key| {
                     let upper = key.to_ascii_uppercase();
                     if rest == upper {
                         Some((*key, DEFAULT_TARGET_ID))
@@ -311,7 +341,16 @@ impl NotifyConfig {
 }
 
 /// Builds one target of a known type; `None` when it is disabled.
-#[cfg_attr(not(feature = "webhook"), allow(unused_variables))]
+#[cfg_attr(
+    not(any(
+        feature = "webhook",
+        feature = "nats",
+        feature = "amqp",
+        feature = "mqtt",
+        feature = "kafka"
+    )),
+    allow(unused_variables)
+)]
 fn build_one(
     kind: &str,
     keys: &'static [&'static str],
@@ -329,6 +368,16 @@ fn build_one(
             let target = crate::WebhookTarget::new(id, config)?;
             Ok(Some((Arc::new(target), options)))
         }
+        #[cfg(feature = "nats")]
+        "nats" => {
+            let config: crate::NatsConfig = deserialize(kind, id.id(), keys, map)?;
+            if !config.enable {
+                return Ok(None);
+            }
+            let options = config.target_options();
+            let target = crate::NatsTarget::new(id, config)?;
+            Ok(Some((Arc::new(target), options)))
+        }
         _ => Err(Error::UnknownTargetType {
             kind: kind.to_owned(),
         }),
@@ -337,7 +386,13 @@ fn build_one(
 
 /// Deserializes a target's keys; on failure finds the key at fault so the
 /// error names it.
-#[cfg(feature = "webhook")]
+#[cfg(any(
+    feature = "webhook",
+    feature = "nats",
+    feature = "amqp",
+    feature = "mqtt",
+    feature = "kafka"
+))]
 fn deserialize<T: serde::de::DeserializeOwned>(
     kind: &str,
     id: &str,
@@ -510,9 +565,9 @@ mod tests {
         let err = NotifyConfig::from_json(r#"{"redis": {"1": {"enable": "on"}}}"#, "").unwrap_err();
         assert!(matches!(err, Error::UnknownTargetType { ref kind } if kind == "redis"));
         assert!(err.to_string().contains("`redis`"), "{err}");
-        let err = NotifyConfig::from_env_vars(env(&[("MINIO_NOTIFY_KAFKA_ENABLE", "on")]), "")
+        let err = NotifyConfig::from_env_vars(env(&[("MINIO_NOTIFY_ZEROMQ_ENABLE", "on")]), "")
             .unwrap_err();
-        assert!(err.to_string().contains("`kafka`"), "{err}");
+        assert!(err.to_string().contains("`zeromq`"), "{err}");
     }
 
     #[test]

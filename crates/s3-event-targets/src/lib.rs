@@ -6,6 +6,7 @@
 //!   `MINIO_NOTIFY_*` environment variables) to targets and a notifier.
 //! - `webhook` (feature `webhook`): the webhook target, MinIO-compatible,
 //!   with HMAC-SHA256 signatures.
+//! - `nats` (feature `nats`): the NATS target, core NATS or JetStream.
 //! - `conformance` (feature `conformance`, and in this crate's tests): the
 //!   shared suite every target's tests run (`publishes`, `preserves_order`,
 //!   `survives_target_restart`, `dead_letters_poison`, ...).
@@ -14,17 +15,32 @@
 
 pub use s3_event_core as core;
 
+#[cfg(all(test, feature = "integration"))]
+mod broker_tests;
 pub mod config;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+#[cfg(any(
+    feature = "nats",
+    feature = "amqp",
+    feature = "mqtt",
+    feature = "kafka"
+))]
+mod de;
 mod error;
+#[cfg(feature = "nats")]
+pub mod nats;
 pub mod notifier;
 pub mod queue_store;
+#[cfg(any(feature = "nats", feature = "mqtt", feature = "kafka"))]
+mod tls;
 #[cfg(feature = "webhook")]
 pub mod webhook;
 
 pub use config::NotifyConfig;
 pub use error::{Error, Result};
+#[cfg(feature = "nats")]
+pub use nats::{NatsConfig, NatsTarget};
 pub use notifier::{
     DeadLetter, DeliveryMode, FullPolicy, Notifier, NotifierBuilder, RetryPolicy, SendOutcome,
     TargetOptions, TargetStats,
