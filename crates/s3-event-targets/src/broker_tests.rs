@@ -140,3 +140,79 @@ pub(crate) fn temp_dir() -> (tempfile::TempDir, PathBuf) {
     let p = d.path().to_path_buf();
     (d, p)
 }
+
+/// A TCP proxy on a fixed loopback port in front of a shared server, for
+/// restart tests against servers this test must not restart (RabbitMQ):
+/// `stop` closes the listener and every proxied connection (the client sees
+/// the connection drop and new connections refused), `start` listens again
+/// on the same port.
+pub(crate) struct Proxy {
+    port: u16,
+    upstream: std::net::SocketAddr,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Proxy {
+    /// A proxy to `upstream`, listening.
+    pub(crate) async fn start(upstream: std::net::SocketAddr) -> Proxy {
+        let p = Proxy {
+            port: free_port(),
+            upstream,
+            task: Mutex::new(None),
+        };
+        p.start_again().await;
+        p
+    }
+
+    /// The port clients connect to.
+    pub(crate) fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Listens again (when stopped).
+    pub(crate) async fn start_again(&self) {
+        if self.task.lock().unwrap().is_some() {
+            return;
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let listener = loop {
+            match tokio::net::TcpListener::bind(("127.0.0.1", self.port)).await {
+                Ok(l) => break l,
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("proxy rebinding {}: {e}", self.port);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("proxy cannot rebind {}: {e}", self.port),
+            }
+        };
+        let upstream = self.upstream;
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => {
+                        let Ok((mut inbound, _)) = accepted else { continue };
+                        conns.spawn(async move {
+                            if let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await {
+                                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                            }
+                        });
+                    }
+                    Some(_) = conns.join_next(), if !conns.is_empty() => {}
+                }
+            }
+            // Dropping the JoinSet (when this task is aborted) aborts every
+            // connection task, closing both sockets.
+        });
+        *self.task.lock().unwrap() = Some(task);
+    }
+
+    /// Closes the listener and every proxied connection.
+    pub(crate) async fn stop(&self) {
+        let task = self.task.lock().unwrap().take();
+        if let Some(t) = task {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+}

@@ -59,6 +59,7 @@ use crate::{Error, Result};
 const TARGET_TYPES: &[(&str, &str, &[&str])] = &[
     ("webhook", "webhook", WEBHOOK_KEYS),
     ("nats", "nats", NATS_KEYS),
+    ("amqp", "amqp", AMQP_KEYS),
 ];
 
 /// The keys of a `webhook` target (see `WebhookConfig`).
@@ -92,6 +93,25 @@ const NATS_KEYS: &[&str] = &[
     "client_key",
     "ping_interval",
     "jetstream",
+    "queue_dir",
+    "queue_limit",
+];
+
+/// The keys of an `amqp` target (see `AmqpConfig`).
+const AMQP_KEYS: &[&str] = &[
+    "enable",
+    "url",
+    "exchange",
+    "exchange_type",
+    "routing_key",
+    "mandatory",
+    "immediate",
+    "durable",
+    "internal",
+    "no_wait",
+    "auto_deleted",
+    "delivery_mode",
+    "publisher_confirms",
     "queue_dir",
     "queue_limit",
 ];
@@ -132,6 +152,7 @@ fn known_type(kind: &str) -> Result<&'static [&'static str]> {
     let enabled = match feature {
         "webhook" => cfg!(feature = "webhook"),
         "nats" => cfg!(feature = "nats"),
+        "amqp" => cfg!(feature = "amqp"),
         _ => false,
     };
     if !enabled {
@@ -376,6 +397,16 @@ fn build_one(
             }
             let options = config.target_options();
             let target = crate::NatsTarget::new(id, config)?;
+            Ok(Some((Arc::new(target), options)))
+        }
+        #[cfg(feature = "amqp")]
+        "amqp" => {
+            let config: crate::AmqpConfig = deserialize(kind, id.id(), keys, map)?;
+            if !config.enable {
+                return Ok(None);
+            }
+            let options = config.target_options();
+            let target = crate::AmqpTarget::new(id, config)?;
             Ok(Some((Arc::new(target), options)))
         }
         _ => Err(Error::UnknownTargetType {

@@ -6,6 +6,8 @@
 //!   `MINIO_NOTIFY_*` environment variables) to targets and a notifier.
 //! - `webhook` (feature `webhook`): the webhook target, MinIO-compatible,
 //!   with HMAC-SHA256 signatures.
+//! - `amqp` (feature `amqp`): the AMQP 0-9-1 (RabbitMQ) target, with
+//!   publisher confirms.
 //! - `nats` (feature `nats`): the NATS target, core NATS or JetStream.
 //! - `conformance` (feature `conformance`, and in this crate's tests): the
 //!   shared suite every target's tests run (`publishes`, `preserves_order`,
@@ -15,6 +17,8 @@
 
 pub use s3_event_core as core;
 
+#[cfg(feature = "amqp")]
+pub mod amqp;
 #[cfg(all(test, feature = "integration"))]
 mod broker_tests;
 pub mod config;
@@ -37,6 +41,8 @@ mod tls;
 #[cfg(feature = "webhook")]
 pub mod webhook;
 
+#[cfg(feature = "amqp")]
+pub use amqp::{AmqpConfig, AmqpTarget};
 pub use config::NotifyConfig;
 pub use error::{Error, Result};
 #[cfg(feature = "nats")]

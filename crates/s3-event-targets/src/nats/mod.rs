@@ -2,9 +2,10 @@
 //! `{"EventName", "Key", "Records": [record]}` envelope on one subject,
 //! through core NATS or JetStream.
 //!
-//! - Core NATS: a batch is published and then flushed (a `PING`/`PONG`
-//!   round trip), so `send_batch` returns once the server has read every
-//!   message. Core NATS keeps nothing: subscribers that are not connected
+//! - Core NATS: a batch is published, then one round trip is made (a
+//!   request the server itself answers with "no responders"), so
+//!   `send_batch` returns once the server has read every message. The
+//!   client must be allowed to publish to `_INBOX.>`. Core NATS keeps nothing: subscribers that are not connected
 //!   miss events.
 //! - JetStream (`jetstream` on): every message of a batch is published at
 //!   once and the stream's acknowledgements awaited afterwards, so a batch
@@ -216,17 +217,9 @@ impl NatsTarget {
                     TargetError::transient(&self.id, format!("publish: {}", describe(&e)))
                 })?;
         }
-        match tokio::time::timeout(TIMEOUT, client.flush()).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(TargetError::transient(
-                &self.id,
-                format!("flush: {}", describe(&e)),
-            )),
-            Err(_) => Err(TargetError::transient(
-                &self.id,
-                format!("flush: no answer from the server within {TIMEOUT:?}"),
-            )),
-        }
+        round_trip(client, TIMEOUT)
+            .await
+            .map_err(|e| TargetError::transient(&self.id, format!("after publishing: {e}")))
     }
 
     async fn publish_jetstream(
@@ -272,13 +265,29 @@ impl NatsTarget {
     }
 }
 
+/// One round trip to the server: a request to a fresh inbox subject, which
+/// nobody serves, so the server itself answers "no responders". The server
+/// handles a connection's messages in order, so the answer also means it
+/// has read everything published before. (`Client::flush` only writes the
+/// client's buffer to the socket.)
+async fn round_trip(client: &Client, timeout: Duration) -> Result<(), String> {
+    use async_nats::RequestErrorKind as K;
+    let subject = client.new_inbox();
+    match tokio::time::timeout(timeout, client.request(subject, Vec::new().into())).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) if e.kind() == K::NoResponders => Ok(()),
+        Ok(Err(e)) => Err(describe(&e)),
+        Err(_) => Err(format!("no answer from the server within {timeout:?}")),
+    }
+}
+
 #[async_trait]
 impl Target for NatsTarget {
     fn id(&self) -> &TargetId {
         &self.id
     }
 
-    /// Publishes every event in order on `subject`: core NATS then a flush,
+    /// Publishes every event in order on `subject`: core NATS then a round trip,
     /// or JetStream with every acknowledgement awaited. See the
     /// [module docs](self).
     async fn send_batch(&self, events: &[EventRecord]) -> Result<(), TargetError> {
@@ -313,8 +322,7 @@ impl Target for NatsTarget {
         }
     }
 
-    /// The client's connection state and one `PING`/`PONG` round trip
-    /// (bounded by 2 s); before the first connection, one attempt to
+    /// The client's connection state and one round trip (bounded by 2 s); before the first connection, one attempt to
     /// connect. An authentication failure
     /// is a permanent error.
     async fn is_active(&self) -> Result<bool, TargetError> {
@@ -324,9 +332,8 @@ impl Target for NatsTarget {
                     return Ok(false);
                 }
                 // The state lags a connection that just died: confirm with
-                // one PING/PONG round trip.
-                let flushed = tokio::time::timeout(PROBE_TIMEOUT, conn.client.flush()).await;
-                Ok(matches!(flushed, Ok(Ok(()))))
+                // one round trip.
+                Ok(round_trip(&conn.client, PROBE_TIMEOUT).await.is_ok())
             }
             Err(e) if e.is_transient() => Ok(false),
             Err(e) => Err(e),
