@@ -60,6 +60,7 @@ const TARGET_TYPES: &[(&str, &str, &[&str])] = &[
     ("webhook", "webhook", WEBHOOK_KEYS),
     ("nats", "nats", NATS_KEYS),
     ("amqp", "amqp", AMQP_KEYS),
+    ("mqtt", "mqtt", MQTT_KEYS),
 ];
 
 /// The keys of a `webhook` target (see `WebhookConfig`).
@@ -116,6 +117,20 @@ const AMQP_KEYS: &[&str] = &[
     "queue_limit",
 ];
 
+/// The keys of an `mqtt` target (see `MqttConfig`).
+const MQTT_KEYS: &[&str] = &[
+    "enable",
+    "broker",
+    "topic",
+    "qos",
+    "username",
+    "password",
+    "keep_alive_interval",
+    "reconnect_interval",
+    "queue_dir",
+    "queue_limit",
+];
+
 /// The environment variable prefixes read, in increasing precedence.
 const ENV_PREFIXES: &[&str] = &["MINIO_NOTIFY_", "S3E_NOTIFY_"];
 
@@ -153,6 +168,7 @@ fn known_type(kind: &str) -> Result<&'static [&'static str]> {
         "webhook" => cfg!(feature = "webhook"),
         "nats" => cfg!(feature = "nats"),
         "amqp" => cfg!(feature = "amqp"),
+        "mqtt" => cfg!(feature = "mqtt"),
         _ => false,
     };
     if !enabled {
@@ -407,6 +423,16 @@ fn build_one(
             }
             let options = config.target_options();
             let target = crate::AmqpTarget::new(id, config)?;
+            Ok(Some((Arc::new(target), options)))
+        }
+        #[cfg(feature = "mqtt")]
+        "mqtt" => {
+            let config: crate::MqttConfig = deserialize(kind, id.id(), keys, map)?;
+            if !config.enable {
+                return Ok(None);
+            }
+            let options = config.target_options();
+            let target = crate::MqttTarget::new(id, config)?;
             Ok(Some((Arc::new(target), options)))
         }
         _ => Err(Error::UnknownTargetType {

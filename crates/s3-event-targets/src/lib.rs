@@ -8,6 +8,7 @@
 //!   with HMAC-SHA256 signatures.
 //! - `amqp` (feature `amqp`): the AMQP 0-9-1 (RabbitMQ) target, with
 //!   publisher confirms.
+//! - `mqtt` (feature `mqtt`): the MQTT 3.1.1 target, QoS 0, 1 or 2.
 //! - `nats` (feature `nats`): the NATS target, core NATS or JetStream.
 //! - `conformance` (feature `conformance`, and in this crate's tests): the
 //!   shared suite every target's tests run (`publishes`, `preserves_order`,
@@ -32,6 +33,8 @@ pub mod conformance;
 ))]
 mod de;
 mod error;
+#[cfg(feature = "mqtt")]
+pub mod mqtt;
 #[cfg(feature = "nats")]
 pub mod nats;
 pub mod notifier;
@@ -45,6 +48,8 @@ pub mod webhook;
 pub use amqp::{AmqpConfig, AmqpTarget};
 pub use config::NotifyConfig;
 pub use error::{Error, Result};
+#[cfg(feature = "mqtt")]
+pub use mqtt::{MqttConfig, MqttTarget};
 #[cfg(feature = "nats")]
 pub use nats::{NatsConfig, NatsTarget};
 pub use notifier::{
