@@ -153,10 +153,15 @@ pub(crate) struct Proxy {
 }
 
 impl Proxy {
-    /// A proxy to `upstream`, listening.
+    /// A proxy to `upstream`, listening on a free port.
     pub(crate) async fn start(upstream: std::net::SocketAddr) -> Proxy {
+        Self::start_on(free_port(), upstream).await
+    }
+
+    /// A proxy to `upstream`, listening on `port`.
+    pub(crate) async fn start_on(port: u16, upstream: std::net::SocketAddr) -> Proxy {
         let p = Proxy {
-            port: free_port(),
+            port,
             upstream,
             task: Mutex::new(None),
         };

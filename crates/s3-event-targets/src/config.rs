@@ -61,6 +61,7 @@ const TARGET_TYPES: &[(&str, &str, &[&str])] = &[
     ("nats", "nats", NATS_KEYS),
     ("amqp", "amqp", AMQP_KEYS),
     ("mqtt", "mqtt", MQTT_KEYS),
+    ("kafka", "kafka", KAFKA_KEYS),
 ];
 
 /// The keys of a `webhook` target (see `WebhookConfig`).
@@ -131,6 +132,29 @@ const MQTT_KEYS: &[&str] = &[
     "queue_limit",
 ];
 
+/// The keys of a `kafka` target (see `KafkaConfig`).
+const KAFKA_KEYS: &[&str] = &[
+    "enable",
+    "brokers",
+    "topic",
+    "queue_dir",
+    "queue_limit",
+    "tls",
+    "tls_skip_verify",
+    "tls_client_auth",
+    "client_tls_cert",
+    "client_tls_key",
+    "sasl",
+    "sasl_username",
+    "sasl_password",
+    "sasl_mechanism",
+    "version",
+    "batch_size",
+    "batch_commit_timeout",
+    "compression_codec",
+    "compression_level",
+];
+
 /// The environment variable prefixes read, in increasing precedence.
 const ENV_PREFIXES: &[&str] = &["MINIO_NOTIFY_", "S3E_NOTIFY_"];
 
@@ -169,6 +193,7 @@ fn known_type(kind: &str) -> Result<&'static [&'static str]> {
         "nats" => cfg!(feature = "nats"),
         "amqp" => cfg!(feature = "amqp"),
         "mqtt" => cfg!(feature = "mqtt"),
+        "kafka" => cfg!(feature = "kafka"),
         _ => false,
     };
     if !enabled {
@@ -433,6 +458,16 @@ fn build_one(
             }
             let options = config.target_options();
             let target = crate::MqttTarget::new(id, config)?;
+            Ok(Some((Arc::new(target), options)))
+        }
+        #[cfg(feature = "kafka")]
+        "kafka" => {
+            let config: crate::KafkaConfig = deserialize(kind, id.id(), keys, map)?;
+            if !config.enable {
+                return Ok(None);
+            }
+            let options = config.target_options();
+            let target = crate::KafkaTarget::new(id, config)?;
             Ok(Some((Arc::new(target), options)))
         }
         _ => Err(Error::UnknownTargetType {

@@ -8,6 +8,8 @@
 //!   with HMAC-SHA256 signatures.
 //! - `amqp` (feature `amqp`): the AMQP 0-9-1 (RabbitMQ) target, with
 //!   publisher confirms.
+//! - `kafka` (feature `kafka`): the Kafka target (rskafka), keyed
+//!   `bucket/object`.
 //! - `mqtt` (feature `mqtt`): the MQTT 3.1.1 target, QoS 0, 1 or 2.
 //! - `nats` (feature `nats`): the NATS target, core NATS or JetStream.
 //! - `conformance` (feature `conformance`, and in this crate's tests): the
@@ -33,6 +35,8 @@ pub mod conformance;
 ))]
 mod de;
 mod error;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 #[cfg(feature = "mqtt")]
 pub mod mqtt;
 #[cfg(feature = "nats")]
@@ -48,6 +52,8 @@ pub mod webhook;
 pub use amqp::{AmqpConfig, AmqpTarget};
 pub use config::NotifyConfig;
 pub use error::{Error, Result};
+#[cfg(feature = "kafka")]
+pub use kafka::{KafkaConfig, KafkaTarget};
 #[cfg(feature = "mqtt")]
 pub use mqtt::{MqttConfig, MqttTarget};
 #[cfg(feature = "nats")]
