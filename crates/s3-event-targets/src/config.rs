@@ -62,6 +62,7 @@ const TARGET_TYPES: &[(&str, &str, &[&str])] = &[
     ("amqp", "amqp", AMQP_KEYS),
     ("mqtt", "mqtt", MQTT_KEYS),
     ("kafka", "kafka", KAFKA_KEYS),
+    ("nsq", "nsq", NSQ_KEYS),
 ];
 
 /// The keys of a `webhook` target (see `WebhookConfig`).
@@ -155,6 +156,17 @@ const KAFKA_KEYS: &[&str] = &[
     "compression_level",
 ];
 
+/// The keys of an `nsq` target (see `NsqConfig`).
+const NSQ_KEYS: &[&str] = &[
+    "enable",
+    "nsqd_address",
+    "topic",
+    "tls",
+    "tls_skip_verify",
+    "queue_dir",
+    "queue_limit",
+];
+
 /// The environment variable prefixes read, in increasing precedence.
 const ENV_PREFIXES: &[&str] = &["MINIO_NOTIFY_", "S3E_NOTIFY_"];
 
@@ -194,6 +206,7 @@ fn known_type(kind: &str) -> Result<&'static [&'static str]> {
         "amqp" => cfg!(feature = "amqp"),
         "mqtt" => cfg!(feature = "mqtt"),
         "kafka" => cfg!(feature = "kafka"),
+        "nsq" => cfg!(feature = "nsq"),
         _ => false,
     };
     if !enabled {
@@ -409,7 +422,8 @@ impl NotifyConfig {
         feature = "nats",
         feature = "amqp",
         feature = "mqtt",
-        feature = "kafka"
+        feature = "kafka",
+        feature = "nsq"
     )),
     allow(unused_variables)
 )]
@@ -470,6 +484,16 @@ fn build_one(
             let target = crate::KafkaTarget::new(id, config)?;
             Ok(Some((Arc::new(target), options)))
         }
+        #[cfg(feature = "nsq")]
+        "nsq" => {
+            let config: crate::NsqConfig = deserialize(kind, id.id(), keys, map)?;
+            if !config.enable {
+                return Ok(None);
+            }
+            let options = config.target_options();
+            let target = crate::NsqTarget::new(id, config)?;
+            Ok(Some((Arc::new(target), options)))
+        }
         _ => Err(Error::UnknownTargetType {
             kind: kind.to_owned(),
         }),
@@ -483,7 +507,8 @@ fn build_one(
     feature = "nats",
     feature = "amqp",
     feature = "mqtt",
-    feature = "kafka"
+    feature = "kafka",
+    feature = "nsq"
 ))]
 fn deserialize<T: serde::de::DeserializeOwned>(
     kind: &str,

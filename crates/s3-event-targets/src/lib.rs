@@ -12,6 +12,8 @@
 //!   `bucket/object`.
 //! - `mqtt` (feature `mqtt`): the MQTT 3.1.1 target, QoS 0, 1 or 2.
 //! - `nats` (feature `nats`): the NATS target, core NATS or JetStream.
+//! - `nsq` (feature `nsq`): the NSQ target (`PUB`/`MPUB` over nsqd's TCP
+//!   protocol), tested against an emulator of the protocol only.
 //! - `conformance` (feature `conformance`, and in this crate's tests): the
 //!   shared suite every target's tests run (`publishes`, `preserves_order`,
 //!   `survives_target_restart`, `dead_letters_poison`, ...).
@@ -31,7 +33,8 @@ pub mod conformance;
     feature = "nats",
     feature = "amqp",
     feature = "mqtt",
-    feature = "kafka"
+    feature = "kafka",
+    feature = "nsq"
 ))]
 mod de;
 mod error;
@@ -42,6 +45,8 @@ pub mod mqtt;
 #[cfg(feature = "nats")]
 pub mod nats;
 pub mod notifier;
+#[cfg(feature = "nsq")]
+pub mod nsq;
 pub mod queue_store;
 #[cfg(any(feature = "nats", feature = "mqtt", feature = "kafka"))]
 mod tls;
@@ -62,6 +67,8 @@ pub use notifier::{
     DeadLetter, DeliveryMode, FullPolicy, Notifier, NotifierBuilder, RetryPolicy, SendOutcome,
     TargetOptions, TargetStats,
 };
+#[cfg(feature = "nsq")]
+pub use nsq::{NsqConfig, NsqTarget};
 pub use queue_store::{FsyncPolicy, QueueStore, QueueStoreOptions};
 #[cfg(feature = "webhook")]
 pub use webhook::{verify, VerifyError, WebhookConfig, WebhookTarget};
