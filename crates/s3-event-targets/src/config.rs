@@ -62,6 +62,11 @@ const TARGET_TYPES: &[(&str, &str, &[&str])] = &[
     ("postgresql", "postgres", POSTGRES_KEYS),
     ("mysql", "mysql", MYSQL_KEYS),
     ("elasticsearch", "elasticsearch", ELASTICSEARCH_KEYS),
+    ("nats", "nats", NATS_KEYS),
+    ("amqp", "amqp", AMQP_KEYS),
+    ("mqtt", "mqtt", MQTT_KEYS),
+    ("kafka", "kafka", KAFKA_KEYS),
+    ("nsq", "nsq", NSQ_KEYS),
 ];
 
 /// The keys of an `elasticsearch` target (see `ElasticsearchConfig`).
@@ -143,6 +148,95 @@ const WEBHOOK_KEYS: &[&str] = &[
     "timeout",
 ];
 
+/// The keys of a `nats` target (see `NatsConfig`).
+const NATS_KEYS: &[&str] = &[
+    "enable",
+    "address",
+    "subject",
+    "username",
+    "password",
+    "token",
+    "nkey_seed",
+    "user_credentials",
+    "tls",
+    "tls_skip_verify",
+    "tls_handshake_first",
+    "cert_authority",
+    "client_cert",
+    "client_key",
+    "ping_interval",
+    "jetstream",
+    "queue_dir",
+    "queue_limit",
+];
+
+/// The keys of an `amqp` target (see `AmqpConfig`).
+const AMQP_KEYS: &[&str] = &[
+    "enable",
+    "url",
+    "exchange",
+    "exchange_type",
+    "routing_key",
+    "mandatory",
+    "immediate",
+    "durable",
+    "internal",
+    "no_wait",
+    "auto_deleted",
+    "delivery_mode",
+    "publisher_confirms",
+    "queue_dir",
+    "queue_limit",
+];
+
+/// The keys of an `mqtt` target (see `MqttConfig`).
+const MQTT_KEYS: &[&str] = &[
+    "enable",
+    "broker",
+    "topic",
+    "qos",
+    "username",
+    "password",
+    "keep_alive_interval",
+    "reconnect_interval",
+    "queue_dir",
+    "queue_limit",
+];
+
+/// The keys of a `kafka` target (see `KafkaConfig`).
+const KAFKA_KEYS: &[&str] = &[
+    "enable",
+    "brokers",
+    "topic",
+    "queue_dir",
+    "queue_limit",
+    "tls",
+    "tls_skip_verify",
+    "tls_client_auth",
+    "client_tls_cert",
+    "client_tls_key",
+    "sasl",
+    "sasl_username",
+    "sasl_password",
+    "sasl_mechanism",
+    "version",
+    "batch_size",
+    "batch_commit_timeout",
+    "compression_codec",
+    "compression_level",
+];
+
+/// The keys of an `nsq` target (see `NsqConfig`).
+const NSQ_KEYS: &[&str] = &[
+    "enable",
+    "nsqd_address",
+    "topic",
+    "tls",
+    "tls_skip_verify",
+    "queue_dir",
+    "queue_limit",
+];
+
 /// The environment variable prefixes read, in increasing precedence.
 const ENV_PREFIXES: &[&str] = &["MINIO_NOTIFY_", "S3E_NOTIFY_"];
 
@@ -182,6 +276,11 @@ fn known_type(kind: &str) -> Result<&'static [&'static str]> {
         "postgres" => cfg!(feature = "postgres"),
         "mysql" => cfg!(feature = "mysql"),
         "elasticsearch" => cfg!(feature = "elasticsearch"),
+        "nats" => cfg!(feature = "nats"),
+        "amqp" => cfg!(feature = "amqp"),
+        "mqtt" => cfg!(feature = "mqtt"),
+        "kafka" => cfg!(feature = "kafka"),
+        "nsq" => cfg!(feature = "nsq"),
         _ => false,
     };
     if !enabled {
@@ -268,7 +367,11 @@ impl NotifyConfig {
                 let kind = canonical_kind(kind_upper.to_ascii_lowercase());
                 let keys = known_type(&kind)?;
                 let rest = rest[kind_upper.len()..].strip_prefix('_').unwrap_or("");
-                let found = keys.iter().find_map(|key| {
+                // Longest key first: `TLS_SKIP_VERIFY_1` is key
+                // `tls_skip_verify` of target `1`, not `tls` of `SKIP_VERIFY_1`.
+                let mut longest_first = keys.to_vec();
+                longest_first.sort_by_key(|k| std::cmp::Reverse(k.len()));
+                let found = longest_first.iter().find_map(|key| {
                     let upper = key.to_ascii_uppercase();
                     if rest == upper {
                         Some((*key, DEFAULT_TARGET_ID))
@@ -394,7 +497,12 @@ impl NotifyConfig {
         feature = "redis",
         feature = "postgres",
         feature = "mysql",
-        feature = "elasticsearch"
+        feature = "elasticsearch",
+        feature = "nats",
+        feature = "amqp",
+        feature = "mqtt",
+        feature = "kafka",
+        feature = "nsq"
     )),
     allow(unused_variables)
 )]
@@ -456,6 +564,56 @@ fn build_one(
             let target = crate::elasticsearch::ElasticsearchTarget::new(id, config)?;
             Ok(Some((Arc::new(target), options)))
         }
+        #[cfg(feature = "nats")]
+        "nats" => {
+            let config: crate::NatsConfig = deserialize(kind, id.id(), keys, map)?;
+            if !config.enable {
+                return Ok(None);
+            }
+            let options = config.target_options();
+            let target = crate::NatsTarget::new(id, config)?;
+            Ok(Some((Arc::new(target), options)))
+        }
+        #[cfg(feature = "amqp")]
+        "amqp" => {
+            let config: crate::AmqpConfig = deserialize(kind, id.id(), keys, map)?;
+            if !config.enable {
+                return Ok(None);
+            }
+            let options = config.target_options();
+            let target = crate::AmqpTarget::new(id, config)?;
+            Ok(Some((Arc::new(target), options)))
+        }
+        #[cfg(feature = "mqtt")]
+        "mqtt" => {
+            let config: crate::MqttConfig = deserialize(kind, id.id(), keys, map)?;
+            if !config.enable {
+                return Ok(None);
+            }
+            let options = config.target_options();
+            let target = crate::MqttTarget::new(id, config)?;
+            Ok(Some((Arc::new(target), options)))
+        }
+        #[cfg(feature = "kafka")]
+        "kafka" => {
+            let config: crate::KafkaConfig = deserialize(kind, id.id(), keys, map)?;
+            if !config.enable {
+                return Ok(None);
+            }
+            let options = config.target_options();
+            let target = crate::KafkaTarget::new(id, config)?;
+            Ok(Some((Arc::new(target), options)))
+        }
+        #[cfg(feature = "nsq")]
+        "nsq" => {
+            let config: crate::NsqConfig = deserialize(kind, id.id(), keys, map)?;
+            if !config.enable {
+                return Ok(None);
+            }
+            let options = config.target_options();
+            let target = crate::NsqTarget::new(id, config)?;
+            Ok(Some((Arc::new(target), options)))
+        }
         _ => Err(Error::UnknownTargetType {
             kind: kind.to_owned(),
         }),
@@ -469,7 +627,12 @@ fn build_one(
     feature = "redis",
     feature = "postgres",
     feature = "mysql",
-    feature = "elasticsearch"
+    feature = "elasticsearch",
+    feature = "nats",
+    feature = "amqp",
+    feature = "mqtt",
+    feature = "kafka",
+    feature = "nsq"
 ))]
 fn deserialize<T: serde::de::DeserializeOwned>(
     kind: &str,
@@ -643,9 +806,9 @@ mod tests {
         let err = NotifyConfig::from_json(r#"{"sqs": {"1": {"enable": "on"}}}"#, "").unwrap_err();
         assert!(matches!(err, Error::UnknownTargetType { ref kind } if kind == "sqs"));
         assert!(err.to_string().contains("`sqs`"), "{err}");
-        let err = NotifyConfig::from_env_vars(env(&[("MINIO_NOTIFY_KAFKA_ENABLE", "on")]), "")
+        let err = NotifyConfig::from_env_vars(env(&[("MINIO_NOTIFY_ZEROMQ_ENABLE", "on")]), "")
             .unwrap_err();
-        assert!(err.to_string().contains("`kafka`"), "{err}");
+        assert!(err.to_string().contains("`zeromq`"), "{err}");
     }
 
     #[test]

@@ -17,6 +17,14 @@
 //! - `elasticsearch` (feature `elasticsearch`): MinIO's Elasticsearch
 //!   target (also OpenSearch; `namespace` or `access` documents), one
 //!   `_bulk` request per batch; tested against an OpenSearch-API emulator.
+//! - `amqp` (feature `amqp`): the AMQP 0-9-1 (RabbitMQ) target, with
+//!   publisher confirms.
+//! - `kafka` (feature `kafka`): the Kafka target (rskafka), keyed
+//!   `bucket/object`.
+//! - `mqtt` (feature `mqtt`): the MQTT 3.1.1 target, QoS 0, 1 or 2.
+//! - `nats` (feature `nats`): the NATS target, core NATS or JetStream.
+//! - `nsq` (feature `nsq`): the NSQ target (`PUB`/`MPUB` over nsqd's TCP
+//!   protocol), tested against an emulator of the protocol only.
 //! - `conformance` (feature `conformance`, and in this crate's tests): the
 //!   shared suite every target's tests run (`publishes`, `preserves_order`,
 //!   `survives_target_restart`, `dead_letters_poison`, ...).
@@ -25,6 +33,10 @@
 
 pub use s3_event_core as core;
 
+#[cfg(feature = "amqp")]
+pub mod amqp;
+#[cfg(all(test, feature = "integration"))]
+mod broker_tests;
 pub mod config;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
@@ -35,26 +47,54 @@ pub mod conformance;
     feature = "elasticsearch"
 ))]
 mod db_common;
+#[cfg(any(
+    feature = "nats",
+    feature = "amqp",
+    feature = "mqtt",
+    feature = "kafka",
+    feature = "nsq"
+))]
+mod de;
 #[cfg(feature = "elasticsearch")]
 pub mod elasticsearch;
 mod error;
+#[cfg(feature = "kafka")]
+pub mod kafka;
+#[cfg(feature = "mqtt")]
+pub mod mqtt;
 #[cfg(feature = "mysql")]
 pub mod mysql;
+#[cfg(feature = "nats")]
+pub mod nats;
 pub mod notifier;
+#[cfg(feature = "nsq")]
+pub mod nsq;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod queue_store;
 #[cfg(feature = "redis")]
 pub mod redis;
+#[cfg(any(feature = "nats", feature = "mqtt", feature = "kafka"))]
+mod tls;
 #[cfg(feature = "webhook")]
 pub mod webhook;
 
+#[cfg(feature = "amqp")]
+pub use amqp::{AmqpConfig, AmqpTarget};
 pub use config::NotifyConfig;
 pub use error::{Error, Result};
+#[cfg(feature = "kafka")]
+pub use kafka::{KafkaConfig, KafkaTarget};
+#[cfg(feature = "mqtt")]
+pub use mqtt::{MqttConfig, MqttTarget};
+#[cfg(feature = "nats")]
+pub use nats::{NatsConfig, NatsTarget};
 pub use notifier::{
     DeadLetter, DeliveryMode, FullPolicy, Notifier, NotifierBuilder, RetryPolicy, SendOutcome,
     TargetOptions, TargetStats,
 };
+#[cfg(feature = "nsq")]
+pub use nsq::{NsqConfig, NsqTarget};
 pub use queue_store::{FsyncPolicy, QueueStore, QueueStoreOptions};
 #[cfg(feature = "webhook")]
 pub use webhook::{verify, VerifyError, WebhookConfig, WebhookTarget};
