@@ -89,6 +89,11 @@ pub enum Error {
     /// The sink has been shut down and accepts no more events.
     #[error("the sink is shut down")]
     Shutdown,
+    /// The spool stayed full for longer than the caller would wait
+    /// ([`Sink::push_batch_within`](crate::Sink::push_batch_within)); no event
+    /// was accepted.
+    #[error("the spool is full: uploads are behind; retry later")]
+    Backpressure,
 }
 
 /// `Result` with this crate's [`Error`].

@@ -28,6 +28,8 @@ mod decode;
 mod encode;
 mod error;
 mod report;
+#[cfg(feature = "server")]
+pub mod server;
 pub mod sink;
 pub mod spool;
 mod store;

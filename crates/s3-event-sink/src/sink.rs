@@ -924,6 +924,29 @@ impl Sink {
     /// be serialized, none of the events is accepted. If writing the spool
     /// fails, the error is returned and the events may or may not be uploaded.
     pub async fn push_batch<T: Serialize + PartitionEvent>(&self, events: &[T]) -> Result<()> {
+        self.push_batch_inner(events, None).await
+    }
+
+    /// Like [`Sink::push_batch`], but waits at most `max_wait` for spool
+    /// space: when the spool is still full after that, fails with
+    /// [`Error::Backpressure`] and *none* of the events is accepted (so the
+    /// caller may retry them without making duplicates). Once the events are
+    /// appended it no longer gives up: it returns after the spool's fsync
+    /// policy is met, however long that takes.
+    pub async fn push_batch_within<T: Serialize + PartitionEvent>(
+        &self,
+        events: &[T],
+        max_wait: Duration,
+    ) -> Result<()> {
+        self.push_batch_inner(events, Some(Instant::now() + max_wait))
+            .await
+    }
+
+    async fn push_batch_inner<T: Serialize + PartitionEvent>(
+        &self,
+        events: &[T],
+        deadline: Option<Instant>,
+    ) -> Result<()> {
         let mut records = Vec::with_capacity(events.len());
         for (index, event) in events.iter().enumerate() {
             records.push(
@@ -956,7 +979,15 @@ impl Sink {
                 // Full: upload what is open so its segments can go.
                 self.inner.close_all_locked(&mut state)?;
             }
-            let _ = tokio::time::timeout(Duration::from_millis(500), space).await;
+            let mut wait = Duration::from_millis(500);
+            if let Some(deadline) = deadline {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(Error::Backpressure);
+                }
+                wait = wait.min(left);
+            }
+            let _ = tokio::time::timeout(wait, space).await;
         };
         if let (Some(SpoolFsync::Always), Some(d)) = (self.inner.fsync, &self.inner.durability) {
             d.sync_to(pos).await.map_err(|source| Error::Spool {
