@@ -501,3 +501,243 @@ async fn server_on_a_port_shuts_down_gracefully() {
 }
 
 use crate::StoreConfig;
+
+// ---------------------------------------------------------------------------
+// kill -9 mid-stream
+// ---------------------------------------------------------------------------
+
+const CHILD_CONFIG: &str = "S3E_CHILD_CONFIG";
+const CHILD_SECRET: &str = "S3E_CHILD_SECRET";
+const CHILD_ADDR_FILE: &str = "S3E_CHILD_ADDR_FILE";
+
+/// Not a test of its own: the body of the server process that
+/// `kill_9_mid_stream` starts (this test binary, filtered to this function)
+/// and kills. Serves the configuration in `$S3E_CHILD_CONFIG` until SIGTERM
+/// and writes its address to `$S3E_CHILD_ADDR_FILE`; without them, does
+/// nothing.
+#[test]
+#[ignore = "run as a child process by kill_9_mid_stream"]
+fn child_server() {
+    let Ok(config) = std::env::var(CHILD_CONFIG) else {
+        return;
+    };
+    let addr_file = std::env::var(CHILD_ADDR_FILE).unwrap();
+    let object = |s: &str| serde_json::from_str::<serde_json::Map<String, Value>>(s).unwrap();
+    let secret = std::env::var(CHILD_SECRET)
+        .ok()
+        .map(|s| ("secret.json".to_owned(), object(&s)));
+    let config = Config::from_parts(
+        Some(("config.json".into(), object(&config))),
+        secret,
+        &|_| None,
+    )
+    .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let server = Server::bind(config).await.unwrap();
+        let tmp = format!("{addr_file}.tmp");
+        std::fs::write(&tmp, server.local_addr().to_string()).unwrap();
+        std::fs::rename(&tmp, &addr_file).unwrap();
+        server.run(shutdown_signal()).await.unwrap();
+    });
+}
+
+struct Child {
+    process: std::process::Child,
+    addr: SocketAddr,
+}
+
+async fn start_child(config: &Value, secret: Option<&Value>, dir: &std::path::Path) -> Child {
+    let addr_file = dir.join("addr");
+    let _ = std::fs::remove_file(&addr_file);
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "--exact",
+        "server::tests::child_server",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(CHILD_CONFIG, config.to_string())
+    .env(CHILD_ADDR_FILE, &addr_file)
+    .env_remove(CHILD_SECRET)
+    .stdout(std::process::Stdio::null());
+    if let Some(s) = secret {
+        cmd.env(CHILD_SECRET, s.to_string());
+    }
+    let mut process = cmd.spawn().unwrap();
+    for _ in 0..600 {
+        if let Ok(a) = std::fs::read_to_string(&addr_file) {
+            return Child {
+                process,
+                addr: a.parse().unwrap(),
+            };
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = process.kill();
+    let _ = process.wait();
+    panic!("the child server did not start");
+}
+
+/// Posts events from `clients` concurrent clients (single events and
+/// batches of 10) until the server goes away; returns (acknowledged, sent) ids.
+async fn stream(addr: SocketAddr, clients: usize) -> (Vec<String>, Vec<String>) {
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        tasks.push(tokio::spawn(async move {
+            let (mut acked, mut sent) = (Vec::new(), Vec::new());
+            for n in 0.. {
+                let ids: Vec<String> = if n % 2 == 0 {
+                    vec![format!("c{c}-{n}")]
+                } else {
+                    (0..10).map(|i| format!("c{c}-{n}-{i}")).collect()
+                };
+                let (ct, body) = if ids.len() == 1 {
+                    ("application/cloudevents+json", ce(&ids[0]).to_string())
+                } else {
+                    let evs: Vec<Value> = ids.iter().map(|i| ce(i)).collect();
+                    ("application/cloudevents-batch+json", json!(evs).to_string())
+                };
+                sent.extend(ids.iter().cloned());
+                let r = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    http(addr, "POST", "/", ct, &body),
+                )
+                .await;
+                match r {
+                    Ok(Ok((200, _))) => acked.extend(ids),
+                    Ok(Ok((s, b))) => panic!("unexpected {s}: {b}"),
+                    _ => break,
+                }
+            }
+            (acked, sent)
+        }));
+    }
+    let (mut acked, mut sent) = (Vec::new(), Vec::new());
+    for t in tasks {
+        let (a, s) = t.await.unwrap();
+        acked.extend(a);
+        sent.extend(s);
+    }
+    (acked, sent)
+}
+
+async fn kill_9_mid_stream(kind: Kind) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let spool = dir.path().join("spool");
+    let e = env(kind, "kill9");
+    let mut config = json!({
+        "v_port": "0",
+        "bindAddress": "127.0.0.1",
+        "spoolDir": spool.display().to_string(),
+        "prefix": e.prefix,
+        "flushSize": "25",
+        "scheduledInterval": "1",
+        "fsync": "10ms",
+    });
+    let mut secret = None;
+    let store = match kind {
+        #[cfg(feature = "integration")]
+        Kind::S3 => {
+            use base64::Engine as _;
+            let c = crate::conformance_tests::s3_config();
+            let b64 = |s: &Option<String>| {
+                base64::engine::general_purpose::STANDARD.encode(s.as_deref().unwrap())
+            };
+            config["store"] = json!("s3");
+            config["bucketName"] = json!(c.bucket);
+            config["endpoint"] = json!(c.endpoint);
+            config["region"] = json!(c.region);
+            secret = Some(json!({
+                "awsAccessKeyID": b64(&c.access_key_id),
+                "awsSecretAccessKey": b64(&c.secret_access_key),
+            }));
+            Arc::clone(&e.store)
+        }
+        _ => {
+            config["store"] = json!("local");
+            config["localDir"] = json!(data.display().to_string());
+            StoreConfig::Local { dir: data.clone() }.build().unwrap()
+        }
+    };
+
+    let mut child = start_child(&config, secret.as_ref(), dir.path()).await;
+    let addr = child.addr;
+    let streaming = tokio::spawn(stream(addr, 4));
+    // Let some batches upload and others sit open or in flight, then SIGKILL.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    child.process.kill().unwrap();
+    child.process.wait().unwrap();
+    let (acked, sent) = streaming.await.unwrap();
+    assert!(
+        acked.len() > 100,
+        "only {} events acknowledged",
+        acked.len()
+    );
+
+    // Restart on the same spool; it uploads what the killed process left.
+    let mut child = start_child(&config, secret.as_ref(), dir.path()).await;
+    let (s, _) = http(
+        child.addr,
+        "POST",
+        "/",
+        "application/cloudevents+json",
+        &ce("after-restart").to_string(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(s, 200);
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &child.process.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let status = child.process.wait().unwrap();
+    assert!(status.success(), "SIGTERM: {status}");
+
+    let mut count = std::collections::HashMap::<String, usize>::new();
+    for (k, b) in objects(&*store, &e.prefix).await {
+        for r in decode(&k, &b).unwrap().records {
+            *count
+                .entry(r["id"].as_str().unwrap().to_owned())
+                .or_default() += 1;
+        }
+    }
+    for id in acked
+        .iter()
+        .chain(std::iter::once(&"after-restart".to_owned()))
+    {
+        assert_eq!(count.get(id), Some(&1), "acknowledged event {id}");
+    }
+    let sent: std::collections::HashSet<&String> = sent.iter().collect();
+    for (id, n) in &count {
+        assert_eq!(*n, 1, "{id} stored {n} times");
+        assert!(
+            id == "after-restart" || sent.contains(id),
+            "{id} never sent"
+        );
+    }
+    eprintln!(
+        "kill -9 ({kind:?}): {} acknowledged, {} sent, {} stored, each once",
+        acked.len(),
+        sent.len(),
+        count.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_stream_local() {
+    kill_9_mid_stream(Kind::Local).await
+}
+
+#[cfg(feature = "integration")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_stream_s3() {
+    kill_9_mid_stream(Kind::S3).await
+}
