@@ -24,7 +24,7 @@ use std::fmt;
 use std::io::Write;
 use std::str::FromStr;
 
-use flate2::write::GzEncoder;
+use flate2::write::DeflateEncoder;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
@@ -163,11 +163,28 @@ impl fmt::Display for Compression {
 /// what `finish` may still add on top of the data itself.
 const GZIP_OVERHEAD: usize = 10 + 8 + 5;
 
+/// The 10-byte gzip header flate2's `GzEncoder` writes: no name, mtime 0,
+/// XFL from the level (2: best, 4: fastest), OS unknown (255).
+fn gzip_header(level: u32) -> Vec<u8> {
+    let xfl = match level {
+        9 => 2,
+        1 => 4,
+        _ => 0,
+    };
+    let mut v = Vec::with_capacity(8 * 1024);
+    v.extend_from_slice(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, xfl, 255]);
+    v
+}
+
 #[derive(Debug)]
 enum Out {
     Plain(Vec<u8>),
+    /// A raw deflate stream after a gzip header; the CRC-32 (crc32fast,
+    /// much faster on small writes than the deflate backend's own) and the
+    /// trailer are ours.
     Gzip {
-        w: Box<GzEncoder<Vec<u8>>>,
+        w: Box<DeflateEncoder<Vec<u8>>>,
+        crc: crc32fast::Hasher,
         /// Uncompressed bytes written in total.
         total_in: usize,
         /// `total_in` when the compressed output last grew, minus the write
@@ -213,10 +230,11 @@ impl BatchEncoder {
             out: match compression {
                 Compression::None => Out::Plain(Vec::new()),
                 Compression::Gzip { level } => Out::Gzip {
-                    w: Box::new(GzEncoder::new(
-                        Vec::new(),
+                    w: Box::new(DeflateEncoder::new(
+                        gzip_header(level.min(9)),
                         flate2::Compression::new(level.min(9)),
                     )),
+                    crc: crc32fast::Hasher::new(),
                     total_in: 0,
                     in_at_growth: 0,
                 },
@@ -329,6 +347,7 @@ impl BatchEncoder {
                 w,
                 total_in,
                 in_at_growth,
+                ..
             } => {
                 let produced = w.get_ref().len();
                 let pending = total_in - in_at_growth + closing;
@@ -349,7 +368,15 @@ impl BatchEncoder {
         }
         match self.out {
             Out::Plain(v) => Ok(v),
-            Out::Gzip { w, .. } => w.finish().map_err(|source| Error::Compress { source }),
+            Out::Gzip {
+                w, crc, total_in, ..
+            } => {
+                let mut v = w.finish().map_err(|source| Error::Compress { source })?;
+                v.extend_from_slice(&crc.finalize().to_le_bytes());
+                // ISIZE: the input size modulo 2^32 (RFC 1952).
+                v.extend_from_slice(&(total_in as u32).to_le_bytes());
+                Ok(v)
+            }
         }
     }
 
@@ -358,9 +385,11 @@ impl BatchEncoder {
             Out::Plain(v) => v.extend_from_slice(bytes),
             Out::Gzip {
                 w,
+                crc,
                 total_in,
                 in_at_growth,
             } => {
+                crc.update(bytes);
                 let before = w.get_ref().len();
                 w.write_all(bytes)
                     .map_err(|source| Error::Compress { source })?;

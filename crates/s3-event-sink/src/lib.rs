@@ -31,6 +31,8 @@ mod encode;
 mod error;
 pub mod ingest;
 mod report;
+#[cfg(feature = "server")]
+pub mod server;
 pub mod sink;
 pub mod spool;
 mod store;

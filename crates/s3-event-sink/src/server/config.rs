@@ -1,0 +1,672 @@
+//! The server's configuration: the seed's `config.json` and `secret.json`,
+//! environment variables, and this crate's own keys.
+//!
+//! | Key | Meaning | Default |
+//! |---|---|---|
+//! | `v_port` | port to listen on | `8080` |
+//! | `region` | the bucket's region | from the AWS environment, else `us-east-1` |
+//! | `bucketName` | the bucket (`store` becomes `s3` when set) | none |
+//! | `flushSize` | events per object | `1000` |
+//! | `scheduledInterval` | seconds from a batch's first event to its upload | `60` |
+//! | `timeInterval` | `HOURLY` or `DAILY` partitions | `HOURLY` |
+//! | `store` | `local`, `s3` or `memory` | `s3` with `bucketName`, else `local` |
+//! | `localDir` | directory of the `local` store | `./data` |
+//! | `endpoint` | URL of an S3-compatible store (path-style requests) | AWS |
+//! | `prefix` | put before every object key | none |
+//! | `encoding` | `ndjson` or `json` | `ndjson` |
+//! | `compression` | `gzip` or `none` | `gzip` |
+//! | `fsync` | spool fsync: `always`, `never` or an interval (`10ms`) | `10ms` |
+//! | `spoolDir` | the spool directory | `./spool` |
+//! | `maxBodyBytes` | largest request body accepted | 10 MiB |
+//! | `bindAddress` | address to listen on | `0.0.0.0` |
+//!
+//! Values may be JSON strings (as the seed writes them, `"8080"`) or numbers.
+//! Every key can be overridden by an environment variable of the same name
+//! (`v_port=9090`). The configuration file is `--config FILE`, else
+//! `$v_config_path`, else `/vance/config/config.json` when it exists; the
+//! secret file `--secret FILE`, else `$v_secret_path`, else
+//! `/vance/secret/secret.json` when it exists. Its keys `awsAccessKeyID` and
+//! `awsSecretAccessKey` are base64, as in the seed, and can be overridden by
+//! environment variables of the same names (also base64). Unknown keys and
+//! bad values are errors naming the key; secrets never appear in messages,
+//! logs or `Debug` output.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use s3_event_core::{Granularity, TimePartitioner};
+use serde_json::{Map, Value};
+
+use crate::{Compression, Encoding, SinkBuilder, SpoolFsync, SpoolOptions, StoreConfig};
+
+/// Default port (`v_port`).
+pub const DEFAULT_PORT: u16 = 8080;
+/// Default largest request body (`maxBodyBytes`), 10 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
+/// Default spool directory (`spoolDir`).
+pub const DEFAULT_SPOOL_DIR: &str = "./spool";
+/// The seed's configuration file location.
+pub const SEED_CONFIG_PATH: &str = "/vance/config/config.json";
+/// The seed's secret file location.
+pub const SEED_SECRET_PATH: &str = "/vance/secret/secret.json";
+
+/// The keys `config.json` may hold.
+pub const CONFIG_KEYS: &[&str] = &[
+    "v_port",
+    "region",
+    "bucketName",
+    "flushSize",
+    "scheduledInterval",
+    "timeInterval",
+    "store",
+    "localDir",
+    "endpoint",
+    "prefix",
+    "encoding",
+    "compression",
+    "fsync",
+    "spoolDir",
+    "maxBodyBytes",
+    "bindAddress",
+];
+
+/// The keys `secret.json` may hold.
+pub const SECRET_KEYS: &[&str] = &["awsAccessKeyID", "awsSecretAccessKey"];
+
+/// A configuration error; the message names the key or file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A key is not known.
+    #[error("{file}: unknown key `{key}` (known keys: {known})")]
+    UnknownKey {
+        /// `config.json` or `secret.json` (or the path given).
+        file: String,
+        /// The unknown key.
+        key: String,
+        /// The keys accepted there.
+        known: String,
+    },
+    /// A value is malformed.
+    #[error("`{key}`: {message}")]
+    BadValue {
+        /// The key.
+        key: &'static str,
+        /// What is wrong (never the value of a secret).
+        message: String,
+    },
+    /// A file could not be read or is not a JSON object.
+    #[error("{path}: {message}")]
+    File {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The store could not be built.
+    #[error("store: {0}")]
+    Store(#[from] crate::Error),
+}
+
+fn bad(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::BadValue {
+        key,
+        message: message.into(),
+    }
+}
+
+/// A secret string: `Debug` and `Display` print `<redacted>`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Which store objects go to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreKind {
+    /// A local directory (`localDir`).
+    Local,
+    /// S3 or an S3-compatible store (`bucketName`, `region`, `endpoint`).
+    S3,
+    /// Memory (tests; everything is lost on exit).
+    Memory,
+}
+
+/// The server's configuration; see the [module docs](self).
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Address to listen on (`bindAddress`).
+    pub bind_address: IpAddr,
+    /// Port (`v_port`); 0 picks a free one.
+    pub port: u16,
+    /// Region (`region`).
+    pub region: Option<String>,
+    /// Bucket (`bucketName`).
+    pub bucket_name: Option<String>,
+    /// Events per object (`flushSize`).
+    pub flush_size: usize,
+    /// Time from a batch's first event to its upload (`scheduledInterval`).
+    pub scheduled_interval: Duration,
+    /// Partition width (`timeInterval`).
+    pub time_interval: Granularity,
+    /// Store kind (`store`).
+    pub store: StoreKind,
+    /// Local store directory (`localDir`).
+    pub local_dir: PathBuf,
+    /// S3-compatible endpoint (`endpoint`).
+    pub endpoint: Option<String>,
+    /// Key prefix (`prefix`).
+    pub prefix: String,
+    /// Object layout (`encoding`).
+    pub encoding: Encoding,
+    /// Compression (`compression`).
+    pub compression: Compression,
+    /// Spool fsync policy (`fsync`).
+    pub fsync: SpoolFsync,
+    /// Spool directory (`spoolDir`).
+    pub spool_dir: PathBuf,
+    /// Largest request body (`maxBodyBytes`).
+    pub max_body_bytes: usize,
+    /// Access key id (`awsAccessKeyID`, decoded).
+    pub access_key_id: Option<Secret>,
+    /// Secret access key (`awsSecretAccessKey`, decoded).
+    pub secret_access_key: Option<Secret>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            bind_address: IpAddr::from([0, 0, 0, 0]),
+            port: DEFAULT_PORT,
+            region: None,
+            bucket_name: None,
+            flush_size: crate::DEFAULT_FLUSH_SIZE,
+            scheduled_interval: crate::DEFAULT_FLUSH_INTERVAL,
+            time_interval: Granularity::Hourly,
+            store: StoreKind::Local,
+            local_dir: PathBuf::from(crate::DEFAULT_DATA_DIR),
+            endpoint: None,
+            prefix: String::new(),
+            encoding: Encoding::Ndjson,
+            compression: Compression::gzip(),
+            fsync: SpoolFsync::default(),
+            spool_dir: PathBuf::from(DEFAULT_SPOOL_DIR),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            access_key_id: None,
+            secret_access_key: None,
+        }
+    }
+}
+
+/// Where [`Config::load`] reads from.
+#[derive(Clone, Debug, Default)]
+pub struct Sources {
+    /// `--config FILE`.
+    pub config_path: Option<PathBuf>,
+    /// `--secret FILE`.
+    pub secret_path: Option<PathBuf>,
+}
+
+fn text(key: &'static str, v: &Value) -> Result<String, ConfigError> {
+    match v {
+        Value::String(s) => Ok(s.clone()),
+        Value::Number(n) => Ok(n.to_string()),
+        Value::Bool(b) => Ok(b.to_string()),
+        _ => Err(bad(key, "expected a string or a number")),
+    }
+}
+
+fn positive(key: &'static str, s: &str) -> Result<u64, ConfigError> {
+    s.trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| bad(key, format!("`{s}` is not a positive integer")))
+}
+
+fn read_object(path: &Path, what: &str) -> Result<Map<String, Value>, ConfigError> {
+    let file_err = |message: String| ConfigError::File {
+        path: path.display().to_string(),
+        message,
+    };
+    let bytes = std::fs::read(path).map_err(|e| file_err(format!("cannot read {what}: {e}")))?;
+    parse_object(&bytes).map_err(file_err)
+}
+
+fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, String> {
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err("expected a JSON object".into()),
+        // serde_json's message holds line and column, never the text.
+        Err(e) => Err(format!("not JSON: {e}")),
+    }
+}
+
+impl Config {
+    /// Loads the configuration from the files in `sources` (or the seed's
+    /// locations) and the process environment.
+    pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
+        let env = |k: &str| std::env::var(k).ok();
+        let config_path = sources
+            .config_path
+            .clone()
+            .or_else(|| env("v_config_path").map(PathBuf::from))
+            .or_else(|| Some(PathBuf::from(SEED_CONFIG_PATH)).filter(|p| p.exists()));
+        let secret_path = sources
+            .secret_path
+            .clone()
+            .or_else(|| env("v_secret_path").map(PathBuf::from))
+            .or_else(|| Some(PathBuf::from(SEED_SECRET_PATH)).filter(|p| p.exists()));
+        let config = match &config_path {
+            Some(p) => Some((
+                p.display().to_string(),
+                read_object(p, "the configuration")?,
+            )),
+            None => None,
+        };
+        let secret = match &secret_path {
+            Some(p) => Some((p.display().to_string(), read_object(p, "the secrets")?)),
+            None => None,
+        };
+        Config::from_parts(config, secret, &env)
+    }
+
+    /// Builds the configuration from parsed `config.json` and `secret.json`
+    /// objects (each with the name used in messages) and an environment.
+    pub fn from_parts(
+        config: Option<(String, Map<String, Value>)>,
+        secret: Option<(String, Map<String, Value>)>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let (config_name, mut values) =
+            config.unwrap_or_else(|| ("config.json".into(), Map::new()));
+        check_keys(&config_name, &values, CONFIG_KEYS)?;
+        let (secret_name, mut secrets) =
+            secret.unwrap_or_else(|| ("secret.json".into(), Map::new()));
+        check_keys(&secret_name, &secrets, SECRET_KEYS)?;
+        for key in CONFIG_KEYS {
+            if let Some(v) = env(key) {
+                values.insert((*key).to_owned(), Value::String(v));
+            }
+        }
+        for key in SECRET_KEYS {
+            if let Some(v) = env(key) {
+                secrets.insert((*key).to_owned(), Value::String(v));
+            }
+        }
+        let mut c = Config::default();
+        let mut store_given = false;
+        for key in CONFIG_KEYS {
+            let Some(v) = values.get(*key) else { continue };
+            let s = text(key, v)?;
+            match *key {
+                "v_port" => {
+                    c.port = s
+                        .trim()
+                        .parse()
+                        .map_err(|_| bad(key, format!("`{s}` is not a port number (0-65535)")))?
+                }
+                "region" => c.region = Some(s).filter(|s| !s.is_empty()),
+                "bucketName" => c.bucket_name = Some(s).filter(|s| !s.is_empty()),
+                "flushSize" => c.flush_size = positive(key, &s)? as usize,
+                "scheduledInterval" => {
+                    c.scheduled_interval = Duration::from_secs(positive(key, &s)?)
+                }
+                "timeInterval" => {
+                    c.time_interval = s
+                        .parse()
+                        .map_err(|_| bad(key, format!("`{s}` is not `HOURLY` or `DAILY`")))?
+                }
+                "store" => {
+                    store_given = true;
+                    c.store = match s.to_ascii_lowercase().as_str() {
+                        "local" => StoreKind::Local,
+                        "s3" => StoreKind::S3,
+                        "memory" => StoreKind::Memory,
+                        _ => {
+                            return Err(bad(key, format!("`{s}` is not `local`, `s3` or `memory`")))
+                        }
+                    }
+                }
+                "localDir" => {
+                    if s.is_empty() {
+                        return Err(bad(key, "empty path"));
+                    }
+                    c.local_dir = PathBuf::from(s)
+                }
+                "endpoint" => {
+                    if !(s.starts_with("http://") || s.starts_with("https://")) {
+                        return Err(bad(key, format!("`{s}` is not an http:// or https:// URL")));
+                    }
+                    c.endpoint = Some(s)
+                }
+                "prefix" => {
+                    if s.starts_with('/') || s.split('/').any(|seg| seg == "." || seg == "..") {
+                        return Err(bad(
+                            key,
+                            format!("`{s}` must be relative, without `.` or `..`"),
+                        ));
+                    }
+                    c.prefix = s
+                }
+                "encoding" => c.encoding = s.parse().map_err(|e| bad(key, format!("{e}")))?,
+                "compression" => c.compression = s.parse().map_err(|e| bad(key, format!("{e}")))?,
+                "fsync" => c.fsync = s.parse().map_err(|e| bad(key, format!("{e}")))?,
+                "spoolDir" => {
+                    if s.is_empty() {
+                        return Err(bad(key, "empty path"));
+                    }
+                    c.spool_dir = PathBuf::from(s)
+                }
+                "maxBodyBytes" => c.max_body_bytes = positive(key, &s)? as usize,
+                "bindAddress" => {
+                    c.bind_address = s
+                        .trim()
+                        .parse()
+                        .map_err(|_| bad(key, format!("`{s}` is not an IP address")))?
+                }
+                _ => unreachable!("every key in CONFIG_KEYS is handled"),
+            }
+        }
+        if !store_given && c.bucket_name.is_some() {
+            c.store = StoreKind::S3;
+        }
+        for key in SECRET_KEYS {
+            let Some(v) = secrets.get(*key) else { continue };
+            let Value::String(b64) = v else {
+                return Err(bad(key, "expected a base64 string"));
+            };
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .map_err(|_| bad(key, "not valid base64"))?;
+            let decoded = String::from_utf8(decoded)
+                .map_err(|_| bad(key, "the decoded value is not UTF-8"))?;
+            let secret = Some(Secret(decoded));
+            match *key {
+                "awsAccessKeyID" => c.access_key_id = secret,
+                _ => c.secret_access_key = secret,
+            }
+        }
+        if c.store == StoreKind::S3 && c.bucket_name.is_none() {
+            return Err(bad("bucketName", "required with `store` `s3`"));
+        }
+        Ok(c)
+    }
+
+    /// The store configuration.
+    pub fn store_config(&self) -> StoreConfig {
+        match self.store {
+            StoreKind::Local => StoreConfig::Local {
+                dir: self.local_dir.clone(),
+            },
+            StoreKind::Memory => StoreConfig::Memory,
+            StoreKind::S3 => self.s3_store_config(),
+        }
+    }
+
+    #[cfg(feature = "s3")]
+    fn s3_store_config(&self) -> StoreConfig {
+        StoreConfig::S3(crate::S3Config {
+            bucket: self.bucket_name.clone().unwrap_or_default(),
+            region: self.region.clone(),
+            endpoint: self.endpoint.clone(),
+            access_key_id: self.access_key_id.as_ref().map(|s| s.expose().to_owned()),
+            secret_access_key: self
+                .secret_access_key
+                .as_ref()
+                .map(|s| s.expose().to_owned()),
+            session_token: None,
+            allow_http: self
+                .endpoint
+                .as_deref()
+                .is_some_and(|e| e.starts_with("http://")),
+            virtual_hosted_style: false,
+        })
+    }
+
+    #[cfg(not(feature = "s3"))]
+    fn s3_store_config(&self) -> StoreConfig {
+        StoreConfig::Memory
+    }
+
+    /// A [`SinkBuilder`] configured from this: store, prefix, partitioner,
+    /// encoding, compression, flush size and interval, spool.
+    pub fn sink_builder(&self) -> Result<SinkBuilder, ConfigError> {
+        #[cfg(not(feature = "s3"))]
+        if self.store == StoreKind::S3 {
+            return Err(bad("store", "`s3` needs the crate feature `s3`"));
+        }
+        let store = self.store_config().build()?;
+        Ok(SinkBuilder::default()
+            .with_store(store)
+            .with_prefix(self.prefix.clone())
+            .with_partitioner(Arc::new(TimePartitioner::new(self.time_interval)))
+            .with_encoding(self.encoding)
+            .with_compression(self.compression)
+            .with_flush_size(self.flush_size)
+            .with_flush_interval(self.scheduled_interval)
+            .with_spool(SpoolOptions::new(&self.spool_dir).with_fsync(self.fsync)))
+    }
+
+    /// Where objects go, for people: `./data/` or `s3://bucket/prefix at endpoint`.
+    pub fn describe_store(&self) -> String {
+        match self.store {
+            StoreKind::Local => {
+                let mut d = self.local_dir.display().to_string();
+                if !d.ends_with('/') {
+                    d.push('/');
+                }
+                format!("{d}{}", self.prefix)
+            }
+            StoreKind::Memory => format!("memory (lost on exit) {}", self.prefix),
+            StoreKind::S3 => {
+                let bucket = self.bucket_name.as_deref().unwrap_or_default();
+                match &self.endpoint {
+                    Some(e) => format!("s3://{bucket}/{} at {e}", self.prefix),
+                    None => format!("s3://{bucket}/{}", self.prefix),
+                }
+            }
+        }
+    }
+
+    /// `gzip NDJSON`, `JSON array`, ...
+    pub fn describe_format(&self) -> String {
+        let enc = match self.encoding {
+            Encoding::Ndjson => "NDJSON",
+            _ => "JSON array",
+        };
+        match self.compression {
+            Compression::None => enc.to_owned(),
+            _ => format!("gzip {enc}"),
+        }
+    }
+}
+
+fn check_keys(file: &str, m: &Map<String, Value>, known: &[&str]) -> Result<(), ConfigError> {
+    for key in m.keys() {
+        if !known.contains(&key.as_str()) {
+            return Err(ConfigError::UnknownKey {
+                file: file.to_owned(),
+                key: key.clone(),
+                known: known.join(", "),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(v: Value) -> Option<(String, Map<String, Value>)> {
+        match v {
+            Value::Object(m) => Some(("config.json".into(), m)),
+            _ => None,
+        }
+    }
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn defaults_without_configuration() {
+        let c = Config::from_parts(None, None, &no_env).unwrap();
+        assert_eq!(c.port, 8080);
+        assert_eq!(c.store, StoreKind::Local);
+        assert_eq!(c.local_dir, PathBuf::from("./data"));
+        assert_eq!(c.flush_size, 1000);
+        assert_eq!(c.scheduled_interval, Duration::from_secs(60));
+        assert_eq!(c.time_interval, Granularity::Hourly);
+        assert_eq!(c.max_body_bytes, 10 * 1024 * 1024);
+        assert_eq!(c.describe_store(), "./data/");
+        assert_eq!(c.describe_format(), "gzip NDJSON");
+    }
+
+    #[test]
+    fn the_seed_config_and_secret_are_accepted() {
+        let config = obj(json!({
+            "v_port": "8080",
+            "region": "us-west-2",
+            "bucketName": "aws-s3-notify",
+            "flushSize": "1000",
+            "scheduledInterval": "60",
+            "timeInterval": "HOURLY"
+        }));
+        let secret = Some((
+            "secret.json".to_owned(),
+            json!({"awsAccessKeyID": "TVlfU0VDUkVU", "awsSecretAccessKey": "U2VjcmV0QWNjZXNzS2V5"})
+                .as_object()
+                .unwrap()
+                .clone(),
+        ));
+        let c = Config::from_parts(config, secret, &no_env).unwrap();
+        assert_eq!(c.store, StoreKind::S3);
+        assert_eq!(c.bucket_name.as_deref(), Some("aws-s3-notify"));
+        assert_eq!(c.region.as_deref(), Some("us-west-2"));
+        assert_eq!(c.access_key_id.as_ref().unwrap().expose(), "MY_SECRET");
+        assert_eq!(
+            c.secret_access_key.as_ref().unwrap().expose(),
+            "SecretAccessKey"
+        );
+        let debug = format!("{c:?} {:?}", c.store_config());
+        assert!(!debug.contains("SecretAccessKey"), "{debug}");
+        assert!(!debug.contains("U2VjcmV0QWNjZXNzS2V5"), "{debug}");
+        assert_eq!(c.describe_store(), "s3://aws-s3-notify/");
+    }
+
+    #[test]
+    fn numbers_are_accepted_as_well_as_strings() {
+        let c = Config::from_parts(
+            obj(json!({"v_port": 9000, "flushSize": 5, "timeInterval": "daily"})),
+            None,
+            &no_env,
+        )
+        .unwrap();
+        assert_eq!((c.port, c.flush_size), (9000, 5));
+        assert_eq!(c.time_interval, Granularity::Daily);
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let env = |k: &str| match k {
+            "v_port" => Some("9191".to_owned()),
+            "store" => Some("memory".to_owned()),
+            "awsSecretAccessKey" => Some("c2VjcmV0".to_owned()),
+            _ => None,
+        };
+        let c = Config::from_parts(obj(json!({"v_port": "8080"})), None, &env).unwrap();
+        assert_eq!(c.port, 9191);
+        assert_eq!(c.store, StoreKind::Memory);
+        assert_eq!(c.secret_access_key.unwrap().expose(), "secret");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            (json!({"vport": "8080"}), "vport"),
+            (json!({"v_port": "eighty"}), "v_port"),
+            (json!({"v_port": "70000"}), "v_port"),
+            (json!({"flushSize": "0"}), "flushSize"),
+            (json!({"flushSize": "-3"}), "flushSize"),
+            (json!({"scheduledInterval": "soon"}), "scheduledInterval"),
+            (json!({"timeInterval": "WEEKLY"}), "timeInterval"),
+            (json!({"store": "ftp"}), "store"),
+            (json!({"store": "s3"}), "bucketName"),
+            (json!({"endpoint": "127.0.0.1:9000"}), "endpoint"),
+            (json!({"prefix": "/abs"}), "prefix"),
+            (json!({"encoding": "xml"}), "encoding"),
+            (json!({"compression": "zstd"}), "compression"),
+            (json!({"fsync": "sometimes"}), "fsync"),
+            (json!({"maxBodyBytes": "lots"}), "maxBodyBytes"),
+            (json!({"region": ["a"]}), "region"),
+            (json!({"bindAddress": "localhost"}), "bindAddress"),
+        ];
+        for (config, key) in cases {
+            let e = Config::from_parts(obj(config.clone()), None, &no_env)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(&format!("`{key}`")), "{config}: {e}");
+        }
+    }
+
+    #[test]
+    fn secret_errors_name_the_key_and_hide_the_value() {
+        let secret = |v: Value| Some(("secret.json".to_owned(), v.as_object().unwrap().clone()));
+        let e = Config::from_parts(
+            None,
+            secret(json!({"awsSecretAccessKey": "not base64 hunter2!"})),
+            &no_env,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("awsSecretAccessKey") && !e.contains("hunter2"),
+            "{e}"
+        );
+        let e = Config::from_parts(None, secret(json!({"password": "x"})), &no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("secret.json") && e.contains("`password`"), "{e}");
+    }
+
+    #[test]
+    fn load_reads_the_files_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.json");
+        std::fs::write(&config, r#"{"v_port": "8181", "store": "memory"}"#).unwrap();
+        let secret = dir.path().join("secret.json");
+        std::fs::write(&secret, r#"{"awsAccessKeyID": "TVlfU0VDUkVU"}"#).unwrap();
+        let c = Config::load(&Sources {
+            config_path: Some(config.clone()),
+            secret_path: Some(secret),
+        })
+        .unwrap();
+        assert_eq!(c.port, 8181);
+        assert_eq!(c.access_key_id.unwrap().expose(), "MY_SECRET");
+        std::fs::write(&config, "{not json").unwrap();
+        let e = Config::load(&Sources {
+            config_path: Some(config.clone()),
+            secret_path: None,
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("config.json") && e.contains("not JSON"), "{e}");
+    }
+}

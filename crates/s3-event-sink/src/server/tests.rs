@@ -1,0 +1,743 @@
+//! The server's behaviour: router-level tests over every store (memory, a
+//! local directory and, with feature `integration`, SeaweedFS), a real
+//! process on a loopback port, and a process killed with SIGKILL mid-stream.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use chrono::Utc;
+use serde_json::{json, Value};
+use tower::ServiceExt as _;
+
+use super::*;
+use crate::conformance_tests::{env, objects, Env, Flaky, Kind, DOWN};
+use crate::{decode, SpoolFsync, SpoolOptions};
+
+/// The seed's `curl -d` body, byte for byte.
+const SEED_BODY: &str = r#"{"specversion":"0.3","id":"b25e2717-a470-45a0-8231-985a99aa9416","type":"com.github.pull.create","source":"https://github.com/cloudevents/spec/pull/123","time":"2019-07-04T17:31:00.000Z","datacontenttype":"application/json","data":{"much":"wow"}}"#;
+
+struct Harness {
+    env: Env,
+    sink: Arc<Sink>,
+    app: Router,
+    _spool: tempfile::TempDir,
+}
+
+fn harness(kind: Kind, test: &str, opts: RouterOptions) -> Harness {
+    let env = env(kind, test);
+    let spool = tempfile::tempdir().unwrap();
+    let sink = Arc::new(
+        Sink::builder()
+            .with_store(Arc::clone(&env.store))
+            .with_prefix(env.prefix.clone())
+            .with_flush_size(1000)
+            .with_spool(SpoolOptions::new(spool.path()).with_fsync(SpoolFsync::Always))
+            .build()
+            .unwrap(),
+    );
+    let app = router(Arc::clone(&sink), opts);
+    Harness {
+        env,
+        sink,
+        app,
+        _spool: spool,
+    }
+}
+
+impl Harness {
+    async fn send(&self, req: Request<Body>) -> (StatusCode, HeaderMap, Value) {
+        let resp = self.app.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        (status, headers, body)
+    }
+
+    async fn post(&self, headers: &[(&str, &str)], body: impl Into<Body>) -> (StatusCode, Value) {
+        let mut req = Request::post("/");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let (status, _, body) = self.send(req.body(body.into()).unwrap()).await;
+        (status, body)
+    }
+
+    /// Shuts the sink down and returns every record stored, with its key.
+    async fn stored(&self) -> Vec<(String, Value)> {
+        self.sink.shutdown().await.unwrap();
+        let mut out = Vec::new();
+        for (k, b) in objects(&*self.env.store, &self.env.prefix).await {
+            let d = decode(&k, &b).unwrap();
+            assert!(d.bad.is_empty(), "{k}: {:?}", d.bad);
+            out.extend(d.records.into_iter().map(|r| (k.clone(), r)));
+        }
+        out
+    }
+}
+
+/// The partition an event received now lands in (hourly, processing time).
+fn partition_now(prefix: &str) -> String {
+    format!("{prefix}{}", Utc::now().format("%Y/%m/%d/%H/"))
+}
+
+fn ce(id: &str) -> Value {
+    json!({"specversion":"1.0","id":id,"source":"/test","type":"com.example.test","data":{"id":id}})
+}
+
+const STRUCTURED: (&str, &str) = ("content-type", "application/cloudevents+json");
+const BATCH: (&str, &str) = ("content-type", "application/cloudevents-batch+json");
+
+async fn seed_curl_body_is_stored(kind: Kind) {
+    let h = harness(kind, "seed", RouterOptions::default());
+    // The seed's `-H'Content-Type:application/cloudevents+json'`.
+    let (status, body) = h
+        .post(
+            &[("Content-Type", "application/cloudevents+json")],
+            SEED_BODY,
+        )
+        .await;
+    assert_eq!((status, body), (StatusCode::OK, json!({"accepted": 1})));
+    let stored = h.stored().await;
+    assert_eq!(stored.len(), 1);
+    let (key, record) = &stored[0];
+    assert!(key.starts_with(&partition_now(&h.env.prefix)), "{key}");
+    assert!(key.ends_with(".ndjson.gz"), "{key}");
+    let sent: Value = serde_json::from_str(SEED_BODY).unwrap();
+    assert_eq!(record, &sent);
+}
+
+async fn every_mode_is_stored(kind: Kind) {
+    let h = harness(kind, "modes", RouterOptions::default());
+    // Structured, spec 1.0.
+    let (s, _) = h.post(&[STRUCTURED], ce("s1").to_string()).await;
+    assert_eq!(s, StatusCode::OK);
+    // Binary, spec 1.0 and 0.3.
+    for (spec, id) in [("1.0", "b1"), ("0.3", "b03")] {
+        let (s, b) = h
+            .post(
+                &[
+                    ("ce-specversion", spec),
+                    ("ce-id", id),
+                    ("ce-source", "/test"),
+                    ("ce-type", "com.example.test"),
+                    ("ce-tenant", "acme"),
+                    ("content-type", "application/json"),
+                ],
+                json!({ "id": id }).to_string(),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+    }
+    // Batch, mixing 1.0 and 0.3.
+    let mut v03 = ce("t2");
+    v03["specversion"] = json!("0.3");
+    let batch = json!([ce("t1"), v03, ce("t3")]);
+    let (s, b) = h.post(&[BATCH], batch.to_string()).await;
+    assert_eq!((s, b), (StatusCode::OK, json!({"accepted": 3})));
+    // An empty batch is fine and stores nothing.
+    let (s, b) = h.post(&[BATCH], "[]").await;
+    assert_eq!((s, b), (StatusCode::OK, json!({"accepted": 0})));
+    // Raw S3 notification JSON, plain and in MinIO's envelope.
+    let record = |req: &str| {
+        json!({"eventVersion":"2.0","eventSource":"minio:s3","awsRegion":"",
+            "eventTime":"2025-02-06T01:04:31.998Z","eventName":"s3:ObjectCreated:Put",
+            "responseElements":{"x-amz-request-id":req,"x-amz-id-2":"dd90"},
+            "s3":{"bucket":{"name":"photos"},"object":{"key":"a.jpg","size":1}}})
+    };
+    let plain = json!({"Records": [record("R1"), record("R2")]});
+    let (s, b) = h
+        .post(&[("content-type", "application/json")], plain.to_string())
+        .await;
+    assert_eq!((s, b), (StatusCode::OK, json!({"accepted": 2})));
+    let minio =
+        json!({"EventName":"s3:ObjectCreated:Put","Key":"photos/a.jpg","Records":[record("R3")]});
+    let (s, _) = h
+        .post(&[("content-type", "application/json")], minio.to_string())
+        .await;
+    assert_eq!(s, StatusCode::OK);
+
+    let stored = h.stored().await;
+    let part = partition_now(&h.env.prefix);
+    let mut ids: Vec<&str> = stored
+        .iter()
+        .map(|(k, r)| {
+            assert!(k.starts_with(&part), "{k}");
+            r["id"].as_str().unwrap()
+        })
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(
+        ids,
+        ["R1.dd90", "R2.dd90", "R3.dd90", "b03", "b1", "s1", "t1", "t2", "t3"]
+    );
+    let by_id = |id: &str| &stored.iter().find(|(_, r)| r["id"] == id).unwrap().1;
+    assert_eq!(by_id("b1")["tenant"], json!("acme"));
+    assert_eq!(by_id("b1")["data"], json!({"id": "b1"}));
+    assert_eq!(by_id("b03")["specversion"], json!("0.3"));
+    assert_eq!(by_id("t2")["specversion"], json!("0.3"));
+    let s3 = by_id("R3.dd90");
+    assert_eq!(s3["type"], json!("com.amazonaws.s3.ObjectCreated:Put"));
+    assert_eq!(s3["source"], json!("minio:s3..photos"));
+    assert_eq!(s3["data"]["s3"]["object"]["key"], json!("a.jpg"));
+}
+
+async fn bad_requests_leave_no_trace(kind: Kind) {
+    let h = harness(
+        kind,
+        "bad",
+        RouterOptions {
+            max_body_bytes: 4096,
+            ..RouterOptions::default()
+        },
+    );
+    let missing_id = json!({"specversion":"1.0","source":"/s","type":"t"});
+    /// Headers, body, the status wanted and the attribute the error names.
+    type Case = (
+        Vec<(&'static str, &'static str)>,
+        String,
+        StatusCode,
+        Option<&'static str>,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            vec![STRUCTURED],
+            missing_id.to_string(),
+            StatusCode::BAD_REQUEST,
+            Some("id"),
+        ),
+        (
+            vec![STRUCTURED],
+            json!({"specversion":"2.0","id":"1","source":"/s","type":"t"}).to_string(),
+            StatusCode::BAD_REQUEST,
+            Some("specversion"),
+        ),
+        (
+            vec![STRUCTURED],
+            json!({"specversion":"1.0","id":"1","source":"/s","type":"t","time":"noon"})
+                .to_string(),
+            StatusCode::BAD_REQUEST,
+            Some("time"),
+        ),
+        (
+            vec![STRUCTURED],
+            "{not json".into(),
+            StatusCode::BAD_REQUEST,
+            None,
+        ),
+        // One bad event spoils the whole batch: nothing of it is stored.
+        (
+            vec![BATCH],
+            json!([ce("ok1"), missing_id, ce("ok2")]).to_string(),
+            StatusCode::BAD_REQUEST,
+            Some("id"),
+        ),
+        (
+            vec![
+                ("ce-specversion", "1.0"),
+                ("ce-id", "1"),
+                ("ce-source", "/s"),
+                ("content-type", "application/json"),
+            ],
+            "{}".into(),
+            StatusCode::BAD_REQUEST,
+            Some("type"),
+        ),
+        (
+            vec![("content-type", "application/json")],
+            json!({"hello": "world"}).to_string(),
+            StatusCode::BAD_REQUEST,
+            None,
+        ),
+        (
+            vec![("content-type", "text/plain")],
+            "hello".into(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            None,
+        ),
+        (
+            vec![("content-type", "application/x-www-form-urlencoded")],
+            SEED_BODY.into(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            None,
+        ),
+        (
+            vec![],
+            SEED_BODY.into(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            None,
+        ),
+        (
+            vec![BATCH],
+            json!((0..100).map(|i| ce(&i.to_string())).collect::<Vec<_>>()).to_string(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            None,
+        ),
+    ];
+    for (headers, body, want, attr) in cases {
+        let (status, resp) = h.post(&headers, body.clone()).await;
+        assert_eq!(status, want, "{headers:?} {body:.100}: {resp}");
+        assert!(resp["error"].is_string(), "{resp}");
+        assert_eq!(resp["attribute"].as_str(), attr, "{resp}");
+    }
+    assert_eq!(h.sink.stats().events_accepted, 0);
+    assert!(h.stored().await.is_empty());
+}
+
+macro_rules! per_store {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Kind::Memory).await })*
+        }
+        mod local {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Kind::Local).await })*
+        }
+        #[cfg(feature = "integration")]
+        mod s3 {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Kind::S3).await })*
+        }
+    };
+}
+
+per_store!(
+    seed_curl_body_is_stored,
+    every_mode_is_stored,
+    bad_requests_leave_no_trace,
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_spool_answers_503_with_retry_after() {
+    let e = env(Kind::Memory, "backpressure");
+    let spool = tempfile::tempdir().unwrap();
+    let sink = Arc::new(
+        Sink::builder()
+            .with_store(Flaky::new(Arc::clone(&e.store), DOWN))
+            .with_prefix(e.prefix.clone())
+            .with_spool(
+                SpoolOptions::new(spool.path())
+                    .with_segment_bytes(4096)
+                    .with_max_bytes(8192),
+            )
+            .build()
+            .unwrap(),
+    );
+    let app = router(
+        Arc::clone(&sink),
+        RouterOptions {
+            push_wait: Duration::from_millis(200),
+            ..RouterOptions::default()
+        },
+    );
+    let mut accepted = 0;
+    let mut refused = None;
+    for i in 0..200 {
+        let req = Request::post("/")
+            .header("content-type", "application/cloudevents+json")
+            .body(Body::from(ce(&format!("{i:0>200}")).to_string()))
+            .unwrap();
+        let resp = app.clone().oneshot(req).await.unwrap();
+        match resp.status() {
+            StatusCode::OK => accepted += 1,
+            StatusCode::SERVICE_UNAVAILABLE => {
+                refused = Some(resp);
+                break;
+            }
+            s => panic!("unexpected {s}"),
+        }
+    }
+    let resp = refused.expect("the spool never filled up");
+    assert_eq!(resp.headers()[header::RETRY_AFTER], "1");
+    // Only the acknowledged events were taken.
+    assert_eq!(sink.stats().events_accepted, accepted);
+    assert!(accepted > 0);
+    drop(app);
+    Arc::into_inner(sink).unwrap().crash();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_metrics() {
+    let h = harness(Kind::Memory, "metrics", RouterOptions::default());
+    let (s, _) = h.post(&[STRUCTURED], ce("m1").to_string()).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = h.post(&[("content-type", "text/plain")], "x").await;
+    assert_eq!(s, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let (s, _, body) = h
+        .send(Request::get("/health").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(body["status"], json!("ok"));
+    assert_eq!(body["events_accepted"], json!(1));
+    h.sink.flush().await.unwrap();
+    let (s, headers, body) = h
+        .send(Request::get("/metrics").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(headers[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    let text = body.as_str().unwrap();
+    for needle in [
+        "s3_sink_events_accepted_total",
+        "s3_sink_events_received_total{mode=\"structured\"}",
+        "s3_sink_events_rejected_total{reason=\"unsupported_media_type\"}",
+        "s3_sink_objects_uploaded_total",
+        "s3_sink_bytes_uploaded_total",
+        "s3_sink_upload_retries_total",
+        "s3_sink_spool_bytes",
+        "s3_sink_request_duration_seconds_bucket{mode=\"structured\",status=\"200\",le=\"0.005\"}",
+    ] {
+        assert!(text.contains(needle), "no {needle} in\n{text}");
+    }
+    h.sink.shutdown().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// Real processes on loopback
+// ---------------------------------------------------------------------------
+
+/// A minimal HTTP/1.1 exchange over a fresh connection: (status, body).
+async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: &str,
+) -> std::io::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {content_type}\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await?;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("no status in {text:?}")))?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+fn local_config(data: &std::path::Path, spool: &std::path::Path) -> Config {
+    let mut c = Config::from_parts(
+        Some((
+            "config.json".into(),
+            json!({
+                "v_port": "0",
+                "bindAddress": "127.0.0.1",
+                "store": "local",
+                "localDir": data.display().to_string(),
+                "spoolDir": spool.display().to_string(),
+                "flushSize": "7",
+                "scheduledInterval": "1",
+            })
+            .as_object()
+            .unwrap()
+            .clone(),
+        )),
+        None,
+        &|_| None,
+    )
+    .unwrap();
+    c.fsync = SpoolFsync::Never;
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_on_a_port_shuts_down_gracefully() {
+    let data = tempfile::tempdir().unwrap();
+    let spool = tempfile::tempdir().unwrap();
+    let server = Server::bind(local_config(data.path(), spool.path()))
+        .await
+        .unwrap();
+    let addr = server.local_addr();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async {
+        let _ = stop_rx.await;
+    }));
+    let (s, body) = http(addr, "POST", "/", "application/cloudevents+json", SEED_BODY)
+        .await
+        .unwrap();
+    assert_eq!((s, body.as_str()), (200, r#"{"accepted":1}"#));
+    let (s, _) = http(addr, "GET", "/health", "text/plain", "")
+        .await
+        .unwrap();
+    assert_eq!(s, 200);
+    stop_tx.send(()).unwrap();
+    task.await.unwrap().unwrap();
+    assert!(http(addr, "GET", "/health", "text/plain", "")
+        .await
+        .is_err());
+    // The open batch was flushed on shutdown.
+    let store = StoreConfig::Local {
+        dir: data.path().into(),
+    }
+    .build()
+    .unwrap();
+    let objs = objects(&*store, "").await;
+    assert_eq!(objs.len(), 1);
+    let d = decode(&objs[0].0, &objs[0].1).unwrap();
+    assert_eq!(
+        d.records[0]["id"],
+        json!("b25e2717-a470-45a0-8231-985a99aa9416")
+    );
+}
+
+use crate::StoreConfig;
+
+// ---------------------------------------------------------------------------
+// kill -9 mid-stream
+// ---------------------------------------------------------------------------
+
+const CHILD_CONFIG: &str = "S3E_CHILD_CONFIG";
+const CHILD_SECRET: &str = "S3E_CHILD_SECRET";
+const CHILD_ADDR_FILE: &str = "S3E_CHILD_ADDR_FILE";
+
+/// Not a test of its own: the body of the server process that
+/// `kill_9_mid_stream` starts (this test binary, filtered to this function)
+/// and kills. Serves the configuration in `$S3E_CHILD_CONFIG` until SIGTERM
+/// and writes its address to `$S3E_CHILD_ADDR_FILE`; without them, does
+/// nothing.
+#[test]
+#[ignore = "run as a child process by kill_9_mid_stream"]
+fn child_server() {
+    let Ok(config) = std::env::var(CHILD_CONFIG) else {
+        return;
+    };
+    let addr_file = std::env::var(CHILD_ADDR_FILE).unwrap();
+    let object = |s: &str| serde_json::from_str::<serde_json::Map<String, Value>>(s).unwrap();
+    let secret = std::env::var(CHILD_SECRET)
+        .ok()
+        .map(|s| ("secret.json".to_owned(), object(&s)));
+    let config = Config::from_parts(
+        Some(("config.json".into(), object(&config))),
+        secret,
+        &|_| None,
+    )
+    .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let server = Server::bind(config).await.unwrap();
+        let tmp = format!("{addr_file}.tmp");
+        std::fs::write(&tmp, server.local_addr().to_string()).unwrap();
+        std::fs::rename(&tmp, &addr_file).unwrap();
+        server.run(shutdown_signal()).await.unwrap();
+    });
+}
+
+struct Child {
+    process: std::process::Child,
+    addr: SocketAddr,
+}
+
+async fn start_child(config: &Value, secret: Option<&Value>, dir: &std::path::Path) -> Child {
+    let addr_file = dir.join("addr");
+    let _ = std::fs::remove_file(&addr_file);
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "--exact",
+        "server::tests::child_server",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(CHILD_CONFIG, config.to_string())
+    .env(CHILD_ADDR_FILE, &addr_file)
+    .env_remove(CHILD_SECRET)
+    .stdout(std::process::Stdio::null());
+    if let Some(s) = secret {
+        cmd.env(CHILD_SECRET, s.to_string());
+    }
+    let mut process = cmd.spawn().unwrap();
+    for _ in 0..600 {
+        if let Ok(a) = std::fs::read_to_string(&addr_file) {
+            return Child {
+                process,
+                addr: a.parse().unwrap(),
+            };
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = process.kill();
+    let _ = process.wait();
+    panic!("the child server did not start");
+}
+
+/// Posts events from `clients` concurrent clients (single events and
+/// batches of 10) until the server goes away; returns (acknowledged, sent) ids.
+async fn stream(addr: SocketAddr, clients: usize) -> (Vec<String>, Vec<String>) {
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        tasks.push(tokio::spawn(async move {
+            let (mut acked, mut sent) = (Vec::new(), Vec::new());
+            for n in 0.. {
+                let ids: Vec<String> = if n % 2 == 0 {
+                    vec![format!("c{c}-{n}")]
+                } else {
+                    (0..10).map(|i| format!("c{c}-{n}-{i}")).collect()
+                };
+                let (ct, body) = if ids.len() == 1 {
+                    ("application/cloudevents+json", ce(&ids[0]).to_string())
+                } else {
+                    let evs: Vec<Value> = ids.iter().map(|i| ce(i)).collect();
+                    ("application/cloudevents-batch+json", json!(evs).to_string())
+                };
+                sent.extend(ids.iter().cloned());
+                let r = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    http(addr, "POST", "/", ct, &body),
+                )
+                .await;
+                match r {
+                    Ok(Ok((200, _))) => acked.extend(ids),
+                    Ok(Ok((s, b))) => panic!("unexpected {s}: {b}"),
+                    _ => break,
+                }
+            }
+            (acked, sent)
+        }));
+    }
+    let (mut acked, mut sent) = (Vec::new(), Vec::new());
+    for t in tasks {
+        let (a, s) = t.await.unwrap();
+        acked.extend(a);
+        sent.extend(s);
+    }
+    (acked, sent)
+}
+
+async fn kill_9_mid_stream(kind: Kind) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let spool = dir.path().join("spool");
+    let e = env(kind, "kill9");
+    let mut config = json!({
+        "v_port": "0",
+        "bindAddress": "127.0.0.1",
+        "spoolDir": spool.display().to_string(),
+        "prefix": e.prefix,
+        "flushSize": "25",
+        "scheduledInterval": "1",
+        "fsync": "10ms",
+    });
+    let mut secret = None;
+    let store = match kind {
+        #[cfg(feature = "integration")]
+        Kind::S3 => {
+            use base64::Engine as _;
+            let c = crate::conformance_tests::s3_config();
+            let b64 = |s: &Option<String>| {
+                base64::engine::general_purpose::STANDARD.encode(s.as_deref().unwrap())
+            };
+            config["store"] = json!("s3");
+            config["bucketName"] = json!(c.bucket);
+            config["endpoint"] = json!(c.endpoint);
+            config["region"] = json!(c.region);
+            secret = Some(json!({
+                "awsAccessKeyID": b64(&c.access_key_id),
+                "awsSecretAccessKey": b64(&c.secret_access_key),
+            }));
+            Arc::clone(&e.store)
+        }
+        _ => {
+            config["store"] = json!("local");
+            config["localDir"] = json!(data.display().to_string());
+            StoreConfig::Local { dir: data.clone() }.build().unwrap()
+        }
+    };
+
+    let mut child = start_child(&config, secret.as_ref(), dir.path()).await;
+    let addr = child.addr;
+    let streaming = tokio::spawn(stream(addr, 4));
+    // Let some batches upload and others sit open or in flight, then SIGKILL.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    child.process.kill().unwrap();
+    child.process.wait().unwrap();
+    let (acked, sent) = streaming.await.unwrap();
+    assert!(
+        acked.len() > 100,
+        "only {} events acknowledged",
+        acked.len()
+    );
+
+    // Restart on the same spool; it uploads what the killed process left.
+    let mut child = start_child(&config, secret.as_ref(), dir.path()).await;
+    let (s, _) = http(
+        child.addr,
+        "POST",
+        "/",
+        "application/cloudevents+json",
+        &ce("after-restart").to_string(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(s, 200);
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &child.process.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let status = child.process.wait().unwrap();
+    assert!(status.success(), "SIGTERM: {status}");
+
+    let mut count = std::collections::HashMap::<String, usize>::new();
+    for (k, b) in objects(&*store, &e.prefix).await {
+        for r in decode(&k, &b).unwrap().records {
+            *count
+                .entry(r["id"].as_str().unwrap().to_owned())
+                .or_default() += 1;
+        }
+    }
+    for id in acked
+        .iter()
+        .chain(std::iter::once(&"after-restart".to_owned()))
+    {
+        assert_eq!(count.get(id), Some(&1), "acknowledged event {id}");
+    }
+    let sent: std::collections::HashSet<&String> = sent.iter().collect();
+    for (id, n) in &count {
+        assert_eq!(*n, 1, "{id} stored {n} times");
+        assert!(
+            id == "after-restart" || sent.contains(id),
+            "{id} never sent"
+        );
+    }
+    eprintln!(
+        "kill -9 ({kind:?}): {} acknowledged, {} sent, {} stored, each once",
+        acked.len(),
+        sent.len(),
+        count.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_stream_local() {
+    kill_9_mid_stream(Kind::Local).await
+}
+
+#[cfg(feature = "integration")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_stream_s3() {
+    kill_9_mid_stream(Kind::S3).await
+}
