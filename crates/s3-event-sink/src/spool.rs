@@ -593,20 +593,31 @@ impl Spool {
         // A segment must be well under the bound, or a full spool could be
         // one active segment that is never deleted.
         let segment_bytes = opts.segment_bytes.min(opts.max_bytes / 4).max(4096);
-        let active = Arc::new(create_segment(&opts.dir, active_id, opts.fsync)?);
-        let header = MAGIC.len() as u64;
-        if let Some(old) = segments.insert(
-            active_id,
-            Segment {
-                bytes: header,
-                live: 0,
-            },
-        ) {
-            // A leftover segment of the same id held no event (else next_seq
-            // would be past it); it was just truncated and rewritten.
-            total_bytes -= old.bytes;
-        }
-        total_bytes += header;
+        // A last segment named after the next sequence number holds no event
+        // but may hold close and uploaded frames: it is appended to, never
+        // truncated (losing those frames would re-batch uploaded events
+        // under new keys). Otherwise a new segment starts.
+        let (active, active_len) = match segments.get(&active_id) {
+            Some(seg) => {
+                let f = OpenOptions::new()
+                    .append(true)
+                    .open(segment_path(&opts.dir, active_id))?;
+                (Arc::new(f), seg.bytes)
+            }
+            None => {
+                let f = create_segment(&opts.dir, active_id, opts.fsync)?;
+                let header = MAGIC.len() as u64;
+                segments.insert(
+                    active_id,
+                    Segment {
+                        bytes: header,
+                        live: 0,
+                    },
+                );
+                total_bytes += header;
+                (Arc::new(f), header)
+            }
+        };
         let (synced, _) = watch::channel(0);
         let spool = Spool {
             dir: opts.dir.clone(),
@@ -620,7 +631,7 @@ impl Spool {
             }),
             active,
             active_id,
-            active_len: header,
+            active_len,
             next_seq,
             segments,
             total_bytes,
@@ -968,6 +979,33 @@ mod tests {
         drop(s);
         let (s, _) = Spool::open(&o).unwrap();
         assert_eq!(s.next_seq, 2);
+    }
+
+    /// Frames in a last segment without events (close and uploaded frames
+    /// written after a restart) survive the next restart.
+    #[test]
+    fn frames_in_an_event_less_last_segment_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = opts(dir.path());
+        {
+            let (mut s, _) = Spool::open(&o).unwrap();
+            s.append_event(0, "p/", b"1");
+            s.append_event(0, "p/", b"2");
+            s.commit().unwrap();
+        }
+        {
+            // The restart's new segment gets only the close and uploaded frames.
+            let (mut s, r) = Spool::open(&o).unwrap();
+            assert_eq!(r.open.len(), 1);
+            s.append_close(&close(0, 1, 0, "p/", "k"));
+            s.commit().unwrap();
+            s.uploaded(0, &[0, 1]).unwrap();
+        }
+        for _ in 0..2 {
+            let (s, r) = Spool::open(&o).unwrap();
+            assert!(r.open.is_empty() && r.closed.is_empty(), "{r:?}");
+            assert_eq!(s.next_seq, 2);
+        }
     }
 
     #[test]
