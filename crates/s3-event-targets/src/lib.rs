@@ -6,6 +6,11 @@
 //!   `MINIO_NOTIFY_*` environment variables) to targets and a notifier.
 //! - `webhook` (feature `webhook`): the webhook target, MinIO-compatible,
 //!   with HMAC-SHA256 signatures.
+//! - `receiver` (feature `receiver`): an axum router receiving S3
+//!   notifications from MinIO/AIStor webhooks, AWS SNS (signatures verified)
+//!   and SQS bodies.
+//! - `poller` (feature `poller`): a bucket poller over `object_store` that
+//!   turns listing differences into `ObjectCreated:Put`/`ObjectRemoved:Delete`.
 //! - `conformance` (feature `conformance`, and in this crate's tests): the
 //!   shared suite every target's tests run (`publishes`, `preserves_order`,
 //!   `survives_target_restart`, `dead_letters_poison`, ...).
@@ -18,8 +23,14 @@ pub mod config;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 mod error;
+#[cfg(any(feature = "receiver", feature = "poller"))]
+pub mod handler;
 pub mod notifier;
+#[cfg(feature = "poller")]
+pub mod poller;
 pub mod queue_store;
+#[cfg(feature = "receiver")]
+pub mod receiver;
 #[cfg(feature = "webhook")]
 pub mod webhook;
 
