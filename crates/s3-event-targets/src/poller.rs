@@ -53,7 +53,9 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use futures::StreamExt;
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore};
-use s3_event_core::{encode_key, EventRecord};
+use s3_event_core::{
+    encode_key, Bucket, EventRecord, Object, ResponseElements, S3Entity, UserIdentity,
+};
 use serde_json::json;
 
 use crate::handler::RecordsHandler;
@@ -361,60 +363,72 @@ impl Poller {
         format!("{s:016X}")
     }
 
-    fn base_record(
+    fn record(
         &self,
         event_name: &str,
-        event_time: &str,
-        sequencer: &str,
-    ) -> serde_json::Value {
+        event_time: String,
+        sequencer: String,
+        object: Object,
+    ) -> EventRecord {
         let c = &self.config;
-        json!({
-            "eventVersion": "2.1",
-            "eventSource": "aws:s3",
-            "awsRegion": c.region,
-            "eventTime": event_time,
-            "eventName": event_name,
-            "userIdentity": {"principalId": c.principal_id},
-            "responseElements": {"x-amz-request-id": sequencer},
-            "s3": {
-                "s3SchemaVersion": "1.0",
-                "configurationId": c.configuration_id,
-                "bucket": {
-                    "name": c.bucket,
-                    "ownerIdentity": {"principalId": c.principal_id},
-                    "arn": format!("arn:aws:s3:::{}", c.bucket),
-                },
-            },
-        })
+        let principal = || UserIdentity {
+            principal_id: Some(c.principal_id.clone()),
+            ..Default::default()
+        };
+        EventRecord {
+            event_version: Some("2.1".into()),
+            event_source: Some("aws:s3".into()),
+            aws_region: Some(c.region.clone()),
+            event_time: Some(event_time),
+            event_name: Some(event_name.into()),
+            user_identity: Some(principal()),
+            response_elements: Some(ResponseElements {
+                x_amz_request_id: Some(sequencer.clone()),
+                ..Default::default()
+            }),
+            s3: Some(S3Entity {
+                s3_schema_version: Some("1.0".into()),
+                configuration_id: Some(c.configuration_id.clone()),
+                bucket: Some(Bucket {
+                    name: Some(c.bucket.clone()),
+                    owner_identity: Some(principal()),
+                    arn: Some(format!("arn:aws:s3:::{}", c.bucket)),
+                    ..Default::default()
+                }),
+                object: Some(Object {
+                    sequencer: Some(sequencer),
+                    ..object
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
     }
 
     fn created(&mut self, key: &str, meta: &ObjectMeta, entry: &Entry) -> EventRecord {
         let sequencer = self.sequencer();
-        let mut v = self.base_record(
+        let object = Object {
+            key: Some(encode_key(key)),
+            size: Some(meta.size),
+            e_tag: entry.etag.clone(),
+            version_id: meta.version.clone(),
+            ..Default::default()
+        };
+        self.record(
             "ObjectCreated:Put",
-            &format_time(meta.last_modified),
-            &sequencer,
-        );
-        let mut object = json!({
-            "key": encode_key(key),
-            "size": meta.size,
-            "sequencer": sequencer,
-        });
-        if let Some(e) = &entry.etag {
-            object["eTag"] = e.as_str().into();
-        }
-        if let Some(version) = &meta.version {
-            object["versionId"] = version.as_str().into();
-        }
-        v["s3"]["object"] = object;
-        serde_json::from_value(v).expect("record shape")
+            format_time(meta.last_modified),
+            sequencer,
+            object,
+        )
     }
 
     fn removed(&mut self, key: &str, now: &str) -> EventRecord {
         let sequencer = self.sequencer();
-        let mut v = self.base_record("ObjectRemoved:Delete", now, &sequencer);
-        v["s3"]["object"] = json!({"key": encode_key(key), "sequencer": sequencer});
-        serde_json::from_value(v).expect("record shape")
+        let object = Object {
+            key: Some(encode_key(key)),
+            ..Default::default()
+        };
+        self.record("ObjectRemoved:Delete", now.to_owned(), sequencer, object)
     }
 
     fn io_err(&self, source: std::io::Error) -> PollerError {
@@ -733,6 +747,102 @@ mod tests {
         assert_eq!(s.removed, 3);
         assert_eq!(c.take().len(), 5);
         assert_eq!(p.tracked(), 0);
+    }
+
+    /// The 100000-object prefix of the issue: one create each, in batches
+    /// of `batch_size`, nothing again after a restart, one delete each.
+    #[tokio::test]
+    async fn hundred_thousand_objects() {
+        const N: usize = 100_000;
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        for i in 0..N {
+            put(&*store, &format!("big/{i:06}"), "").await;
+        }
+        let config = PollerConfig {
+            prefix: Some("big".into()),
+            ..PollerConfig::new("b", dir.path().join("cursor"))
+        };
+        let counts = Arc::new(Mutex::new((0usize, 0usize, None::<String>)));
+        let handler = {
+            let counts = counts.clone();
+            move |records: Vec<EventRecord>| {
+                let counts = counts.clone();
+                async move {
+                    let mut c = counts.lock().unwrap();
+                    c.0 += records.len();
+                    c.1 = c.1.max(records.len());
+                    // Sequencers increase across batches.
+                    for r in &records {
+                        let s = r.s3.as_ref().unwrap().object.as_ref().unwrap();
+                        let s = s.sequencer.clone().unwrap();
+                        assert!(c.2.as_ref().is_none_or(|p| *p < s));
+                        c.2 = Some(s);
+                    }
+                    Ok::<(), String>(())
+                }
+            }
+        };
+        let mut p = Poller::open(store.clone(), config.clone()).unwrap();
+        let s = p.poll_once(&handler).await.unwrap();
+        assert_eq!((s.listed, s.created), (N as u64, N as u64));
+        assert_eq!(counts.lock().unwrap().1, 1000, "batches of batch_size");
+        drop(p);
+        let text = std::fs::read_to_string(&config.cursor_file).unwrap();
+        assert_eq!(text.lines().count(), N + 1);
+        let mut p = Poller::open(store.clone(), config).unwrap();
+        let s = p.poll_once(&handler).await.unwrap();
+        assert_eq!((s.created, s.removed), (0, 0));
+        for i in 0..N {
+            store
+                .delete(&Path::from(format!("big/{i:06}")))
+                .await
+                .unwrap();
+        }
+        let s = p.poll_once(&handler).await.unwrap();
+        assert_eq!((s.listed, s.removed), (0, N as u64));
+        assert_eq!(counts.lock().unwrap().0, 2 * N);
+    }
+
+    #[tokio::test]
+    async fn records_are_shaped_like_s3() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        put(&*store, "in/a b.txt", "hello").await;
+        let meta = store
+            .head(&Path::parse("in/a b.txt").unwrap())
+            .await
+            .unwrap();
+        let mut config = PollerConfig::new("photos", dir.path().join("cursor"));
+        config.region = "us-east-1".into();
+        let c = Collect::default();
+        let mut p = Poller::open(store.clone(), config).unwrap();
+        p.poll_once(&c.handler()).await.unwrap();
+        let mut v = serde_json::to_value(&c.got.lock().unwrap()[0]).unwrap();
+        let seq = v["s3"]["object"]["sequencer"].as_str().unwrap().to_owned();
+        assert_eq!(seq.len(), 16);
+        assert!(seq.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(v["responseElements"]["x-amz-request-id"], seq.as_str());
+        let t = v["eventTime"].as_str().unwrap();
+        assert_eq!(t, format_time(meta.last_modified));
+        assert!(t.ends_with('Z') && t.len() == 24, "{t}");
+        v["eventTime"] = "T".into();
+        v["s3"]["object"]["sequencer"] = "S".into();
+        v["responseElements"]["x-amz-request-id"] = "S".into();
+        assert_eq!(
+            v,
+            json!({
+                "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
+                "eventTime": "T", "eventName": "ObjectCreated:Put",
+                "userIdentity": {"principalId": "s3-event-poller"},
+                "responseElements": {"x-amz-request-id": "S"},
+                "s3": {"s3SchemaVersion": "1.0", "configurationId": "poller",
+                    "bucket": {"name": "photos", "ownerIdentity": {"principalId": "s3-event-poller"},
+                        "arn": "arn:aws:s3:::photos"},
+                    "object": {"key": "in/a+b.txt", "size": 5,
+                        "eTag": meta.e_tag.unwrap().trim_matches('"'), "sequencer": "S"}}
+            })
+        );
     }
 
     #[tokio::test]
