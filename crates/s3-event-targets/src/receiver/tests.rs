@@ -599,3 +599,52 @@ async fn http_to_notifier_end_to_end() {
     assert_eq!(keys, ["image.jpg", "e2e-1.jpg"]);
     server.abort();
 }
+
+/// The refusals are counted through the metrics crate, by reason.
+#[test]
+fn refusals_are_counted_in_metrics() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(async {
+                let (r, _, _) = receiver(with_token("t"));
+                let good = signed(notification("m-1"), "2");
+                assert_eq!(post(&r, &good).await, Outcome::Accepted { records: 1 });
+                assert_eq!(post(&r, &good).await.status(), StatusCode::CONFLICT);
+                let mut bad = signed(notification("m-2"), "2");
+                bad["Subject"] = "changed".into();
+                assert_eq!(post(&r, &bad).await.status(), StatusCode::FORBIDDEN);
+                let o = r.receive(&headers(None), MINIO_PAYLOAD.as_bytes()).await;
+                assert_eq!(o.status(), StatusCode::UNAUTHORIZED);
+            });
+    });
+    let mut counters = std::collections::BTreeMap::new();
+    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+        let key = key.key();
+        let labels: Vec<String> = key
+            .labels()
+            .map(|l| format!("{}={}", l.key(), l.value()))
+            .collect();
+        if let DebugValue::Counter(v) = value {
+            counters.insert(format!("{}{{{}}}", key.name(), labels.join(",")), v);
+        }
+    }
+    let get = |k: &str| counters.get(k).copied().unwrap_or(0);
+    assert_eq!(
+        get("s3_event_receiver_rejected_total{reason=replayed}"),
+        1,
+        "{counters:?}"
+    );
+    assert_eq!(get("s3_event_receiver_rejected_total{reason=forged}"), 1);
+    assert_eq!(
+        get("s3_event_receiver_rejected_total{reason=unauthorized}"),
+        1
+    );
+    assert_eq!(get("s3_event_receiver_requests_total{outcome=rejected}"), 3);
+    assert_eq!(get("s3_event_receiver_requests_total{outcome=accepted}"), 1);
+    assert_eq!(get("s3_event_receiver_records_total{}"), 1);
+}
