@@ -83,8 +83,9 @@ pub struct PollerConfig {
     /// `userIdentity.principalId` and the bucket owner (default
     /// `s3-event-poller`).
     pub principal_id: String,
-    /// On the very first poll (no cursor file), emit a create for every
-    /// object already there (default); off, they are only recorded.
+    /// On the first poll (no cursor file, or one left by a first poll that
+    /// failed), emit a create for every object already there (default);
+    /// off, they are only recorded.
     pub emit_existing: bool,
 }
 
@@ -252,6 +253,9 @@ impl Poller {
     ) -> Result<PollStats, PollerError> {
         let mut stats = PollStats::default();
         let result = self.poll_inner(handler, &mut stats).await;
+        if result.is_ok() {
+            self.first_run = false;
+        }
         // Whatever was accepted is kept, also after an error.
         let saved = self.save();
         metrics::counter!("s3_event_poller_created_total").increment(stats.created);
@@ -259,7 +263,6 @@ impl Poller {
         metrics::gauge!("s3_event_poller_objects").set(self.cursor.len() as f64);
         result?;
         saved?;
-        self.first_run = false;
         Ok(stats)
     }
 
@@ -485,7 +488,9 @@ impl Poller {
                 },
             );
         }
-        self.first_run = false;
+        // A first poll that failed (with `emit_existing` off) is redone
+        // as a first poll.
+        self.first_run = !header["initialized"].as_bool().unwrap_or(true);
         Ok(())
     }
 
@@ -508,6 +513,7 @@ impl Poller {
                 "version": 1,
                 "prefix": self.config.prefix,
                 "next_sequencer": self.next_sequencer,
+                "initialized": !self.first_run,
             });
             serde_json::to_writer(&mut w, &header)?;
             w.write_all(b"\n")?;
@@ -853,8 +859,25 @@ mod tests {
         let mut config = PollerConfig::new("b", dir.path().join("cursor"));
         config.emit_existing = false;
         let c = Collect::default();
-        let mut p = Poller::open(store.clone(), config).unwrap();
+        let mut p = Poller::open(store.clone(), config.clone()).unwrap();
         assert_eq!(p.poll_once(&c.handler()).await.unwrap().created, 0);
+        // A cursor from an unfinished first poll makes the next one silent
+        // too; a finished one does not.
+        let text = std::fs::read_to_string(&config.cursor_file).unwrap();
+        assert!(text
+            .lines()
+            .next()
+            .unwrap()
+            .contains("\"initialized\":true"));
+        std::fs::write(
+            &config.cursor_file,
+            text.replacen("\"initialized\":true", "\"initialized\":false", 1),
+        )
+        .unwrap();
+        put(&*store, "old2", "x").await;
+        let mut p = Poller::open(store.clone(), config.clone()).unwrap();
+        assert_eq!(p.poll_once(&c.handler()).await.unwrap().created, 0);
+        let mut p = Poller::open(store.clone(), config).unwrap();
         put(&*store, "new", "x").await;
         assert_eq!(p.poll_once(&c.handler()).await.unwrap().created, 1);
         assert_eq!(c.take(), vec![ev("ObjectCreated:Put", "new")]);
