@@ -25,6 +25,11 @@
 //! - `nats` (feature `nats`): the NATS target, core NATS or JetStream.
 //! - `nsq` (feature `nsq`): the NSQ target (`PUB`/`MPUB` over nsqd's TCP
 //!   protocol), tested against an emulator of the protocol only.
+//! - `receiver` (feature `receiver`): an axum router receiving S3
+//!   notifications from MinIO/AIStor webhooks, AWS SNS (signatures verified)
+//!   and SQS bodies.
+//! - `poller` (feature `poller`): a bucket poller over `object_store` that
+//!   turns listing differences into `ObjectCreated:Put`/`ObjectRemoved:Delete`.
 //! - `conformance` (feature `conformance`, and in this crate's tests): the
 //!   shared suite every target's tests run (`publishes`, `preserves_order`,
 //!   `survives_target_restart`, `dead_letters_poison`, ...).
@@ -58,6 +63,8 @@ mod de;
 #[cfg(feature = "elasticsearch")]
 pub mod elasticsearch;
 mod error;
+#[cfg(any(feature = "receiver", feature = "poller"))]
+pub mod handler;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 #[cfg(feature = "mqtt")]
@@ -69,9 +76,13 @@ pub mod nats;
 pub mod notifier;
 #[cfg(feature = "nsq")]
 pub mod nsq;
+#[cfg(feature = "poller")]
+pub mod poller;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod queue_store;
+#[cfg(feature = "receiver")]
+pub mod receiver;
 #[cfg(feature = "redis")]
 pub mod redis;
 #[cfg(any(feature = "nats", feature = "mqtt", feature = "kafka"))]
