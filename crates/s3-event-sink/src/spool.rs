@@ -705,10 +705,16 @@ impl Spool {
         if self.buf.is_empty() {
             return Ok(self.written);
         }
+        // A new segment is named after its first event. When the active
+        // segment holds no event yet (only close and uploaded frames) that
+        // name is its own: keep writing to it rather than recreate (and
+        // truncate) it, which would lose those frames.
+        let id = self.next_seq - self.buf_events;
         if self.active_len + self.buf.len() as u64 > self.segment_bytes
             && self.active_len > MAGIC.len() as u64
+            && id > self.active_id
         {
-            self.roll()?;
+            self.roll(id)?;
         }
         (&*self.active).write_all(&self.buf)?;
         let n = self.buf.len() as u64;
@@ -731,11 +737,10 @@ impl Spool {
         Ok(self.written)
     }
 
-    fn roll(&mut self) -> io::Result<()> {
+    fn roll(&mut self, id: u64) -> io::Result<()> {
         if self.fsync != SpoolFsync::Never {
             self.active.sync_data()?;
         }
-        let id = self.next_seq - self.buf_events;
         let file = Arc::new(create_segment(&self.dir, id, self.fsync)?);
         self.segments.insert(
             id,
@@ -1006,6 +1011,43 @@ mod tests {
             assert!(r.open.is_empty() && r.closed.is_empty(), "{r:?}");
             assert_eq!(s.next_seq, 2);
         }
+    }
+
+    /// Events committed after enough frames to fill the segment do not
+    /// recreate the segment (named after the same sequence number) and so
+    /// keep those frames.
+    #[test]
+    fn a_full_event_less_segment_is_not_recreated() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = opts(dir.path()).with_segment_bytes(4096);
+        {
+            let (mut s, _) = Spool::open(&o).unwrap();
+            let a = s.append_event(0, "p/", b"1");
+            s.commit().unwrap();
+            s.append_close(&close(a, a, 0, "p/", "k"));
+            s.commit().unwrap();
+        }
+        {
+            // After a restart: enough frames to fill the new segment, then
+            // events.
+            let (mut s, r) = Spool::open(&o).unwrap();
+            assert_eq!(r.closed.len(), 1);
+            s.uploaded(0, &[0]).unwrap();
+            for _ in 0..100 {
+                s.append_close(&close(7, 7, 1, "q/", &"x".repeat(60)));
+            }
+            s.commit().unwrap();
+            s.append_event(0, "p/", b"2");
+            s.commit().unwrap();
+        }
+        let (_, r) = Spool::open(&o).unwrap();
+        assert!(
+            r.closed.is_empty(),
+            "the uploaded frame was lost: {:?}",
+            r.closed
+        );
+        assert_eq!(r.open.len(), 1);
+        assert_eq!(r.open[0].records, vec![b"2".to_vec()]);
     }
 
     #[test]
