@@ -476,6 +476,14 @@ impl Spool {
             let path = segment_path(&opts.dir, id);
             let data = std::fs::read(&path)?;
             let (frames, valid) = scan(&data);
+            if valid == 0 {
+                // Not even the magic: a segment created at the moment of a
+                // crash (empty or torn header). Nothing in it was ever
+                // acknowledged; it must not be reused without its header.
+                recovered.torn_bytes += data.len() as u64;
+                std::fs::remove_file(&path)?;
+                continue;
+            }
             if valid < data.len() {
                 recovered.torn_bytes += (data.len() - valid) as u64;
                 tracing::warn!(
@@ -484,10 +492,6 @@ impl Spool {
                     cut = data.len() - valid,
                     "spool: cutting a torn or corrupt tail"
                 );
-                if valid == 0 {
-                    std::fs::remove_file(&path)?;
-                    continue;
-                }
                 let f = OpenOptions::new().write(true).open(&path)?;
                 f.set_len(valid as u64)?;
                 f.sync_all()?;
@@ -1048,6 +1052,32 @@ mod tests {
         );
         assert_eq!(r.open.len(), 1);
         assert_eq!(r.open[0].records, vec![b"2".to_vec()]);
+    }
+
+    /// A segment file left empty by a crash right after its creation is
+    /// removed, not reused without its header (which lost everything later
+    /// written to it).
+    #[test]
+    fn an_empty_segment_file_is_not_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = opts(dir.path());
+        {
+            let (mut s, _) = Spool::open(&o).unwrap();
+            s.append_event(0, "p/", b"1");
+            s.commit().unwrap();
+        }
+        // The crash: the next segment (named after the next sequence
+        // number) exists but is empty.
+        std::fs::write(segment_path(dir.path(), 1), b"").unwrap();
+        {
+            let (mut s, r) = Spool::open(&o).unwrap();
+            assert_eq!(r.open.len(), 1);
+            s.append_event(0, "p/", b"2");
+            s.commit().unwrap();
+        }
+        let (_, r) = Spool::open(&o).unwrap();
+        let records: Vec<_> = r.open.iter().flat_map(|b| b.records.clone()).collect();
+        assert_eq!(records, vec![b"1".to_vec(), b"2".to_vec()]);
     }
 
     #[test]
