@@ -512,108 +512,47 @@ fn build_one(
     id: s3_event_core::TargetId,
     map: &Map<String, Value>,
 ) -> Result<Option<(Arc<dyn Target>, TargetOptions)>> {
+    // Every type is built the same way: its MinIO-keyed config, `enable`,
+    // its pipeline options, then the target.
+    #[allow(unused_macros)]
+    macro_rules! build {
+        ($config:ty, $target:ty) => {{
+            let config: $config = deserialize(kind, id.id(), keys, map)?;
+            if !config.enable {
+                return Ok(None);
+            }
+            let options = config.target_options();
+            let target = <$target>::new(id, config)?;
+            Ok(Some((Arc::new(target) as Arc<dyn Target>, options)))
+        }};
+    }
     match kind {
         #[cfg(feature = "webhook")]
-        "webhook" => {
-            let config: crate::WebhookConfig = deserialize(kind, id.id(), keys, map)?;
-            if !config.enable {
-                return Ok(None);
-            }
-            let options = config.target_options();
-            let target = crate::WebhookTarget::new(id, config)?;
-            Ok(Some((Arc::new(target), options)))
-        }
+        "webhook" => build!(crate::WebhookConfig, crate::WebhookTarget),
         #[cfg(feature = "redis")]
-        "redis" => {
-            let config: crate::redis::RedisConfig = deserialize(kind, id.id(), keys, map)?;
-            if !config.enable {
-                return Ok(None);
-            }
-            let options = config.target_options();
-            let target = crate::redis::RedisTarget::new(id, config)?;
-            Ok(Some((Arc::new(target), options)))
-        }
+        "redis" => build!(crate::redis::RedisConfig, crate::redis::RedisTarget),
         #[cfg(feature = "postgres")]
-        "postgresql" => {
-            let config: crate::postgres::PostgresConfig = deserialize(kind, id.id(), keys, map)?;
-            if !config.enable {
-                return Ok(None);
-            }
-            let options = config.target_options();
-            let target = crate::postgres::PostgresTarget::new(id, config)?;
-            Ok(Some((Arc::new(target), options)))
-        }
+        "postgresql" => build!(
+            crate::postgres::PostgresConfig,
+            crate::postgres::PostgresTarget
+        ),
         #[cfg(feature = "mysql")]
-        "mysql" => {
-            let config: crate::mysql::MySqlConfig = deserialize(kind, id.id(), keys, map)?;
-            if !config.enable {
-                return Ok(None);
-            }
-            let options = config.target_options();
-            let target = crate::mysql::MySqlTarget::new(id, config)?;
-            Ok(Some((Arc::new(target), options)))
-        }
+        "mysql" => build!(crate::mysql::MySqlConfig, crate::mysql::MySqlTarget),
         #[cfg(feature = "elasticsearch")]
-        "elasticsearch" => {
-            let config: crate::elasticsearch::ElasticsearchConfig =
-                deserialize(kind, id.id(), keys, map)?;
-            if !config.enable {
-                return Ok(None);
-            }
-            let options = config.target_options();
-            let target = crate::elasticsearch::ElasticsearchTarget::new(id, config)?;
-            Ok(Some((Arc::new(target), options)))
-        }
+        "elasticsearch" => build!(
+            crate::elasticsearch::ElasticsearchConfig,
+            crate::elasticsearch::ElasticsearchTarget
+        ),
         #[cfg(feature = "nats")]
-        "nats" => {
-            let config: crate::NatsConfig = deserialize(kind, id.id(), keys, map)?;
-            if !config.enable {
-                return Ok(None);
-            }
-            let options = config.target_options();
-            let target = crate::NatsTarget::new(id, config)?;
-            Ok(Some((Arc::new(target), options)))
-        }
+        "nats" => build!(crate::NatsConfig, crate::NatsTarget),
         #[cfg(feature = "amqp")]
-        "amqp" => {
-            let config: crate::AmqpConfig = deserialize(kind, id.id(), keys, map)?;
-            if !config.enable {
-                return Ok(None);
-            }
-            let options = config.target_options();
-            let target = crate::AmqpTarget::new(id, config)?;
-            Ok(Some((Arc::new(target), options)))
-        }
+        "amqp" => build!(crate::AmqpConfig, crate::AmqpTarget),
         #[cfg(feature = "mqtt")]
-        "mqtt" => {
-            let config: crate::MqttConfig = deserialize(kind, id.id(), keys, map)?;
-            if !config.enable {
-                return Ok(None);
-            }
-            let options = config.target_options();
-            let target = crate::MqttTarget::new(id, config)?;
-            Ok(Some((Arc::new(target), options)))
-        }
+        "mqtt" => build!(crate::MqttConfig, crate::MqttTarget),
         #[cfg(feature = "kafka")]
-        "kafka" => {
-            let config: crate::KafkaConfig = deserialize(kind, id.id(), keys, map)?;
-            if !config.enable {
-                return Ok(None);
-            }
-            let options = config.target_options();
-            let target = crate::KafkaTarget::new(id, config)?;
-            Ok(Some((Arc::new(target), options)))
-        }
+        "kafka" => build!(crate::KafkaConfig, crate::KafkaTarget),
         #[cfg(feature = "nsq")]
-        "nsq" => {
-            let config: crate::NsqConfig = deserialize(kind, id.id(), keys, map)?;
-            if !config.enable {
-                return Ok(None);
-            }
-            let options = config.target_options();
-            let target = crate::NsqTarget::new(id, config)?;
-            Ok(Some((Arc::new(target), options)))
-        }
+        "nsq" => build!(crate::NsqConfig, crate::NsqTarget),
         _ => Err(Error::UnknownTargetType {
             kind: kind.to_owned(),
         }),
