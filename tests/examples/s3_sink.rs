@@ -1,0 +1,1 @@
+//! Process tests of `examples/s3_sink.rs`.
