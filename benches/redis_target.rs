@@ -6,9 +6,17 @@
 //!   batch is serialized to MinIO's list entries and sent as one `RPUSH`.
 //! - `redis_target_namespace`: the same in `namespace` format (one `HSET`
 //!   of the batch's objects per round trip).
-//! - `rpush_pipelined_baseline`: the ceiling, in the same run: the same
-//!   entries, serialized beforehand, pushed through the `redis` crate with
-//!   one `RPUSH` of 256 values per round trip on a multiplexed connection.
+//! - `redis_target_access_4_lanes`: the access format with four batches in
+//!   flight on the target's one multiplexed connection, as the Notifier's
+//!   senders (`senders: 4`) drive it.
+//! - `rpush_pipelined_baseline`: the same entries, serialized beforehand,
+//!   pushed through the `redis` crate with one `RPUSH` of 256 values per
+//!   round trip on a multiplexed connection.
+//! - `redis_benchmark_rpush_p16`: the server's own ceiling, in the same run:
+//!   `redis-benchmark -t rpush -P 16 -d <mean entry size>` (50 clients,
+//!   16 commands pipelined per client), 10 000 requests per iteration, timed
+//!   around the whole process. Skipped with a message when `redis-benchmark`
+//!   is not installed.
 //!
 //! Every iteration writes to a fresh key, deleted outside the timing.
 
@@ -21,49 +29,15 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use s3_event::core::{EventRecord, Target, TargetId};
 use s3_event::targets::redis::{client as redis, Format, RedisConfig, RedisTarget};
 
+#[path = "common/records.rs"]
+mod records;
+use records::records;
+
 const RECORDS: usize = 10_000;
 const BATCH: usize = 256;
 
 fn addr() -> String {
     std::env::var("S3E_REDIS_ADDR").unwrap_or_else(|_| "127.0.0.1:6379".into())
-}
-
-/// `n` MinIO `s3:ObjectCreated:Put` records (about 900 bytes of JSON each).
-fn records(n: usize) -> Vec<EventRecord> {
-    (0..n)
-        .map(|i| {
-            serde_json::from_value(serde_json::json!({
-                "eventVersion": "2.0",
-                "eventSource": "minio:s3",
-                "awsRegion": "",
-                "eventTime": "2025-06-01T12:00:00.000Z",
-                "eventName": "s3:ObjectCreated:Put",
-                "userIdentity": {"principalId": "minioadmin"},
-                "requestParameters": {"principalId": "minioadmin", "region": "", "sourceIPAddress": "127.0.0.1"},
-                "responseElements": {
-                    "x-amz-id-2": "dd9025bab4ad464b049177c95eb6ebf374d3b3fd1af9251148b658df7ac2e3e8",
-                    "x-amz-request-id": format!("1842FA0B5E3A{i:08X}"),
-                    "x-minio-deployment-id": "e7d1b1d2-3b4c-4d5e-8f90-a1b2c3d4e5f6",
-                    "x-minio-origin-endpoint": "http://127.0.0.1:9000"
-                },
-                "s3": {
-                    "s3SchemaVersion": "1.0",
-                    "configurationId": "Config",
-                    "bucket": {"name": "images", "ownerIdentity": {"principalId": "minioadmin"}, "arn": "arn:aws:s3:::images"},
-                    "object": {
-                        "key": format!("tenant-{:02}/2025/06/01/object-{i}.jpg", i % 20),
-                        "size": 52_341,
-                        "eTag": "d41d8cd98f00b204e9800998ecf8427e",
-                        "contentType": "image/jpeg",
-                        "userMetadata": {"content-type": "image/jpeg"},
-                        "sequencer": format!("1842FA0B5E{i:08X}")
-                    }
-                },
-                "source": {"host": "127.0.0.1", "port": "", "userAgent": "MinIO (linux; amd64) minio-go/v7.0.70"}
-            }))
-            .expect("a bench record deserializes")
-        })
-        .collect()
 }
 
 fn fresh_key(what: &str) -> String {
@@ -137,6 +111,100 @@ fn bench(c: &mut Criterion) {
                 })
             })
         });
+    }
+
+    g.bench_function("redis_target_access_4_lanes", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let key = fresh_key("lanes");
+                    let t = std::sync::Arc::new(
+                        RedisTarget::new(
+                            id.clone(),
+                            RedisConfig::new(addr(), key.clone(), Format::Access),
+                        )
+                        .unwrap(),
+                    );
+                    assert!(t.is_active().await.unwrap());
+                    let shares: Vec<Vec<EventRecord>> = (0..4)
+                        .map(|lane| {
+                            records
+                                .chunks(BATCH)
+                                .skip(lane)
+                                .step_by(4)
+                                .flatten()
+                                .cloned()
+                                .collect()
+                        })
+                        .collect();
+                    let start = Instant::now();
+                    let lanes: Vec<_> = shares
+                        .into_iter()
+                        .map(|mine| {
+                            let t = t.clone();
+                            tokio::spawn(async move {
+                                for chunk in mine.chunks(BATCH) {
+                                    t.send_batch(chunk).await.unwrap();
+                                }
+                            })
+                        })
+                        .collect();
+                    for lane in lanes {
+                        lane.await.unwrap();
+                    }
+                    total += start.elapsed();
+                    let n: usize = redis::cmd("LLEN")
+                        .arg(&key)
+                        .query_async(&mut conn)
+                        .await
+                        .unwrap();
+                    assert_eq!(n, RECORDS, "every event pushed once");
+                    let _: () = redis::cmd("DEL")
+                        .arg(&key)
+                        .query_async(&mut conn)
+                        .await
+                        .unwrap();
+                }
+                total
+            })
+        })
+    });
+
+    let mean_entry = entries.iter().map(String::len).sum::<usize>() / entries.len();
+    let have_tool = std::process::Command::new("redis-benchmark")
+        .arg("--version")
+        .output()
+        .is_ok();
+    if have_tool {
+        let (host, port) = addr()
+            .rsplit_once(':')
+            .map(|(h, p)| (h.to_owned(), p.to_owned()))
+            .unwrap_or_else(|| (addr(), "6379".into()));
+        g.bench_function("redis_benchmark_rpush_p16", |b| {
+            b.iter_custom(|iters| {
+                let n = (RECORDS as u64 * iters).to_string();
+                let start = Instant::now();
+                let out = std::process::Command::new("redis-benchmark")
+                    .args(["-h", &host, "-p", &port, "-t", "rpush", "-P", "16", "-q"])
+                    .args(["-n", &n, "-d", &mean_entry.to_string()])
+                    .output()
+                    .expect("redis-benchmark runs");
+                let took = start.elapsed();
+                assert!(out.status.success(), "redis-benchmark failed: {out:?}");
+                rt.block_on(async {
+                    // redis-benchmark pushes to `mylist`.
+                    let _: () = redis::cmd("DEL")
+                        .arg("mylist")
+                        .query_async(&mut conn)
+                        .await
+                        .unwrap();
+                });
+                took
+            })
+        });
+    } else {
+        eprintln!("redis_benchmark_rpush_p16: redis-benchmark not installed; ceiling skipped");
     }
 
     g.bench_function("rpush_pipelined_baseline", |b| {
