@@ -481,3 +481,36 @@ fn bad_configuration_exits_2_naming_the_key() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("`--bogus`"));
 }
+
+#[test]
+fn kill_9_before_the_upload_loses_no_valid_record() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let ingest = dir.join("bucket/ingest/acme");
+    std::fs::create_dir_all(&ingest).unwrap();
+    let (files, want) = mixed_batch();
+    for (name, body) in &files {
+        std::fs::write(ingest.join(name), body).unwrap();
+    }
+    // Objects are uploaded only after a minute, so at the kill every valid
+    // record is in the spool and nowhere else.
+    let config = json!({"pollIntervalMillis": 200, "flushIntervalMillis": 60000});
+    let mut run = Running::start(dir, &config, 1);
+    run.wait_ingested(5);
+    // The poll that read them has completed, so the cursor holds them.
+    let polls = run.log().matches("poll done").count();
+    run.wait_polls(polls + 1);
+    run.child.kill9();
+    assert!(files_under(&dir.join("meters")).is_empty());
+
+    let run = Running::start(dir, &config, 2);
+    run.wait_polls(3);
+    let (_, log) = run.stop();
+    assert_eq!(log.matches("ingested").count(), 0, "read again:\n{log}");
+    let objects: Vec<Vec<u8>> = files_under(&dir.join("meters"))
+        .iter()
+        .map(|p| std::fs::read(p).unwrap())
+        .collect();
+    // Every valid record, once.
+    assert_eq!(customers(&objects), want);
+}
