@@ -25,6 +25,10 @@
 //! again (at least once). SIGINT/SIGTERM: the running poll finishes, every
 //! batch is uploaded, exit 0.
 //!
+//! In a local directory, write a file under another name and rename it into
+//! `ingest/` (S3 puts are atomic, local writes are not): a file listed while
+//! half-written is read as it is then and read again once it changes.
+//!
 //! Configuration (`--config FILE`, JSON; every key optional, unknown keys
 //! refused):
 //!
