@@ -280,7 +280,14 @@ impl Ingest {
             if !created {
                 continue;
             }
-            let key = r.decoded_key().map_err(|e| e.to_string())?;
+            let key = match r.decoded_key() {
+                Ok(k) => k,
+                Err(e) => {
+                    // Retrying cannot help: skip it, say so.
+                    tracing::warn!(error = %e, "record skipped");
+                    continue;
+                }
+            };
             let under = self.prefix.is_empty()
                 || key
                     .strip_prefix(&self.prefix)
