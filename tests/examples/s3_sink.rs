@@ -1,1 +1,440 @@
-//! Process tests of `examples/s3_sink.rs`.
+//! Process tests of `examples/s3_sink.rs`: the example started as a real
+//! process with the seed's `config.json`/`secret.json` (plus `store: local`)
+//! on a free loopback port, driven with `curl`, stopped with SIGTERM, and
+//! checked through the objects it left in its local directory. The request
+//! handling itself is tested in-process in
+//! `crates/s3-event-sink/src/server/tests.rs`; these tests cover what only
+//! the program does: its command line, its configuration files, its exit
+//! codes, its logs and what is on disk after it stopped.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use flate2::read::GzDecoder;
+use serde_json::{json, Value};
+
+use crate::util::{example_bin, free_port, wait_for_port, ChildGuard};
+
+/// The seed's `curl` body, byte for byte.
+const SEED_BODY: &str = r#"{"specversion":"0.3","id":"b25e2717-a470-45a0-8231-985a99aa9416","type":"com.github.pull.create","source":"https://github.com/cloudevents/spec/pull/123","time":"2019-07-04T17:31:00.000Z","datacontenttype":"application/json","data":{"much":"wow"}}"#;
+
+/// Secrets used by these tests, plain and as the seed's base64 secret file
+/// holds them; neither form may appear in the program's output.
+const ACCESS_KEY: &str = "AKIDPROCTEST7731";
+const SECRET_KEY: &str = "pr0c-t3st-s3cr3t-9944";
+
+fn b64(s: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+/// Keys of the server's configuration that it also reads from the
+/// environment; removed so that the test's environment cannot leak in.
+const ENV_KEYS: &[&str] = &[
+    "v_port",
+    "region",
+    "bucketName",
+    "flushSize",
+    "scheduledInterval",
+    "timeInterval",
+    "store",
+    "localDir",
+    "endpoint",
+    "prefix",
+    "encoding",
+    "compression",
+    "fsync",
+    "spoolDir",
+    "maxBodyBytes",
+    "bindAddress",
+    "awsAccessKeyID",
+    "awsSecretAccessKey",
+    "v_config_path",
+    "v_secret_path",
+];
+
+fn command(dir: &Path) -> Command {
+    let mut cmd = Command::new(example_bin("s3_sink"));
+    cmd.current_dir(dir).env("RUST_LOG", "info");
+    for k in ENV_KEYS {
+        cmd.env_remove(k);
+    }
+    cmd
+}
+
+/// Writes `config.json` and the seed-style `secret.json` into `dir`.
+fn write_files(dir: &Path, config: &Value) -> (PathBuf, PathBuf) {
+    let cfg = dir.join("config.json");
+    let secret = dir.join("secret.json");
+    std::fs::write(&cfg, serde_json::to_vec_pretty(config).unwrap()).unwrap();
+    let s = json!({"awsAccessKeyID": b64(ACCESS_KEY), "awsSecretAccessKey": b64(SECRET_KEY)});
+    std::fs::write(&secret, serde_json::to_vec_pretty(&s).unwrap()).unwrap();
+    (cfg, secret)
+}
+
+struct Server {
+    child: ChildGuard,
+    port: u16,
+    stdout: PathBuf,
+    stderr: PathBuf,
+}
+
+impl Server {
+    fn start(dir: &Path, config: &Value, extra: &[&str], port: u16) -> Server {
+        let (cfg, secret) = write_files(dir, config);
+        let stdout = dir.join("stdout.log");
+        let stderr = dir.join("stderr.log");
+        let child = ChildGuard::spawn(
+            command(dir)
+                .arg("--config")
+                .arg(&cfg)
+                .arg("--secret")
+                .arg(&secret)
+                .args(extra)
+                .stdout(Stdio::from(std::fs::File::create(&stdout).unwrap()))
+                .stderr(Stdio::from(std::fs::File::create(&stderr).unwrap())),
+        );
+        wait_for_port(([127, 0, 0, 1], port).into(), Duration::from_secs(30));
+        Server {
+            child,
+            port,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// POSTs `body` with `headers`; returns (status, response body).
+    fn post(&self, headers: &[&str], body: &[u8]) -> (u16, String) {
+        let tmp = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(tmp.path(), body).unwrap();
+        let mut cmd = Command::new("curl");
+        cmd.args(["-s", "-X", "POST", "-w", "\n%{http_code}"]);
+        for h in headers {
+            cmd.args(["-H", h]);
+        }
+        cmd.arg("--data-binary")
+            .arg(format!("@{}", tmp.path().display()))
+            .arg(format!("http://127.0.0.1:{}/", self.port));
+        let out = cmd.output().expect("curl");
+        let text = String::from_utf8(out.stdout).unwrap();
+        let (body, code) = text.rsplit_once('\n').expect("status line");
+        (code.parse().expect("status"), body.to_owned())
+    }
+
+    /// SIGTERM; asserts exit 0 and returns (stdout, stderr).
+    fn stop(mut self) -> (String, String) {
+        let status = self.child.terminate();
+        let out = std::fs::read_to_string(&self.stdout).unwrap();
+        let err = std::fs::read_to_string(&self.stderr).unwrap();
+        assert!(status.success(), "exit {status:?}\n{out}\n{err}");
+        (out, err)
+    }
+}
+
+/// Every object under `root`: (key relative to `root`, its records).
+fn stored(root: &Path) -> Vec<(String, Vec<Value>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            let key = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            assert!(key.ends_with(".ndjson.gz"), "{key}");
+            let mut text = String::new();
+            GzDecoder::new(std::fs::File::open(&p).unwrap())
+                .read_to_string(&mut text)
+                .unwrap();
+            let records = text
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            out.push((key, records));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+fn no_secrets(text: &str) {
+    for s in [ACCESS_KEY, SECRET_KEY, &b64(ACCESS_KEY), &b64(SECRET_KEY)] {
+        assert!(!text.contains(s), "a secret in the output:\n{text}");
+    }
+}
+
+fn ce(id: &str) -> Value {
+    json!({"specversion":"1.0","id":id,"source":"/test","type":"com.example.test","data":{"id":id}})
+}
+
+const STRUCTURED: &str = "Content-Type: application/cloudevents+json";
+const BATCH: &str = "Content-Type: application/cloudevents-batch+json";
+const JSON: &str = "Content-Type: application/json";
+
+#[test]
+fn every_mode_lands_under_its_partition_and_bad_requests_leave_no_trace() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let port = free_port();
+    // The seed's config.json (string values), plus our keys.
+    let config = json!({
+        "v_port": port.to_string(),
+        "region": "us-west-2",
+        "flushSize": "1000",
+        "scheduledInterval": "60",
+        "timeInterval": "HOURLY",
+        "store": "local",
+        "localDir": dir.join("data"),
+        "spoolDir": dir.join("spool"),
+        "bindAddress": "127.0.0.1",
+        "maxBodyBytes": 4096,
+    });
+    let hour = |t: chrono::DateTime<chrono::Utc>| t.format("%Y/%m/%d/%H/").to_string();
+    let start = chrono::Utc::now();
+    let server = Server::start(dir, &config, &[], port);
+
+    // The seed's curl, exactly.
+    let (s, b) = server.post(
+        &["Content-Type:application/cloudevents+json"],
+        SEED_BODY.as_bytes(),
+    );
+    assert_eq!((s, b.as_str()), (200, r#"{"accepted":1}"#));
+    // Structured 1.0.
+    assert_eq!(
+        server
+            .post(&[STRUCTURED], ce("s1").to_string().as_bytes())
+            .0,
+        200
+    );
+    // Binary 1.0 and 0.3.
+    for (spec, id) in [("1.0", "b1"), ("0.3", "b03")] {
+        let (s, b) = server.post(
+            &[
+                &format!("ce-specversion: {spec}"),
+                &format!("ce-id: {id}"),
+                "ce-source: /test",
+                "ce-type: com.example.test",
+                "ce-tenant: acme",
+                JSON,
+            ],
+            json!({"id": id}).to_string().as_bytes(),
+        );
+        assert_eq!(s, 200, "{b}");
+    }
+    // Batch.
+    let mut t2 = ce("t2");
+    t2["specversion"] = json!("0.3");
+    let (s, b) = server.post(&[BATCH], json!([ce("t1"), t2]).to_string().as_bytes());
+    assert_eq!((s, b.as_str()), (200, r#"{"accepted":2}"#));
+    // Raw S3 notification JSON and MinIO's envelope.
+    let record = |req: &str| {
+        json!({"eventVersion":"2.0","eventSource":"minio:s3","awsRegion":"",
+            "eventTime":"2025-02-06T01:04:31.998Z","eventName":"s3:ObjectCreated:Put",
+            "responseElements":{"x-amz-request-id":req,"x-amz-id-2":"dd90"},
+            "s3":{"bucket":{"name":"photos"},"object":{"key":"a.jpg","size":1}}})
+    };
+    let (s, b) = server.post(
+        &[JSON],
+        json!({"Records": [record("R1")]}).to_string().as_bytes(),
+    );
+    assert_eq!((s, b.as_str()), (200, r#"{"accepted":1}"#));
+    let minio =
+        json!({"EventName":"s3:ObjectCreated:Put","Key":"photos/a.jpg","Records":[record("R2")]});
+    assert_eq!(server.post(&[JSON], minio.to_string().as_bytes()).0, 200);
+
+    // Bad requests: each gets its status, none leaves a trace.
+    let missing_id = json!({"specversion":"1.0","source":"/s","type":"t","data":{"bad":1}});
+    let (s, b) = server.post(&[STRUCTURED], missing_id.to_string().as_bytes());
+    assert_eq!(s, 400, "{b}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&b).unwrap()["attribute"],
+        "id"
+    );
+    let (s, b) = server.post(
+        &[BATCH],
+        json!([ce("bad-batch-ok"), missing_id])
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(s, 400, "{b}");
+    let (s, b) = server.post(
+        &["Content-Type: text/plain"],
+        ce("bad-ct").to_string().as_bytes(),
+    );
+    assert_eq!(s, 415, "{b}");
+    let mut big = ce("bad-big");
+    big["data"] = json!("x".repeat(8192));
+    let (s, b) = server.post(&[STRUCTURED], big.to_string().as_bytes());
+    assert_eq!(s, 413, "{b}");
+
+    let (out, err) = server.stop();
+    let end = chrono::Utc::now();
+    assert!(
+        out.contains(&format!("listening on http://127.0.0.1:{port}")),
+        "{out}"
+    );
+    no_secrets(&out);
+    no_secrets(&err);
+    assert!(err.contains("SIGTERM"), "{err}");
+
+    let objects = stored(&dir.join("data"));
+    assert!(!objects.is_empty());
+    let mut ids = Vec::new();
+    for (key, records) in &objects {
+        assert!(
+            key.starts_with(&hour(start)) || key.starts_with(&hour(end)),
+            "{key} is not in the hour partition of {start} or {end}"
+        );
+        assert!(
+            err.contains(&format!("upload file {key} completed")),
+            "no upload line for {key}:\n{err}"
+        );
+        ids.extend(records.iter().map(|r| r["id"].as_str().unwrap().to_owned()));
+    }
+    ids.sort();
+    assert_eq!(
+        ids,
+        [
+            "R1.dd90",
+            "R2.dd90",
+            "b03",
+            "b1",
+            "b25e2717-a470-45a0-8231-985a99aa9416",
+            "s1",
+            "t1",
+            "t2"
+        ]
+    );
+    let all: Vec<&Value> = objects.iter().flat_map(|(_, r)| r).collect();
+    let by_id = |id: &str| *all.iter().find(|r| r["id"] == id).unwrap();
+    // The seed's event is stored as it was sent.
+    assert_eq!(
+        by_id("b25e2717-a470-45a0-8231-985a99aa9416"),
+        &serde_json::from_str::<Value>(SEED_BODY).unwrap()
+    );
+    assert_eq!(by_id("b1")["tenant"], "acme");
+    assert_eq!(by_id("b03")["specversion"], "0.3");
+    assert_eq!(
+        by_id("R2.dd90")["type"],
+        "com.amazonaws.s3.ObjectCreated:Put"
+    );
+}
+
+#[test]
+fn port_flag_daily_partitions_and_prefix() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let port = free_port();
+    let config = json!({
+        "v_port": "1",
+        "timeInterval": "DAILY",
+        "store": "local",
+        "localDir": dir.join("data"),
+        "spoolDir": dir.join("spool"),
+        "bindAddress": "127.0.0.1",
+        "prefix": "events/",
+    });
+    let day = chrono::Utc::now().format("%Y/%m/%d/").to_string();
+    let server = Server::start(dir, &config, &["--port", &port.to_string()], port);
+    assert_eq!(
+        server
+            .post(&[STRUCTURED], ce("d1").to_string().as_bytes())
+            .0,
+        200
+    );
+    let (_, err) = server.stop();
+    no_secrets(&err);
+    let objects = stored(&dir.join("data"));
+    assert_eq!(objects.len(), 1, "{objects:?}");
+    let (key, records) = &objects[0];
+    let rest = key
+        .strip_prefix(&format!("events/{day}"))
+        .unwrap_or_else(|| panic!("{key} not under events/{day}"));
+    assert!(!rest.contains('/'), "{key}: a daily partition has no hour");
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0]["id"], "d1");
+}
+
+/// Runs the example to completion; asserts exit 2 and returns its stderr.
+fn exits_2(dir: &Path, args: &[&str]) -> String {
+    let out: Output = command(dir)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+    err
+}
+
+#[test]
+fn bad_command_lines_exit_2_naming_the_problem() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let err = exits_2(dir, &["--bogus"]);
+    assert!(err.contains("`--bogus`"), "{err}");
+    let err = exits_2(dir, &["--port", "eighty"]);
+    assert!(err.contains("--port") && err.contains("`eighty`"), "{err}");
+    let err = exits_2(dir, &["--port", "70000"]);
+    assert!(err.contains("--port"), "{err}");
+    let err = exits_2(dir, &["--config"]);
+    assert!(err.contains("--config"), "{err}");
+
+    let base =
+        json!({"store": "local", "localDir": dir.join("data"), "spoolDir": dir.join("spool")});
+    for (change, names) in [
+        (json!({"bucketNmae": "b"}), vec!["bucketNmae"]),
+        (json!({"timeInterval": "WEEKLY"}), vec!["timeInterval"]),
+        (json!({"flushSize": "lots"}), vec!["flushSize"]),
+        (json!({"v_port": "99999"}), vec!["v_port"]),
+        (json!({"store": "ftp"}), vec!["store"]),
+    ] {
+        let mut config = base.clone();
+        for (k, v) in change.as_object().unwrap() {
+            config[k] = v.clone();
+        }
+        let (cfg, secret) = write_files(dir, &config);
+        let err = exits_2(
+            dir,
+            &[
+                "--config",
+                cfg.to_str().unwrap(),
+                "--secret",
+                secret.to_str().unwrap(),
+            ],
+        );
+        for n in names {
+            assert!(err.contains(n), "{config}: {err}");
+        }
+        no_secrets(&err);
+    }
+    // A secret that is not base64: named by key, its value not echoed.
+    let cfg = dir.join("config.json");
+    std::fs::write(&cfg, base.to_string()).unwrap();
+    let secret = dir.join("secret.json");
+    std::fs::write(
+        &secret,
+        json!({"awsAccessKeyID": b64(ACCESS_KEY), "awsSecretAccessKey": SECRET_KEY}).to_string(),
+    )
+    .unwrap();
+    let err = exits_2(
+        dir,
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--secret",
+            secret.to_str().unwrap(),
+        ],
+    );
+    assert!(err.contains("awsSecretAccessKey"), "{err}");
+    no_secrets(&err);
+    // Nothing was written by a start that failed.
+    assert!(!dir.join("data").exists());
+}
