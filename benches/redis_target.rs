@@ -181,6 +181,7 @@ fn bench(c: &mut Criterion) {
             .rsplit_once(':')
             .map(|(h, p)| (h.to_owned(), p.to_owned()))
             .unwrap_or_else(|| (addr(), "6379".into()));
+        eprintln!("redis_benchmark_rpush_p16: redis-benchmark -t rpush -P 16 -d {mean_entry}");
         g.bench_function("redis_benchmark_rpush_p16", |b| {
             b.iter_custom(|iters| {
                 let n = (RECORDS as u64 * iters).to_string();
