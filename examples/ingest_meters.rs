@@ -53,7 +53,11 @@
 //! "allowHttp": …, "virtualHostedStyle": …}` (credentials default to the
 //! `AWS_*` environment). Secrets are never printed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+
+/// How many ingested keys the process remembers to skip duplicates
+/// announced both by notification and by the poller.
+const DONE_LIMIT: usize = 100_000;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -265,8 +269,9 @@ struct Ingest {
     sink: Arc<Sink>,
     /// Objects read in this process (key → ETag), so that an object
     /// announced by a notification is not read again when the poller lists
-    /// it (and the other way round).
-    done: Mutex<HashMap<String, Option<String>>>,
+    /// it (and the other way round); the oldest are forgotten past
+    /// [`DONE_LIMIT`], so memory stays bounded.
+    done: Mutex<(HashMap<String, Option<String>>, VecDeque<String>)>,
 }
 
 impl Ingest {
@@ -306,6 +311,7 @@ impl Ingest {
                     .done
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
+                    .0
                     .get(&key)
                     == Some(&etag)
             {
@@ -313,10 +319,16 @@ impl Ingest {
                 continue;
             }
             self.ingest(&key).await?;
-            self.done
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(key, etag);
+            let mut done = self.done.lock().unwrap_or_else(|e| e.into_inner());
+            let (seen, order) = &mut *done;
+            if seen.insert(key.clone(), etag).is_none() {
+                order.push_back(key);
+                while order.len() > DONE_LIMIT {
+                    if let Some(old) = order.pop_front() {
+                        seen.remove(&old);
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -454,7 +466,7 @@ async fn run(s: Settings) -> Result<(), String> {
         input: input.clone(),
         prefix: s.prefix.clone(),
         sink: sink.clone(),
-        done: Mutex::new(HashMap::new()),
+        done: Mutex::new((HashMap::new(), VecDeque::new())),
     });
 
     let mut pc = PollerConfig::new(s.input_bucket.clone(), &s.cursor_file);
