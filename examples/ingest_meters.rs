@@ -58,6 +58,9 @@ use std::collections::{HashMap, VecDeque};
 /// How many ingested keys the process remembers to skip duplicates
 /// announced both by notification and by the poller.
 const DONE_LIMIT: usize = 100_000;
+
+/// Ingested keys with their ETags, and the keys in the order they came.
+type Done = (HashMap<String, Option<String>>, VecDeque<String>);
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -271,7 +274,7 @@ struct Ingest {
     /// announced by a notification is not read again when the poller lists
     /// it (and the other way round); the oldest are forgotten past
     /// [`DONE_LIMIT`], so memory stays bounded.
-    done: Mutex<(HashMap<String, Option<String>>, VecDeque<String>)>,
+    done: Mutex<Done>,
 }
 
 impl Ingest {
