@@ -227,6 +227,7 @@ fn bad_configuration_exits_2_naming_the_key_and_no_secret() {
         let path = dir.path().join("bad.json");
         std::fs::write(&path, config.to_string()).unwrap();
         let out = Command::new(example_bin("relay"))
+            .current_dir(dir.path())
             .arg("--config")
             .arg(&path)
             .output()
