@@ -550,3 +550,80 @@ fn kill9_with_queue_dir_loses_no_acknowledged_event() {
     assert!(relay.terminate().success());
     let _: () = redis::cmd("DEL").arg(&key).query(&mut redis()).unwrap();
 }
+
+/// `(eventName, object key)` of the access-format entries in list `key`.
+fn redis_events(key: &str) -> Vec<(String, String)> {
+    let entries: Vec<String> = redis::cmd("LRANGE")
+        .arg(key)
+        .arg(0)
+        .arg(-1)
+        .query(&mut redis())
+        .expect("LRANGE");
+    entries
+        .iter()
+        .map(|e| {
+            let v: Value = serde_json::from_str(e).expect("access entry is JSON");
+            let r = &v[0]["Event"][0];
+            (
+                r["eventName"].as_str().unwrap_or_default().to_owned(),
+                r["s3"]["object"]["key"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn poller_through_the_relay_emits_once_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = dir.path().join("bucket");
+    std::fs::create_dir_all(bucket.join("in")).unwrap();
+    std::fs::write(bucket.join("in/a.json"), b"{}").unwrap();
+    std::fs::write(bucket.join("in/b c.json"), b"[]").unwrap();
+    std::fs::write(bucket.join("elsewhere.json"), b"{}").unwrap();
+    let port = free_port();
+    let key = unique_key("poller");
+    let mut config = redis_config(port, &key, Some(&dir.path().join("queue")));
+    config["receiver"] = json!({"enable": false});
+    config["poller"] = json!({
+        "store": {"local_dir": bucket},
+        "bucket": "photos",
+        "prefix": "in",
+        "interval_secs": 1,
+        "cursor_file": dir.path().join("poller.cursor"),
+    });
+    let mut relay = start(dir.path(), Some(&config), port);
+    let created = |k: &str| ("ObjectCreated:Put".to_owned(), k.to_owned());
+    let removed = |k: &str| ("ObjectRemoved:Delete".to_owned(), k.to_owned());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while redis_events(&key).len() < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Keys travel URL-encoded, as S3 sends them.
+    let mut got = redis_events(&key);
+    got.sort();
+    assert_eq!(got, vec![created("in/a.json"), created("in/b+c.json")]);
+    assert!(relay.terminate().success());
+
+    // Restarted: nothing already emitted comes again; a new object and a
+    // removal come once each.
+    let mut relay = start(dir.path(), Some(&config), port);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(redis_events(&key).len(), 2, "{:?}", redis_events(&key));
+    std::fs::write(bucket.join("in/d.json"), b"{}").unwrap();
+    std::fs::remove_file(bucket.join("in/a.json")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while redis_events(&key).len() < 4 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(2500));
+    let got = redis_events(&key);
+    let mut last_two = got[2..].to_vec();
+    last_two.sort();
+    assert_eq!(got.len(), 4, "{got:?}");
+    assert_eq!(last_two, vec![created("in/d.json"), removed("in/a.json")]);
+    assert!(relay.terminate().success());
+    let _: () = redis::cmd("DEL").arg(&key).query(&mut redis()).unwrap();
+}
