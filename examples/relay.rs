@@ -46,7 +46,8 @@
 //!   (`arn:minio:sqs:<region>:<id>:<type>`; default `us-east-1`).
 //! - `targets`: MinIO's target configuration, exactly what
 //!   `NotifyConfig::from_json` takes (`{"<type>": {"<id>": {…}}}`, MinIO key
-//!   names, `queue_dir` per target). `MINIO_NOTIFY_*` / `S3E_NOTIFY_*`
+//!   names, `queue_dir` per target, an absolute path as in MinIO).
+//!   `MINIO_NOTIFY_*` / `S3E_NOTIFY_*`
 //!   environment variables are overlaid, as in MinIO. Types need their
 //!   cargo feature (`--features relay,redis`).
 //! - `directory`: the built-in output writing gzip NDJSON objects to a local
