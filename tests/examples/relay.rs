@@ -472,13 +472,29 @@ fn sns_signed_accepted_tampered_refused_confirmation_not_followed_to_local_host(
 
 #[test]
 fn kill9_with_queue_dir_loses_no_acknowledged_event() {
+    kill9_run(false);
+}
+
+/// The same with Redis unreachable until the restart: every acknowledged
+/// event is only in `queue_dir` when the relay is killed.
+#[test]
+fn kill9_while_the_target_is_down_replays_the_queue_after_restart() {
+    kill9_run(true);
+}
+
+fn kill9_run(target_down_first: bool) {
     let dir = tempfile::tempdir().unwrap();
     let queue = dir.path().join("queue");
     let port = free_port();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let key = unique_key("kill9");
     let config = redis_config(port, &key, Some(&queue));
-    let mut relay = start(dir.path(), Some(&config), port);
+    let mut first = config.clone();
+    if target_down_first {
+        // A loopback port nothing listens on.
+        first["targets"]["redis"]["1"]["address"] = format!("127.0.0.1:{}", free_port()).into();
+    }
+    let mut relay = start(dir.path(), Some(&first), port);
 
     // Four clients POST distinct events until the relay dies.
     let acked = Arc::new(Mutex::new(BTreeSet::new()));
@@ -519,6 +535,9 @@ fn kill9_with_queue_dir_loses_no_acknowledged_event() {
     let acked = std::mem::take(&mut *acked.lock().unwrap());
     let before_restart = redis_object_keys(&key).len();
     assert!(acked.len() > 10, "only {} events acknowledged", acked.len());
+    if target_down_first {
+        assert_eq!(before_restart, 0, "Redis was unreachable");
+    }
 
     // Restart on the same queue_dir: what was queued is delivered.
     let mut relay = start(dir.path(), Some(&config), port);
@@ -537,7 +556,7 @@ fn kill9_with_queue_dir_loses_no_acknowledged_event() {
     let missing: Vec<_> = acked.iter().filter(|k| !counts.contains_key(*k)).collect();
     let duplicates: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
     println!(
-        "relay kill -9 after {at:?}: {} acknowledged, {} failed or cut off, {} in Redis \
+        "relay kill -9 after {at:?} (target down first: {target_down_first}): {} acknowledged, {} failed or cut off, {} in Redis \
          before restart, {} distinct after, {} missing, {} duplicated: {duplicates:?}",
         acked.len(),
         failed.load(Ordering::Relaxed),
