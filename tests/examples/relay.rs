@@ -189,10 +189,19 @@ fn embedded_default_writes_gzip_ndjson_and_exits_0_on_sigterm() {
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("accepted 1 records"), "{body}");
     assert_eq!(post(addr, None, "{\"hello\": 1}").0, 400);
+    // A record with an unknown event name is skipped and counted (a retry
+    // could not fix it); the request is not failed.
+    let mut bogus: Value = serde_json::from_str(MINIO_PAYLOAD).unwrap();
+    bogus["Records"][0]["eventName"] = "s3:NoSuchEvent".into();
+    assert_eq!(post(addr, None, &bogus.to_string()).0, 200);
     let (status, metrics) = http(addr, "GET", "/metrics", &[], "").unwrap();
     assert_eq!(status, 200);
     assert!(
-        metrics.contains("s3_event_receiver_records_total 1"),
+        metrics.contains("s3_event_receiver_records_total 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("s3_event_notifier_invalid_records 1"),
         "{metrics}"
     );
     assert!(
