@@ -14,7 +14,12 @@
 //!   host);
 //! - SQS-style bodies (`{"Messages":[...]}`, Lambda SQS events), plain
 //!   `{"Records":[...]}` documents and EventBridge events, all through core's
-//!   [`inbound::parse`].
+//!   [`inbound::parse`]. An SQS message whose body is an SNS envelope (an
+//!   SNS topic feeding the queue without raw message delivery) has its SNS
+//!   signature checked too when [`SnsConfig::verify_sqs_wrapped`] is on (the
+//!   default, with [`SnsConfig::verify_signatures`]): one bad signature
+//!   refuses the whole body with a 403. SQS bodies still need the
+//!   `auth_token` when one is set.
 //!
 //! Records go to a [`RecordsHandler`]; its error turns into a 503 so that the
 //! sender retries.
@@ -66,7 +71,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use s3_event_core::inbound::{self, Inbound, Origin, SnsMessage};
+use s3_event_core::inbound::{self, Inbound, Origin, SnsMessage, SqsContent, SqsMessage};
 use subtle::ConstantTimeEq;
 
 use crate::handler::{BoxFuture, RecordsHandler};
@@ -151,6 +156,14 @@ pub struct SnsConfig {
     pub max_clock_skew: Duration,
     /// How many recent `MessageId`s are remembered (default 100000).
     pub replay_cache_size: usize,
+    /// Also verify the SNS envelopes found inside SQS message bodies
+    /// (default on; only with [`SnsConfig::verify_signatures`]): signature,
+    /// certificate and [`SnsConfig::topic_arns`] as for a direct SNS
+    /// delivery. Their `Timestamp` and `MessageId` are not checked for
+    /// replays, since SQS legitimately redelivers a message and keeps it up
+    /// to 14 days. Off, such bodies are trusted as any SQS body (the
+    /// `auth_token` still applies).
+    pub verify_sqs_wrapped: bool,
 }
 
 impl Default for SnsConfig {
@@ -163,6 +176,7 @@ impl Default for SnsConfig {
             max_age: Duration::from_secs(3600),
             max_clock_skew: Duration::from_secs(300),
             replay_cache_size: 100_000,
+            verify_sqs_wrapped: true,
         }
     }
 }
@@ -626,6 +640,35 @@ impl Receiver {
             | Inbound::SnsUnsubscribeConfirmation { message } => Some(message),
             _ => None,
         };
+        if config.sns.verify_signatures && config.sns.verify_sqs_wrapped {
+            if let Some(messages) = sqs_messages(&inbound) {
+                for m in messages {
+                    let wrapped = match &m.content {
+                        SqsContent::Records {
+                            origin: Origin::Sns { message, .. },
+                            ..
+                        }
+                        | SqsContent::TestEvent {
+                            origin: Origin::Sns { message, .. },
+                            ..
+                        } => Some(&**message),
+                        SqsContent::SnsConfirmation(message) => Some(message),
+                        _ => None,
+                    };
+                    if let Some(message) = wrapped {
+                        if let Err(r) = self.verify_sns_signature(message, false).await {
+                            let id = m.message_id.as_deref().unwrap_or_default();
+                            return Outcome::Rejected(match r {
+                                Rejection::Forged(e) => {
+                                    Rejection::Forged(format!("SQS message `{id}`: {e}"))
+                                }
+                                other => other,
+                            });
+                        }
+                    }
+                }
+            }
+        }
         let mut reserved = None;
         if let Some(message) = sns_message {
             if config.sns.verify_signatures {
@@ -708,21 +751,32 @@ impl Receiver {
     }
 
     async fn verify_sns(&self, message: &SnsMessage) -> Result<(), Rejection> {
+        self.verify_sns_signature(message, true).await
+    }
+
+    /// Topic, (when `fresh`) replay and age, then signature.
+    async fn verify_sns_signature(
+        &self,
+        message: &SnsMessage,
+        fresh: bool,
+    ) -> Result<(), Rejection> {
         let sns = &self.inner.config.sns;
         let topic = message.topic_arn.as_deref().unwrap_or_default();
         if !sns.topic_arns.is_empty() && !sns.topic_arns.iter().any(|t| t == topic) {
             return Err(Rejection::TopicNotAllowed(topic.to_owned()));
         }
-        let is_notification = message.message_type.as_deref() == Some("Notification");
-        if is_notification {
-            let id = message.message_id.as_deref().unwrap_or_default();
-            if self.inner.replay.lock().expect("replay lock").contains(id) {
-                return Err(Rejection::Replayed(format!(
-                    "MessageId `{id}` was already received"
-                )));
+        if fresh {
+            let is_notification = message.message_type.as_deref() == Some("Notification");
+            if is_notification {
+                let id = message.message_id.as_deref().unwrap_or_default();
+                if self.inner.replay.lock().expect("replay lock").contains(id) {
+                    return Err(Rejection::Replayed(format!(
+                        "MessageId `{id}` was already received"
+                    )));
+                }
             }
+            sns::check_timestamp(message, sns.max_age, sns.max_clock_skew, is_notification)?;
         }
-        sns::check_timestamp(message, sns.max_age, sns.max_clock_skew, is_notification)?;
         let version = message.signature_version.as_deref().unwrap_or_default();
         if version != "1" && version != "2" {
             return Err(Rejection::Forged(format!(
@@ -772,6 +826,21 @@ impl Receiver {
         }
         cache.insert(url.as_str().to_owned(), cert.clone());
         Ok(cert)
+    }
+}
+
+/// The SQS messages of an SQS body, if `inbound` is one.
+fn sqs_messages(inbound: &Inbound) -> Option<&[SqsMessage]> {
+    match inbound {
+        Inbound::Records {
+            origin: Origin::Sqs { messages },
+            ..
+        }
+        | Inbound::TestEvent {
+            origin: Origin::Sqs { messages },
+            ..
+        } => Some(messages),
+        _ => None,
     }
 }
 

@@ -465,6 +465,83 @@ async fn sqs_bodies_test_events_and_garbage() {
     assert_eq!(r.stats().bad_payload, 1);
 }
 
+/// An SQS `ReceiveMessage` body whose messages hold SNS envelopes.
+fn sqs_of(bodies: &[Value]) -> Value {
+    let messages: Vec<Value> = bodies
+        .iter()
+        .enumerate()
+        .map(|(n, b)| json!({"MessageId": format!("q-{n}"), "ReceiptHandle": "r", "Body": b.to_string()}))
+        .collect();
+    json!({ "Messages": messages })
+}
+
+#[tokio::test]
+async fn sqs_wrapped_sns_signed_accepted_even_when_old_or_repeated() {
+    let (r, sink, _) = receiver(with_token("t"));
+    let h = headers(Some("Bearer t"));
+    // A message older than max_age: SQS may hold it for days.
+    let mut old = notification("w-1");
+    old.timestamp = Some("2020-01-01T00:00:00.000Z".into());
+    let body = sqs_of(&[signed(old, "1"), signed(notification("w-2"), "2")]);
+    let o = r.receive(&h, body.to_string().as_bytes()).await;
+    assert_eq!(o, Outcome::Accepted { records: 2 }, "{o}");
+    // SQS redelivers: the same body again is accepted, not a replay.
+    let o = r.receive(&h, body.to_string().as_bytes()).await;
+    assert_eq!(o, Outcome::Accepted { records: 2 }, "{o}");
+    assert_eq!(sink.len(), 4);
+    assert_eq!(sink.got.lock().unwrap()[1].key(), Some("w-2.jpg"));
+}
+
+#[tokio::test]
+async fn sqs_wrapped_sns_tampered_rejected() {
+    let (r, sink, _) = receiver(with_token("t"));
+    let h = headers(Some("Bearer t"));
+    let mut bad = signed(notification("w-2"), "2");
+    let tampered = bad["Message"]
+        .as_str()
+        .unwrap()
+        .replace("w-2.jpg", "evil.jpg");
+    bad["Message"] = tampered.into();
+    let body = sqs_of(&[signed(notification("w-1"), "2"), bad]);
+    let o = r.receive(&h, body.to_string().as_bytes()).await;
+    assert!(
+        matches!(&o, Outcome::Rejected(Rejection::Forged(m))
+            if m.contains("SQS message `q-1`") && m.contains("signature does not match")),
+        "{o:?}"
+    );
+    assert_eq!(o.status(), StatusCode::FORBIDDEN);
+    assert_eq!(sink.len(), 0, "nothing of a refused body is handed over");
+    assert_eq!(r.stats().forged, 1);
+    // A topic not allowed is refused inside SQS as well.
+    let mut config = with_token("t");
+    config.sns.topic_arns = vec!["arn:aws:sns:us-east-1:123456789012:other".into()];
+    let (r, sink, _) = receiver(config);
+    let body = sqs_of(&[signed(notification("w-3"), "2")]);
+    let o = r.receive(&h, body.to_string().as_bytes()).await;
+    assert_eq!(o.status(), StatusCode::FORBIDDEN, "{o:?}");
+    assert_eq!(sink.len(), 0);
+}
+
+#[tokio::test]
+async fn sqs_wrapped_sns_unchecked_when_switched_off() {
+    let mut config = with_token("t");
+    config.sns.verify_sqs_wrapped = false;
+    let (r, sink, _) = receiver(config);
+    let h = headers(Some("Bearer t"));
+    let mut bad = signed(notification("w-1"), "2");
+    bad["Signature"] = "AAAA".into();
+    let o = r
+        .receive(&h, sqs_of(&[bad.clone()]).to_string().as_bytes())
+        .await;
+    assert_eq!(o, Outcome::Accepted { records: 1 }, "{o}");
+    assert_eq!(sink.len(), 1);
+    // The token is still required for an SQS body.
+    let o = r
+        .receive(&HeaderMap::new(), sqs_of(&[bad]).to_string().as_bytes())
+        .await;
+    assert_eq!(o.status(), StatusCode::UNAUTHORIZED);
+}
+
 #[tokio::test]
 async fn router_serves_post() {
     let (r, sink, _) = receiver(with_token("s3cr3t"));
