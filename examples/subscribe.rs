@@ -11,7 +11,9 @@
 //! AMQP: binds a fresh exclusive queue to the (fanout) exchange, declaring
 //! the exchange as the target does if it is missing, so start this before
 //! sending. NATS: a core subscription to the subject (JetStream publishes
-//! reach it too). Kafka: reads every partition of the topic from the start.
+//! reach it too). Kafka: reads what arrives on every partition of the topic,
+//! creating the topic (3 partitions) when it is missing, as the target does
+//! not create topics.
 //! MQTT: subscribes with QoS 1. Runs until Ctrl-C, or exits after
 //! `--count N` messages.
 
@@ -157,19 +159,38 @@ async fn nats(url: &str, subject: &str, count: usize) -> Result<(), String> {
 
 #[cfg(feature = "kafka")]
 async fn kafka(broker: &str, topic: &str, count: usize) -> Result<(), String> {
-    use s3_event::targets::kafka::rskafka::client::partition::UnknownTopicHandling;
+    use s3_event::targets::kafka::rskafka::client::partition::{OffsetAt, UnknownTopicHandling};
     use s3_event::targets::kafka::rskafka::client::ClientBuilder;
 
     let client = ClientBuilder::new(vec![broker.to_owned()])
         .build()
         .await
         .map_err(|e| format!("connecting to {broker}: {e}"))?;
-    let partitions = loop {
-        let topics = client.list_topics().await.map_err(|e| e.to_string())?;
-        if let Some(t) = topics.iter().find(|t| t.name == topic) {
-            break t.partitions.iter().copied().collect::<Vec<i32>>();
+    let listed = |topics: &[s3_event::targets::kafka::rskafka::topic::Topic]| {
+        topics
+            .iter()
+            .find(|t| t.name == topic)
+            .map(|t| t.partitions.iter().copied().collect::<Vec<i32>>())
+    };
+    let topics = client.list_topics().await.map_err(|e| e.to_string())?;
+    let partitions = match listed(&topics) {
+        Some(p) => p,
+        None => {
+            client
+                .controller_client()
+                .map_err(|e| e.to_string())?
+                .create_topic(topic, 3, 1, 5_000)
+                .await
+                .map_err(|e| format!("creating topic {topic}: {e}"))?;
+            eprintln!("subscribe: created topic {topic} (3 partitions)");
+            loop {
+                let topics = client.list_topics().await.map_err(|e| e.to_string())?;
+                if let Some(p) = listed(&topics).filter(|p| p.len() == 3) {
+                    break p;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
         }
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     };
     eprintln!(
         "subscribe: topic {topic}, {} partition(s)",
@@ -181,7 +202,12 @@ async fn kafka(broker: &str, topic: &str, count: usize) -> Result<(), String> {
             .partition_client(topic.to_owned(), p, UnknownTopicHandling::Retry)
             .await
             .map_err(|e| e.to_string())?;
-        clients.push((pc, 0i64));
+        // Like the other brokers here: only what arrives from now on.
+        let latest = pc
+            .get_offset(OffsetAt::Latest)
+            .await
+            .map_err(|e| e.to_string())?;
+        clients.push((pc, latest));
     }
     let mut seen = 0;
     while seen < count {

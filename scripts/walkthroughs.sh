@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Replays the README's target walkthroughs and prints them as transcripts:
+# the relay (examples/relay.rs) with one target configured from
+# examples/walkthrough/<target>.json, a MinIO webhook POST, and the event read
+# back through the server's own client (redis-cli, psql, the search API) or
+# examples/subscribe.rs. Needs the servers of scripts/services.sh and:
+#   cargo build --example relay --example subscribe \
+#     --features relay,redis,postgres,elasticsearch,amqp,nats,kafka
+# Usage: scripts/walkthroughs.sh [redis|postgresql|elasticsearch|amqp|nats|kafka]...
+set -u
+cd "$(dirname "$0")/.."
+W=examples/walkthrough
+B=target/debug/examples
+show() { echo "\$ $*"; eval "$@"; }
+start_relay() { # target
+  echo "\$ $B/relay --config $W/$1.json &"
+  $B/relay --config "$W/$1.json" > /tmp/relay.out 2> /tmp/relay.err & RELAY=$!
+  for _ in $(seq 50); do curl -s -o /dev/null http://127.0.0.1:8090/health && break; sleep 0.2; done
+  cat /tmp/relay.out
+}
+stop_relay() { kill -TERM "$RELAY"; wait "$RELAY"; }
+post() { show "curl -s -X POST -d @$W/$1 http://127.0.0.1:8090/"; sleep 1; }
+
+walk() {
+  case $1 in
+  redis)
+    redis-cli del bucketevents > /dev/null
+    start_relay redis
+    post created.json
+    show "redis-cli hgetall bucketevents"
+    post removed.json
+    show "redis-cli hlen bucketevents"
+    stop_relay ;;
+  postgresql)
+    psql -q -h 127.0.0.1 -U postgres test -c 'drop table if exists bucketevents' > /dev/null 2>&1
+    start_relay postgresql
+    post created.json
+    show "psql -h 127.0.0.1 -U postgres test -c \"select key, value->'Records'->0->>'eventName' as event, value->'Records'->0->'s3'->'object'->>'size' as size from bucketevents\""
+    post removed.json
+    show "psql -h 127.0.0.1 -U postgres test -c 'select count(*) from bucketevents'"
+    stop_relay ;;
+  elasticsearch)
+    curl -s -X DELETE http://127.0.0.1:19200/bucketevents > /dev/null
+    start_relay elasticsearch
+    post created.json
+    show "curl -s 'http://127.0.0.1:19200/bucketevents/_search?pretty'"
+    post removed.json
+    show "curl -s 'http://127.0.0.1:19200/bucketevents/_count'; echo"
+    stop_relay ;;
+  amqp|nats|kafka)
+    case $1 in
+      amqp) sub="amqp amqp://guest:guest@127.0.0.1:5672 bucketevents" ;;
+      nats) sub="nats nats://127.0.0.1:4222 bucketevents" ;;
+      kafka) sub="kafka 127.0.0.1:19092 bucketevents" ;;
+    esac
+    echo "\$ $B/subscribe $sub --count 1 &"
+    $B/subscribe $sub --count 1 > /tmp/sub.out 2> /tmp/sub.err & SUB=$!
+    sleep 1.5
+    cat /tmp/sub.err
+    start_relay "$1"
+    post created.json
+    wait "$SUB"
+    cat /tmp/sub.out
+    stop_relay ;;
+  *) echo "unknown walkthrough $1" >&2; return 2 ;;
+  esac
+}
+
+for t in "${@:-redis postgresql elasticsearch amqp nats kafka}"; do
+  for x in $t; do walk "$x"; echo; done
+done
