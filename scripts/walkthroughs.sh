@@ -7,6 +7,8 @@
 #   cargo build --example relay --example subscribe \
 #     --features relay,redis,postgres,elasticsearch,amqp,nats,kafka
 # Usage: scripts/walkthroughs.sh [redis|postgresql|elasticsearch|amqp|nats|kafka]...
+# Exits 1 when a walkthrough did not show the event arriving (and, for the
+# databases, leaving again on removal); scripts/test.sh runs it that way.
 set -u
 cd "$(dirname "$0")/.."
 W=examples/walkthrough
@@ -66,6 +68,32 @@ walk() {
   esac
 }
 
-for t in "${@:-redis postgresql elasticsearch amqp nats kafka}"; do
-  for x in $t; do walk "$x"; echo; done
+# What each walkthrough's output must contain.
+expect() {
+  case $1 in
+    redis) echo 'images/myphoto.jpg' ;;
+    postgresql) echo 'images/myphoto.jpg | s3:ObjectCreated:Put | 200436' ;;
+    elasticsearch) echo '"_id" : "images/myphoto.jpg"' ;;
+    *) echo '{"EventName":"s3:ObjectCreated:Put","Key":"images/myphoto.jpg","Records":[' ;;
+  esac
+}
+removed() {
+  case $1 in
+    redis) echo '$ redis-cli hlen bucketevents
+0' ;;
+    postgresql) echo '     0' ;;
+    elasticsearch) echo '"count":0' ;;
+    *) echo '' ;;
+  esac
+}
+
+status=0
+for t in ${@:-redis postgresql elasticsearch amqp nats kafka}; do
+  out=$(walk "$t" 2>&1)
+  printf '%s\n\n' "$out"
+  if ! grep -qF "$(expect "$t")" <<<"$out" || ! grep -qF -- "$(removed "$t")" <<<"$out"; then
+    echo "walkthrough $t: the event did not arrive (or was not removed) as expected" >&2
+    status=1
+  fi
 done
+exit $status
