@@ -85,7 +85,12 @@ pub mod queue_store;
 pub mod receiver;
 #[cfg(feature = "redis")]
 pub mod redis;
-#[cfg(any(feature = "nats", feature = "mqtt", feature = "kafka"))]
+#[cfg(any(
+    feature = "nats",
+    feature = "mqtt",
+    feature = "kafka",
+    feature = "postgres"
+))]
 mod tls;
 #[cfg(feature = "webhook")]
 pub mod webhook;

@@ -19,6 +19,8 @@ pub(crate) struct TlsOptions<'a> {
     pub client: Option<(&'a Path, &'a Path)>,
     /// Accept any server certificate (MinIO's `tls_skip_verify`).
     pub skip_verify: bool,
+    /// Check the chain but not the host name (libpq's `sslmode=verify-ca`).
+    pub skip_hostname: bool,
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -55,7 +57,19 @@ pub(crate) fn client_config(opts: &TlsOptions<'_>) -> Result<ClientConfig, Strin
                 }
             }
         }
-        builder.with_root_certificates(roots)
+        if opts.skip_hostname {
+            let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider(),
+            )
+            .build()
+            .map_err(|e| format!("TLS setup: {e}"))?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(NoNameCheck(inner)))
+        } else {
+            builder.with_root_certificates(roots)
+        }
     };
     match opts.client {
         None => Ok(builder.with_no_client_auth()),
@@ -69,6 +83,55 @@ pub(crate) fn client_config(opts: &TlsOptions<'_>) -> Result<ClientConfig, Strin
                 .with_client_auth_cert(chain, key)
                 .map_err(|e| format!("client certificate and key do not match: {e}"))
         }
+    }
+}
+
+/// Checks the chain like the WebPKI verifier it wraps but accepts a
+/// certificate issued for another name (libpq's `verify-ca`).
+#[derive(Debug)]
+struct NoNameCheck(Arc<rustls::client::WebPkiServerVerifier>);
+
+impl ServerCertVerifier for NoNameCheck {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        use rustls::CertificateError::{NotValidForName, NotValidForNameContext};
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                NotValidForName | NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
     }
 }
 

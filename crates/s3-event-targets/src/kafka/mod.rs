@@ -120,6 +120,7 @@ impl KafkaTarget {
                     .as_deref()
                     .zip(config.client_tls_key.as_deref()),
                 skip_verify: config.tls_skip_verify,
+                skip_hostname: false,
             };
             Some(Arc::new(crate::tls::client_config(&opts).map_err(
                 |message| Error::InvalidConfig {

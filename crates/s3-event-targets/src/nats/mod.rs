@@ -93,6 +93,7 @@ impl NatsTarget {
                     .as_deref()
                     .zip(config.client_key.as_deref()),
                 skip_verify: config.tls_skip_verify,
+                skip_hostname: false,
             };
             Some(
                 crate::tls::client_config(&opts).map_err(|message| Error::InvalidConfig {

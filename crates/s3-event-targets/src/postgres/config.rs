@@ -89,6 +89,166 @@ impl Default for PostgresConfig {
     }
 }
 
+/// How the server's certificate is checked: libpq's `sslmode` values that
+/// tokio-postgres does not know, with libpq's `sslrootcert`, `sslcert` and
+/// `sslkey` file keys.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct PgTls {
+    /// `verify-ca` or `verify-full`: the chain is checked against
+    /// [`PgTls::root_cert`]; with `verify-full` the host name too.
+    pub verify: Option<Verify>,
+    /// `sslrootcert`: a PEM file of CA certificates, or `system` for the
+    /// system's roots (as libpq 16).
+    pub root_cert: Option<String>,
+    /// `sslcert` and `sslkey`: a client certificate for mutual TLS.
+    pub client: Option<(PathBuf, PathBuf)>,
+}
+
+/// libpq's two verifying `sslmode`s.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Verify {
+    /// The certificate chains to a trusted root; its name is not checked.
+    Ca,
+    /// The chain and the host name.
+    Full,
+}
+
+/// Takes libpq's TLS keys tokio-postgres rejects out of a connection string
+/// (key/value form or URL query): `sslmode=verify-ca|verify-full` becomes
+/// `require` (TLS is mandatory in both), and `sslrootcert`, `sslcert`,
+/// `sslkey` are removed and returned. Errors are messages for the
+/// `connection_string` key.
+pub(crate) fn split_tls(conn: &str) -> std::result::Result<(String, PgTls), String> {
+    let mut tls = PgTls::default();
+    let mut cert = None;
+    let mut key = None;
+    let mut take = |k: &str, v: &str| -> std::result::Result<Option<String>, String> {
+        match k {
+            "sslmode" => match v {
+                "verify-ca" => tls.verify = Some(Verify::Ca),
+                "verify-full" => tls.verify = Some(Verify::Full),
+                _ => return Ok(None),
+            },
+            "sslrootcert" => tls.root_cert = Some(v.to_owned()),
+            "sslcert" => cert = Some(PathBuf::from(v)),
+            "sslkey" => key = Some(PathBuf::from(v)),
+            _ => return Ok(None),
+        }
+        Ok(Some(if k == "sslmode" {
+            "require".into()
+        } else {
+            String::new()
+        }))
+    };
+    let out = if conn.starts_with("postgres://") || conn.starts_with("postgresql://") {
+        match conn.split_once('?') {
+            None => conn.to_owned(),
+            Some((base, query)) => {
+                let mut kept = Vec::new();
+                for pair in query.split('&').filter(|p| !p.is_empty()) {
+                    let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                    let v = percent_decode(v)
+                        .ok_or_else(|| format!("`{k}` in the URL is not valid percent-encoding"))?;
+                    match take(k, &v)? {
+                        None => kept.push(pair.to_owned()),
+                        Some(r) if !r.is_empty() => kept.push(format!("{k}={r}")),
+                        Some(_) => {}
+                    }
+                }
+                if kept.is_empty() {
+                    base.to_owned()
+                } else {
+                    format!("{base}?{}", kept.join("&"))
+                }
+            }
+        }
+    } else {
+        let mut kept = Vec::new();
+        for (k, v, raw) in key_values(conn)? {
+            match take(&k, &v)? {
+                None => kept.push(raw),
+                Some(r) if !r.is_empty() => kept.push(format!("{k}={r}")),
+                Some(_) => {}
+            }
+        }
+        kept.join(" ")
+    };
+    tls.client = match (cert, key) {
+        (None, None) => None,
+        (Some(c), Some(k)) => Some((c, k)),
+        _ => return Err("`sslcert` and `sslkey` go together".into()),
+    };
+    if tls.verify.is_some() && tls.root_cert.is_none() {
+        return Err(
+            "`sslmode=verify-ca`/`verify-full` need `sslrootcert` (a PEM file of CA certificates, or `system`)"
+                .into(),
+        );
+    }
+    Ok((out, tls))
+}
+
+/// The `key=value` pairs of a libpq key/value string, values unquoted, each
+/// with its original text.
+fn key_values(s: &str) -> std::result::Result<Vec<(String, String, String)>, String> {
+    let mut out = Vec::new();
+    let mut chars = s.char_indices().peekable();
+    loop {
+        while chars.next_if(|(_, c)| c.is_whitespace()).is_some() {}
+        let Some(&(start, _)) = chars.peek() else {
+            break;
+        };
+        let mut k = String::new();
+        while let Some((_, c)) = chars.next_if(|(_, c)| *c != '=' && !c.is_whitespace()) {
+            k.push(c);
+        }
+        while chars.next_if(|(_, c)| c.is_whitespace()).is_some() {}
+        if chars.next_if(|(_, c)| *c == '=').is_none() {
+            return Err(format!("`{k}` has no `=value`"));
+        }
+        while chars.next_if(|(_, c)| c.is_whitespace()).is_some() {}
+        let mut v = String::new();
+        if chars.next_if(|(_, c)| *c == '\'').is_some() {
+            loop {
+                match chars.next() {
+                    None => return Err(format!("the value of `{k}` has no closing quote")),
+                    Some((_, '\'')) => break,
+                    Some((_, '\\')) => match chars.next() {
+                        Some((_, c)) => v.push(c),
+                        None => return Err(format!("the value of `{k}` has no closing quote")),
+                    },
+                    Some((_, c)) => v.push(c),
+                }
+            }
+        } else {
+            while let Some((_, c)) = chars.next_if(|(_, c)| !c.is_whitespace()) {
+                v.push(c);
+            }
+        }
+        let end = chars.peek().map_or(s.len(), |&(i, _)| i);
+        out.push((k, v, s[start..end].trim_end().to_owned()));
+    }
+    Ok(out)
+}
+
+/// `%XX` decoding of a URL query value (`+` is kept: libpq does not treat
+/// it as a space).
+fn percent_decode(v: &str) -> Option<String> {
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 /// `s` with the password of a libpq key/value string or of a URL replaced
 /// by `***`.
 pub(crate) fn redact_connection_string(s: &str) -> String {
@@ -203,6 +363,20 @@ impl PostgresConfig {
     }
 
     /// The connection settings; errors name target `id` and the key.
+    /// The TLS keys of `connection_string` tokio-postgres does not know.
+    pub(crate) fn tls(&self, id: &str) -> Result<PgTls> {
+        match &self.connection_string {
+            None => Ok(PgTls::default()),
+            Some(s) => split_tls(s)
+                .map(|(_, t)| t)
+                .map_err(|message| Error::InvalidConfig {
+                    target: format!("postgresql {id}"),
+                    key: "connection_string",
+                    message,
+                }),
+        }
+    }
+
     pub(crate) fn pg_config(&self, id: &str) -> Result<tokio_postgres::Config> {
         let err = |key: &'static str, message: String| Error::InvalidConfig {
             target: format!("postgresql {id}"),
@@ -210,6 +384,7 @@ impl PostgresConfig {
             message,
         };
         if let Some(s) = &self.connection_string {
+            let (s, _) = split_tls(s).map_err(|m| err("connection_string", m))?;
             // tokio-postgres' parse errors never quote the string.
             return s.parse().map_err(|e| {
                 err(

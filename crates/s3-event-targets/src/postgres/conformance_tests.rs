@@ -400,3 +400,100 @@ async fn sslmode_require_uses_tls() {
         assert!(sent.is_err(), "TLS required but the server has it off");
     }
 }
+
+/// The server's own certificate file (`ssl_cert_file`), when TLS is on.
+async fn server_cert(c: &tokio_postgres::Client) -> Option<String> {
+    let ssl: String = c.query_one("SHOW ssl", &[]).await.unwrap().get(0);
+    if ssl != "on" {
+        return None;
+    }
+    let f: String = c.query_one("SHOW ssl_cert_file", &[]).await.unwrap().get(0);
+    Some(f)
+}
+
+fn verify_string(host: &str, mode: &str, root: &str, table: &str) -> String {
+    let e = env_config();
+    format!(
+        "host={host} port={} user={} dbname={} sslmode={mode} sslrootcert='{root}' application_name={table}",
+        e.get_ports().first().copied().unwrap_or(5432),
+        e.get_user().unwrap_or("postgres"),
+        e.get_dbname().unwrap_or("test")
+    )
+}
+
+/// `verify-full` and `verify-ca` against the real server, whose certificate
+/// (Debian's self-signed one, issued for `localhost`) is its own root:
+/// `verify-full` works for `localhost` and refuses `127.0.0.1` (the name
+/// does not match); `verify-ca` accepts `127.0.0.1`; both refuse a server
+/// whose certificate does not chain to the given root.
+#[tokio::test(flavor = "multi_thread")]
+async fn sslmode_verify_full_and_verify_ca_check_the_certificate() {
+    let c = sql().await;
+    let cert = server_cert(&c)
+        .await
+        .expect("the test server has TLS on (Debian's default)");
+    let pem = std::fs::read_to_string(&cert).expect("the server's certificate is readable");
+    assert!(
+        pem.contains("BEGIN CERTIFICATE"),
+        "{cert} is not a PEM certificate"
+    );
+    // Debian's snakeoil certificate is issued for `localhost`.
+    let names = "localhost";
+    async fn send(cs: String, table: String) -> Result<(), TargetError> {
+        let record = test_record("s3:ObjectCreated:Put", "b", "k", "2024-01-01T00:00:00Z");
+        let t = PostgresTarget::new(id(), PostgresConfig::new(cs, &table, Format::Access)).unwrap();
+        t.send(&record).await
+    }
+
+    let table = unique_name("s3e_pg_vfull");
+    send(
+        verify_string(names, "verify-full", &cert, &table),
+        table.clone(),
+    )
+    .await
+    .expect("verify-full for the certificate's own name");
+    assert_eq!(access_keys(&c, &table).await, ["k"]);
+    c.batch_execute(&format!("DROP TABLE {table}"))
+        .await
+        .unwrap();
+
+    let table = unique_name("s3e_pg_vfull_ip");
+    let e = send(
+        verify_string("127.0.0.1", "verify-full", &cert, &table),
+        table,
+    )
+    .await
+    .expect_err("verify-full must refuse a certificate for another name");
+    assert!(e.to_string().to_lowercase().contains("certificate"), "{e}");
+
+    let table = unique_name("s3e_pg_vca");
+    send(
+        verify_string("127.0.0.1", "verify-ca", &cert, &table),
+        table.clone(),
+    )
+    .await
+    .expect("verify-ca does not check the name");
+    assert_eq!(access_keys(&c, &table).await, ["k"]);
+    c.batch_execute(&format!("DROP TABLE {table}"))
+        .await
+        .unwrap();
+
+    // A root the server's certificate does not chain to.
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let other_pem = dir.path().join("other-ca.pem");
+    std::fs::write(&other_pem, other.cert.pem()).unwrap();
+    for mode in ["verify-ca", "verify-full"] {
+        let table = unique_name("s3e_pg_vbad");
+        let e = send(
+            verify_string("localhost", mode, other_pem.to_str().unwrap(), &table),
+            table,
+        )
+        .await
+        .expect_err("a certificate from another CA must be refused");
+        assert!(
+            e.to_string().to_lowercase().contains("certificate"),
+            "{mode}: {e}"
+        );
+    }
+}

@@ -23,10 +23,13 @@
 //!
 //! TLS (rustls) follows `sslmode` in the connection string, with libpq's
 //! meaning: `disable` is plain text; `prefer` (the default) uses TLS when
-//! the server offers it and plain text otherwise; `require` insists on
-//! TLS. As in libpq without a root certificate, the server's certificate
-//! is not verified (encryption without authentication); libpq's
-//! `verify-ca`/`verify-full` are not supported.
+//! the server offers it and plain text otherwise; `require` insists on TLS
+//! without checking the server's certificate (encryption without
+//! authentication, as libpq without a root certificate); `verify-ca`
+//! checks that the certificate chains to `sslrootcert` (a PEM file of CA
+//! certificates, or `system` for the system's roots), and `verify-full`
+//! also that it names the host. `sslcert`/`sslkey` give a client
+//! certificate (with `verify-*`).
 
 mod config;
 #[cfg(all(test, feature = "integration"))]
@@ -104,10 +107,31 @@ impl PostgresTarget {
         let manager_config = ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         };
+        let pg_tls = config.tls(id.id())?;
         let manager = if pg.get_ssl_mode() == tokio_postgres::config::SslMode::Disable {
             Manager::from_config(pg, tokio_postgres::NoTls, manager_config)
         } else {
-            let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls::client_config());
+            let client_config = match (&pg_tls.verify, &pg_tls.root_cert) {
+                (Some(verify), Some(root)) => {
+                    let root = (root != "system").then(|| std::path::Path::new(root.as_str()));
+                    crate::tls::client_config(&crate::tls::TlsOptions {
+                        ca: root,
+                        client: pg_tls
+                            .client
+                            .as_ref()
+                            .map(|(c, k)| (c.as_path(), k.as_path())),
+                        skip_verify: false,
+                        skip_hostname: *verify == config::Verify::Ca,
+                    })
+                    .map_err(|message| Error::InvalidConfig {
+                        target: format!("postgresql {}", id.id()),
+                        key: "connection_string",
+                        message,
+                    })?
+                }
+                _ => tls::client_config(),
+            };
+            let tls = tokio_postgres_rustls::MakeRustlsConnect::new(client_config);
             Manager::from_config(pg, tls, manager_config)
         };
         let pool = Pool::builder(manager)
@@ -399,8 +423,87 @@ impl Target for PostgresTarget {
 
 #[cfg(test)]
 mod tests {
-    use super::config::{redact_connection_string, valid_table};
+    use super::config::{redact_connection_string, split_tls, valid_table, PgTls, Verify};
     use super::*;
+
+    #[test]
+    fn libpq_tls_keys_are_taken_out_of_key_value_strings() {
+        let (rest, tls) = split_tls(
+            "host=db.example port=5432 sslmode=verify-full sslrootcert='/etc/my ca.pem' user=u",
+        )
+        .unwrap();
+        assert_eq!(rest, "host=db.example port=5432 sslmode=require user=u");
+        assert_eq!(
+            tls,
+            PgTls {
+                verify: Some(Verify::Full),
+                root_cert: Some("/etc/my ca.pem".into()),
+                client: None,
+            }
+        );
+        // What tokio-postgres gets parses, with TLS required.
+        let c: tokio_postgres::Config = rest.parse().unwrap();
+        assert_eq!(c.get_ssl_mode(), tokio_postgres::config::SslMode::Require);
+
+        let (rest, tls) =
+            split_tls("host=h sslmode=verify-ca sslrootcert=system sslcert=c.pem sslkey=k.pem")
+                .unwrap();
+        assert_eq!(rest, "host=h sslmode=require");
+        assert_eq!(tls.verify, Some(Verify::Ca));
+        assert_eq!(tls.root_cert.as_deref(), Some("system"));
+        assert_eq!(tls.client, Some(("c.pem".into(), "k.pem".into())));
+
+        // Other modes pass through untouched.
+        let s = "host=h sslmode=require password='a b'";
+        assert_eq!(split_tls(s).unwrap(), (s.to_owned(), PgTls::default()));
+    }
+
+    #[test]
+    fn libpq_tls_keys_are_taken_out_of_urls() {
+        let (rest, tls) = split_tls(
+            "postgresql://u:pw@h:5432/db?sslmode=verify-full&sslrootcert=%2Fetc%2Fca.pem&application_name=x",
+        )
+        .unwrap();
+        assert_eq!(
+            rest,
+            "postgresql://u:pw@h:5432/db?sslmode=require&application_name=x"
+        );
+        assert_eq!(tls.verify, Some(Verify::Full));
+        assert_eq!(tls.root_cert.as_deref(), Some("/etc/ca.pem"));
+        let (rest, _) = split_tls("postgres://h/db?sslrootcert=a.pem").unwrap();
+        assert_eq!(rest, "postgres://h/db");
+    }
+
+    #[test]
+    fn verifying_modes_need_a_root_certificate_and_say_so() {
+        let e = split_tls("host=h sslmode=verify-full").unwrap_err();
+        assert!(e.contains("sslrootcert"), "{e}");
+        let e = split_tls("host=h sslcert=c.pem").unwrap_err();
+        assert!(e.contains("sslkey"), "{e}");
+        let e = split_tls("host=h sslrootcert='unterminated").unwrap_err();
+        assert!(e.contains("closing quote"), "{e}");
+        let err = PostgresTarget::new(
+            id(),
+            PostgresConfig::new("host=h sslmode=verify-ca", "t", Format::Access),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidConfig { key: "connection_string", message, .. } if message.contains("sslrootcert")),
+            "{err:?}"
+        );
+        // A root certificate file that does not exist is named at build time.
+        let err = PostgresTarget::new(
+            id(),
+            PostgresConfig::new(
+                "host=h sslmode=verify-full sslrootcert=/nonexistent/ca.pem",
+                "t",
+                Format::Access,
+            ),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("/nonexistent/ca.pem"), "{err}");
+    }
 
     fn id() -> TargetId {
         "arn:minio:sqs::1:postgresql".parse().unwrap()
