@@ -1667,4 +1667,53 @@ mod server_tests {
             "a signature failure is not a transient error: {e}"
         );
     }
+
+    /// The Sink, unchanged, writes Amberflo-style objects through this
+    /// store: UUID keys under a date, gzip NDJSON, and every object carries
+    /// the ACL, the tags and the content headers.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sink_uploads_carry_the_options() {
+        let store = aws_sdk_config(UploadOptions {
+            acl: Some("bucket-owner-full-control".into()),
+            server_side_encryption: Some("AES256".into()),
+            tags: vec![("source".into(), "sink".into())],
+            ..UploadOptions::default()
+        })
+        .build()
+        .unwrap();
+        let prefix = unique("sink").replace("/obj.ndjson", "/");
+        let sink = crate::Sink::builder()
+            .with_store(Arc::new(store.clone()))
+            .with_prefix(prefix.clone())
+            .with_key_naming(crate::KeyNaming::Uuid)
+            .with_flush_size(10)
+            .build()
+            .unwrap();
+        let events: Vec<serde_json::Value> = (0..25)
+            .map(|n| serde_json::json!({ "customerId": "c", "meterValue": n }))
+            .collect();
+        sink.push_batch(&events).await.unwrap();
+        sink.shutdown().await.unwrap();
+        let objs = crate::conformance_tests::objects(&store, &prefix).await;
+        assert_eq!(objs.len(), 3);
+        let mut n = 0;
+        for (k, b) in &objs {
+            assert!(k.ends_with(".ndjson.gz"), "{k}");
+            n += crate::decode(k, b).unwrap().records.len();
+            let h = head(&store, k).await;
+            assert_eq!(h.content_type(), Some("application/x-ndjson"), "{k}");
+            assert_eq!(h.content_encoding(), Some("gzip"), "{k}");
+            assert_eq!(
+                h.server_side_encryption(),
+                Some(&ServerSideEncryption::Aes256)
+            );
+            assert_eq!(
+                tags(&store, k).await,
+                [("source".to_owned(), "sink".to_owned())]
+            );
+            let g = grants(&store, k).await;
+            assert!(g.iter().any(|(_, _, p)| p == "FULL_CONTROL"), "{g:?}");
+        }
+        assert_eq!(n, 25);
+    }
 }
