@@ -29,6 +29,8 @@ pub(crate) enum Kind {
     Local,
     #[cfg(feature = "integration")]
     S3,
+    #[cfg(all(feature = "integration", feature = "aws-sdk"))]
+    AwsSdk,
 }
 
 /// A store under test, with a prefix of its own.
@@ -63,6 +65,23 @@ pub(crate) fn s3_config() -> crate::S3Config {
     }
 }
 
+/// The same server through the AWS SDK store, with `upload` on every put.
+#[cfg(all(feature = "integration", feature = "aws-sdk"))]
+pub(crate) fn aws_sdk_config(upload: crate::UploadOptions) -> crate::AwsSdkConfig {
+    let c = s3_config();
+    crate::AwsSdkConfig {
+        bucket: c.bucket,
+        region: c.region,
+        endpoint: c.endpoint,
+        access_key_id: c.access_key_id,
+        secret_access_key: c.secret_access_key,
+        session_token: None,
+        allow_http: true,
+        virtual_hosted_style: false,
+        upload,
+    }
+}
+
 pub(crate) fn env(kind: Kind, test: &str) -> Env {
     let prefix = format!("{}/", unique(test));
     match kind {
@@ -88,6 +107,21 @@ pub(crate) fn env(kind: Kind, test: &str) -> Env {
         #[cfg(feature = "integration")]
         Kind::S3 => Env {
             store: StoreConfig::S3(s3_config()).build().unwrap(),
+            prefix,
+            kind,
+            _dir: None,
+        },
+        // With the options Amberflo's buckets need, so every conformance
+        // test also shows the server takes them.
+        #[cfg(all(feature = "integration", feature = "aws-sdk"))]
+        Kind::AwsSdk => Env {
+            store: StoreConfig::AwsSdk(aws_sdk_config(crate::UploadOptions {
+                acl: Some("bucket-owner-full-control".into()),
+                tags: vec![("source".into(), "conformance".into())],
+                ..crate::UploadOptions::default()
+            }))
+            .build()
+            .unwrap(),
             prefix,
             kind,
             _dir: None,
@@ -503,6 +537,11 @@ macro_rules! conformance {
         mod s3 {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() { super::$name(super::Kind::S3).await })*
+        }
+        #[cfg(all(feature = "integration", feature = "aws-sdk"))]
+        mod aws_sdk {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Kind::AwsSdk).await })*
         }
     };
 }

@@ -22,6 +22,8 @@
 #![warn(missing_docs)]
 #![deny(rustdoc::broken_intra_doc_links)]
 
+#[cfg(feature = "aws-sdk")]
+mod aws_sdk;
 #[cfg(test)]
 mod conformance_tests;
 #[cfg(test)]
@@ -38,6 +40,9 @@ pub mod spool;
 mod store;
 
 pub use s3_event_core as core;
+
+#[cfg(feature = "aws-sdk")]
+pub use aws_sdk::{AwsSdkConfig, AwsSdkError, AwsSdkStore, UploadOptions};
 
 pub use decode::{decode, decode_with_limit, BadRecord, Decoded, DEFAULT_MAX_DECODED_BYTES};
 pub use encode::{BatchEncoder, Compression, Encoding};

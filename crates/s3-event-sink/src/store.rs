@@ -1,6 +1,8 @@
 //! Building the object store a [`Sink`](crate::Sink) uploads to: a local
 //! directory (the default: nothing to install), memory, or S3 and
-//! S3-compatible stores (feature `s3`, on by default).
+//! S3-compatible stores (feature `s3`, on by default), or S3 through the AWS
+//! SDK (feature `aws-sdk`) when uploads need a canned ACL, server-side
+//! encryption, a storage class or tags.
 //!
 //! ```
 //! use s3_event_sink::StoreConfig;
@@ -36,6 +38,10 @@ pub enum StoreConfig {
     /// S3 or an S3-compatible store (feature `s3`).
     #[cfg(feature = "s3")]
     S3(S3Config),
+    /// S3 through the AWS SDK (feature `aws-sdk`), with a canned ACL,
+    /// server-side encryption, storage class and tags on every upload.
+    #[cfg(feature = "aws-sdk")]
+    AwsSdk(crate::AwsSdkConfig),
 }
 
 /// An S3 or S3-compatible bucket. Unset credentials and region are taken from
@@ -89,6 +95,11 @@ impl fmt::Display for StoreConfig {
             StoreConfig::S3(c) => match &c.endpoint {
                 Some(e) => write!(f, "s3://{} at {e}", c.bucket),
                 None => write!(f, "s3://{}", c.bucket),
+            },
+            #[cfg(feature = "aws-sdk")]
+            StoreConfig::AwsSdk(c) => match &c.endpoint {
+                Some(e) => write!(f, "s3://{} at {e} (aws-sdk)", c.bucket),
+                None => write!(f, "s3://{} (aws-sdk)", c.bucket),
             },
         }
     }
@@ -147,6 +158,8 @@ impl StoreConfig {
                 let s3 = b.build().map_err(|source| Error::Store { source })?;
                 Ok(Arc::new(s3))
             }
+            #[cfg(feature = "aws-sdk")]
+            StoreConfig::AwsSdk(c) => Ok(Arc::new(c.build()?)),
         }
     }
 }
