@@ -262,11 +262,6 @@ impl SinkBuilder {
     /// batch per partition, so a partition can get up to this many objects
     /// per flush, and the open-batch bound applies per shard. A single
     /// pusher always finds the first shard free, so it behaves as with one.
-    ///
-    /// **Known issue:** with more than one shard the kill -9 test loses a
-    /// whole batch about once in ten runs (`crash_tests`, ignored test
-    /// `sigkill_local_directory_two_shards`); until that is understood,
-    /// keep the default of one shard where exactly-once matters.
     pub fn with_shards(mut self, shards: usize) -> Self {
         self.shards = shards.clamp(1, 256);
         self
