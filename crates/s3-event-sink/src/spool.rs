@@ -37,7 +37,9 @@
 //!   Events not in any closed batch are closed into new batches and uploaded
 //!   before new work.
 //! - Segments are deleted oldest first, once every event in them is in an
-//!   uploaded batch and the uploaded frames saying so are on disk.
+//!   uploaded batch and the uploaded frames saying so are on disk; a
+//!   segment file is removed only after every older one is (one deleter at
+//!   a time), so what a crash leaves is always the newest segments.
 //!
 //! A hand-written log rather than a crate: the guarantees above (batch
 //! boundaries replayed, deterministic keys, deletion order) are the sink's
@@ -775,10 +777,10 @@ impl Spool {
     }
 
     /// Records that the batch `key_seq` (events `seqs`) is stored: writes its
-    /// uploaded frame and takes the segments that can now be deleted out of
-    /// the spool's accounting. Returns the logical position of the frame and
-    /// the segments to delete once it is durable ([`Spool::delete`]).
-    pub fn uploaded(&mut self, key_seq: u64, seqs: &[u64]) -> io::Result<(u64, Vec<(u64, u64)>)> {
+    /// uploaded frame and counts its events out of their segments. Returns
+    /// the logical position after the frame. The segments this empties are
+    /// deleted by [`Spool::deletable`], [`delete`] and [`Spool::deleted`].
+    pub fn uploaded(&mut self, key_seq: u64, seqs: &[u64]) -> io::Result<u64> {
         self.frame(KIND_UPLOADED, |b| {
             b.extend_from_slice(&key_seq.to_le_bytes())
         });
@@ -788,15 +790,34 @@ impl Spool {
                 s.live = s.live.saturating_sub(1);
             }
         }
-        let mut gone = Vec::new();
-        while let Some((&id, seg)) = self.segments.iter().next() {
-            if id == self.active_id || seg.live > 0 {
-                break;
+        Ok(pos)
+    }
+
+    /// The oldest segments, in order, that hold no event left to upload (never
+    /// the active one), as `(id, bytes)`, and the logical position that must
+    /// be durable before their files go (it covers every uploaded frame
+    /// written so far). They stay listed until [`Spool::deleted`]; the caller
+    /// deletes them oldest first and one caller at a time, so a segment file
+    /// is never removed while an older one is still on disk (a crash in
+    /// between would replay the older one's events without the close and
+    /// uploaded frames that were in the newer one).
+    pub fn deletable(&self) -> (Vec<(u64, u64)>, u64) {
+        let gone = self
+            .segments
+            .iter()
+            .take_while(|(&id, seg)| id != self.active_id && seg.live == 0)
+            .map(|(&id, seg)| (id, seg.bytes))
+            .collect();
+        (gone, self.written)
+    }
+
+    /// Takes segments whose files [`delete`] removed out of the accounting.
+    pub fn deleted(&mut self, gone: &[(u64, u64)]) {
+        for &(id, bytes) in gone {
+            if self.segments.remove(&id).is_some() {
+                self.total_bytes = self.total_bytes.saturating_sub(bytes);
             }
-            gone.push((id, seg.bytes));
-            self.segments.remove(&id);
         }
-        Ok((pos, gone))
     }
 
     /// The directory of the spool.
@@ -805,29 +826,23 @@ impl Spool {
     }
 }
 
-/// Deletes segment files taken out by [`Spool::uploaded`]; returns the bytes freed.
-pub(crate) fn delete(dir: &Path, gone: &[(u64, u64)]) -> u64 {
-    let mut freed = 0;
-    for &(id, bytes) in gone {
+/// Deletes the segment files `gone` (from [`Spool::deletable`]) oldest
+/// first; stops at the first that cannot be removed, so that no newer one
+/// goes while it stays. Returns how many are gone (a file already missing
+/// counts).
+pub(crate) fn delete(dir: &Path, gone: &[(u64, u64)]) -> usize {
+    for (i, &(id, _)) in gone.iter().enumerate() {
         match std::fs::remove_file(segment_path(dir, id)) {
-            Ok(()) => freed += bytes,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => freed += bytes,
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => {
-                // Left on disk: a restart replays it and finds every batch in
-                // it uploaded. It still counts as freed.
+                // Kept, with every newer one, until a later upload retries.
                 tracing::warn!(segment = id, error = %e, "spool: could not delete a segment");
-                freed += bytes;
+                return i;
             }
         }
     }
-    freed
-}
-
-impl Spool {
-    /// Subtracts bytes freed by [`delete`].
-    pub fn freed(&mut self, bytes: u64) {
-        self.total_bytes = self.total_bytes.saturating_sub(bytes);
-    }
+    gone.len()
 }
 
 /// Reads the instance id stored in `dir`, or stores `fallback` there.
@@ -923,11 +938,13 @@ mod tests {
             s.append_close(&close(seqs[0], seqs[9], 0, "p/", "k0"));
             s.commit().unwrap();
             let before = s.total_bytes();
-            let (_, gone) = s.uploaded(seqs[0], &seqs).unwrap();
+            s.uploaded(seqs[0], &seqs).unwrap();
+            let (gone, _) = s.deletable();
             assert!(!gone.is_empty());
-            let freed = delete(dir.path(), &gone);
-            s.freed(freed);
+            assert_eq!(delete(dir.path(), &gone), gone.len());
+            s.deleted(&gone);
             assert!(s.total_bytes() < before);
+            assert!(s.deletable().0.is_empty());
             // One more event after the upload stays open.
             s.append_event(0, "p/", b"{}");
             s.commit().unwrap();
