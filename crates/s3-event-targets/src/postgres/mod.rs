@@ -29,7 +29,7 @@
 //! checks that the certificate chains to `sslrootcert` (a PEM file of CA
 //! certificates, or `system` for the system's roots), and `verify-full`
 //! also that it names the host. `sslcert`/`sslkey` give a client
-//! certificate (with `verify-*`).
+//! certificate.
 
 mod config;
 #[cfg(all(test, feature = "integration"))]
@@ -111,26 +111,24 @@ impl PostgresTarget {
         let manager = if pg.get_ssl_mode() == tokio_postgres::config::SslMode::Disable {
             Manager::from_config(pg, tokio_postgres::NoTls, manager_config)
         } else {
-            let client_config = match (&pg_tls.verify, &pg_tls.root_cert) {
-                (Some(verify), Some(root)) => {
-                    let root = (root != "system").then(|| std::path::Path::new(root.as_str()));
-                    crate::tls::client_config(&crate::tls::TlsOptions {
-                        ca: root,
-                        client: pg_tls
-                            .client
-                            .as_ref()
-                            .map(|(c, k)| (c.as_path(), k.as_path())),
-                        skip_verify: false,
-                        skip_hostname: *verify == config::Verify::Ca,
-                    })
-                    .map_err(|message| Error::InvalidConfig {
-                        target: format!("postgresql {}", id.id()),
-                        key: "connection_string",
-                        message,
-                    })?
-                }
-                _ => tls::client_config(),
-            };
+            // `require`/`prefer`: encrypted, the certificate not checked (as
+            // libpq without a root certificate); `verify-*`: checked against
+            // `sslrootcert` (`system`: the system's roots).
+            let root = pg_tls.root_cert.as_deref().filter(|r| *r != "system");
+            let client_config = crate::tls::client_config(&crate::tls::TlsOptions {
+                ca: root.map(std::path::Path::new),
+                client: pg_tls
+                    .client
+                    .as_ref()
+                    .map(|(c, k)| (c.as_path(), k.as_path())),
+                skip_verify: pg_tls.verify.is_none(),
+                skip_hostname: pg_tls.verify == Some(config::Verify::Ca),
+            })
+            .map_err(|message| Error::InvalidConfig {
+                target: format!("postgresql {}", id.id()),
+                key: "connection_string",
+                message,
+            })?;
             let tls = tokio_postgres_rustls::MakeRustlsConnect::new(client_config);
             Manager::from_config(pg, tls, manager_config)
         };
@@ -280,77 +278,6 @@ impl PostgresTarget {
             }
         }
         Ok(())
-    }
-}
-
-/// TLS as libpq without a root certificate: encrypted, the server's
-/// certificate not verified.
-mod tls {
-    use std::sync::Arc;
-
-    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-    use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
-    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-    use rustls::{DigitallySignedStruct, SignatureScheme};
-
-    /// Accepts any certificate; checks the handshake signatures.
-    #[derive(Debug)]
-    struct NoVerify(Arc<CryptoProvider>);
-
-    impl ServerCertVerifier for NoVerify {
-        fn verify_server_cert(
-            &self,
-            _end_entity: &CertificateDer<'_>,
-            _intermediates: &[CertificateDer<'_>],
-            _server_name: &ServerName<'_>,
-            _ocsp: &[u8],
-            _now: UnixTime,
-        ) -> Result<ServerCertVerified, rustls::Error> {
-            Ok(ServerCertVerified::assertion())
-        }
-
-        fn verify_tls12_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            verify_tls12_signature(
-                message,
-                cert,
-                dss,
-                &self.0.signature_verification_algorithms,
-            )
-        }
-
-        fn verify_tls13_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            verify_tls13_signature(
-                message,
-                cert,
-                dss,
-                &self.0.signature_verification_algorithms,
-            )
-        }
-
-        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-            self.0.signature_verification_algorithms.supported_schemes()
-        }
-    }
-
-    /// The rustls client configuration (ring provider).
-    pub(super) fn client_config() -> rustls::ClientConfig {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .expect("ring supports the default protocol versions")
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
-            .with_no_client_auth()
     }
 }
 
