@@ -362,36 +362,24 @@ impl PostgresConfig {
         }
     }
 
-    /// The connection settings; errors name target `id` and the key.
-    /// The TLS keys of `connection_string` tokio-postgres does not know.
-    pub(crate) fn tls(&self, id: &str) -> Result<PgTls> {
-        match &self.connection_string {
-            None => Ok(PgTls::default()),
-            Some(s) => split_tls(s)
-                .map(|(_, t)| t)
-                .map_err(|message| Error::InvalidConfig {
-                    target: format!("postgresql {id}"),
-                    key: "connection_string",
-                    message,
-                }),
-        }
-    }
-
-    pub(crate) fn pg_config(&self, id: &str) -> Result<tokio_postgres::Config> {
+    /// The connection settings, and the TLS keys of `connection_string`
+    /// tokio-postgres does not know; errors name target `id` and the key.
+    pub(crate) fn pg_config(&self, id: &str) -> Result<(tokio_postgres::Config, PgTls)> {
         let err = |key: &'static str, message: String| Error::InvalidConfig {
             target: format!("postgresql {id}"),
             key,
             message,
         };
         if let Some(s) = &self.connection_string {
-            let (s, _) = split_tls(s).map_err(|m| err("connection_string", m))?;
+            let (s, tls) = split_tls(s).map_err(|m| err("connection_string", m))?;
             // tokio-postgres' parse errors never quote the string.
-            return s.parse().map_err(|e| {
+            let c = s.parse().map_err(|e| {
                 err(
                     "connection_string",
                     format!("`connection_string` is invalid: {e}"),
                 )
-            });
+            })?;
+            return Ok((c, tls));
         }
         let mut c = tokio_postgres::Config::new();
         c.host(self.host.as_deref().unwrap_or("localhost"));
@@ -410,7 +398,7 @@ impl PostgresConfig {
         if let Some(p) = &self.password {
             c.password(p);
         }
-        Ok(c)
+        Ok((c, PgTls::default()))
     }
 
     /// Checks every key; messages name the target (`postgresql <id>`) and

@@ -89,7 +89,7 @@ impl PostgresTarget {
     /// builds the target. Nothing is contacted until the first send.
     pub fn new(id: TargetId, config: PostgresConfig) -> Result<PostgresTarget> {
         config.validate(id.id())?;
-        let mut pg = config.pg_config(id.id())?;
+        let (mut pg, pg_tls) = config.pg_config(id.id())?;
         pg.connect_timeout(CONNECT_TIMEOUT);
         if pg.get_application_name().is_none() {
             pg.application_name("s3-event");
@@ -107,7 +107,6 @@ impl PostgresTarget {
         let manager_config = ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         };
-        let pg_tls = config.tls(id.id())?;
         let manager = if pg.get_ssl_mode() == tokio_postgres::config::SslMode::Disable {
             Manager::from_config(pg, tokio_postgres::NoTls, manager_config)
         } else {
