@@ -3,9 +3,15 @@
 //!
 //! - `gzip_ceiling/N`: gzip (level 6, flate2 with zlib-rs) of N records
 //!   already serialized as NDJSON: the most a gzip NDJSON sink could do.
-//! - `sink/N`: a `Sink` with no spool, `push_batch` of the N records as
-//!   `serde_json::Value`s (serialized by the sink), then `shutdown` (every
-//!   object uploaded to an `InMemory` store).
+//! - `serialize_values/N`: `serde_json` writing the N records from
+//!   `serde_json::Value`s as NDJSON, nothing else: what `sink/N` pays
+//!   before gzip.
+//! - `sink_raw/N`: a `Sink` with no spool, `push_batch` of those same
+//!   serialized bytes (each record a `&RawValue`, so the sink copies rather
+//!   than serializes), then `shutdown` (every object uploaded to an
+//!   `InMemory` store): the sink's own cost on top of gzip.
+//! - `sink/N`: the same with the records as `serde_json::Value`s, which the
+//!   sink serializes: what pushing a parsed value costs.
 //! - `sink_spool_10ms/N`: the same with the spool on, fsync every 10 ms, in
 //!   a directory under `CARGO_TARGET_TMPDIR` (a real disk).
 //! - `sink_threads/{1,2}`: two pushers on two partitions, on a runtime with
@@ -24,6 +30,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use s3_event::core::{TemplatePartitioner, TimePartitioner};
 use s3_event::sink::{Sink, SpoolFsync, SpoolOptions, StoreConfig};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 const N: usize = 20_000;
@@ -101,7 +108,42 @@ fn throughput(c: &mut Criterion) {
         })
     });
 
+    g.bench_function(BenchmarkId::new("serialize_values", N), |b| {
+        let mut out = Vec::with_capacity(ndjson.len());
+        b.iter(|| {
+            out.clear();
+            for r in &records {
+                serde_json::to_writer(&mut out, r).unwrap();
+                out.push(b'\n');
+            }
+            out.len()
+        })
+    });
+
+    let raw: Vec<Box<RawValue>> = records
+        .iter()
+        .map(|r| serde_json::value::to_raw_value(r).unwrap())
+        .collect();
+    let raw: Vec<&RawValue> = raw.iter().map(|r| &**r).collect();
     let rt = runtime(2);
+    g.bench_function(BenchmarkId::new("sink_raw", N), |b| {
+        b.iter_custom(|iters| {
+            let mut spent = Duration::ZERO;
+            for _ in 0..iters {
+                spent += rt.block_on(async {
+                    let s = sink(None, false, 1);
+                    let t0 = Instant::now();
+                    for chunk in raw.chunks(100) {
+                        s.push_batch(chunk).await.unwrap();
+                    }
+                    s.shutdown().await.unwrap();
+                    t0.elapsed()
+                });
+            }
+            spent
+        })
+    });
+
     g.bench_function(BenchmarkId::new("sink", N), |b| {
         b.iter_custom(|iters| {
             let mut spent = Duration::ZERO;

@@ -159,6 +159,25 @@ impl fmt::Display for Compression {
     }
 }
 
+/// Why `record` cannot be one record of `encoding`, if it cannot: blank
+/// records and, in NDJSON, raw newlines (they would read back as zero or
+/// several records).
+pub(crate) fn invalid_record(encoding: Encoding, record: &[u8]) -> Option<&'static str> {
+    if record.iter().all(u8::is_ascii_whitespace) {
+        Some("empty record")
+    } else if encoding == Encoding::Ndjson && memchr::memchr(b'\n', record).is_some() {
+        Some("raw newline in an NDJSON record")
+    } else {
+        None
+    }
+}
+
+/// How many bytes the gzip encoder gathers before feeding deflate.
+const GZIP_CHUNK: usize = 16 * 1024;
+
+/// The gzip header's length.
+const GZIP_HEADER_LEN: usize = 10;
+
 /// gzip header (10) + trailer (8) + one final empty stored block (5):
 /// what `finish` may still add on top of the data itself.
 const GZIP_OVERHEAD: usize = 10 + 8 + 5;
@@ -184,6 +203,10 @@ enum Out {
     /// trailer are ours.
     Gzip {
         w: Box<DeflateEncoder<Vec<u8>>>,
+        /// Bytes not yet handed to the compressor: deflate is fed in
+        /// [`GZIP_CHUNK`] pieces, since a call per record costs more than
+        /// the copy.
+        staged: Vec<u8>,
         crc: crc32fast::Hasher,
         /// Uncompressed bytes written in total.
         total_in: usize,
@@ -234,6 +257,7 @@ impl BatchEncoder {
                         gzip_header(level.min(9)),
                         flate2::Compression::new(level.min(9)),
                     )),
+                    staged: Vec::new(),
                     crc: crc32fast::Hasher::new(),
                     total_in: 0,
                     in_at_growth: 0,
@@ -296,20 +320,20 @@ impl BatchEncoder {
     /// would be read back as zero or several records (compact `serde_json`
     /// output never contains one; a JSON string's newlines are escaped).
     pub fn push_raw(&mut self, record: &[u8]) -> Result<()> {
-        if record.iter().all(u8::is_ascii_whitespace) {
+        if let Some(reason) = invalid_record(self.encoding, record) {
             return Err(Error::InvalidRecord {
                 index: self.records,
-                reason: "empty record",
+                reason,
             });
         }
+        self.push_checked(record)
+    }
+
+    /// [`push_raw`](Self::push_raw) for a record [`invalid_record`] has
+    /// already passed (the sink checks before spooling).
+    pub(crate) fn push_checked(&mut self, record: &[u8]) -> Result<()> {
         match self.encoding {
             Encoding::Ndjson => {
-                if record.contains(&b'\n') {
-                    return Err(Error::InvalidRecord {
-                        index: self.records,
-                        reason: "raw newline in an NDJSON record",
-                    });
-                }
                 self.write(record)?;
                 self.write(b"\n")?;
             }
@@ -349,7 +373,9 @@ impl BatchEncoder {
                 in_at_growth,
                 ..
             } => {
-                let produced = w.get_ref().len();
+                // The header plus what deflate has produced, including what
+                // flate2 still buffers (it reaches the Vec on the next write).
+                let produced = GZIP_HEADER_LEN + w.total_out() as usize;
                 let pending = total_in - in_at_growth + closing;
                 let ratio = if *in_at_growth > 0 && produced > GZIP_OVERHEAD {
                     (produced as f64 / *in_at_growth as f64).min(1.0)
@@ -369,8 +395,15 @@ impl BatchEncoder {
         match self.out {
             Out::Plain(v) => Ok(v),
             Out::Gzip {
-                w, crc, total_in, ..
+                mut w,
+                staged,
+                mut crc,
+                total_in,
+                ..
             } => {
+                crc.update(&staged);
+                w.write_all(&staged)
+                    .map_err(|source| Error::Compress { source })?;
                 let mut v = w.finish().map_err(|source| Error::Compress { source })?;
                 v.extend_from_slice(&crc.finalize().to_le_bytes());
                 // ISIZE: the input size modulo 2^32 (RFC 1952).
@@ -385,18 +418,23 @@ impl BatchEncoder {
             Out::Plain(v) => v.extend_from_slice(bytes),
             Out::Gzip {
                 w,
+                staged,
                 crc,
                 total_in,
                 in_at_growth,
             } => {
-                crc.update(bytes);
-                let before = w.get_ref().len();
-                w.write_all(bytes)
-                    .map_err(|source| Error::Compress { source })?;
-                if w.get_ref().len() != before {
-                    *in_at_growth = *total_in;
-                }
+                staged.extend_from_slice(bytes);
                 *total_in += bytes.len();
+                if staged.len() >= GZIP_CHUNK {
+                    crc.update(staged);
+                    let before = w.total_out();
+                    w.write_all(staged)
+                        .map_err(|source| Error::Compress { source })?;
+                    if w.total_out() != before {
+                        *in_at_growth = *total_in - staged.len();
+                    }
+                    staged.clear();
+                }
             }
         }
         Ok(())

@@ -48,7 +48,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -367,7 +367,6 @@ impl SinkBuilder {
                 .map(|o| o.dir.display().to_string())
                 .unwrap_or_default(),
             shards: (0..self.shards).map(|_| Mutex::default()).collect(),
-            next_shard: AtomicUsize::new(0),
             spool: spool.map(Mutex::new),
             closed: AtomicBool::new(false),
             batch_seq: AtomicU64::new(0),
@@ -498,8 +497,6 @@ struct Inner {
     fsync: Option<SpoolFsync>,
     spool_dir: String,
     shards: Vec<Mutex<Shard>>,
-    /// Next shard a pusher tries first.
-    next_shard: AtomicUsize,
     spool: Option<Mutex<Spool>>,
     closed: AtomicBool,
     /// Batch counter for keys without a spool.
@@ -533,19 +530,26 @@ impl Inner {
         }
     }
 
-    /// A shard for a pusher: the first free one (so a lone pusher always
-    /// uses the first), else waits for one in turn.
-    fn pick_shard(&self) -> (usize, MutexGuard<'_, Shard>) {
+    /// A shard for a pusher whose first event goes to `partition`: the
+    /// partition's own shard when it is free (so a partition's events, and
+    /// its deflate state, stay on one shard and objects fill up), else the
+    /// next free one, else the partition's shard once it is free.
+    fn pick_shard(&self, partition: &str) -> (usize, MutexGuard<'_, Shard>) {
         let n = self.shards.len();
-        if n > 1 {
-            for id in 0..n {
-                if let Ok(g) = self.shards[id].try_lock() {
-                    return (id, g);
-                }
+        if n == 1 {
+            return (0, relock(&self.shards[0]));
+        }
+        let home = {
+            use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+            BuildHasherDefault::<DefaultHasher>::default().hash_one(partition) as usize % n
+        };
+        for k in 0..n {
+            let id = (home + k) % n;
+            if let Ok(g) = self.shards[id].try_lock() {
+                return (id, g);
             }
         }
-        let id = self.next_shard.fetch_add(1, Ordering::Relaxed) % n;
-        (id, relock(&self.shards[id]))
+        (home, relock(&self.shards[home]))
     }
 
     fn key(&self, partition: &str, seq: u64, ext: &str) -> Result<Path> {
@@ -643,12 +647,15 @@ impl Inner {
         // Uncompressed, the size is exact: close first if this record would
         // take the batch past max_bytes. Compressed, the record's share is
         // unknown until written, so the check after the append decides.
-        if let Some(b) = shard.batches.get(partition) {
-            if self.compression == Compression::None
-                && !b.encoder.is_empty()
-                && b.encoder.encoded_len() + record.len() + 1 > self.max_bytes
+        if self.compression == Compression::None {
+            if let Some(b) = shard
+                .batches
+                .get(partition)
+                .filter(|b| !b.encoder.is_empty())
             {
-                self.close(shard_id, shard, partition)?;
+                if b.encoder.encoded_len() + record.len() + 1 > self.max_bytes {
+                    self.close(shard_id, shard, partition)?;
+                }
             }
         }
         if !shard.batches.contains_key(partition) {
@@ -679,7 +686,7 @@ impl Inner {
             .batches
             .get_mut(partition)
             .expect("batch was just inserted");
-        batch.encoder.push_raw(record)?;
+        batch.encoder.push_checked(record)?;
         batch.seqs.extend(seq);
         // Compressed, `encoded_len` is an estimate of what `finish` will
         // produce; keep a record's worth (plus a margin) of headroom for it.
@@ -699,14 +706,10 @@ impl Inner {
     /// Checks what `BatchEncoder::push_raw` would reject, before the record
     /// goes into the spool.
     fn check_record(&self, index: usize, record: &[u8]) -> Result<()> {
-        let reason = if record.iter().all(u8::is_ascii_whitespace) {
-            "empty record"
-        } else if self.encoding == Encoding::Ndjson && record.contains(&b'\n') {
-            "raw newline in an NDJSON record"
-        } else {
-            return Ok(());
-        };
-        Err(Error::InvalidRecord { index, reason })
+        match crate::encode::invalid_record(self.encoding, record) {
+            Some(reason) => Err(Error::InvalidRecord { index, reason }),
+            None => Ok(()),
+        }
     }
 
     fn close_all(&self) -> Result<()> {
@@ -1106,20 +1109,27 @@ impl Sink {
         // cannot starve the sink's own timer and upload tasks.
         tokio::task::coop::consume_budget().await;
         let now = Utc::now();
+        // All records serialized into one buffer: one allocation, not one
+        // per record.
+        let mut buf = Vec::new();
         let mut records = Vec::with_capacity(events.len());
-        let mut bytes = 0;
         for (index, event) in events.iter().enumerate() {
-            let record =
-                serde_json::to_vec(event).map_err(|source| Error::Serialize { index, source })?;
-            inner.check_record(index, &record)?;
+            let start = buf.len();
+            serde_json::to_writer(&mut buf, event)
+                .map_err(|source| Error::Serialize { index, source })?;
+            inner.check_record(index, &buf[start..])?;
+            if index == 0 {
+                // Room for the rest, if they are about the first one's size.
+                buf.reserve(buf.len().saturating_mul(events.len()));
+            }
             let partition = inner
                 .partitioner
                 .partition(event, now)
                 .map_err(|source| Error::Partition { source })?
                 .into_string();
-            bytes += record.len() as u64;
-            records.push((partition, record));
+            records.push((partition, start..buf.len()));
         }
+        let bytes = buf.len() as u64;
         let pos = loop {
             let space = inner.space.notified();
             tokio::pin!(space);
@@ -1142,14 +1152,14 @@ impl Sink {
                 let _ = tokio::time::timeout(wait, space).await;
                 continue;
             }
-            let (id, mut shard) = inner.pick_shard();
+            let (id, mut shard) = inner.pick_shard(records.first().map_or("", |(p, _)| p));
             let mut written = 0;
             let seqs: Option<Vec<u64>> = match &inner.spool {
                 Some(spool) => {
                     let mut sp = relock(spool);
                     let seqs = records
                         .iter()
-                        .map(|(p, r)| sp.append_event(id as u16, p, r))
+                        .map(|(p, r)| sp.append_event(id as u16, p, &buf[r.clone()]))
                         .collect();
                     written = sp.commit().map_err(|e| inner.spool_err(e))?;
                     Some(seqs)
@@ -1158,7 +1168,7 @@ impl Sink {
             };
             for (i, (partition, record)) in records.iter().enumerate() {
                 let seq = seqs.as_ref().map(|s| s[i]);
-                inner.append(id, &mut shard, partition, record, seq)?;
+                inner.append(id, &mut shard, partition, &buf[record.clone()], seq)?;
             }
             let closed_at = inner.commit(&mut shard)?;
             drop(shard);
