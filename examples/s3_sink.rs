@@ -10,8 +10,9 @@
 //! `bucketName`, `flushSize`, `scheduledInterval`, `timeInterval`) and its
 //! base64 `secret.json`, environment variables of the same names, plus
 //! `store`, `localDir`, `endpoint`, `prefix`, `encoding`, `compression`,
-//! `fsync`, `spoolDir`, `maxBodyBytes`, `bindAddress`; see
-//! `s3_event::sink::server::config`. Logs go to stderr (`RUST_LOG` filters,
+//! `fsync`, `spoolDir`, `maxBodyBytes`, `bindAddress`, and with the
+//! `aws-sdk` feature `acl`, `serverSideEncryption`, `sseKmsKeyId`,
+//! `storageClass`, `tags`; see `s3_event::sink::server::config`. Logs go to stderr (`RUST_LOG` filters,
 //! default `info`). SIGINT or SIGTERM: stop accepting, upload everything,
 //! exit 0.
 

@@ -49,6 +49,11 @@ const ENV_KEYS: &[&str] = &[
     "spoolDir",
     "maxBodyBytes",
     "bindAddress",
+    "acl",
+    "serverSideEncryption",
+    "sseKmsKeyId",
+    "storageClass",
+    "tags",
     "awsAccessKeyID",
     "awsSecretAccessKey",
     "v_config_path",
@@ -66,12 +71,17 @@ fn command(dir: &Path) -> Command {
 
 /// Writes `config.json` and the seed-style `secret.json` into `dir`.
 fn write_files(dir: &Path, config: &Value) -> (PathBuf, PathBuf) {
+    write_files_with(dir, config, ACCESS_KEY, SECRET_KEY)
+}
+
+/// [`write_files`] with the given credentials.
+fn write_files_with(dir: &Path, config: &Value, key: &str, secret: &str) -> (PathBuf, PathBuf) {
     let cfg = dir.join("config.json");
-    let secret = dir.join("secret.json");
+    let secret_file = dir.join("secret.json");
     std::fs::write(&cfg, serde_json::to_vec_pretty(config).unwrap()).unwrap();
-    let s = json!({"awsAccessKeyID": b64(ACCESS_KEY), "awsSecretAccessKey": b64(SECRET_KEY)});
-    std::fs::write(&secret, serde_json::to_vec_pretty(&s).unwrap()).unwrap();
-    (cfg, secret)
+    let s = json!({"awsAccessKeyID": b64(key), "awsSecretAccessKey": b64(secret)});
+    std::fs::write(&secret_file, serde_json::to_vec_pretty(&s).unwrap()).unwrap();
+    (cfg, secret_file)
 }
 
 struct Server {
@@ -83,7 +93,11 @@ struct Server {
 
 impl Server {
     fn start(dir: &Path, config: &Value, extra: &[&str], port: u16) -> Server {
-        let (cfg, secret) = write_files(dir, config);
+        Server::start_with(dir, write_files(dir, config), extra, port)
+    }
+
+    fn start_with(dir: &Path, files: (PathBuf, PathBuf), extra: &[&str], port: u16) -> Server {
+        let (cfg, secret) = files;
         let stdout = dir.join("stdout.log");
         let stderr = dir.join("stderr.log");
         let child = ChildGuard::spawn(
@@ -360,6 +374,130 @@ fn port_flag_daily_partitions_and_prefix() {
     assert!(!rest.contains('/'), "{key}: a daily partition has no hour");
     assert_eq!(records.len(), 1);
     assert_eq!(records[0]["id"], "d1");
+}
+
+/// With the `aws-sdk` feature, `acl`, `storageClass` and `tags` in the
+/// configuration send every object through the AWS SDK with them: read back
+/// from the real S3-compatible server.
+#[cfg(feature = "aws-sdk")]
+#[test]
+fn upload_options_reach_the_s3_server() {
+    use s3_event::sink::AwsSdkConfig;
+    let var = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_owned());
+    let bucket = var("S3E_S3_BUCKET", "s3e-test");
+    let endpoint = var("S3E_S3_ENDPOINT", "http://127.0.0.1:18333");
+    let key = var("S3E_S3_ACCESS_KEY", "testkey");
+    let secret = var("S3E_S3_SECRET_KEY", "testsecret");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let port = free_port();
+    let prefix = format!(
+        "sdk-options-{}-{}/",
+        std::process::id(),
+        chrono::Utc::now().timestamp_micros()
+    );
+    let config = json!({
+        "v_port": port,
+        "bucketName": bucket,
+        "endpoint": endpoint,
+        "region": "us-east-1",
+        "spoolDir": dir.join("spool"),
+        "bindAddress": "127.0.0.1",
+        "prefix": prefix,
+        "acl": "bucket-owner-full-control",
+        "storageClass": "STANDARD_IA",
+        "tags": "team=billing%20ops&env=ci",
+    });
+    let files = write_files_with(dir, &config, &key, &secret);
+    let server = Server::start_with(dir, files, &[], port);
+    assert_eq!(
+        server
+            .post(&[STRUCTURED], ce("t1").to_string().as_bytes())
+            .0,
+        200
+    );
+    let (out, err) = server.stop();
+    assert!(out.contains("(AWS SDK)"), "{out}");
+    assert!(
+        !out.contains(&secret) && !err.contains(&secret),
+        "{out}\n{err}"
+    );
+
+    let store = AwsSdkConfig {
+        bucket: bucket.clone(),
+        region: Some("us-east-1".into()),
+        endpoint: Some(endpoint),
+        access_key_id: Some(key),
+        secret_access_key: Some(secret),
+        allow_http: true,
+        ..AwsSdkConfig::default()
+    }
+    .build()
+    .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = store.client();
+        let listed = client
+            .list_objects_v2()
+            .bucket(&bucket)
+            .prefix(&prefix)
+            .send()
+            .await
+            .unwrap();
+        let keys: Vec<String> = listed
+            .contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_owned))
+            .collect();
+        assert_eq!(keys.len(), 1, "{keys:?}");
+        let head = client
+            .head_object()
+            .bucket(&bucket)
+            .key(&keys[0])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            head.storage_class().map(|c| c.as_str().to_owned()),
+            Some("STANDARD_IA".to_owned())
+        );
+        let tagging = client
+            .get_object_tagging()
+            .bucket(&bucket)
+            .key(&keys[0])
+            .send()
+            .await
+            .unwrap();
+        let mut tags: Vec<(String, String)> = tagging
+            .tag_set()
+            .iter()
+            .map(|t| (t.key().to_owned(), t.value().to_owned()))
+            .collect();
+        tags.sort();
+        assert_eq!(
+            tags,
+            [
+                ("env".to_owned(), "ci".to_owned()),
+                ("team".to_owned(), "billing ops".to_owned())
+            ]
+        );
+        let body = client
+            .get_object()
+            .bucket(&bucket)
+            .key(&keys[0])
+            .send()
+            .await
+            .unwrap()
+            .body
+            .collect()
+            .await
+            .unwrap()
+            .into_bytes();
+        let mut text = String::new();
+        GzDecoder::new(&body[..]).read_to_string(&mut text).unwrap();
+        let record: Value = serde_json::from_str(text.trim_end()).unwrap();
+        assert_eq!(record["id"], "t1");
+    });
 }
 
 /// Runs the example to completion; asserts exit 2 and returns its stderr.

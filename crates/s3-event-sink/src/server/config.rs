@@ -19,6 +19,17 @@
 //! | `spoolDir` | the spool directory | `./spool` |
 //! | `maxBodyBytes` | largest request body accepted | 10 MiB |
 //! | `bindAddress` | address to listen on | `0.0.0.0` |
+//! | `acl` | canned ACL on every object, e.g. `bucket-owner-full-control` | none |
+//! | `serverSideEncryption` | `AES256` (SSE-S3) or `aws:kms` (SSE-KMS) | none |
+//! | `sseKmsKeyId` | the KMS key for `aws:kms` | the bucket's default |
+//! | `storageClass` | e.g. `STANDARD_IA` | the bucket's default |
+//! | `tags` | object tags: a JSON object, or `k=v&k2=v2` (URL-encoded) | none |
+//!
+//! The last five need the `s3` store and the crate feature `aws-sdk`: with
+//! any of them set, uploads go through the AWS SDK
+//! ([`AwsSdkStore`](crate::AwsSdkStore)) instead of `object_store`, which
+//! cannot send them. Without the feature they are refused at start, naming
+//! the key, rather than ignored.
 //!
 //! Values may be JSON strings (as the seed writes them, `"8080"`) or numbers.
 //! Every key can be overridden by an environment variable of the same name
@@ -72,6 +83,20 @@ pub const CONFIG_KEYS: &[&str] = &[
     "spoolDir",
     "maxBodyBytes",
     "bindAddress",
+    "acl",
+    "serverSideEncryption",
+    "sseKmsKeyId",
+    "storageClass",
+    "tags",
+];
+
+/// The keys that only the AWS SDK store can honour.
+const SDK_KEYS: &[&str] = &[
+    "acl",
+    "serverSideEncryption",
+    "sseKmsKeyId",
+    "storageClass",
+    "tags",
 ];
 
 /// The keys `secret.json` may hold.
@@ -185,6 +210,73 @@ pub struct Config {
     pub access_key_id: Option<Secret>,
     /// Secret access key (`awsSecretAccessKey`, decoded).
     pub secret_access_key: Option<Secret>,
+    /// What every upload carries (`acl`, `serverSideEncryption`,
+    /// `sseKmsKeyId`, `storageClass`, `tags`); set only with the `s3` store
+    /// and the `aws-sdk` feature.
+    pub upload: Upload,
+}
+
+/// Per-object options of the `s3` store that need the AWS SDK; the fields
+/// mirror [`UploadOptions`](crate::UploadOptions) (feature `aws-sdk`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Upload {
+    /// `acl`.
+    pub acl: Option<String>,
+    /// `serverSideEncryption`.
+    pub server_side_encryption: Option<String>,
+    /// `sseKmsKeyId`.
+    pub sse_kms_key_id: Option<String>,
+    /// `storageClass`.
+    pub storage_class: Option<String>,
+    /// `tags`, in order.
+    pub tags: Vec<(String, String)>,
+}
+
+impl Upload {
+    /// Whether no option is set (plain `object_store` uploads).
+    pub fn is_empty(&self) -> bool {
+        *self == Upload::default()
+    }
+
+    #[cfg(feature = "aws-sdk")]
+    fn options(&self) -> crate::UploadOptions {
+        crate::UploadOptions {
+            acl: self.acl.clone(),
+            server_side_encryption: self.server_side_encryption.clone(),
+            sse_kms_key_id: self.sse_kms_key_id.clone(),
+            storage_class: self.storage_class.clone(),
+            tags: self.tags.clone(),
+        }
+    }
+}
+
+/// `tags` as a JSON object of strings, or S3's `x-amz-tagging` form
+/// (`k=v&k2=v2`, URL-encoded).
+fn tags(v: &Value) -> Result<Vec<(String, String)>, ConfigError> {
+    const KEY: &str = "tags";
+    if let Value::Object(m) = v {
+        return m
+            .iter()
+            .map(|(k, v)| match v {
+                Value::String(s) => Ok((k.clone(), s.clone())),
+                _ => Err(bad(KEY, format!("tag `{k}`: expected a string value"))),
+            })
+            .collect();
+    }
+    let s = text(KEY, v)?;
+    let decode = |part: &str| {
+        percent_encoding::percent_decode_str(&part.replace('+', " "))
+            .decode_utf8()
+            .map(|d| d.into_owned())
+            .map_err(|_| bad(KEY, format!("`{part}` is not URL-encoded UTF-8")))
+    };
+    s.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            Ok((decode(k)?, decode(v)?))
+        })
+        .collect()
 }
 
 impl Default for Config {
@@ -208,6 +300,7 @@ impl Default for Config {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             access_key_id: None,
             secret_access_key: None,
+            upload: Upload::default(),
         }
     }
 }
@@ -312,6 +405,10 @@ impl Config {
         let mut store_given = false;
         for key in CONFIG_KEYS {
             let Some(v) = values.get(*key) else { continue };
+            if *key == "tags" {
+                c.upload.tags = tags(v)?;
+                continue;
+            }
             let s = text(key, v)?;
             match *key {
                 "v_port" => {
@@ -379,6 +476,10 @@ impl Config {
                         .parse()
                         .map_err(|_| bad(key, format!("`{s}` is not an IP address")))?
                 }
+                "acl" => c.upload.acl = Some(s),
+                "serverSideEncryption" => c.upload.server_side_encryption = Some(s),
+                "sseKmsKeyId" => c.upload.sse_kms_key_id = Some(s),
+                "storageClass" => c.upload.storage_class = Some(s),
                 _ => unreachable!("every key in CONFIG_KEYS is handled"),
             }
         }
@@ -404,6 +505,7 @@ impl Config {
         if c.store == StoreKind::S3 && c.bucket_name.is_none() {
             return Err(bad("bucketName", "required with `store` `s3`"));
         }
+        check_upload(&c)?;
         Ok(c)
     }
 
@@ -414,8 +516,35 @@ impl Config {
                 dir: self.local_dir.clone(),
             },
             StoreKind::Memory => StoreConfig::Memory,
-            StoreKind::S3 => self.s3_store_config(),
+            StoreKind::S3 => {
+                #[cfg(feature = "aws-sdk")]
+                if !self.upload.is_empty() {
+                    return self.sdk_store_config();
+                }
+                self.s3_store_config()
+            }
         }
+    }
+
+    #[cfg(feature = "aws-sdk")]
+    fn sdk_store_config(&self) -> StoreConfig {
+        StoreConfig::AwsSdk(crate::AwsSdkConfig {
+            bucket: self.bucket_name.clone().unwrap_or_default(),
+            region: self.region.clone(),
+            endpoint: self.endpoint.clone(),
+            access_key_id: self.access_key_id.as_ref().map(|s| s.expose().to_owned()),
+            secret_access_key: self
+                .secret_access_key
+                .as_ref()
+                .map(|s| s.expose().to_owned()),
+            session_token: None,
+            allow_http: self
+                .endpoint
+                .as_deref()
+                .is_some_and(|e| e.starts_with("http://")),
+            virtual_hosted_style: false,
+            upload: self.upload.options(),
+        })
     }
 
     #[cfg(feature = "s3")]
@@ -447,7 +576,8 @@ impl Config {
     /// encoding, compression, flush size and interval, spool.
     pub fn sink_builder(&self) -> Result<SinkBuilder, ConfigError> {
         #[cfg(not(feature = "s3"))]
-        if self.store == StoreKind::S3 {
+        if self.store == StoreKind::S3 && (cfg!(not(feature = "aws-sdk")) || self.upload.is_empty())
+        {
             return Err(bad("store", "`s3` needs the crate feature `s3`"));
         }
         let store = self.store_config().build()?;
@@ -475,9 +605,14 @@ impl Config {
             StoreKind::Memory => format!("memory (lost on exit) {}", self.prefix),
             StoreKind::S3 => {
                 let bucket = self.bucket_name.as_deref().unwrap_or_default();
+                let via = if self.upload.is_empty() {
+                    ""
+                } else {
+                    " (AWS SDK)"
+                };
                 match &self.endpoint {
-                    Some(e) => format!("s3://{bucket}/{} at {e}", self.prefix),
-                    None => format!("s3://{bucket}/{}", self.prefix),
+                    Some(e) => format!("s3://{bucket}/{} at {e}{via}", self.prefix),
+                    None => format!("s3://{bucket}/{}{via}", self.prefix),
                 }
             }
         }
@@ -492,6 +627,45 @@ impl Config {
         match self.compression {
             Compression::None => enc.to_owned(),
             _ => format!("gzip {enc}"),
+        }
+    }
+}
+
+/// The SDK-only keys: refused unless the store is `s3` and the `aws-sdk`
+/// feature is built in, and their values checked as the SDK store would.
+fn check_upload(c: &Config) -> Result<(), ConfigError> {
+    let Some(first) = SDK_KEYS.iter().copied().find(|k| match *k {
+        "acl" => c.upload.acl.is_some(),
+        "serverSideEncryption" => c.upload.server_side_encryption.is_some(),
+        "sseKmsKeyId" => c.upload.sse_kms_key_id.is_some(),
+        "storageClass" => c.upload.storage_class.is_some(),
+        _ => !c.upload.tags.is_empty(),
+    }) else {
+        return Ok(());
+    };
+    if c.store != StoreKind::S3 {
+        return Err(bad(first, "needs `store` `s3` (or `bucketName`)"));
+    }
+    #[cfg(not(feature = "aws-sdk"))]
+    return Err(bad(
+        first,
+        "needs the crate feature `aws-sdk` (uploads through the AWS SDK)",
+    ));
+    #[cfg(feature = "aws-sdk")]
+    match c.upload.options().validate() {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let key = match &e {
+                crate::Error::InvalidConfig { what, .. } => match *what {
+                    "acl" => "acl",
+                    "server_side_encryption" => "serverSideEncryption",
+                    "sse_kms_key_id" => "sseKmsKeyId",
+                    "storage_class" => "storageClass",
+                    _ => "tags",
+                },
+                _ => first,
+            };
+            Err(bad(key, e.to_string()))
         }
     }
 }
@@ -618,6 +792,116 @@ mod tests {
             (json!({"region": ["a"]}), "region"),
             (json!({"bindAddress": "localhost"}), "bindAddress"),
         ];
+        for (config, key) in cases {
+            let e = Config::from_parts(obj(config.clone()), None, &no_env)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(&format!("`{key}`")), "{config}: {e}");
+        }
+    }
+
+    #[test]
+    fn upload_options_are_read_in_both_tag_forms() {
+        let base = json!({
+            "bucketName": "b",
+            "acl": "bucket-owner-full-control",
+            "serverSideEncryption": "aws:kms",
+            "sseKmsKeyId": "alias/meters",
+            "storageClass": "STANDARD_IA",
+        });
+        let with = |tags: Value| {
+            let mut v = base.clone();
+            v["tags"] = tags;
+            Config::from_parts(obj(v), None, &no_env)
+        };
+        let expected = vec![
+            ("team".to_owned(), "billing ops".to_owned()),
+            ("env".to_owned(), "prod".to_owned()),
+        ];
+        let query = with(json!("team=billing%20ops&env=prod"));
+        let object = with(json!({"team": "billing ops", "env": "prod"}));
+        #[cfg(feature = "aws-sdk")]
+        {
+            let c = query.unwrap();
+            assert_eq!(c.upload.tags, expected);
+            assert_eq!(c.upload.acl.as_deref(), Some("bucket-owner-full-control"));
+            assert_eq!(c.upload.storage_class.as_deref(), Some("STANDARD_IA"));
+            // A JSON object's keys come in sorted order.
+            let mut sorted = c.upload.clone();
+            sorted.tags.sort();
+            assert_eq!(object.unwrap().upload, sorted);
+            assert_eq!(c.describe_store(), "s3://b/ (AWS SDK)");
+        }
+        #[cfg(not(feature = "aws-sdk"))]
+        for r in [query, object] {
+            let e = r.unwrap_err().to_string();
+            assert!(e.contains("`acl`") && e.contains("aws-sdk"), "{e}");
+            let _ = &expected;
+        }
+    }
+
+    #[cfg(feature = "aws-sdk")]
+    #[test]
+    fn upload_options_select_the_sdk_store_with_the_credentials() {
+        let config = obj(json!({
+            "bucketName": "meters",
+            "endpoint": "http://127.0.0.1:18333",
+            "region": "eu-west-1",
+            "acl": "bucket-owner-full-control",
+        }));
+        let secret = Some((
+            "secret.json".to_owned(),
+            json!({"awsAccessKeyID": "TVlfU0VDUkVU", "awsSecretAccessKey": "U2VjcmV0QWNjZXNzS2V5"})
+                .as_object()
+                .unwrap()
+                .clone(),
+        ));
+        let c = Config::from_parts(config, secret, &no_env).unwrap();
+        let StoreConfig::AwsSdk(sdk) = c.store_config() else {
+            panic!("expected the AWS SDK store: {:?}", c.store_config());
+        };
+        assert_eq!(sdk.bucket, "meters");
+        assert_eq!(sdk.region.as_deref(), Some("eu-west-1"));
+        assert!(sdk.allow_http);
+        assert_eq!(sdk.access_key_id.as_deref(), Some("MY_SECRET"));
+        assert_eq!(sdk.secret_access_key.as_deref(), Some("SecretAccessKey"));
+        assert_eq!(sdk.upload.acl.as_deref(), Some("bucket-owner-full-control"));
+        let debug = format!("{c:?} {sdk:?}");
+        assert!(!debug.contains("SecretAccessKey"), "{debug}");
+        // The store is built without contacting anything.
+        c.sink_builder().unwrap();
+        // Without the options, the plain S3 store stays in use.
+        let plain =
+            Config::from_parts(obj(json!({"bucketName": "meters"})), None, &no_env).unwrap();
+        assert!(matches!(plain.store_config(), StoreConfig::S3(_)));
+    }
+
+    #[test]
+    fn upload_option_errors_name_the_key() {
+        let mut cases = vec![
+            (json!({"acl": "private"}), "acl"),
+            (json!({"store": "local", "tags": "a=1"}), "tags"),
+            (json!({"bucketName": "b", "tags": {"a": 1}}), "tags"),
+            (json!({"bucketName": "b", "tags": "a=%ff"}), "tags"),
+        ];
+        if cfg!(feature = "aws-sdk") {
+            cases.extend([
+                (json!({"bucketName": "b", "acl": "everyone"}), "acl"),
+                (
+                    json!({"bucketName": "b", "serverSideEncryption": "rot13"}),
+                    "serverSideEncryption",
+                ),
+                (
+                    json!({"bucketName": "b", "sseKmsKeyId": "k"}),
+                    "sseKmsKeyId",
+                ),
+                (
+                    json!({"bucketName": "b", "storageClass": "COLD"}),
+                    "storageClass",
+                ),
+                (json!({"bucketName": "b", "tags": "=v"}), "tags"),
+            ]);
+        }
         for (config, key) in cases {
             let e = Config::from_parts(obj(config.clone()), None, &no_env)
                 .unwrap_err()
