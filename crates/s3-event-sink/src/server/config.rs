@@ -646,28 +646,32 @@ fn check_upload(c: &Config) -> Result<(), ConfigError> {
     if c.store != StoreKind::S3 {
         return Err(bad(first, "needs `store` `s3` (or `bucketName`)"));
     }
-    #[cfg(not(feature = "aws-sdk"))]
-    return Err(bad(
+    check_upload_values(c, first)
+}
+
+#[cfg(not(feature = "aws-sdk"))]
+fn check_upload_values(_: &Config, first: &'static str) -> Result<(), ConfigError> {
+    Err(bad(
         first,
         "needs the crate feature `aws-sdk` (uploads through the AWS SDK)",
-    ));
-    #[cfg(feature = "aws-sdk")]
-    match c.upload.options().validate() {
-        Ok(()) => Ok(()),
-        Err(e) => {
-            let key = match &e {
-                crate::Error::InvalidConfig { what, .. } => match *what {
-                    "acl" => "acl",
-                    "server_side_encryption" => "serverSideEncryption",
-                    "sse_kms_key_id" => "sseKmsKeyId",
-                    "storage_class" => "storageClass",
-                    _ => "tags",
-                },
-                _ => first,
-            };
-            Err(bad(key, e.to_string()))
-        }
-    }
+    ))
+}
+
+#[cfg(feature = "aws-sdk")]
+fn check_upload_values(c: &Config, first: &'static str) -> Result<(), ConfigError> {
+    c.upload.options().validate().map_err(|e| {
+        let key = match &e {
+            crate::Error::InvalidConfig { what, .. } => match *what {
+                "acl" => "acl",
+                "server_side_encryption" => "serverSideEncryption",
+                "sse_kms_key_id" => "sseKmsKeyId",
+                "storage_class" => "storageClass",
+                _ => "tags",
+            },
+            _ => first,
+        };
+        bad(key, e.to_string())
+    })
 }
 
 fn check_keys(file: &str, m: &Map<String, Value>, known: &[&str]) -> Result<(), ConfigError> {

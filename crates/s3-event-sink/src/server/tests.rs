@@ -641,6 +641,8 @@ async fn kill_9_mid_stream(kind: Kind) {
         "scheduledInterval": "1",
         "fsync": "10ms",
     });
+    // Only the S3 case (feature `integration`) sets it.
+    #[cfg_attr(not(feature = "integration"), allow(unused_mut))]
     let mut secret = None;
     let store = match kind {
         #[cfg(feature = "integration")]
