@@ -12,6 +12,8 @@
 //!   `InMemory` store): the sink's own cost on top of gzip.
 //! - `sink/N`: the same with the records as `serde_json::Value`s, which the
 //!   sink serializes: what pushing a parsed value costs.
+//! - `sink_background/N`: `sink/N` with gzip on tokio's blocking pool
+//!   (`with_background_compression`), overlapping the pusher's serializing.
 //! - `sink_spool_10ms/N`: the same with the spool on, fsync every 10 ms, in
 //!   a directory under `CARGO_TARGET_TMPDIR` (a real disk).
 //! - `sink_threads/{1,2}`: two pushers on two partitions, on a runtime with
@@ -61,7 +63,17 @@ fn runtime(threads: usize) -> tokio::runtime::Runtime {
 }
 
 fn sink(spool: Option<&std::path::Path>, by_tenant: bool, shards: usize) -> Sink {
+    sink_with(spool, by_tenant, shards, false)
+}
+
+fn sink_with(
+    spool: Option<&std::path::Path>,
+    by_tenant: bool,
+    shards: usize,
+    background: bool,
+) -> Sink {
     let mut b = Sink::builder()
+        .with_background_compression(background)
         .with_shards(shards)
         .with_store(StoreConfig::Memory.build().unwrap())
         .with_instance_id("bench")
@@ -150,6 +162,24 @@ fn throughput(c: &mut Criterion) {
             for _ in 0..iters {
                 spent += rt.block_on(async {
                     let s = sink(None, false, 1);
+                    let t0 = Instant::now();
+                    for chunk in records.chunks(100) {
+                        s.push_batch(chunk).await.unwrap();
+                    }
+                    s.shutdown().await.unwrap();
+                    t0.elapsed()
+                });
+            }
+            spent
+        })
+    });
+
+    g.bench_function(BenchmarkId::new("sink_background", N), |b| {
+        b.iter_custom(|iters| {
+            let mut spent = Duration::ZERO;
+            for _ in 0..iters {
+                spent += rt.block_on(async {
+                    let s = sink_with(None, false, 1, true);
                     let t0 = Instant::now();
                     for chunk in records.chunks(100) {
                         s.push_batch(chunk).await.unwrap();

@@ -26,6 +26,9 @@ use crate::{
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Kind {
     Memory,
+    /// Memory, with gzip compressed in the background
+    /// ([`SinkBuilder::with_background_compression`]).
+    MemoryBackground,
     Local,
     #[cfg(feature = "integration")]
     S3,
@@ -37,7 +40,6 @@ pub(crate) enum Kind {
 pub(crate) struct Env {
     pub store: Arc<dyn ObjectStore>,
     pub prefix: String,
-    #[allow(dead_code)]
     pub kind: Kind,
     _dir: Option<tempfile::TempDir>,
 }
@@ -85,7 +87,7 @@ pub(crate) fn aws_sdk_config(upload: crate::UploadOptions) -> crate::AwsSdkConfi
 pub(crate) fn env(kind: Kind, test: &str) -> Env {
     let prefix = format!("{}/", unique(test));
     match kind {
-        Kind::Memory => Env {
+        Kind::Memory | Kind::MemoryBackground => Env {
             store: StoreConfig::Memory.build().unwrap(),
             prefix,
             kind,
@@ -135,6 +137,7 @@ impl Env {
             .with_store(Arc::clone(&self.store))
             .with_prefix(self.prefix.clone())
             .with_instance_id("inst")
+            .with_background_compression(matches!(self.kind, Kind::MemoryBackground))
     }
 
     /// Every object under the prefix, sorted by key, with its bytes.
@@ -463,6 +466,7 @@ async fn spool_crash(kind: Kind, naming: crate::KeyNaming) {
             .with_flush_size(10)
             .with_spool(opts.clone())
             .with_key_naming(naming)
+            .with_background_compression(matches!(kind, Kind::MemoryBackground))
             .build()
             .unwrap();
         let id = sink.instance_id().to_owned();
@@ -479,6 +483,7 @@ async fn spool_crash(kind: Kind, naming: crate::KeyNaming) {
             .with_flush_size(10)
             .with_spool(opts.clone())
             .with_key_naming(naming)
+            .with_background_compression(matches!(kind, Kind::MemoryBackground))
             .build()
             .unwrap();
         assert_eq!(
@@ -528,6 +533,10 @@ macro_rules! conformance {
         mod memory {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() { super::$name(super::Kind::Memory).await })*
+        }
+        mod memory_background {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Kind::MemoryBackground).await })*
         }
         mod local {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]

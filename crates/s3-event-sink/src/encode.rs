@@ -173,18 +173,33 @@ pub(crate) fn invalid_record(encoding: Encoding, record: &[u8]) -> Option<&'stat
 }
 
 /// How many bytes the gzip encoder gathers before feeding deflate.
-const GZIP_CHUNK: usize = 16 * 1024;
+pub(crate) const GZIP_CHUNK: usize = 16 * 1024;
 
 /// The gzip header's length.
-const GZIP_HEADER_LEN: usize = 10;
+pub(crate) const GZIP_HEADER_LEN: usize = 10;
 
 /// gzip header (10) + trailer (8) + one final empty stored block (5):
 /// what `finish` may still add on top of the data itself.
 const GZIP_OVERHEAD: usize = 10 + 8 + 5;
 
+/// The estimated final size of a gzip stream that has produced `produced`
+/// bytes (header included) out of `total_in` bytes of input, its output
+/// having last grown while the input from `in_at_growth` on was being
+/// written: the input not yet accounted for is counted at the ratio
+/// observed so far (1.0 before any output), plus the trailer's bytes.
+pub(crate) fn gzip_estimate(produced: usize, in_at_growth: usize, total_in: usize) -> usize {
+    let pending = total_in.saturating_sub(in_at_growth);
+    let ratio = if in_at_growth > 0 && produced > GZIP_OVERHEAD {
+        (produced as f64 / in_at_growth as f64).min(1.0)
+    } else {
+        1.0
+    };
+    produced + (pending as f64 * ratio).ceil() as usize + GZIP_OVERHEAD
+}
+
 /// The 10-byte gzip header flate2's `GzEncoder` writes: no name, mtime 0,
 /// XFL from the level (2: best, 4: fastest), OS unknown (255).
-fn gzip_header(level: u32) -> Vec<u8> {
+pub(crate) fn gzip_header(level: u32) -> Vec<u8> {
     let xfl = match level {
         9 => 2,
         1 => 4,
@@ -376,13 +391,7 @@ impl BatchEncoder {
                 // The header plus what deflate has produced, including what
                 // flate2 still buffers (it reaches the Vec on the next write).
                 let produced = GZIP_HEADER_LEN + w.total_out() as usize;
-                let pending = total_in - in_at_growth + closing;
-                let ratio = if *in_at_growth > 0 && produced > GZIP_OVERHEAD {
-                    (produced as f64 / *in_at_growth as f64).min(1.0)
-                } else {
-                    1.0
-                };
-                produced + (pending as f64 * ratio).ceil() as usize + GZIP_OVERHEAD
+                gzip_estimate(produced, *in_at_growth, total_in + closing)
             }
         }
     }

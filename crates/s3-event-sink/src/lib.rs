@@ -32,6 +32,7 @@ mod decode;
 mod encode;
 mod error;
 pub mod ingest;
+mod pipe;
 mod report;
 #[cfg(feature = "server")]
 pub mod server;
