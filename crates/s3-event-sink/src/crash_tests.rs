@@ -48,6 +48,7 @@ fn sink(
     prefix: &str,
     fsync: SpoolFsync,
     shards: usize,
+    background: bool,
 ) -> Sink {
     let p = TimePartitioner::new(Granularity::Hourly).with_time_source(TimeSource::Event {
         fallback_to_processing: false,
@@ -58,6 +59,7 @@ fn sink(
         .with_partitioner(Arc::new(p))
         .with_flush_size(37)
         .with_shards(shards)
+        .with_background_compression(background)
         .with_flush_interval(Duration::from_millis(50))
         .with_spool(
             SpoolOptions::new(spool)
@@ -104,6 +106,7 @@ fn child() {
             &var("S3E_CRASH_PREFIX"),
             fsync,
             var("S3E_CRASH_SHARDS").parse().unwrap(),
+            var("S3E_CRASH_BACKGROUND") == "1",
         ));
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut tasks = Vec::new();
@@ -154,6 +157,10 @@ async fn census(store: &dyn ObjectStore, prefix: &str) -> (BTreeMap<u64, u32>, u
 }
 
 fn run(store_spec: &str, shards: usize) {
+    run_with(store_spec, shards, false);
+}
+
+fn run_with(store_spec: &str, shards: usize, background: bool) {
     if std::env::var_os("S3E_CRASH_CHILD").is_some() {
         return;
     }
@@ -205,6 +212,7 @@ fn run(store_spec: &str, shards: usize) {
         .env("S3E_CRASH_SPOOL", spool.path())
         .env("S3E_CRASH_STORE", store_spec)
         .env("S3E_CRASH_SHARDS", shards.to_string())
+        .env("S3E_CRASH_BACKGROUND", if background { "1" } else { "0" })
         .env("S3E_CRASH_PREFIX", &prefix)
         .env("S3E_CRASH_START0", start[0].to_string())
         .env("S3E_CRASH_START1", start[1].to_string())
@@ -268,6 +276,7 @@ fn run(store_spec: &str, shards: usize) {
             &prefix,
             SpoolFsync::Always,
             shards,
+            background,
         );
         let recovered = s.stats().events_recovered;
         s.shutdown().await.unwrap();
@@ -315,6 +324,15 @@ fn sigkill_s3() {
 fn sigkill_local_directory_two_shards() {
     let dir = tempfile::tempdir().unwrap();
     run(&format!("local:{}", dir.path().display()), 2);
+}
+
+/// The same with gzip compressed in the background
+/// (`with_background_compression`): an upload waits for its object's
+/// compression, and a kill may come while it runs.
+#[test]
+fn sigkill_local_directory_background_compression() {
+    let dir = tempfile::tempdir().unwrap();
+    run_with(&format!("local:{}", dir.path().display()), 2, true);
 }
 
 /// A private SeaweedFS (`weed mini`) on its own ports and directory, so the
@@ -448,6 +466,7 @@ fn s3_outage_loses_and_duplicates_nothing() {
             "o/",
             SpoolFsync::Always,
             1,
+            false,
         )
     });
     rt.block_on(async {
