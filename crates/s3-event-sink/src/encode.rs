@@ -199,7 +199,7 @@ pub(crate) fn gzip_estimate(produced: usize, in_at_growth: usize, total_in: usiz
 
 /// The 10-byte gzip header flate2's `GzEncoder` writes: no name, mtime 0,
 /// XFL from the level (2: best, 4: fastest), OS unknown (255).
-pub(crate) fn gzip_header(level: u32) -> Vec<u8> {
+fn gzip_header(level: u32) -> Vec<u8> {
     let xfl = match level {
         9 => 2,
         1 => 4,
@@ -210,24 +210,77 @@ pub(crate) fn gzip_header(level: u32) -> Vec<u8> {
     v
 }
 
+/// A gzip stream into memory: a raw deflate stream after a gzip header; the
+/// CRC-32 (crc32fast, much faster than the deflate backend's own) and the
+/// trailer are ours. Fed in chunks by [`BatchEncoder`] and by the sink's
+/// background compression.
+#[derive(Debug)]
+pub(crate) struct GzipStream {
+    w: DeflateEncoder<Vec<u8>>,
+    crc: crc32fast::Hasher,
+    /// Uncompressed bytes fed in total.
+    fed: usize,
+    /// `fed` before the feed during which the output last grew (that feed's
+    /// data is still partly in the compressor).
+    in_at_growth: usize,
+}
+
+impl GzipStream {
+    pub(crate) fn new(level: u32) -> Self {
+        let level = level.min(9);
+        GzipStream {
+            w: DeflateEncoder::new(gzip_header(level), flate2::Compression::new(level)),
+            crc: crc32fast::Hasher::new(),
+            fed: 0,
+            in_at_growth: 0,
+        }
+    }
+
+    pub(crate) fn feed(&mut self, bytes: &[u8]) -> Result<()> {
+        self.crc.update(bytes);
+        let before = self.w.total_out();
+        self.w
+            .write_all(bytes)
+            .map_err(|source| Error::Compress { source })?;
+        if self.w.total_out() != before {
+            self.in_at_growth = self.fed;
+        }
+        self.fed += bytes.len();
+        Ok(())
+    }
+
+    /// The header plus what deflate has produced, including what flate2
+    /// still buffers (it reaches the Vec on the next write).
+    pub(crate) fn produced(&self) -> usize {
+        GZIP_HEADER_LEN + self.w.total_out() as usize
+    }
+
+    pub(crate) fn in_at_growth(&self) -> usize {
+        self.in_at_growth
+    }
+
+    pub(crate) fn finish(self) -> Result<Vec<u8>> {
+        let mut v = self
+            .w
+            .finish()
+            .map_err(|source| Error::Compress { source })?;
+        v.extend_from_slice(&self.crc.finalize().to_le_bytes());
+        // ISIZE: the input size modulo 2^32 (RFC 1952).
+        v.extend_from_slice(&(self.fed as u32).to_le_bytes());
+        Ok(v)
+    }
+}
+
 #[derive(Debug)]
 enum Out {
     Plain(Vec<u8>),
-    /// A raw deflate stream after a gzip header; the CRC-32 (crc32fast,
-    /// much faster on small writes than the deflate backend's own) and the
-    /// trailer are ours.
     Gzip {
-        w: Box<DeflateEncoder<Vec<u8>>>,
-        /// Bytes not yet handed to the compressor: deflate is fed in
-        /// [`GZIP_CHUNK`] pieces, since a call per record costs more than
-        /// the copy.
+        stream: Box<GzipStream>,
+        /// Bytes not yet fed: deflate gets [`GZIP_CHUNK`] pieces, since a
+        /// call per record costs more than the copy.
         staged: Vec<u8>,
-        crc: crc32fast::Hasher,
-        /// Uncompressed bytes written in total.
+        /// Uncompressed bytes written in total, staged or fed.
         total_in: usize,
-        /// `total_in` when the compressed output last grew, minus the write
-        /// during which it grew (that write's data is still in the compressor).
-        in_at_growth: usize,
     },
 }
 
@@ -268,14 +321,9 @@ impl BatchEncoder {
             out: match compression {
                 Compression::None => Out::Plain(Vec::new()),
                 Compression::Gzip { level } => Out::Gzip {
-                    w: Box::new(DeflateEncoder::new(
-                        gzip_header(level.min(9)),
-                        flate2::Compression::new(level.min(9)),
-                    )),
+                    stream: Box::new(GzipStream::new(level)),
                     staged: Vec::new(),
-                    crc: crc32fast::Hasher::new(),
                     total_in: 0,
-                    in_at_growth: 0,
                 },
             },
             records: 0,
@@ -383,16 +431,8 @@ impl BatchEncoder {
         match &self.out {
             Out::Plain(v) => v.len() + closing,
             Out::Gzip {
-                w,
-                total_in,
-                in_at_growth,
-                ..
-            } => {
-                // The header plus what deflate has produced, including what
-                // flate2 still buffers (it reaches the Vec on the next write).
-                let produced = GZIP_HEADER_LEN + w.total_out() as usize;
-                gzip_estimate(produced, *in_at_growth, total_in + closing)
-            }
+                stream, total_in, ..
+            } => gzip_estimate(stream.produced(), stream.in_at_growth(), total_in + closing),
         }
     }
 
@@ -404,20 +444,10 @@ impl BatchEncoder {
         match self.out {
             Out::Plain(v) => Ok(v),
             Out::Gzip {
-                mut w,
-                staged,
-                mut crc,
-                total_in,
-                ..
+                mut stream, staged, ..
             } => {
-                crc.update(&staged);
-                w.write_all(&staged)
-                    .map_err(|source| Error::Compress { source })?;
-                let mut v = w.finish().map_err(|source| Error::Compress { source })?;
-                v.extend_from_slice(&crc.finalize().to_le_bytes());
-                // ISIZE: the input size modulo 2^32 (RFC 1952).
-                v.extend_from_slice(&(total_in as u32).to_le_bytes());
-                Ok(v)
+                stream.feed(&staged)?;
+                stream.finish()
             }
         }
     }
@@ -426,22 +456,14 @@ impl BatchEncoder {
         match &mut self.out {
             Out::Plain(v) => v.extend_from_slice(bytes),
             Out::Gzip {
-                w,
+                stream,
                 staged,
-                crc,
                 total_in,
-                in_at_growth,
             } => {
                 staged.extend_from_slice(bytes);
                 *total_in += bytes.len();
                 if staged.len() >= GZIP_CHUNK {
-                    crc.update(staged);
-                    let before = w.total_out();
-                    w.write_all(staged)
-                        .map_err(|source| Error::Compress { source })?;
-                    if w.total_out() != before {
-                        *in_at_growth = *total_in - staged.len();
-                    }
+                    stream.feed(staged)?;
                     staged.clear();
                 }
             }

@@ -17,55 +17,17 @@
 //! has it waits on a condition variable for the length of one chunk.
 
 use std::collections::VecDeque;
-use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use flate2::write::DeflateEncoder;
 use tokio::sync::oneshot;
 
-use crate::encode::{gzip_estimate, gzip_header, GZIP_CHUNK, GZIP_HEADER_LEN};
+use crate::encode::{gzip_estimate, GzipStream, GZIP_CHUNK, GZIP_HEADER_LEN};
+use crate::sink::relock;
 use crate::{Encoding, Error, Result};
 
 /// The compressed object, once the run has finished it.
 pub(crate) type Finished = oneshot::Receiver<Result<Vec<u8>>>;
-
-/// The deflate stream, the CRC-32 and how much input they have taken.
-struct Deflater {
-    w: DeflateEncoder<Vec<u8>>,
-    crc: crc32fast::Hasher,
-    fed: usize,
-}
-
-impl Deflater {
-    fn feed(&mut self, chunk: &[u8], shared: &Shared) -> Result<()> {
-        self.crc.update(chunk);
-        let before = self.w.total_out();
-        self.w
-            .write_all(chunk)
-            .map_err(|source| Error::Compress { source })?;
-        let out = self.w.total_out();
-        if out != before {
-            shared.in_at_growth.store(self.fed, Ordering::Relaxed);
-        }
-        self.fed += chunk.len();
-        shared
-            .produced
-            .store(GZIP_HEADER_LEN + out as usize, Ordering::Relaxed);
-        Ok(())
-    }
-
-    fn finish(self) -> Result<Vec<u8>> {
-        let mut v = self
-            .w
-            .finish()
-            .map_err(|source| Error::Compress { source })?;
-        v.extend_from_slice(&self.crc.finalize().to_le_bytes());
-        // ISIZE: the input size modulo 2^32 (RFC 1952).
-        v.extend_from_slice(&(self.fed as u32).to_le_bytes());
-        Ok(v)
-    }
-}
 
 #[derive(Default)]
 struct State {
@@ -73,7 +35,7 @@ struct State {
     /// Bytes in `queue`.
     queued: usize,
     /// `None` while the run or the pusher is feeding it.
-    deflater: Option<Box<Deflater>>,
+    deflater: Option<Box<GzipStream>>,
     /// A run is scheduled or running.
     running: bool,
     /// Set by `finish`: the run that empties the queue sends the object.
@@ -92,16 +54,12 @@ struct Shared {
     in_at_growth: AtomicUsize,
 }
 
-fn relock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 impl Shared {
     /// Waits until the deflater is free, then takes it.
     fn take_deflater<'a>(
         &'a self,
         mut st: MutexGuard<'a, State>,
-    ) -> (MutexGuard<'a, State>, Box<Deflater>) {
+    ) -> (MutexGuard<'a, State>, Box<GzipStream>) {
         loop {
             if let Some(d) = st.deflater.take() {
                 return (st, d);
@@ -116,11 +74,13 @@ impl Shared {
         drop(st);
         let mut result = Ok(());
         for c in chunks {
-            result = d.feed(c, self);
+            result = d.feed(c);
             if result.is_err() {
                 break;
             }
         }
+        self.in_at_growth.store(d.in_at_growth(), Ordering::Relaxed);
+        self.produced.store(d.produced(), Ordering::Relaxed);
         let mut st = relock(&self.state);
         if let Err(e) = result {
             st.failed.get_or_insert(e);
@@ -177,12 +137,6 @@ impl GzipPipe {
     /// An empty batch at gzip `level`; `max_bytes` (the flush policy's
     /// object size) bounds the queue so the size estimate stays close.
     pub(crate) fn new(encoding: Encoding, level: u32, max_bytes: usize) -> Self {
-        let level = level.min(9);
-        let deflater = Deflater {
-            w: DeflateEncoder::new(gzip_header(level), flate2::Compression::new(level)),
-            crc: crc32fast::Hasher::new(),
-            fed: 0,
-        };
         let mut pipe = GzipPipe {
             encoding,
             records: 0,
@@ -191,7 +145,7 @@ impl GzipPipe {
             queue_limit: (max_bytes / 8).clamp(GZIP_CHUNK, 8 * GZIP_CHUNK),
             shared: Arc::new(Shared {
                 state: Mutex::new(State {
-                    deflater: Some(Box::new(deflater)),
+                    deflater: Some(Box::new(GzipStream::new(level))),
                     ..State::default()
                 }),
                 returned: Condvar::new(),

@@ -594,7 +594,8 @@ struct Inner {
     hold_deletes: AtomicBool,
 }
 
-fn relock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+/// Locks `m`, also when a panic elsewhere has poisoned it.
+pub(crate) fn relock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -1224,7 +1225,7 @@ impl Sink {
             inner.check_record(index, &buf[start..])?;
             if index == 0 {
                 // Room for the rest, if they are about the first one's size.
-                buf.reserve(buf.len().saturating_mul(events.len()));
+                buf.reserve(buf.len().saturating_mul(events.len() - 1));
             }
             let partition = inner
                 .partitioner
