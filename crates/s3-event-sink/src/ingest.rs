@@ -33,7 +33,9 @@ pub struct MeterRecord {
     pub customer_id: String,
     /// `meterApiName`: a non-empty string.
     pub meter_api_name: String,
-    /// `meterValue`: a finite number.
+    /// `meterValue`: a finite number. Written back as an integer when it is
+    /// one (`5`, not `5.0`), as meter files send counts.
+    #[serde(serialize_with = "integral_as_integer")]
     pub meter_value: f64,
     /// `meterTimeInMillis`: milliseconds since the Unix epoch, a
     /// non-negative integer.
@@ -41,6 +43,20 @@ pub struct MeterRecord {
     /// `dimensions`: optional, an object of string values.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub dimensions: BTreeMap<String, String>,
+}
+
+/// Writes `v` as an integer when it is a whole number an `i64` holds
+/// exactly (below 2^53), else as a float.
+fn integral_as_integer<S: serde::Serializer>(
+    v: &f64,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+    if v.fract() == 0.0 && v.abs() < EXACT {
+        s.serialize_i64(*v as i64)
+    } else {
+        s.serialize_f64(*v)
+    }
 }
 
 impl MeterRecord {
@@ -197,6 +213,28 @@ mod tests {
     async fn text(store: &dyn ObjectStore, key: &str) -> Option<String> {
         let got = store.get(&Path::from(key)).await.ok()?;
         Some(String::from_utf8(got.bytes().await.unwrap().to_vec()).unwrap())
+    }
+
+    #[test]
+    fn meter_values_keep_their_integer_form() {
+        for (input, output) in [
+            (json!(5), "5"),
+            (json!(5.0), "5"),
+            (json!(-3), "-3"),
+            (json!(1.5), "1.5"),
+            (json!(1e300), "1e+300"),
+        ] {
+            let mut m = meter("a", 0.0);
+            m["meterValue"] = input.clone();
+            let r = MeterRecord::from_value(&m).unwrap();
+            let text = serde_json::to_string(&r).unwrap();
+            assert!(
+                text.contains(&format!(r#""meterValue":{output},"#)),
+                "{input} → {text}"
+            );
+            let back: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(back["meterValue"].as_f64(), input.as_f64());
+        }
     }
 
     #[tokio::test]
