@@ -30,8 +30,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use s3_event::core::{TemplatePartitioner, TimePartitioner};
+use s3_event::core::{PartitionEvent, TemplatePartitioner, TimePartitioner};
 use s3_event::sink::{Sink, SpoolFsync, SpoolOptions, StoreConfig};
+use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
@@ -90,6 +91,32 @@ fn sink_with(
     b.build().unwrap()
 }
 
+/// `iters` times: a sink from `make` (given a fresh spool directory on a
+/// real disk when `spooled`), `events` pushed in batches of 100, then
+/// `shutdown`; the time from the first push to the end of the shutdown.
+fn timed<T: Serialize + PartitionEvent>(
+    rt: &tokio::runtime::Runtime,
+    iters: u64,
+    events: &[T],
+    make: impl Fn(Option<&std::path::Path>) -> Sink,
+    spooled: bool,
+) -> Duration {
+    let mut spent = Duration::ZERO;
+    for _ in 0..iters {
+        let dir = spooled.then(|| tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap());
+        spent += rt.block_on(async {
+            let s = make(dir.as_ref().map(|d| d.path()));
+            let t0 = Instant::now();
+            for chunk in events.chunks(100) {
+                s.push_batch(chunk).await.unwrap();
+            }
+            s.shutdown().await.unwrap();
+            t0.elapsed()
+        });
+    }
+    spent
+}
+
 fn throughput(c: &mut Criterion) {
     let records = records();
     let ndjson: Vec<u8> = records
@@ -139,76 +166,24 @@ fn throughput(c: &mut Criterion) {
     let raw: Vec<&RawValue> = raw.iter().map(|r| &**r).collect();
     let rt = runtime(2);
     g.bench_function(BenchmarkId::new("sink_raw", N), |b| {
-        b.iter_custom(|iters| {
-            let mut spent = Duration::ZERO;
-            for _ in 0..iters {
-                spent += rt.block_on(async {
-                    let s = sink(None, false, 1);
-                    let t0 = Instant::now();
-                    for chunk in raw.chunks(100) {
-                        s.push_batch(chunk).await.unwrap();
-                    }
-                    s.shutdown().await.unwrap();
-                    t0.elapsed()
-                });
-            }
-            spent
-        })
+        b.iter_custom(|iters| timed(&rt, iters, &raw, |spool| sink(spool, false, 1), false))
     });
-
     g.bench_function(BenchmarkId::new("sink", N), |b| {
-        b.iter_custom(|iters| {
-            let mut spent = Duration::ZERO;
-            for _ in 0..iters {
-                spent += rt.block_on(async {
-                    let s = sink(None, false, 1);
-                    let t0 = Instant::now();
-                    for chunk in records.chunks(100) {
-                        s.push_batch(chunk).await.unwrap();
-                    }
-                    s.shutdown().await.unwrap();
-                    t0.elapsed()
-                });
-            }
-            spent
-        })
+        b.iter_custom(|iters| timed(&rt, iters, &records, |spool| sink(spool, false, 1), false))
     });
-
     g.bench_function(BenchmarkId::new("sink_background", N), |b| {
         b.iter_custom(|iters| {
-            let mut spent = Duration::ZERO;
-            for _ in 0..iters {
-                spent += rt.block_on(async {
-                    let s = sink_with(None, false, 1, true);
-                    let t0 = Instant::now();
-                    for chunk in records.chunks(100) {
-                        s.push_batch(chunk).await.unwrap();
-                    }
-                    s.shutdown().await.unwrap();
-                    t0.elapsed()
-                });
-            }
-            spent
+            timed(
+                &rt,
+                iters,
+                &records,
+                |spool| sink_with(spool, false, 1, true),
+                false,
+            )
         })
     });
-
     g.bench_function(BenchmarkId::new("sink_spool_10ms", N), |b| {
-        b.iter_custom(|iters| {
-            let mut spent = Duration::ZERO;
-            for _ in 0..iters {
-                let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-                spent += rt.block_on(async {
-                    let s = sink(Some(dir.path()), false, 1);
-                    let t0 = Instant::now();
-                    for chunk in records.chunks(100) {
-                        s.push_batch(chunk).await.unwrap();
-                    }
-                    s.shutdown().await.unwrap();
-                    t0.elapsed()
-                });
-            }
-            spent
-        })
+        b.iter_custom(|iters| timed(&rt, iters, &records, |spool| sink(spool, false, 1), true))
     });
 
     let halves: Vec<Arc<Vec<Value>>> = (0..2)

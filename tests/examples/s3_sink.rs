@@ -30,40 +30,16 @@ fn b64(s: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(s)
 }
 
-/// Keys of the server's configuration that it also reads from the
-/// environment; removed so that the test's environment cannot leak in.
-const ENV_KEYS: &[&str] = &[
-    "v_port",
-    "region",
-    "bucketName",
-    "flushSize",
-    "scheduledInterval",
-    "timeInterval",
-    "store",
-    "localDir",
-    "endpoint",
-    "prefix",
-    "encoding",
-    "compression",
-    "fsync",
-    "spoolDir",
-    "maxBodyBytes",
-    "bindAddress",
-    "acl",
-    "serverSideEncryption",
-    "sseKmsKeyId",
-    "storageClass",
-    "tags",
-    "awsAccessKeyID",
-    "awsSecretAccessKey",
-    "v_config_path",
-    "v_secret_path",
-];
+/// Variables the server reads besides its configuration and secret keys
+/// (`CONFIG_KEYS`, `SECRET_KEYS`): all removed so that the test's
+/// environment cannot leak in.
+const PATH_VARS: &[&str] = &["v_config_path", "v_secret_path"];
 
 fn command(dir: &Path) -> Command {
     let mut cmd = Command::new(example_bin("s3_sink"));
     cmd.current_dir(dir).env("RUST_LOG", "info");
-    for k in ENV_KEYS {
+    use s3_event::sink::server::config::{CONFIG_KEYS, SECRET_KEYS};
+    for k in CONFIG_KEYS.iter().chain(SECRET_KEYS).chain(PATH_VARS) {
         cmd.env_remove(k);
     }
     cmd

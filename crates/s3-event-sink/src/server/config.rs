@@ -90,6 +90,12 @@ pub const CONFIG_KEYS: &[&str] = &[
     "tags",
 ];
 
+/// A secret's text, for a store configuration.
+#[cfg(any(feature = "s3", feature = "aws-sdk"))]
+fn expose(secret: &Option<Secret>) -> Option<String> {
+    secret.as_ref().map(|s| s.expose().to_owned())
+}
+
 /// The keys that only the AWS SDK store can honour.
 const SDK_KEYS: &[&str] = &[
     "acl",
@@ -526,22 +532,24 @@ impl Config {
         }
     }
 
+    /// Whether the endpoint is plain `http://` (loopback test servers).
+    #[cfg(any(feature = "s3", feature = "aws-sdk"))]
+    fn plain_http(&self) -> bool {
+        self.endpoint
+            .as_deref()
+            .is_some_and(|e| e.starts_with("http://"))
+    }
+
     #[cfg(feature = "aws-sdk")]
     fn sdk_store_config(&self) -> StoreConfig {
         StoreConfig::AwsSdk(crate::AwsSdkConfig {
             bucket: self.bucket_name.clone().unwrap_or_default(),
             region: self.region.clone(),
             endpoint: self.endpoint.clone(),
-            access_key_id: self.access_key_id.as_ref().map(|s| s.expose().to_owned()),
-            secret_access_key: self
-                .secret_access_key
-                .as_ref()
-                .map(|s| s.expose().to_owned()),
+            access_key_id: expose(&self.access_key_id),
+            secret_access_key: expose(&self.secret_access_key),
             session_token: None,
-            allow_http: self
-                .endpoint
-                .as_deref()
-                .is_some_and(|e| e.starts_with("http://")),
+            allow_http: self.plain_http(),
             virtual_hosted_style: false,
             upload: self.upload.options(),
         })
@@ -553,16 +561,10 @@ impl Config {
             bucket: self.bucket_name.clone().unwrap_or_default(),
             region: self.region.clone(),
             endpoint: self.endpoint.clone(),
-            access_key_id: self.access_key_id.as_ref().map(|s| s.expose().to_owned()),
-            secret_access_key: self
-                .secret_access_key
-                .as_ref()
-                .map(|s| s.expose().to_owned()),
+            access_key_id: expose(&self.access_key_id),
+            secret_access_key: expose(&self.secret_access_key),
             session_token: None,
-            allow_http: self
-                .endpoint
-                .as_deref()
-                .is_some_and(|e| e.starts_with("http://")),
+            allow_http: self.plain_http(),
             virtual_hosted_style: false,
         })
     }
