@@ -19,6 +19,8 @@ mod arn;
 mod cloudevent;
 mod error;
 pub mod inbound;
+#[cfg(feature = "log")]
+pub mod log;
 mod name;
 mod partition;
 mod record;

@@ -144,6 +144,21 @@ pub enum Error {
         #[source]
         source: s3_event_core::Error,
     },
+
+    /// The durable log under a queue failed: its directory is locked by
+    /// another store, or an fsync covering these writes failed.
+    #[error(transparent)]
+    Log(s3_event_core::log::Error),
+}
+
+impl From<s3_event_core::log::Error> for Error {
+    fn from(e: s3_event_core::log::Error) -> Self {
+        match e {
+            s3_event_core::log::Error::Io { path, source, .. } => Error::Io { path, source },
+            s3_event_core::log::Error::TooLarge { len, max } => Error::EntryTooLarge { len, max },
+            other => Error::Log(other),
+        }
+    }
 }
 
 /// `Result` with this crate's [`Error`] as the default error type.

@@ -25,76 +25,62 @@
 //!
 //! # On disk
 //!
-//! - `<seq>.log` — segments, named after the sequence number of their first
-//!   entry (20 digits, so they sort). Entries are appended to the newest one;
-//!   a new segment is started once the next write would take it past
-//!   [`QueueStoreOptions::segment_bytes`] (a single entry or batch is never
-//!   split, so a segment may exceed it by one write).
-//! - Each entry is one frame: `[len: u32 LE][crc32: u32 LE][payload]`, where
-//!   the CRC-32 covers the four length bytes and the payload, so a run of
-//!   zeros (what some file systems leave after a crash) never passes as an
-//!   empty entry.
+//! The entries are the frames of a [durable log](s3_event_core::log)
+//! (`<segment>.log` files, one exclusive lock on the directory, checksummed
+//! frames, grouped fsyncs): an entry's sequence number is its segment's base
+//! plus its index in the segment. Beside it:
+//!
 //! - `acks` — the ack cursor, an append-only log of 12-byte records
 //!   `[seq: u64 LE][crc32 of those 8 bytes: u32 LE]`; the last valid record
-//!   wins. An ack costs one small write and rides on the next grouped fsync
-//!   instead of paying a write-temp + fsync + rename of its own. Once the log
-//!   reaches 64 KiB it is rewritten to a single record through `acks.tmp`,
-//!   fsync and rename.
+//!   wins. An ack costs one small write and rides on the log's next fsync
+//!   round. Once it reaches 64 KiB it is replaced by a single record
+//!   (temporary file, fsync, rename).
 //!
 //! A segment whose entries are all acknowledged is deleted, except the newest
-//! one (it keeps the sequence numbers going); so at most one segment of
-//! acknowledged entries stays on disk. In memory the store keeps 32 bytes per
-//! unacknowledged entry (its position), not the payloads.
+//! one (its base keeps the sequence numbers going). In memory the store keeps
+//! 32 bytes per unacknowledged entry (its position), not the payloads.
+//! Segments of the first format (no header) are read, never appended to.
 //!
 //! # Durability
 //!
 //! Every `append` writes its frames with one `write` before it returns, so
-//! they survive the process being killed. Surviving power loss needs an
-//! fsync, which [`FsyncPolicy`] groups:
+//! they survive the process being killed. A write that fails part-way is cut
+//! back and its sequence numbers are never used again. Surviving power loss
+//! needs an fsync, which [`FsyncPolicy`] groups:
 //!
 //! - `Always`: `append`, `append_batch` and `ack` return once fsynced.
-//! - `Every(d)`: [`QueueStore::sync`] returns once everything written before
-//!   the call is fsynced. Callers that sync concurrently share one fsync
-//!   (group commit), and fsyncs start at most once per `d`, so one fsync
-//!   covers every append of its interval. A producer that must not return
-//!   before its entry is durable calls [`QueueStore::append_durable`].
+//! - `Every(d)`: fsync rounds start at most once per `d`, in the background
+//!   whenever something was written, and when a caller waits:
+//!   [`QueueStore::sync`], [`QueueStore::append_durable`] (blocking) or
+//!   [`QueueStore::append_batch_synced`] (async). Callers that wait together
+//!   share a round (group commit).
 //! - `Never`: no fsync; `sync` returns at once.
+//!
+//! A failed fsync is reported to every caller whose writes it covered, also
+//! if a later one succeeds, and appends move to a new segment.
 //!
 //! # Recovery
 //!
 //! [`QueueStore::open`] reads every segment in order and checks each frame.
-//! The first frame of the *newest* segment whose checksum fails, or whose
-//! length runs past the end of the file, is a torn write: the file is cut
-//! there and the cut is logged and reported in [`Recovery::truncated`]. A bad
-//! frame in an *older* segment (which was complete when it was closed) is
-//! reported in [`Recovery::corrupt`] as an [`Error::Corrupt`] naming the file
-//! and offset, and the rest of that segment is skipped. Recovery never
-//! delivers an entry that failed its checksum; [`QueueStore::peek`] checks
-//! them again when it reads.
+//! The first bad frame of the *newest* segment is a torn write: the file is
+//! cut there and the cut reported in [`Recovery::truncated`]. A bad frame in
+//! an *older* segment (left by a failed write that could not be cut back,
+//! or by damage) is reported in [`Recovery::corrupt`] as an
+//! [`Error::Corrupt`] naming the file and offset, and the rest of that
+//! segment is skipped. Recovery never delivers an entry that failed its
+//! checksum; [`QueueStore::peek`] checks them again when it reads.
 //!
-//! Only one `QueueStore` may have a directory open at a time (in one process
-//! or across processes); the store does not lock the directory.
-//!
-//! # Why a hand-written segment log
-//!
-//! The queue only appends at the tail, reads from the head and drops acked
-//! prefixes. An embedded B-tree store (redb, sled) is built for random
-//! access by key: each enqueue rewrites tree pages, each ack becomes deletes
-//! whose space is freed later, and each commit is its own transaction, so
-//! sharing fsyncs across callers would still be ours to write. A segment log
-//! is one `write` per append, one shared fsync per interval, reclaim by
-//! deleting a file, and recovery by a sequential scan that truncates a torn
-//! tail.
+//! Only one `QueueStore` may have a directory open at a time, in one process
+//! or across processes: a second [`QueueStore::open`] fails naming the
+//! holder.
 
-use std::collections::VecDeque;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, Read, Write};
-#[cfg(not(unix))]
-use std::io::{Seek, SeekFrom};
+use std::collections::{BTreeMap, VecDeque};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+pub use s3_event_core::log::FsyncPolicy;
+use s3_event_core::log::{self, Legacy, Log, LogOptions, SideFile};
 
 use crate::error::{Error, Result};
 
@@ -103,40 +89,21 @@ use crate::error::{Error, Result};
 pub type Seq = u64;
 
 /// The largest entry a frame can hold.
-pub const MAX_ENTRY_BYTES: usize = u32::MAX as usize;
+pub const MAX_ENTRY_BYTES: usize = log::MAX_PAYLOAD;
 
 const HEADER: u64 = 8;
-const SEGMENT_SUFFIX: &str = ".log";
+const SEGMENT_SUFFIX: &str = "log";
+const MAGIC: [u8; 8] = *b"S3EQUE02";
 const ACK_LOG: &str = "acks";
+#[cfg(test)]
 const ACK_LOG_TMP: &str = "acks.tmp";
 const ACK_RECORD: usize = 12;
 const ACK_LOG_COMPACT_BYTES: u64 = 64 * 1024;
 /// Most bytes `peek` reads at once (unless one entry is larger).
 const READ_CHUNK: u64 = 1 << 20;
 
-/// When appended entries are fsynced to disk. See the [module docs](self).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FsyncPolicy {
-    /// Every `append`, `append_batch` and `ack` is fsynced before it returns
-    /// (concurrent callers still share fsyncs).
-    Always,
-    /// Grouped: [`QueueStore::sync`] fsyncs everything written before it,
-    /// starting at most one fsync per interval; concurrent callers share it.
-    Every(Duration),
-    /// Never fsync: entries survive a crash of the process, not of the machine.
-    Never,
-}
-
-impl Default for FsyncPolicy {
-    /// `Every(1 ms)`: a lone caller rarely waits (an fsync takes about as
-    /// long), while many callers share ≤ 1000 fsyncs/s.
-    fn default() -> Self {
-        FsyncPolicy::Every(Duration::from_millis(1))
-    }
-}
-
 /// Options of [`QueueStore::open`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct QueueStoreOptions {
     /// Most unacknowledged entries the queue holds; appends beyond it fail
     /// with [`Error::QueueFull`]. Default 100000, as MinIO's `queue_limit`.
@@ -145,14 +112,27 @@ pub struct QueueStoreOptions {
     pub fsync: FsyncPolicy,
     /// Size at which a new segment file is started. Default 16 MiB.
     pub segment_bytes: u64,
+    /// Faults to inject into the log's file operations (tests).
+    pub faults: Option<std::sync::Arc<log::Faults>>,
 }
+
+impl PartialEq for QueueStoreOptions {
+    fn eq(&self, other: &Self) -> bool {
+        self.queue_limit == other.queue_limit
+            && self.fsync == other.fsync
+            && self.segment_bytes == other.segment_bytes
+    }
+}
+
+impl Eq for QueueStoreOptions {}
 
 impl Default for QueueStoreOptions {
     fn default() -> Self {
         QueueStoreOptions {
             queue_limit: 100_000,
-            fsync: FsyncPolicy::default(),
+            fsync: FsyncPolicy::Every(std::time::Duration::from_millis(1)),
             segment_bytes: 16 << 20,
+            faults: None,
         }
     }
 }
@@ -232,215 +212,117 @@ pub struct QueueStats {
 pub struct QueueStore {
     dir: PathBuf,
     options: QueueStoreOptions,
+    log: Log,
     state: Mutex<State>,
-    /// Group commit state.
-    sync: Mutex<SyncState>,
-    /// Signalled when an fsync round ends.
-    synced_cv: Condvar,
     recovery: Recovery,
-}
-
-#[derive(Debug)]
-struct Segment {
-    base: Seq,
-    path: PathBuf,
-    file: Arc<File>,
-    /// Bytes of valid frames; the next frame goes here.
-    len: u64,
-    /// Frames in the file (valid ones, counted from `base`).
-    entries: u64,
-    /// Unacknowledged entries of the index that live in this file.
-    live: usize,
 }
 
 #[derive(Clone, Copy, Debug)]
 struct Slot {
     seq: Seq,
-    segment: Seq,
+    segment: u64,
     offset: u64,
     len: u32,
 }
 
 #[derive(Debug)]
-struct AckLog {
-    path: PathBuf,
-    file: Arc<File>,
-    len: u64,
-    dirty: bool,
-}
-
-#[derive(Debug)]
 struct State {
-    /// Oldest first, never empty; the back one is written to.
-    segments: VecDeque<Segment>,
     /// Unacknowledged entries, oldest first.
     index: VecDeque<Slot>,
+    /// Unacknowledged entries per segment (every segment on disk is listed).
+    live: BTreeMap<u64, usize>,
     next_seq: Seq,
     acked: Seq,
-    acks: AckLog,
-    buf: Vec<u8>,
+    acks: SideFile,
     read_buf: Vec<u8>,
-    /// A failed write may have left bytes past the active segment's `len`.
-    needs_trim: bool,
-    /// An fsync failed: do not write to the same file again.
-    rotate_next: bool,
-    /// Write generation: bumped by every write a sync must cover.
-    gen: u64,
-    dirty_active: bool,
-    closed_unsynced: Vec<(PathBuf, Arc<File>)>,
-    dir_dirty: bool,
     corrupt_dropped: u64,
-}
-
-/// Group commit bookkeeping, under its own lock: one thread at a time runs
-/// an fsync round while the others wait on `synced_cv`.
-#[derive(Debug, Default)]
-struct SyncState {
-    /// A thread is running an fsync round.
-    running: bool,
-    /// When the last round started.
-    last_start: Option<Instant>,
-    /// Write generation taken by the last round.
-    taken: u64,
-    /// Every write generation up to this one is fsynced.
-    synced: u64,
-    /// Generations `(from, to]` of rounds that failed (the latest 64).
-    failed: VecDeque<(u64, u64)>,
-    fsyncs: u64,
-}
-
-/// Files to fsync, taken from the state under the lock, synced outside it.
-struct SyncWork {
-    gen: u64,
-    files: Vec<(PathBuf, Arc<File>)>,
-    dir: bool,
 }
 
 impl QueueStore {
     /// Opens the queue in `dir` (created if missing) and recovers it: see
     /// [Recovery](self#recovery). What was found is in [`Self::recovery`].
+    /// Fails with [`Error::Log`] naming the holder if another store has the
+    /// directory open.
     pub fn open(dir: impl AsRef<Path>, options: QueueStoreOptions) -> Result<Self> {
         options.validate()?;
         let dir = dir.as_ref().to_path_buf();
-        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-        let fsync = options.fsync != FsyncPolicy::Never;
-        let mut recovery = Recovery::default();
-        let (acks, acked) = AckLog::open(&dir, fsync)?;
-        recovery.acked = acked;
+        let log_options = LogOptions::new(SEGMENT_SUFFIX, MAGIC)
+            .with_legacy(Legacy::Headerless)
+            .with_segment_bytes(options.segment_bytes)
+            .with_fsync(options.fsync)
+            .with_what("queue store")
+            .with_faults(options.faults.clone());
+        let mut frames = Vec::new();
+        let (log, found) = Log::open(&dir, log_options, |f| {
+            frames.push(Slot {
+                seq: f.base + f.index,
+                segment: f.segment,
+                offset: f.offset,
+                len: f.payload.len() as u32,
+            })
+        })?;
+        let (acks, acked) = open_acks(&log)?;
 
-        let bases = list_segments(&dir)?;
-        recovery.segments = bases.len();
-        let mut segments = VecDeque::with_capacity(bases.len() + 1);
+        let mut recovery = Recovery {
+            segments: found.segments,
+            acked,
+            truncated: found.truncated.map(|d| TruncatedTail {
+                path: d.path,
+                offset: d.offset,
+                bytes: d.bytes,
+                reason: d.reason,
+            }),
+            corrupt: found
+                .corrupt
+                .into_iter()
+                .map(|d| Error::Corrupt {
+                    path: d.path,
+                    offset: d.offset,
+                    reason: d.reason,
+                })
+                .collect(),
+            ..Recovery::default()
+        };
+        let segments = log.segments();
+        let mut live: BTreeMap<u64, usize> = segments.iter().map(|s| (s.segment, 0)).collect();
         let mut index = VecDeque::new();
-        let mut dir_dirty = false;
-        for (i, &base) in bases.iter().enumerate() {
-            let newest = i + 1 == bases.len();
-            let path = segment_path(&dir, base);
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&path)
-                .map_err(io_err(&path))?;
-            let scan = scan_segment(&file, &path)?;
-            if let Some((offset, reason)) = scan.bad {
-                if newest {
-                    let bytes = scan.file_len - offset;
-                    tracing::warn!(
-                        path = %path.display(), offset, bytes, reason,
-                        "queue store: cutting torn tail"
-                    );
-                    file.set_len(offset).map_err(io_err(&path))?;
-                    if fsync {
-                        file.sync_all().map_err(io_err(&path))?;
-                    }
-                    recovery.truncated = Some(TruncatedTail {
-                        path: path.clone(),
-                        offset,
-                        bytes,
-                        reason,
-                    });
-                } else {
-                    tracing::error!(
-                        path = %path.display(), offset, reason,
-                        "queue store: corrupt frame, skipping the rest of the segment"
-                    );
-                    recovery.corrupt.push(Error::Corrupt {
-                        path: path.clone(),
-                        offset,
-                        reason,
-                    });
-                }
+        for slot in frames {
+            // Entries must come in increasing order; anything else (an
+            // overlapping segment) is not delivered twice.
+            if slot.seq > acked && index.back().is_none_or(|s: &Slot| slot.seq > s.seq) {
+                index.push_back(slot);
+                *live.entry(slot.segment).or_default() += 1;
             }
-            let mut segment = Segment {
-                base,
-                path,
-                file: Arc::new(file),
-                len: scan.valid_len,
-                entries: scan.frames.len() as u64,
-                live: 0,
-            };
-            for (k, &(offset, len)) in scan.frames.iter().enumerate() {
-                let seq = base + k as u64;
-                // Entries must come in increasing order; anything else (an
-                // overlapping segment) is not delivered twice.
-                if seq > acked && index.back().is_none_or(|s: &Slot| seq > s.seq) {
-                    index.push_back(Slot {
-                        seq,
-                        segment: base,
-                        offset,
-                        len,
-                    });
-                    segment.live += 1;
-                }
-            }
-            segments.push_back(segment);
         }
         recovery.entries = index.len();
-
-        let mut next_seq = segments.back().map_or(1, |s| s.base + s.entries);
-        next_seq = next_seq.max(acked + 1).max(1);
-        if segments
-            .back()
-            .is_none_or(|s| s.base + s.entries != next_seq)
-        {
-            // Empty directory, or the ack cursor is ahead of the data (fsyncs
-            // off and the machine crashed): start a segment at `next_seq`.
-            segments.push_back(Segment::create(&dir, next_seq)?);
-            dir_dirty = true;
+        let end = segments.last().map_or(1, |s| s.base + s.frames);
+        let next_seq = end.max(acked + 1).max(1);
+        if next_seq != end {
+            // The ack cursor is ahead of the data (fsyncs off and the
+            // machine crashed): new entries start a segment at `next_seq`.
+            log.seal();
         }
-
-        let mut state = State {
-            segments,
-            index,
-            next_seq,
-            acked,
-            acks,
-            buf: Vec::new(),
-            read_buf: Vec::new(),
-            needs_trim: false,
-            rotate_next: false,
-            gen: 0,
-            dirty_active: false,
-            closed_unsynced: Vec::new(),
-            dir_dirty,
-            corrupt_dropped: 0,
-        };
-        state.reclaim();
-        if state.dir_dirty && fsync {
-            state.gen += 1;
-        }
-        tracing::debug!(
-            dir = %dir.display(), entries = recovery.entries, acked,
-            "queue store opened"
-        );
-        Ok(QueueStore {
+        let store = QueueStore {
+            state: Mutex::new(State {
+                index,
+                live,
+                next_seq,
+                acked,
+                acks,
+                read_buf: Vec::new(),
+                corrupt_dropped: 0,
+            }),
             dir,
             options,
-            state: Mutex::new(state),
-            sync: Mutex::new(SyncState::default()),
-            synced_cv: Condvar::new(),
+            log,
             recovery,
-        })
+        };
+        store.reclaim(&mut store.state());
+        tracing::debug!(
+            dir = %store.dir.display(), entries = store.recovery.entries, acked,
+            "queue store opened"
+        );
+        Ok(store)
     }
 
     /// The directory of this queue.
@@ -480,9 +362,9 @@ impl QueueStore {
     /// numbers. All or nothing: fails with [`Error::QueueFull`] if they do
     /// not all fit under `queue_limit`. Durability as for [`Self::append`].
     pub fn append_batch<E: AsRef<[u8]>>(&self, entries: &[E]) -> Result<Range<Seq>> {
-        let (seqs, gen) = self.write_entries(entries)?;
+        let (seqs, token) = self.write_entries(entries)?;
         if self.options.fsync == FsyncPolicy::Always {
-            self.sync_to(gen)?;
+            self.log.sync_to(token)?;
         }
         Ok(seqs)
     }
@@ -490,16 +372,23 @@ impl QueueStore {
     /// [`Self::append_batch`], returning once the entries are durable as
     /// for [`Self::append_durable`].
     pub fn append_batch_durable<E: AsRef<[u8]>>(&self, entries: &[E]) -> Result<Range<Seq>> {
-        let (seqs, gen) = self.write_entries(entries)?;
-        if self.options.fsync != FsyncPolicy::Never {
-            self.sync_to(gen)?;
-        }
+        let (seqs, token) = self.write_entries(entries)?;
+        self.log.sync_to(token)?;
         Ok(seqs)
     }
 
-    /// Writes the frames of `entries`; returns their numbers and the write
-    /// generation an fsync must reach to cover them.
-    fn write_entries<E: AsRef<[u8]>>(&self, entries: &[E]) -> Result<(Range<Seq>, u64)> {
+    /// [`Self::append_batch_durable`] for async callers: waits for the fsync
+    /// without blocking a thread (the log's fsync thread runs it), so that
+    /// concurrent requests on a few runtime threads share fsync rounds.
+    pub async fn append_batch_synced<E: AsRef<[u8]>>(&self, entries: &[E]) -> Result<Range<Seq>> {
+        let (seqs, token) = self.write_entries(entries)?;
+        self.log.synced(token).await?;
+        Ok(seqs)
+    }
+
+    /// Writes the frames of `entries`; returns their numbers and the token
+    /// a sync must reach to cover them.
+    fn write_entries<E: AsRef<[u8]>>(&self, entries: &[E]) -> Result<(Range<Seq>, log::Token)> {
         let mut st = self.state();
         let start = st.next_seq;
         if entries.is_empty() {
@@ -511,7 +400,6 @@ impl QueueStore {
                 limit: self.options.queue_limit,
             });
         }
-        let mut total = 0u64;
         for e in entries {
             let len = e.as_ref().len();
             if len > MAX_ENTRY_BYTES {
@@ -520,60 +408,41 @@ impl QueueStore {
                     max: MAX_ENTRY_BYTES,
                 });
             }
-            total += HEADER + len as u64;
         }
-        if st.needs_trim {
-            let active = st.active();
-            active
-                .file
-                .set_len(active.len)
-                .map_err(io_err(&active.path))?;
-            st.needs_trim = false;
-        }
-        let active = st.active();
-        if active.len > 0 && (st.rotate_next || active.len + total > self.options.segment_bytes) {
-            st.rotate(&self.dir, self.options.fsync)?;
-        }
-
-        let mut buf = std::mem::take(&mut st.buf);
-        buf.clear();
-        buf.reserve(total as usize);
-        for e in entries {
-            encode_frame(&mut buf, e.as_ref());
-        }
-        let active = st.active();
-        let written = write_at(&active.file, &buf, active.len);
-        if let Err(source) = written {
-            let path = active.path.clone();
-            // Cut what may have been written, so the next frame follows the
-            // last good one; if that fails too, retry before the next write.
-            st.needs_trim = active.file.set_len(active.len).is_err();
-            st.buf = buf;
-            return Err(Error::Io { path, source });
-        }
-        st.buf = buf;
-
-        let base = st.active().base;
-        let mut offset = st.active().len;
+        let n = entries.len() as u64;
+        let a = match self.log.append(entries, start) {
+            Ok(a) => a,
+            Err(e) => {
+                // Frames of a failed write may survive in a segment that
+                // could not be cut back: never give their numbers again.
+                st.next_seq += n;
+                return Err(e.into());
+            }
+        };
+        let first = a.base + a.index;
+        debug_assert_eq!(
+            first, start,
+            "a segment's frames are numbered from its base"
+        );
+        let mut offset = a.offset;
         for (i, e) in entries.iter().enumerate() {
             let len = e.as_ref().len() as u32;
             st.index.push_back(Slot {
-                seq: start + i as u64,
-                segment: base,
+                seq: first + i as u64,
+                segment: a.segment,
                 offset,
                 len,
             });
             offset += HEADER + u64::from(len);
         }
-        let n = entries.len() as u64;
-        let active = st.active_mut();
-        active.len = offset;
-        active.entries += n;
-        active.live += entries.len();
-        st.next_seq += n;
-        st.dirty_active = true;
-        st.gen += 1;
-        Ok((start..start + n, st.gen))
+        let started = !st.live.contains_key(&a.segment);
+        *st.live.entry(a.segment).or_default() += entries.len();
+        st.next_seq = first + n;
+        if started {
+            // The previous newest segment may now go.
+            self.reclaim(&mut st);
+        }
+        Ok((first..first + n, a.token))
     }
 
     /// Makes every append and ack that returned before this call durable:
@@ -586,11 +455,7 @@ impl QueueStore {
     /// (their data may be lost, even if a later fsync succeeds), and appends
     /// move to a new segment.
     pub fn sync(&self) -> Result<()> {
-        if self.options.fsync == FsyncPolicy::Never {
-            return Ok(());
-        }
-        let gen = self.state().gen;
-        self.sync_to(gen)
+        Ok(self.log.sync()?)
     }
 
     /// Syncs and closes the store, reporting an fsync error that dropping
@@ -626,25 +491,26 @@ impl QueueStore {
             }
             let last = st.index[j - 1];
             let end = last.offset + HEADER + u64::from(last.len);
-            let seg = st.segment(first.segment);
             chunk.resize((end - first.offset) as usize, 0);
-            read_at(&seg.file, &mut chunk, first.offset).map_err(io_err(&seg.path))?;
+            self.log.read_at(first.segment, first.offset, &mut chunk)?;
             for k in i..j {
                 let slot = st.index[k];
                 let at = (slot.offset - first.offset) as usize;
                 let frame = &chunk[at..at + (HEADER as usize) + slot.len as usize];
-                match decode_frame(frame) {
+                match log::decode_frame(frame) {
                     Some(payload) if payload.len() == slot.len as usize => {
                         out.push((slot.seq, payload.to_vec()));
                     }
                     _ => {
-                        let path = st.segment(slot.segment).path.clone();
+                        let path = self.segment_path(slot.segment);
                         tracing::error!(
                             path = %path.display(), offset = slot.offset, seq = slot.seq,
                             "queue store: entry failed its checksum, dropping it"
                         );
                         st.index.remove(k);
-                        st.segment_mut(slot.segment).live -= 1;
+                        if let Some(n) = st.live.get_mut(&slot.segment) {
+                            *n -= 1;
+                        }
                         st.corrupt_dropped += 1;
                         return Err(Error::Corrupt {
                             path,
@@ -673,24 +539,21 @@ impl QueueStore {
         if up_to <= st.acked {
             return Ok(());
         }
-        let compacted = st
-            .acks
-            .append(up_to, self.options.fsync != FsyncPolicy::Never)?;
-        st.dir_dirty |= compacted;
+        let token = write_ack(&mut st.acks, up_to)?;
         st.acked = up_to;
         while let Some(&slot) = st.index.front() {
             if slot.seq > up_to {
                 break;
             }
             st.index.pop_front();
-            st.segment_mut(slot.segment).live -= 1;
+            if let Some(n) = st.live.get_mut(&slot.segment) {
+                *n -= 1;
+            }
         }
-        st.reclaim();
-        st.gen += 1;
-        let gen = st.gen;
+        self.reclaim(&mut st);
         drop(st);
         if self.options.fsync == FsyncPolicy::Always {
-            self.sync_to(gen)?;
+            self.log.sync_to(token)?;
         }
         Ok(())
     }
@@ -707,13 +570,14 @@ impl QueueStore {
 
     /// Counters for metrics.
     pub fn stats(&self) -> QueueStats {
-        let st = self.state();
+        let entries = self.state().index.len();
+        let log = self.log.stats();
         QueueStats {
-            entries: st.index.len(),
-            segments: st.segments.len(),
-            disk_bytes: st.segments.iter().map(|s| s.len).sum(),
-            fsyncs: self.sync_state().fsyncs,
-            corrupt_dropped: st.corrupt_dropped,
+            entries,
+            segments: log.segments,
+            disk_bytes: log.disk_bytes,
+            fsyncs: log.fsyncs,
+            corrupt_dropped: self.state().corrupt_dropped,
         }
     }
 
@@ -723,76 +587,26 @@ impl QueueStore {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn sync_state(&self) -> MutexGuard<'_, SyncState> {
-        self.sync.lock().unwrap_or_else(PoisonError::into_inner)
+    fn segment_path(&self, segment: u64) -> PathBuf {
+        self.dir.join(format!("{segment:020}.{SEGMENT_SUFFIX}"))
     }
 
-    /// Group commit: returns once write generation `target` is fsynced.
-    /// The first caller that finds no round running leads one; the others
-    /// wait for it and return if it covered them.
-    fn sync_to(&self, target: u64) -> Result<()> {
-        let mut sync = self.sync_state();
-        let last_start = loop {
-            if sync
-                .failed
-                .iter()
-                .any(|&(from, to)| from < target && target <= to)
-            {
-                return Err(Error::Io {
-                    path: self.dir.clone(),
-                    source: io::Error::other("the fsync that covered these writes failed"),
-                });
-            }
-            if sync.synced >= target {
-                return Ok(());
-            }
-            if !sync.running {
-                sync.running = true;
-                break sync.last_start;
-            }
-            sync = self
-                .synced_cv
-                .wait(sync)
-                .unwrap_or_else(PoisonError::into_inner);
-        };
-        drop(sync);
-
-        // Wait for the interval without holding a lock: writers covered by
-        // the last round return and append again, and join this one.
-        if let (FsyncPolicy::Every(interval), Some(last)) = (self.options.fsync, last_start) {
-            let due = last + interval;
-            let now = Instant::now();
-            if due > now {
-                std::thread::sleep(due - now);
-            }
+    /// Deletes the oldest segments that hold no unacknowledged entry (never
+    /// the newest); a failure is logged and retried after the next ack.
+    fn reclaim(&self, st: &mut State) {
+        let through = st
+            .live
+            .iter()
+            .take_while(|(_, n)| **n == 0)
+            .map(|(s, _)| *s)
+            .last();
+        let Some(through) = through else { return };
+        if let Err(e) = self.log.remove_through(through) {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "queue store: cannot delete an acknowledged segment");
         }
-        let work = self.state().take_sync_work();
-        let start = Instant::now();
-        let result = work.run(&self.dir);
-        if result.is_err() {
-            self.state().rotate_next = true;
-        }
-
-        let mut sync = self.sync_state();
-        sync.running = false;
-        sync.last_start = Some(start);
-        let from = std::mem::replace(&mut sync.taken, work.gen);
-        match &result {
-            Ok(()) => {
-                sync.synced = sync.synced.max(work.gen);
-                sync.fsyncs += 1;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "queue store: fsync failed");
-                if sync.failed.len() == 64 {
-                    sync.failed.pop_front();
-                }
-                sync.failed.push_back((from, work.gen));
-            }
-        }
-        drop(sync);
-        self.synced_cv.notify_all();
-        result
+        let on_disk: std::collections::BTreeSet<u64> =
+            self.log.segments().iter().map(|s| s.segment).collect();
+        st.live.retain(|s, _| on_disk.contains(s));
     }
 }
 
@@ -804,292 +618,38 @@ impl Drop for QueueStore {
     }
 }
 
-impl State {
-    fn active(&self) -> &Segment {
-        self.segments
-            .back()
-            .expect("a queue store always has a segment")
-    }
-
-    fn active_mut(&mut self) -> &mut Segment {
-        self.segments
-            .back_mut()
-            .expect("a queue store always has a segment")
-    }
-
-    fn position(&self, base: Seq) -> usize {
-        self.segments
-            .binary_search_by_key(&base, |s| s.base)
-            .expect("index entries point at open segments")
-    }
-
-    fn segment(&self, base: Seq) -> &Segment {
-        &self.segments[self.position(base)]
-    }
-
-    fn segment_mut(&mut self, base: Seq) -> &mut Segment {
-        let i = self.position(base);
-        &mut self.segments[i]
-    }
-
-    /// Starts a new segment at `next_seq`; the old one is fsynced with the
-    /// next sync.
-    fn rotate(&mut self, dir: &Path, policy: FsyncPolicy) -> Result<()> {
-        let segment = Segment::create(dir, self.next_seq)?;
-        let old = self.active();
-        if self.dirty_active && policy != FsyncPolicy::Never {
-            let entry = (old.path.clone(), Arc::clone(&old.file));
-            self.closed_unsynced.push(entry);
+/// Opens the ack log and returns it with the cursor it holds, cutting a
+/// torn tail.
+fn open_acks(log: &Log) -> Result<(SideFile, Seq)> {
+    let (mut file, bytes) = log.side_file(ACK_LOG)?;
+    let mut acked = 0;
+    let mut valid = 0;
+    for record in bytes.chunks_exact(ACK_RECORD) {
+        let (seq, crc) = record.split_at(8);
+        if crc32fast::hash(seq).to_le_bytes() != crc {
+            break;
         }
-        self.dirty_active = false;
-        self.rotate_next = false;
-        self.dir_dirty |= policy != FsyncPolicy::Never;
-        self.segments.push_back(segment);
-        self.reclaim();
-        Ok(())
+        acked = u64::from_le_bytes(seq.try_into().expect("8 bytes")).max(acked);
+        valid += ACK_RECORD;
     }
-
-    /// Deletes the oldest segments that hold no unacknowledged entry.
-    fn reclaim(&mut self) {
-        while self.segments.len() > 1 && self.segments[0].live == 0 {
-            let path = &self.segments[0].path;
-            match fs::remove_file(path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    // Try again after the next ack.
-                    tracing::warn!(
-                        path = %path.display(), error = %e,
-                        "queue store: cannot delete an acknowledged segment"
-                    );
-                    return;
-                }
-            }
-            self.segments.pop_front();
-        }
+    if valid < bytes.len() {
+        tracing::warn!(
+            dir = %log.dir().display(), bytes = bytes.len() - valid,
+            "queue store: cutting torn tail of the ack log"
+        );
+        file.truncate(valid as u64)?;
     }
-
-    fn take_sync_work(&mut self) -> SyncWork {
-        let mut files = std::mem::take(&mut self.closed_unsynced);
-        if std::mem::take(&mut self.dirty_active) {
-            let active = self.active();
-            files.push((active.path.clone(), Arc::clone(&active.file)));
-        }
-        if std::mem::take(&mut self.acks.dirty) {
-            files.push((self.acks.path.clone(), Arc::clone(&self.acks.file)));
-        }
-        SyncWork {
-            gen: self.gen,
-            files,
-            dir: std::mem::take(&mut self.dir_dirty),
-        }
-    }
+    Ok((file, acked))
 }
 
-impl SyncWork {
-    fn run(&self, dir: &Path) -> Result<()> {
-        for (path, file) in &self.files {
-            file.sync_data().map_err(io_err(path))?;
-        }
-        if self.dir {
-            sync_dir(dir)?;
-        }
-        Ok(())
+/// Records `seq` in the ack log (replacing it by one record once it is
+/// large); returns the token that makes it durable.
+fn write_ack(acks: &mut SideFile, seq: Seq) -> Result<log::Token> {
+    let record = ack_record(seq);
+    if acks.len() + ACK_RECORD as u64 > ACK_LOG_COMPACT_BYTES {
+        return Ok(acks.replace(&record)?);
     }
-}
-
-impl Segment {
-    fn create(dir: &Path, base: Seq) -> Result<Segment> {
-        let path = segment_path(dir, base);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(io_err(&path))?;
-        Ok(Segment {
-            base,
-            path,
-            file: Arc::new(file),
-            len: 0,
-            entries: 0,
-            live: 0,
-        })
-    }
-}
-
-impl AckLog {
-    /// Opens (or creates) the ack log and returns the cursor it holds.
-    fn open(dir: &Path, fsync: bool) -> Result<(AckLog, Seq)> {
-        let tmp = dir.join(ACK_LOG_TMP);
-        match fs::remove_file(&tmp) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_err(&tmp)(e)),
-            _ => {}
-        }
-        let path = dir.join(ACK_LOG);
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(io_err(&path))?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes).map_err(io_err(&path))?;
-        let mut acked = 0;
-        let mut valid = 0;
-        for record in bytes.chunks_exact(ACK_RECORD) {
-            let (seq, crc) = record.split_at(8);
-            if crc32fast::hash(seq).to_le_bytes() != crc {
-                break;
-            }
-            acked = u64::from_le_bytes(seq.try_into().expect("8 bytes")).max(acked);
-            valid += ACK_RECORD;
-        }
-        if valid < bytes.len() {
-            tracing::warn!(
-                path = %path.display(), bytes = bytes.len() - valid,
-                "queue store: cutting torn tail of the ack log"
-            );
-            file.set_len(valid as u64).map_err(io_err(&path))?;
-            if fsync {
-                file.sync_all().map_err(io_err(&path))?;
-            }
-        }
-        let log = AckLog {
-            path,
-            file: Arc::new(file),
-            len: valid as u64,
-            dirty: false,
-        };
-        Ok((log, acked))
-    }
-
-    /// Records `seq`; returns whether the log was compacted (renamed).
-    fn append(&mut self, seq: Seq, fsync: bool) -> Result<bool> {
-        let record = ack_record(seq);
-        if self.len + ACK_RECORD as u64 > ACK_LOG_COMPACT_BYTES {
-            self.compact(&record, fsync)?;
-            return Ok(true);
-        }
-        write_at(&self.file, &record, self.len).map_err(io_err(&self.path))?;
-        self.len += ACK_RECORD as u64;
-        self.dirty = true;
-        Ok(false)
-    }
-
-    /// Replaces the log by one holding only `record`: temp file, fsync,
-    /// rename. The caller fsyncs the directory with the next sync.
-    fn compact(&mut self, record: &[u8], fsync: bool) -> Result<()> {
-        let tmp = self.path.with_file_name(ACK_LOG_TMP);
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .map_err(io_err(&tmp))?;
-        file.write_all(record).map_err(io_err(&tmp))?;
-        if fsync {
-            file.sync_data().map_err(io_err(&tmp))?;
-        }
-        fs::rename(&tmp, &self.path).map_err(io_err(&self.path))?;
-        self.file = Arc::new(file);
-        self.len = record.len() as u64;
-        self.dirty = false;
-        Ok(())
-    }
-}
-
-/// Frames of one segment file, as found by [`scan_segment`].
-struct Scan {
-    /// `(offset, payload length)` of each valid frame, in order.
-    frames: Vec<(u64, u32)>,
-    valid_len: u64,
-    file_len: u64,
-    /// The first bad frame: offset and reason.
-    bad: Option<(u64, &'static str)>,
-}
-
-fn scan_segment(file: &File, path: &Path) -> Result<Scan> {
-    let file_len = file.metadata().map_err(io_err(path))?.len();
-    let mut reader = BufReader::with_capacity(256 << 10, file);
-    let mut frames = Vec::new();
-    let mut offset = 0u64;
-    let mut payload = Vec::new();
-    let bad = loop {
-        let left = file_len - offset;
-        if left == 0 {
-            break None;
-        }
-        if left < HEADER {
-            break Some((offset, "truncated frame header"));
-        }
-        let mut header = [0u8; HEADER as usize];
-        reader.read_exact(&mut header).map_err(io_err(path))?;
-        let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes"));
-        let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
-        if u64::from(len) > left - HEADER {
-            break Some((offset, "frame runs past the end of the file"));
-        }
-        payload.resize(len as usize, 0);
-        reader.read_exact(&mut payload).map_err(io_err(path))?;
-        if frame_crc(&header[..4], &payload) != crc {
-            break Some((offset, "checksum mismatch"));
-        }
-        frames.push((offset, len));
-        offset += HEADER + u64::from(len);
-    };
-    Ok(Scan {
-        frames,
-        valid_len: offset,
-        file_len,
-        bad,
-    })
-}
-
-fn list_segments(dir: &Path) -> Result<Vec<Seq>> {
-    let mut bases = Vec::new();
-    for entry in fs::read_dir(dir).map_err(io_err(dir))? {
-        let entry = entry.map_err(io_err(dir))?;
-        let name = entry.file_name();
-        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(SEGMENT_SUFFIX)) else {
-            continue;
-        };
-        if !stem.is_empty() && stem.bytes().all(|b| b.is_ascii_digit()) {
-            if let Ok(base) = stem.parse() {
-                bases.push(base);
-            }
-        }
-    }
-    bases.sort_unstable();
-    Ok(bases)
-}
-
-fn segment_path(dir: &Path, base: Seq) -> PathBuf {
-    dir.join(format!("{base:020}{SEGMENT_SUFFIX}"))
-}
-
-fn frame_crc(len: &[u8], payload: &[u8]) -> u32 {
-    let mut hasher = crc32fast::Hasher::new();
-    hasher.update(len);
-    hasher.update(payload);
-    hasher.finalize()
-}
-
-fn encode_frame(buf: &mut Vec<u8>, payload: &[u8]) {
-    let len = (payload.len() as u32).to_le_bytes();
-    buf.extend_from_slice(&len);
-    buf.extend_from_slice(&frame_crc(&len, payload).to_le_bytes());
-    buf.extend_from_slice(payload);
-}
-
-/// The payload of a whole frame, if its length and checksum hold.
-fn decode_frame(frame: &[u8]) -> Option<&[u8]> {
-    let (header, payload) = frame.split_at_checked(HEADER as usize)?;
-    let len = u32::from_le_bytes(header[..4].try_into().ok()?);
-    let crc = u32::from_le_bytes(header[4..].try_into().ok()?);
-    (len as usize == payload.len() && frame_crc(&header[..4], payload) == crc).then_some(payload)
+    Ok(acks.append(&record)?)
 }
 
 fn ack_record(seq: Seq) -> [u8; ACK_RECORD] {
@@ -1100,53 +660,11 @@ fn ack_record(seq: Seq) -> [u8; ACK_RECORD] {
     record
 }
 
-// Positioned I/O. Every caller holds the state lock, so the seek-based
-// fallback cannot race with another read or write.
-#[cfg(unix)]
-fn write_at(file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
-    std::os::unix::fs::FileExt::write_all_at(file, buf, offset)
-}
-
-#[cfg(unix)]
-fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
-    std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
-}
-
-#[cfg(not(unix))]
-fn write_at(mut file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
-    file.seek(SeekFrom::Start(offset))?;
-    file.write_all(buf)
-}
-
-#[cfg(not(unix))]
-fn read_at(mut file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
-    file.seek(SeekFrom::Start(offset))?;
-    file.read_exact(buf)
-}
-
-#[cfg(unix)]
-fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(dir))
-}
-
-#[cfg(not(unix))]
-fn sync_dir(_dir: &Path) -> Result<()> {
-    Ok(()) // directories cannot be opened for fsync here
-}
-
-fn io_err(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
-    move |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::VecDeque;
     use std::fs::{self, OpenOptions};
+    use std::io::Write;
     use std::path::{Path, PathBuf};
     use std::sync::Arc;
     use std::time::{Duration, Instant};
@@ -1225,11 +743,11 @@ mod tests {
         assert!(store.is_empty());
         assert_eq!(segment_files(dir.path()), [before.last().unwrap().clone()]);
         assert_eq!(store.stats().segments, 1);
-        // The next segment takes over and the last acked one goes too.
-        for i in 40..80 {
-            store.append(&entry(i)).unwrap();
-        }
+        // An entry that does not fit starts the next segment, and the last
+        // acked one goes too.
+        store.append(&[b'x'; 100]).unwrap();
         assert!(!segment_files(dir.path()).contains(before.last().unwrap()));
+        assert_eq!(segment_files(dir.path()).len(), 1);
     }
 
     #[test]
@@ -1326,8 +844,11 @@ mod tests {
         assert_eq!(got[4], (5, b"after".to_vec()));
     }
 
+    /// The segment header, as the log writes it.
+    const SEGMENT_HEADER: u64 = 20;
+
     fn good_len_of_four() -> u64 {
-        (0..4).map(|i| HEADER + entry(i).len() as u64).sum()
+        SEGMENT_HEADER + (0..4).map(|i| HEADER + entry(i).len() as u64).sum::<u64>()
     }
 
     #[test]
@@ -1351,7 +872,7 @@ mod tests {
         let file = OpenOptions::new().write(true).open(&segment).unwrap();
         file.set_len(good + 5).unwrap();
         drop(file);
-        assert_cut_to_four(dir.path(), &segment, good, 5, "truncated frame header");
+        assert_cut_to_four(dir.path(), &segment, good, 5, "incomplete frame header");
     }
 
     #[test]
@@ -1394,12 +915,12 @@ mod tests {
         // Second frame of the first segment.
         let first = &files[0];
         let mut bytes = fs::read(first).unwrap();
-        let second = HEADER as usize + entry(0).len();
+        let second = SEGMENT_HEADER as usize + HEADER as usize + entry(0).len();
         bytes[second + HEADER as usize] ^= 1;
         fs::write(first, &bytes).unwrap();
         let in_first = {
             let mut n = 0;
-            let mut at = 0;
+            let mut at = SEGMENT_HEADER as usize;
             while at < bytes.len() {
                 at += HEADER as usize + entry(n).len();
                 n += 1;
@@ -1443,7 +964,7 @@ mod tests {
         }
         let segment = segment_files(dir.path()).pop().unwrap();
         let mut bytes = fs::read(&segment).unwrap();
-        let second = HEADER as usize + entry(0).len();
+        let second = SEGMENT_HEADER as usize + HEADER as usize + entry(0).len();
         bytes[second + HEADER as usize + 1] ^= 1;
         fs::write(&segment, &bytes).unwrap();
         let err = store.peek(10).unwrap_err();
@@ -1740,7 +1261,11 @@ mod tests {
                     }
                     Op::TearTail(garbage) => {
                         drop(store);
-                        let newest = segment_files(dir.path()).pop().unwrap();
+                        // Segments start with the first append.
+                        let Some(newest) = segment_files(dir.path()).pop() else {
+                            store = QueueStore::open(dir.path(), options.clone()).unwrap();
+                            continue;
+                        };
                         let len = fs::metadata(&newest).unwrap().len();
                         let mut file = OpenOptions::new().append(true).open(&newest).unwrap();
                         file.write_all(&garbage).unwrap();
@@ -1760,7 +1285,7 @@ mod tests {
             // are gone: every segment but the newest holds a live entry.
             let files = segment_files(dir.path());
             prop_assert_eq!(files.len(), store.stats().segments);
-            let live = store.state().segments.iter().filter(|s| s.live > 0).count();
+            let live = store.state().live.values().filter(|n| **n > 0).count();
             prop_assert!(live + 1 >= files.len(), "{} live of {:?}", live, files);
         }
     }
