@@ -78,13 +78,13 @@ pub enum Error {
         /// The store's error.
         source: object_store::Error,
     },
-    /// Reading or writing the spool failed.
+    /// Reading or writing the spool failed, or another process holds it.
     #[error("spool `{dir}`: {source}")]
     Spool {
         /// The spool directory.
         dir: String,
-        /// The I/O error.
-        source: std::io::Error,
+        /// The log's error (I/O, a failed fsync, the directory's lock).
+        source: s3_event_core::log::Error,
     },
     /// The sink has been shut down and accepts no more events.
     #[error("the sink is shut down")]

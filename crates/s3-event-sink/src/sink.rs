@@ -70,8 +70,9 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::pipe::GzipPipe;
-use crate::spool::{self, CloseFrame, Durability, Recovered, Spool, SpoolFsync, SpoolOptions};
+use crate::spool::{self, CloseFrame, PendingBatch, Recovered, Spool, SpoolFsync, SpoolOptions};
 use crate::{BatchEncoder, Compression, Encoding, Error, Result};
+use s3_event_core::log::Log;
 
 /// Default number of events per object.
 pub const DEFAULT_FLUSH_SIZE: usize = 1000;
@@ -94,6 +95,8 @@ pub const DEFAULT_MAX_CONCURRENT_UPLOADS: usize = 8;
 const GZIP_HEADROOM: usize = 256;
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// How soon close frames that could not be written are tried again.
+const COMMIT_RETRY: Duration = Duration::from_millis(500);
 
 /// How object names are made (after the prefix and partition).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -341,7 +344,11 @@ impl SinkBuilder {
                 spool::instance_id(&opts.dir, default_instance_id).map_err(|source| {
                     Error::Spool {
                         dir: opts.dir.display().to_string(),
-                        source,
+                        source: s3_event_core::log::Error::Io {
+                            op: "store the instance id",
+                            path: opts.dir.join("instance-id"),
+                            source,
+                        },
                     }
                 })?
             }
@@ -364,7 +371,7 @@ impl SinkBuilder {
         })?;
         let (tx, rx) = mpsc::unbounded_channel();
         let (pending, _) = watch::channel(0usize);
-        let durability = spool.as_ref().map(Spool::durability);
+        let log = spool.as_ref().map(Spool::log);
         let fsync = spool.as_ref().map(Spool::fsync);
         let inner = Arc::new(Inner {
             store,
@@ -382,7 +389,7 @@ impl SinkBuilder {
             naming: self.naming,
             background_compression: self.background_compression,
             attributes_supported: AtomicBool::new(true),
-            durability,
+            log,
             fsync,
             spool_dir: self
                 .spool
@@ -404,20 +411,10 @@ impl SinkBuilder {
             #[cfg(test)]
             hold_deletes: AtomicBool::new(false),
         });
-        inner.recover(recovered)?;
+        let recovered = inner.close_recovered(recovered)?;
         let mut tasks = vec![tokio::spawn(background(Arc::clone(&inner), rx))];
-        if let (Some(SpoolFsync::Interval(every)), Some(d)) = (inner.fsync, &inner.durability) {
-            let (d, inner2) = (Arc::clone(d), Arc::clone(&inner));
-            tasks.push(tokio::spawn(async move {
-                let mut tick = tokio::time::interval(every);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                while !inner2.stop.load(Ordering::Acquire) {
-                    tick.tick().await;
-                    if let Err(e) = d.sync_if_dirty().await {
-                        tracing::error!(error = %e, "spool: fsync failed");
-                    }
-                }
-            }));
+        if !recovered.is_empty() {
+            tasks.push(start_replay(&inner, recovered));
         }
         Ok(Sink {
             inner,
@@ -547,6 +544,8 @@ struct Job {
     content_encoding: Option<&'static str>,
     /// The spool batch: its key sequence number and events.
     spooled: Option<(u64, Vec<u64>)>,
+    /// Its close frame, written again if the fsync that covered it failed.
+    close: Option<CloseFrame>,
     /// The logical spool position the close frame must be durable to.
     durable_at: u64,
 }
@@ -569,7 +568,8 @@ struct Inner {
     background_compression: bool,
     /// Cleared when the store refuses object attributes (the local filesystem).
     attributes_supported: AtomicBool,
-    durability: Option<Arc<Durability>>,
+    /// The spool's log, for fsync waits outside the spool's lock.
+    log: Option<Arc<Log>>,
     fsync: Option<SpoolFsync>,
     spool_dir: String,
     shards: Vec<Mutex<Shard>>,
@@ -600,7 +600,7 @@ pub(crate) fn relock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Inner {
-    fn spool_err(&self, source: std::io::Error) -> Error {
+    fn spool_err(&self, source: s3_event_core::log::Error) -> Error {
         Error::Spool {
             dir: self.spool_dir.clone(),
             source,
@@ -664,39 +664,42 @@ impl Inner {
         let content_type = encoding.content_type();
         let content_encoding = compression.content_encoding();
         let payload = batch.encoder.finish()?;
-        if spooled {
-            shard.closes.push(CloseFrame {
-                key_seq: seq,
-                last_seq: *batch.seqs.last().expect("a spooled batch has events"),
-                shard: shard_id as u16,
-                encoding,
-                compression,
-                partition: partition.to_owned(),
-                key: path.to_string(),
-            });
-        }
+        let close = spooled.then(|| CloseFrame {
+            key_seq: seq,
+            last_seq: *batch.seqs.last().expect("a spooled batch has events"),
+            shard: shard_id as u16,
+            encoding,
+            compression,
+            partition: partition.to_owned(),
+            key: path.to_string(),
+        });
+        shard.closes.extend(close.clone());
         shard.outbox.push(Job {
             key: path,
             payload,
             content_type,
             content_encoding,
             spooled: spooled.then_some((seq, batch.seqs)),
+            close,
             durable_at: 0,
         });
         Ok(())
     }
 
     /// Writes the shard's close frames to the spool and sends its outbox to
-    /// the uploader; returns the spool position after the write.
+    /// the uploader; returns the token that makes the frames durable. If the
+    /// write fails, the close frames and their batches stay in the shard, to
+    /// be written and sent by a later call (the background task retries).
     fn commit(&self, shard: &mut Shard) -> Result<u64> {
         let mut pos = 0;
         if let Some(spool) = &self.spool {
             if !shard.closes.is_empty() {
                 let mut sp = relock(spool);
-                for c in shard.closes.drain(..) {
-                    sp.append_close(&c);
+                for c in &shard.closes {
+                    sp.append_close(c);
                 }
                 pos = sp.commit().map_err(|e| self.spool_err(e))?;
+                shard.closes.clear();
             }
         }
         for mut job in shard.outbox.drain(..) {
@@ -825,10 +828,12 @@ impl Inner {
                     tracing::error!(partition = %k, error = %e, "sink: closing a batch failed");
                 }
             }
+            let mut next = shard.batches.values().map(|b| b.deadline).min();
             if let Err(e) = self.commit(&mut shard) {
-                tracing::error!(error = %e, "sink: spool write failed");
+                tracing::error!(error = %e, "sink: writing close frames failed; retrying");
+                let retry = now + COMMIT_RETRY;
+                next = Some(next.map_or(retry, |n| n.min(retry)));
             }
-            let next = shard.batches.values().map(|b| b.deadline).min();
             earliest = match (earliest, next) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
@@ -837,71 +842,23 @@ impl Inner {
         earliest
     }
 
-    /// Queues what a previous process left in the spool: closed batches under
-    /// their recorded keys, then unclosed events as new batches.
-    fn recover(&self, recovered: Recovered) -> Result<()> {
-        if recovered.torn_bytes > 0 {
-            tracing::warn!(
-                bytes = recovered.torn_bytes,
-                "sink: cut a torn spool tail on start"
-            );
-        }
-        let mut shard = relock(&self.shards[0]);
-        for b in recovered.closed.into_iter().chain(recovered.open) {
-            let (encoding, compression) = match b.key {
-                Some(_) => (b.encoding, b.compression),
-                None => (self.encoding, self.compression),
-            };
-            let mut enc = BatchEncoder::new(encoding, compression);
-            for r in &b.records {
-                enc.push_raw(r)?;
-            }
-            let recorded = b.key.is_some();
-            let key = match b.key {
-                Some(k) => {
-                    Path::parse(&k).map_err(|source| Error::InvalidKey { key: k, source })?
-                }
-                None => self.key(&b.partition, b.key_seq, &enc.extension())?,
-            };
-            if !recorded {
-                // Closed under the shard that wrote the events, so a replay
-                // of this frame finds them.
-                shard.closes.push(CloseFrame {
-                    key_seq: b.key_seq,
-                    last_seq: *b.seqs.last().expect("a recovered batch has events"),
-                    shard: b.shard,
-                    encoding,
-                    compression,
-                    partition: b.partition.clone(),
-                    key: key.to_string(),
-                });
-            }
-            self.counters
-                .events_recovered
-                .fetch_add(b.records.len() as u64, Ordering::Relaxed);
-            tracing::info!(key = %key, events = b.records.len(), "sink: re-uploading a spooled batch");
-            let (content_type, content_encoding) = (enc.content_type(), enc.content_encoding());
-            shard.outbox.push(Job {
-                key,
-                payload: Payload::Ready(enc.finish()?.into()),
-                content_type,
-                content_encoding,
-                spooled: Some((b.key_seq, b.seqs)),
-                durable_at: 0,
-            });
-        }
-        self.commit(&mut shard)?;
-        Ok(())
-    }
-
     /// Marks a spooled batch uploaded and deletes the spool segments that no
     /// longer hold anything to upload.
     async fn uploaded(&self, key_seq: u64, seqs: &[u64]) {
         let Some(spool) = &self.spool else { return };
-        if let Err(e) = relock(spool).uploaded(key_seq, seqs) {
-            // The batch is re-uploaded to the same key on restart.
-            tracing::error!(error = %e, "spool: writing an uploaded frame failed");
-            return;
+        let mut attempt = 0;
+        loop {
+            let written = relock(spool).uploaded(key_seq, seqs);
+            let Err(e) = written else { break };
+            // Until it is written, the batch's segments stay (a restart
+            // would upload it again, finding its object already there).
+            if self.closed.load(Ordering::Acquire) && attempt >= 3 {
+                tracing::error!(error = %e, key_seq, "spool: writing an uploaded frame failed; giving up at shutdown");
+                return;
+            }
+            tracing::error!(error = %e, key_seq, "spool: writing an uploaded frame failed; retrying");
+            tokio::time::sleep(backoff(attempt)).await;
+            attempt = attempt.saturating_add(1);
         }
         self.delete_segments(spool).await;
     }
@@ -942,32 +899,222 @@ impl Inner {
     /// Deletes what [`Spool::deletable`] lists once the uploaded frames are
     /// durable; false if that failed (the segments are kept for a later try).
     async fn delete_pass(&self, spool: &Mutex<Spool>) -> bool {
-        let (gone, pos, dir) = {
+        let (through, token, log) = {
             let s = relock(spool);
-            let (gone, pos) = s.deletable();
-            (gone, pos, s.dir().to_path_buf())
+            match s.deletable() {
+                Some((through, token)) => (through, token, s.log()),
+                None => return true,
+            }
         };
-        if gone.is_empty() {
-            return true;
-        }
         #[cfg(test)]
         if self.hold_deletes.swap(false, Ordering::SeqCst) {
             std::future::pending::<()>().await;
         }
-        if let (Some(d), Some(f)) = (&self.durability, self.fsync) {
-            if f != SpoolFsync::Never {
-                if let Err(e) = d.sync_to(pos).await {
-                    tracing::error!(error = %e, "spool: fsync failed; segments kept");
-                    return false;
+        if let Err(e) = log.synced(token).await {
+            tracing::error!(error = %e, "spool: fsync failed; segments kept");
+            return false;
+        }
+        let removed = tokio::task::spawn_blocking(move || log.remove_through(through)).await;
+        relock(spool).deleted();
+        match removed {
+            Ok(Ok(n)) => {
+                if n > 0 {
+                    self.space.notify_waiters();
+                }
+                true
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "spool: deleting uploaded segments failed; kept for a later try");
+                false
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+/// Starts uploading what a previous process left in the spool: closed
+/// batches under their recorded keys, unclosed events as new batches. Runs
+/// on a blocking thread, reading the spool a chunk at a time and waiting for
+/// room among the pending uploads, so memory stays bounded by a few encoded
+/// batches however large the spool is; [`Sink::flush`] waits for it.
+fn start_replay(inner: &Arc<Inner>, recovered: Recovered) -> JoinHandle<()> {
+    if recovered.torn_bytes > 0 {
+        tracing::warn!(
+            bytes = recovered.torn_bytes,
+            "sink: cut a torn spool tail on start"
+        );
+    }
+    inner.pending.send_modify(|n| *n += 1);
+    let inner = Arc::clone(inner);
+    let rt = tokio::runtime::Handle::current();
+    let blocking = tokio::task::spawn_blocking(move || {
+        if let Err(e) = inner.replay(recovered, &rt) {
+            tracing::error!(error = %e, "sink: replaying the spool failed; its events stay there for the next start");
+        }
+        inner.pending.send_modify(|n| *n -= 1);
+        inner.wake.notify_one();
+    });
+    tokio::spawn(async move {
+        let _ = blocking.await;
+    })
+}
+
+impl Inner {
+    /// Closes the events a previous process left in no closed batch, before
+    /// any new event is spooled: a close frame covers every earlier event of
+    /// its shard and partition, so one written after new events of the same
+    /// shard and partition would, on the next start, take those into the
+    /// wrong batch. Counts the recovered events.
+    fn close_recovered(&self, mut recovered: Recovered) -> Result<Recovered> {
+        let events: u64 = recovered
+            .closed
+            .iter()
+            .chain(&recovered.open)
+            .map(|b| b.count)
+            .sum();
+        self.counters
+            .events_recovered
+            .store(events, Ordering::Relaxed);
+        let Some(spool) = &self.spool else {
+            return Ok(recovered);
+        };
+        if recovered.open.is_empty() {
+            return Ok(recovered);
+        }
+        let ext = format!(
+            "{}{}",
+            self.encoding.extension(),
+            self.compression.extension()
+        );
+        let mut sp = relock(spool);
+        for b in &mut recovered.open {
+            let key = self.key(&b.partition, b.key_seq, &ext)?;
+            b.encoding = self.encoding;
+            b.compression = self.compression;
+            b.key = Some(key.to_string());
+            sp.append_close(&CloseFrame {
+                key_seq: b.key_seq,
+                last_seq: b.last_seq,
+                // Closed under the shard that wrote the events, so a replay
+                // of this frame finds them.
+                shard: b.shard,
+                encoding: b.encoding,
+                compression: b.compression,
+                partition: b.partition.clone(),
+                key: key.to_string(),
+            });
+        }
+        let token = sp.commit().map_err(|e| self.spool_err(e))?;
+        for b in &mut recovered.open {
+            b.durable_at = token;
+        }
+        Ok(recovered)
+    }
+
+    fn replay(&self, recovered: Recovered, rt: &tokio::runtime::Handle) -> Result<()> {
+        let Some(spool) = &self.spool else {
+            return Ok(());
+        };
+        let log = relock(spool).log();
+        let segments = recovered.segments;
+        let batches: Vec<PendingBatch> =
+            recovered.closed.into_iter().chain(recovered.open).collect();
+        let mut building: HashMap<usize, (BatchEncoder, Vec<u64>)> = HashMap::new();
+        let mut failed = None;
+        spool::replay(&log, &segments, &batches, |i, event| {
+            let b = &batches[i];
+            let (encoding, compression) = (b.encoding, b.compression);
+            match event {
+                Some((seq, record)) => {
+                    let (enc, seqs) = building
+                        .entry(i)
+                        .or_insert_with(|| (BatchEncoder::new(encoding, compression), Vec::new()));
+                    if let Err(e) = push_recovered(enc, record) {
+                        failed.get_or_insert(e);
+                    }
+                    seqs.push(seq);
+                }
+                None => {
+                    let Some((enc, seqs)) = building.remove(&i) else {
+                        return;
+                    };
+                    if let Err(e) = self.requeue(b, enc, seqs, rt) {
+                        failed.get_or_insert(e);
+                    }
                 }
             }
+        })
+        .map_err(|e| self.spool_err(e))?;
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// Queues one recovered batch for upload once there is room, writing
+    /// its close frame first if it had none.
+    fn requeue(
+        &self,
+        b: &PendingBatch,
+        enc: BatchEncoder,
+        seqs: Vec<u64>,
+        rt: &tokio::runtime::Handle,
+    ) -> Result<()> {
+        let limit = self.max_concurrent_uploads * 2 + 1;
+        rt.block_on(async {
+            let mut rx = self.pending.subscribe();
+            let _ = rx.wait_for(|n| *n < limit).await;
+        });
+        let k = b
+            .key
+            .clone()
+            .expect("recovered batches are closed on start");
+        let key = Path::parse(&k).map_err(|source| Error::InvalidKey { key: k, source })?;
+        let close = CloseFrame {
+            key_seq: b.key_seq,
+            last_seq: b.last_seq,
+            shard: b.shard,
+            encoding: enc.encoding(),
+            compression: enc.compression(),
+            partition: b.partition.clone(),
+            key: key.to_string(),
+        };
+        let durable_at = b.durable_at;
+        tracing::info!(key = %key, events = seqs.len(), "sink: re-uploading a spooled batch");
+        let (content_type, content_encoding) = (enc.content_type(), enc.content_encoding());
+        let job = Job {
+            key,
+            payload: Payload::Ready(enc.finish()?.into()),
+            content_type,
+            content_encoding,
+            spooled: Some((b.key_seq, seqs)),
+            close: Some(close),
+            durable_at,
+        };
+        self.pending.send_modify(|n| *n += 1);
+        if self.tx.send(job).is_err() {
+            self.pending.send_modify(|n| *n -= 1);
+            return Err(Error::Shutdown);
         }
-        let n = spool::delete(&dir, &gone);
-        relock(spool).deleted(&gone[..n]);
-        if n > 0 {
-            self.space.notify_waiters();
+        Ok(())
+    }
+}
+
+/// Adds a recovered record to its batch. A record the current encoding
+/// refuses (one with raw newlines, spooled while the sink wrote JSON arrays,
+/// now NDJSON) is the same JSON with those newlines as spaces: a raw newline
+/// can only be whitespace between JSON tokens.
+fn push_recovered(enc: &mut BatchEncoder, record: &[u8]) -> Result<()> {
+    match crate::encode::invalid_record(enc.encoding(), record) {
+        None => enc.push_raw(record),
+        Some(_) if memchr::memchr(b'\n', record).is_some() => {
+            let flat: Vec<u8> = record
+                .iter()
+                .map(|&b| if b == b'\n' { b' ' } else { b })
+                .collect();
+            enc.push_raw(&flat)
         }
-        n == gone.len()
+        Some(reason) => {
+            tracing::error!(reason, "sink: a spooled record cannot be encoded; skipped");
+            Ok(())
+        }
     }
 }
 
@@ -1087,13 +1234,24 @@ async fn upload(inner: Arc<Inner>, mut job: Job) {
     };
     let len = bytes.len() as u64;
     // The close frame must be on disk before the object exists.
-    if let (Some(d), Some(f), Some(_)) = (&inner.durability, inner.fsync, &job.spooled) {
-        if f != SpoolFsync::Never {
-            let mut attempt = 0;
-            while let Err(e) = d.sync_to(job.durable_at).await {
-                tracing::error!(error = %e, "spool: fsync failed before an upload; retrying");
-                tokio::time::sleep(backoff(attempt)).await;
-                attempt = attempt.saturating_add(1);
+    if let (Some(log), Some(_)) = (&inner.log, &job.spooled) {
+        let mut at = job.durable_at;
+        let mut attempt = 0;
+        while let Err(e) = log.synced(at).await {
+            // The round that covered the close frame failed: the frame may
+            // be lost whatever later rounds say, so write it again.
+            tracing::error!(error = %e, key = %job.key, "spool: fsync failed before an upload; writing the close frame again");
+            tokio::time::sleep(backoff(attempt)).await;
+            attempt = attempt.saturating_add(1);
+            if let (Some(spool), Some(c)) = (&inner.spool, &job.close) {
+                let mut sp = relock(spool);
+                sp.append_close(c);
+                match sp.commit() {
+                    Ok(t) => at = t,
+                    Err(e) => {
+                        tracing::error!(error = %e, "spool: writing a close frame failed; retrying")
+                    }
+                }
             }
         }
     }
@@ -1266,6 +1424,7 @@ impl Sink {
                         .iter()
                         .map(|(p, r)| sp.append_event(id as u16, p, &buf[r.clone()]))
                         .collect();
+                    // On failure nothing of these events is kept: refused.
                     written = sp.commit().map_err(|e| inner.spool_err(e))?;
                     Some(seqs)
                 }
@@ -1275,7 +1434,13 @@ impl Sink {
                 let seq = seqs.as_ref().map(|s| s[i]);
                 inner.append(id, &mut shard, partition, &buf[record.clone()], seq)?;
             }
-            let closed_at = inner.commit(&mut shard)?;
+            // The events are in; a close frame that cannot be written yet
+            // stays with its batch and is retried by the background task.
+            let closed_at = inner.commit(&mut shard).unwrap_or_else(|e| {
+                tracing::error!(error = %e, "sink: writing close frames failed; retrying");
+                inner.wake.notify_one();
+                0
+            });
             drop(shard);
             let c = &inner.counters;
             c.events_accepted
@@ -1283,8 +1448,8 @@ impl Sink {
             c.bytes_accepted.fetch_add(bytes, Ordering::Relaxed);
             break written.max(closed_at);
         };
-        if let (Some(SpoolFsync::Always), Some(d)) = (inner.fsync, &inner.durability) {
-            d.sync_to(pos).await.map_err(|e| inner.spool_err(e))?;
+        if let (Some(SpoolFsync::Always), Some(log)) = (inner.fsync, &inner.log) {
+            log.synced(pos).await.map_err(|e| inner.spool_err(e))?;
         }
         Ok(())
     }
@@ -1310,10 +1475,8 @@ impl Sink {
         for task in tasks {
             let _ = task.await;
         }
-        if let Some(d) = &self.inner.durability {
-            if self.inner.fsync != Some(SpoolFsync::Never) {
-                let _ = d.sync_if_dirty().await;
-            }
+        if let Some(log) = &self.inner.log {
+            let _ = log.synced(log.written()).await;
         }
         Ok(())
     }
@@ -1349,11 +1512,30 @@ impl Sink {
         &self.inner.instance_id
     }
 
-    /// Stops the sink as a crash would: its tasks die, nothing is flushed.
+    /// Stops the sink as a crash would: its tasks die, nothing is flushed;
+    /// returns once the spool (and its lock) is released.
     #[cfg(test)]
-    pub(crate) fn crash(self) {
-        for t in std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner())) {
+    pub(crate) async fn crash(self) {
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in tasks {
             t.abort();
+            let _ = t.await;
+        }
+        let mut inner = self.inner;
+        let t0 = std::time::Instant::now();
+        loop {
+            match Arc::try_unwrap(inner) {
+                Ok(i) => {
+                    drop(i);
+                    return;
+                }
+                Err(i) => inner = i,
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "the sink's state is still in use"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
 }
@@ -1761,7 +1943,7 @@ mod tests {
             assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", sink.stats());
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        sink.crash();
+        sink.crash().await;
 
         let sink = build();
         sink.shutdown().await.unwrap();

@@ -4,16 +4,15 @@
 //!
 //! # Layout
 //!
-//! A directory of segment files `{first_seq:020}.spool` and an `instance-id`
-//! file. A segment starts with an 8-byte magic and holds frames
-//! `[len: u32 LE][crc32: u32 LE][kind: u8][body]`, where `len` counts the kind
-//! and body and the CRC covers them. Kinds:
+//! A [durable log](s3_event_core::log) (segments `<n>.spool`, a `LOCK`, the
+//! log's frames and fsync rounds) plus an `instance-id` file and a `reserve`
+//! file. Each frame's payload is `[kind: u8][body]`:
 //!
 //! - **event**: `seq: u64`, the shard, the partition, the record's JSON
-//!   bytes. Every
-//!   event gets the next sequence number; numbers are never reused (a segment
-//!   file's name carries the next number across restarts, and the newest
-//!   segment is never deleted).
+//!   bytes. Every event gets the next sequence number; numbers are never
+//!   reused (a segment's base carries the next number across restarts, and
+//!   the newest segment is never deleted). A write that fails burns its
+//!   numbers.
 //! - **close**: `key_seq: u64` (the sequence number of the batch's first
 //!   event), `last_seq: u64` (its last), the shard, encoding, compression,
 //!   the partition and the object key. It closes every event of that shard
@@ -21,50 +20,61 @@
 //!   batches of a partition are consecutive, so no event list is needed.
 //!   (A shard is one of the sink's independently locked sets of open
 //!   batches; events of a batch are written before its close frame, and
-//!   events of the next batch may come before it too.)
+//!   events of the next batch may come before it too.) A second close frame
+//!   for the same `key_seq` (rewritten after a failed fsync) is ignored.
 //! - **uploaded**: `key_seq: u64`, written once the object is stored.
 //!
 //! # Guarantees
 //!
-//! - A close frame is on disk before its object is uploaded (the uploader
-//!   waits for it, with group commit), so a batch is never uploaded under a
-//!   key that a restart could give to other events.
-//! - On open, a frame that is incomplete or fails its CRC ends its segment:
-//!   the file is cut there (a torn tail from a crash) and never uploaded.
-//!   Batches closed but not marked uploaded are re-encoded from their events
-//!   and uploaded again under the key in their close frame, overwriting an
-//!   object a crash may have left already stored: exactly once in the bucket.
-//!   Events not in any closed batch are closed into new batches and uploaded
-//!   before new work.
-//! - Segments are deleted oldest first, once every event in them is in an
-//!   uploaded batch and the uploaded frames saying so are on disk; a
-//!   segment file is removed only after every older one is (one deleter at
-//!   a time), so what a crash leaves is always the newest segments.
-//!
-//! A hand-written log rather than a crate: the guarantees above (batch
-//! boundaries replayed, deterministic keys, deletion order) are the sink's
-//! own; the framing is the same as the targets crate's queue store.
+//! - An event is acknowledged only once its frame is written (and fsynced,
+//!   per [`SpoolFsync`]); a write that fails is cut back by the log and its
+//!   events are refused, never half-kept.
+//! - A close frame is on disk before its object is uploaded: the uploader
+//!   waits for the fsync round that covers it, and writes it again if that
+//!   round failed. So a batch is never uploaded under a key that a restart
+//!   could give to other events.
+//! - On open the log cuts torn tails. Batches closed but not uploaded are
+//!   re-encoded from their events and uploaded again under the key in their
+//!   close frame; events of no closed batch are closed into new batches.
+//!   They are streamed from disk a segment chunk at a time, so start-up
+//!   memory is bounded by the open batches, not by the spool's size.
+//! - Segments are deleted oldest first (never the newest), once every event
+//!   in them is in an uploaded batch and the uploaded frames saying so are
+//!   on disk, with a directory fsync after each deletion, so what a crash or
+//!   a power cut leaves is always the newest segments.
+//! - A second process (or sink) on the same directory is refused: the log
+//!   holds an exclusive lock, and the error names the holder.
+//! - A full disk: a write refused with ENOSPC makes the spool report itself
+//!   full (pushes wait or get backpressure) until space comes back. A
+//!   `reserve` file of [`RESERVE_BYTES`] is given up when a close or
+//!   uploaded frame meets ENOSPC, so that batches can still be closed,
+//!   uploaded and their segments deleted when the spool itself filled the
+//!   disk; it is written again once there is room.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use s3_event_core::log::{self, Faults, FsyncPolicy, Legacy, Log, LogOptions, Token};
 
 use crate::{Compression, Encoding};
 
-const MAGIC: &[u8; 8] = b"S3ESPL01";
-const HEADER: usize = 9; // len + crc + kind
+const MAGIC: [u8; 8] = *b"S3ESPL02";
+/// The spool's first format: this magic, no base, a CRC of the payload only.
+const LEGACY_MAGIC: [u8; 8] = *b"S3ESPL01";
 const KIND_EVENT: u8 = 1;
 const KIND_CLOSE: u8 = 2;
 const KIND_UPLOADED: u8 = 3;
-/// A frame longer than this is treated as corrupt (records are bounded by the
-/// sink's `max_bytes`, far below it).
-const MAX_FRAME: usize = 1 << 30;
+/// Room kept on the spool's disk for close and uploaded frames (256 KiB).
+pub const RESERVE_BYTES: u64 = 256 * 1024;
+const RESERVE_FILE: &str = "reserve";
+/// After a write refused for lack of space, how long the spool reports
+/// itself full before letting a write try again.
+const FULL_RETRY: Duration = Duration::from_secs(1);
 
 /// Default size at which the spool starts a new segment file (64 MiB).
 pub const DEFAULT_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
@@ -130,6 +140,8 @@ pub struct SpoolOptions {
     pub segment_bytes: u64,
     /// Bound on the spool's size on disk; past it, `push` waits for uploads.
     pub max_bytes: u64,
+    /// Faults to inject into the spool's file operations (tests and soaks).
+    pub faults: Option<Arc<Faults>>,
 }
 
 impl SpoolOptions {
@@ -140,7 +152,16 @@ impl SpoolOptions {
             fsync: SpoolFsync::default(),
             segment_bytes: DEFAULT_SEGMENT_BYTES,
             max_bytes: DEFAULT_SPOOL_MAX_BYTES,
+            faults: None,
         }
+    }
+
+    /// Injects faults into the spool's file operations: short writes,
+    /// failed fsyncs (for fault tests and soaks; see
+    /// [`Faults`]).
+    pub fn with_faults(mut self, faults: Arc<Faults>) -> Self {
+        self.faults = Some(faults);
+        self
     }
 
     /// Sets the fsync policy.
@@ -163,7 +184,7 @@ impl SpoolOptions {
 }
 
 /// What a close frame records about a batch.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct CloseFrame {
     pub key_seq: u64,
     pub last_seq: u64,
@@ -172,141 +193,6 @@ pub(crate) struct CloseFrame {
     pub compression: Compression,
     pub partition: String,
     pub key: String,
-}
-
-/// A batch found closed but not uploaded, or built from unclosed events, on open.
-#[derive(Debug)]
-pub(crate) struct RecoveredBatch {
-    pub key_seq: u64,
-    pub shard: u16,
-    pub key: Option<String>,
-    pub partition: String,
-    pub encoding: Encoding,
-    pub compression: Compression,
-    pub records: Vec<Vec<u8>>,
-    pub seqs: Vec<u64>,
-}
-
-/// What [`Spool::open`] found.
-#[derive(Debug, Default)]
-pub(crate) struct Recovered {
-    /// Closed, not uploaded, in close order.
-    pub closed: Vec<RecoveredBatch>,
-    /// Events of no closed batch, per partition, in order (`key` is `None`).
-    pub open: Vec<RecoveredBatch>,
-    /// Bytes cut from torn or corrupt segment tails.
-    pub torn_bytes: u64,
-}
-
-#[derive(Debug)]
-struct Segment {
-    bytes: u64,
-    live: u64,
-}
-
-/// Group commit: who has written how far, and how far is on disk.
-pub(crate) struct Durability {
-    /// The active file and the logical write position.
-    current: Mutex<(Arc<File>, u64)>,
-    synced: watch::Sender<u64>,
-    syncing: AtomicBool,
-}
-
-impl Durability {
-    /// Returns once everything written up to logical position `pos` is fsynced.
-    pub async fn sync_to(&self, pos: u64) -> io::Result<()> {
-        let mut rx = self.synced.subscribe();
-        loop {
-            if *rx.borrow_and_update() >= pos {
-                return Ok(());
-            }
-            if self
-                .syncing
-                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-            {
-                let result = self.sync_now().await;
-                self.syncing.store(false, Ordering::Release);
-                // Wake the waiters even on failure, so one of them retries.
-                self.synced.send_modify(|_| {});
-                result?;
-                continue;
-            }
-            if rx.changed().await.is_err() {
-                return Ok(());
-            }
-        }
-    }
-
-    /// Fsyncs the active file; everything written before the call is durable after it.
-    async fn sync_now(&self) -> io::Result<()> {
-        let (file, target) = {
-            let g = self.current.lock().unwrap_or_else(|e| e.into_inner());
-            (Arc::clone(&g.0), g.1)
-        };
-        tokio::task::spawn_blocking(move || file.sync_data())
-            .await
-            .map_err(io::Error::other)??;
-        self.synced.send_modify(|s| *s = (*s).max(target));
-        Ok(())
-    }
-
-    /// Fsyncs if anything was written since the last sync (the interval task).
-    pub async fn sync_if_dirty(&self) -> io::Result<()> {
-        let written = self.current.lock().unwrap_or_else(|e| e.into_inner()).1;
-        self.sync_to(written).await
-    }
-}
-
-/// The spool itself; owned by the sink's state and used under its lock.
-pub(crate) struct Spool {
-    dir: PathBuf,
-    fsync: SpoolFsync,
-    segment_bytes: u64,
-    max_bytes: u64,
-    active: Arc<File>,
-    active_id: u64,
-    active_len: u64,
-    next_seq: u64,
-    segments: BTreeMap<u64, Segment>,
-    total_bytes: u64,
-    /// Frames not yet written, and the number of events among them.
-    buf: Vec<u8>,
-    buf_events: u64,
-    written: u64,
-    durability: Arc<Durability>,
-}
-
-impl std::fmt::Debug for Spool {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Spool")
-            .field("dir", &self.dir)
-            .field("fsync", &self.fsync)
-            .field("segments", &self.segments.len())
-            .field("total_bytes", &self.total_bytes)
-            .field("next_seq", &self.next_seq)
-            .finish_non_exhaustive()
-    }
-}
-
-fn segment_path(dir: &Path, id: u64) -> PathBuf {
-    dir.join(format!("{id:020}.spool"))
-}
-
-fn create_segment(dir: &Path, id: u64, fsync: SpoolFsync) -> io::Result<File> {
-    let path = segment_path(dir, id);
-    let mut f = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .open(&path)?;
-    f.write_all(MAGIC)?;
-    if fsync != SpoolFsync::Never {
-        f.sync_data()?;
-        // The new name must survive too.
-        File::open(dir)?.sync_all()?;
-    }
-    Ok(f)
 }
 
 fn put_str(buf: &mut Vec<u8>, s: &str) {
@@ -427,224 +313,274 @@ fn parse_frame(kind: u8, body: &[u8]) -> Option<Frame<'_>> {
     Some(frame)
 }
 
-/// Reads a segment's valid frames; returns them and the length of the valid prefix.
-fn scan(data: &[u8]) -> (Vec<(u8, &[u8])>, usize) {
-    let mut frames = Vec::new();
-    if data.len() < MAGIC.len() || &data[..MAGIC.len()] != MAGIC {
-        return (frames, 0);
+/// A batch found on open that still has to be uploaded: closed (with its
+/// key) or built from events no close frame covers (`key` is `None`).
+#[derive(Clone, Debug)]
+pub(crate) struct PendingBatch {
+    pub key_seq: u64,
+    pub last_seq: u64,
+    pub shard: u16,
+    pub partition: String,
+    pub key: Option<String>,
+    pub encoding: Encoding,
+    pub compression: Compression,
+    /// Its events.
+    pub count: u64,
+    /// `(segment, events)` runs of its events, for the live counts.
+    segments: Vec<(u64, u64)>,
+    /// The token that makes its close frame durable (0 when it was read
+    /// from the log).
+    pub durable_at: Token,
+}
+
+/// What [`Spool::open`] found: the batches to upload again.
+#[derive(Debug, Default)]
+pub(crate) struct Recovered {
+    /// Closed, not uploaded, by key sequence number.
+    pub closed: Vec<PendingBatch>,
+    /// Events of no closed batch, per shard and partition, in order.
+    pub open: Vec<PendingBatch>,
+    /// Bytes cut from a torn tail, or skipped after bad frames.
+    pub torn_bytes: u64,
+    /// The segments to replay them from.
+    pub segments: Vec<u64>,
+}
+
+impl Recovered {
+    pub fn is_empty(&self) -> bool {
+        self.closed.is_empty() && self.open.is_empty()
     }
-    let mut pos = MAGIC.len();
-    while data.len() - pos >= HEADER {
-        let len = u32::from_le_bytes(data[pos..pos + 4].try_into().expect("4 bytes")) as usize;
-        let crc = u32::from_le_bytes(data[pos + 4..pos + 8].try_into().expect("4 bytes"));
-        if len == 0 || len > MAX_FRAME || data.len() - pos - 8 < len {
-            break;
-        }
-        let payload = &data[pos + 8..pos + 8 + len];
-        if crc32fast::hash(payload) != crc || parse_frame(payload[0], &payload[1..]).is_none() {
-            break;
-        }
-        frames.push((payload[0], &payload[1..]));
-        pos += 8 + len;
+}
+
+/// The spool itself; owned by the sink's state and used under its lock.
+pub(crate) struct Spool {
+    log: Arc<Log>,
+    dir: PathBuf,
+    fsync: SpoolFsync,
+    max_bytes: u64,
+    next_seq: u64,
+    /// First event sequence number of each segment holding events, to find
+    /// an event's segment.
+    seg_first: BTreeMap<u64, u64>,
+    /// Events not yet in an uploaded batch, per segment.
+    live: BTreeMap<u64, u64>,
+    /// Frames not yet written: payloads back to back, and their ends.
+    buf: Vec<u8>,
+    ends: Vec<usize>,
+    buf_events: u64,
+    /// Set when a write met a full disk; cleared when segments are deleted
+    /// (or, to probe, after [`FULL_RETRY`]).
+    full_since: Option<Instant>,
+    reserve: bool,
+}
+
+impl std::fmt::Debug for Spool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spool")
+            .field("dir", &self.dir)
+            .field("fsync", &self.fsync)
+            .field("segments", &self.live.len())
+            .field("next_seq", &self.next_seq)
+            .finish_non_exhaustive()
     }
-    (frames, pos)
+}
+
+impl From<SpoolFsync> for FsyncPolicy {
+    fn from(f: SpoolFsync) -> Self {
+        match f {
+            SpoolFsync::Always => FsyncPolicy::Always,
+            SpoolFsync::Interval(d) => FsyncPolicy::Every(d),
+            SpoolFsync::Never => FsyncPolicy::Never,
+        }
+    }
+}
+
+/// Per shard and partition while reading the log: events no close covers
+/// yet, as `(seq, segment)`.
+type OpenEvents = HashMap<(u16, String), VecDeque<(u64, u64)>>;
+
+fn runs(events: impl Iterator<Item = (u64, u64)>) -> (Vec<(u64, u64)>, u64, u64, u64) {
+    let mut runs: Vec<(u64, u64)> = Vec::new();
+    let (mut first, mut last, mut count) = (u64::MAX, 0, 0);
+    for (seq, seg) in events {
+        first = first.min(seq);
+        last = last.max(seq);
+        count += 1;
+        match runs.last_mut() {
+            Some((s, n)) if *s == seg => *n += 1,
+            _ => runs.push((seg, 1)),
+        }
+    }
+    (runs, first, last, count)
 }
 
 impl Spool {
-    /// Opens (or creates) the spool in `opts.dir`, cutting torn tails and
-    /// replaying the log. Starts a new segment for new work.
-    pub fn open(opts: &SpoolOptions) -> io::Result<(Spool, Recovered)> {
-        std::fs::create_dir_all(&opts.dir)?;
-        let mut ids = Vec::new();
-        for entry in std::fs::read_dir(&opts.dir)? {
-            let name = entry?.file_name();
-            let Some(name) = name.to_str() else { continue };
-            if let Some(id) = name.strip_suffix(".spool").and_then(|s| s.parse().ok()) {
-                ids.push(id);
-            }
-        }
-        ids.sort_unstable();
-
-        let mut recovered = Recovered::default();
-        let mut segments = BTreeMap::new();
-        let mut next_seq = ids.last().copied().unwrap_or(0);
-        let mut total_bytes = 0;
-        // Per shard and partition: the events of no close yet.
-        type Key = (u16, String);
-        let mut open: HashMap<Key, (Vec<u64>, Vec<Vec<u8>>)> = HashMap::new();
-        let mut partition_order: Vec<Key> = Vec::new();
-        let mut closed: BTreeMap<u64, RecoveredBatch> = BTreeMap::new();
-        for &id in &ids {
-            let path = segment_path(&opts.dir, id);
-            let data = std::fs::read(&path)?;
-            let (frames, valid) = scan(&data);
-            if valid == 0 {
-                // Not even the magic: a segment created at the moment of a
-                // crash (empty or torn header). Nothing in it was ever
-                // acknowledged; it must not be reused without its header.
-                recovered.torn_bytes += data.len() as u64;
-                std::fs::remove_file(&path)?;
-                continue;
-            }
-            if valid < data.len() {
-                recovered.torn_bytes += (data.len() - valid) as u64;
-                tracing::warn!(
-                    segment = %path.display(),
-                    offset = valid,
-                    cut = data.len() - valid,
-                    "spool: cutting a torn or corrupt tail"
-                );
-                let f = OpenOptions::new().write(true).open(&path)?;
-                f.set_len(valid as u64)?;
-                f.sync_all()?;
-            }
-            segments.insert(
-                id,
-                Segment {
-                    bytes: valid as u64,
-                    live: 0,
-                },
-            );
-            total_bytes += valid as u64;
-            for (kind, body) in frames {
-                match parse_frame(kind, body).expect("checked by scan") {
-                    Frame::Event {
-                        seq,
-                        shard,
-                        partition,
-                        record,
-                    } => {
-                        next_seq = next_seq.max(seq + 1);
-                        let k = (shard, partition.to_owned());
-                        let e = open.entry(k.clone()).or_insert_with(|| {
-                            partition_order.push(k);
-                            Default::default()
-                        });
-                        e.0.push(seq);
-                        e.1.push(record.to_vec());
-                    }
-                    Frame::Close {
-                        key_seq,
-                        last_seq,
-                        shard,
-                        encoding,
-                        compression,
-                        partition,
-                        key,
-                    } => {
-                        let k = (shard, partition.to_owned());
-                        let (mut seqs, mut records) = open.remove(&k).unwrap_or_default();
-                        // Events after `last_seq` belong to the next batch.
-                        let n = seqs.partition_point(|s| *s <= last_seq);
-                        let rest = (seqs.split_off(n), records.split_off(n));
-                        if rest.0.is_empty() {
-                            partition_order.retain(|p| *p != k);
-                        } else {
-                            open.insert(k, rest);
-                        }
-                        // Empty when its events' segments were deleted, that
-                        // is, when it was uploaded: its uploaded frame follows.
-                        closed.insert(
-                            key_seq,
-                            RecoveredBatch {
-                                key_seq,
-                                shard,
-                                key: Some(key.to_owned()),
-                                partition: partition.to_owned(),
-                                encoding,
-                                compression,
-                                records,
-                                seqs,
-                            },
-                        );
-                    }
-                    Frame::Uploaded { key_seq } => {
-                        closed.remove(&key_seq);
-                    }
-                }
-            }
-        }
-        let live_seq = |segments: &mut BTreeMap<u64, Segment>, seq: u64| {
-            if let Some((_, s)) = segments.range_mut(..=seq).next_back() {
-                s.live += 1;
-            }
-        };
-        for b in closed.into_values() {
-            if b.records.is_empty() {
-                continue;
-            }
-            for &s in &b.seqs {
-                live_seq(&mut segments, s);
-            }
-            recovered.closed.push(b);
-        }
-        for k in partition_order {
-            let (seqs, records) = open.remove(&k).expect("ordered partitions are open");
-            for &s in &seqs {
-                live_seq(&mut segments, s);
-            }
-            recovered.open.push(RecoveredBatch {
-                key_seq: seqs[0],
-                shard: k.0,
-                key: None,
-                partition: k.1,
-                encoding: Encoding::Ndjson,
-                compression: Compression::None,
-                records,
-                seqs,
-            });
-        }
-
-        let active_id = next_seq;
+    /// Opens (or creates) the spool in `opts.dir`: takes its lock, cuts torn
+    /// tails and reads the log's batch bookkeeping (not the records: see
+    /// [`replay`]).
+    pub fn open(opts: &SpoolOptions) -> log::Result<(Spool, Recovered)> {
         // A segment must be well under the bound, or a full spool could be
         // one active segment that is never deleted.
         let segment_bytes = opts.segment_bytes.min(opts.max_bytes / 4).max(4096);
-        // A last segment named after the next sequence number holds no event
-        // but may hold close and uploaded frames: it is appended to, never
-        // truncated (losing those frames would re-batch uploaded events
-        // under new keys). Otherwise a new segment starts.
-        let (active, active_len) = match segments.get(&active_id) {
-            Some(seg) => {
-                let f = OpenOptions::new()
-                    .append(true)
-                    .open(segment_path(&opts.dir, active_id))?;
-                (Arc::new(f), seg.bytes)
+        let log_opts = LogOptions::new("spool", MAGIC)
+            .with_legacy(Legacy::MagicPayloadCrc(LEGACY_MAGIC))
+            .with_segment_bytes(segment_bytes)
+            .with_fsync(opts.fsync.into())
+            .with_what("spool")
+            .with_faults(opts.faults.clone());
+        let mut next_seq = 0u64;
+        let mut open: OpenEvents = HashMap::new();
+        let mut order: Vec<(u16, String)> = Vec::new();
+        let mut closed: BTreeMap<u64, PendingBatch> = BTreeMap::new();
+        let mut seg_first: BTreeMap<u64, u64> = BTreeMap::new();
+        let mut seen_segments: Vec<u64> = Vec::new();
+        let mut unreadable = 0u64;
+        let (log, found) = Log::open(&opts.dir, log_opts, |f| {
+            if seen_segments.last() != Some(&f.segment) {
+                seen_segments.push(f.segment);
             }
-            None => {
-                let f = create_segment(&opts.dir, active_id, opts.fsync)?;
-                let header = MAGIC.len() as u64;
-                segments.insert(
-                    active_id,
-                    Segment {
-                        bytes: header,
-                        live: 0,
-                    },
-                );
-                total_bytes += header;
-                (Arc::new(f), header)
+            let Some(frame) = f
+                .payload
+                .split_first()
+                .and_then(|(k, b)| parse_frame(*k, b))
+            else {
+                unreadable += 1;
+                return;
+            };
+            match frame {
+                Frame::Event {
+                    seq,
+                    shard,
+                    partition,
+                    ..
+                } => {
+                    next_seq = next_seq.max(seq + 1);
+                    seg_first.entry(f.segment).or_insert(seq);
+                    let k = (shard, partition.to_owned());
+                    open.entry(k.clone())
+                        .or_insert_with(|| {
+                            order.push(k);
+                            VecDeque::new()
+                        })
+                        .push_back((seq, f.segment));
+                }
+                Frame::Close {
+                    key_seq,
+                    last_seq,
+                    shard,
+                    encoding,
+                    compression,
+                    partition,
+                    key,
+                } => {
+                    if closed.contains_key(&key_seq) {
+                        return; // written again after a failed fsync
+                    }
+                    let k = (shard, partition.to_owned());
+                    let events = open.get_mut(&k);
+                    let mut taken = Vec::new();
+                    if let Some(q) = events {
+                        while q.front().is_some_and(|(s, _)| *s <= last_seq) {
+                            taken.push(q.pop_front().expect("front"));
+                        }
+                    }
+                    let (segments, _, _, count) = runs(taken.into_iter());
+                    // None left: its events' segments were deleted, that is,
+                    // it was uploaded (its uploaded frame follows).
+                    if count > 0 {
+                        closed.insert(
+                            key_seq,
+                            PendingBatch {
+                                key_seq,
+                                last_seq,
+                                shard,
+                                partition: partition.to_owned(),
+                                key: Some(key.to_owned()),
+                                encoding,
+                                compression,
+                                count,
+                                segments,
+                                durable_at: 0,
+                            },
+                        );
+                    }
+                }
+                Frame::Uploaded { key_seq } => {
+                    closed.remove(&key_seq);
+                }
             }
+        })?;
+        if unreadable > 0 {
+            tracing::error!(
+                frames = unreadable,
+                "spool: frames with a good checksum but an unknown body skipped"
+            );
+        }
+        let torn_bytes = found
+            .truncated
+            .iter()
+            .chain(&found.corrupt)
+            .map(|d| d.bytes)
+            .sum();
+        let segments = log.segments();
+        // The newest segment's base is the next number when its events (or
+        // all of them) were deleted.
+        if let Some(last) = segments.last() {
+            next_seq = next_seq.max(last.base);
+        }
+        let mut recovered = Recovered {
+            torn_bytes,
+            segments: seen_segments,
+            ..Recovered::default()
         };
-        let (synced, _) = watch::channel(0);
-        let spool = Spool {
+        let mut live: BTreeMap<u64, u64> = segments.iter().map(|s| (s.segment, 0)).collect();
+        for b in closed.into_values() {
+            for &(seg, n) in &b.segments {
+                *live.entry(seg).or_default() += n;
+            }
+            recovered.closed.push(b);
+        }
+        for k in order {
+            let Some(q) = open.remove(&k) else { continue };
+            if q.is_empty() {
+                continue;
+            }
+            let (segs, first, last, count) = runs(q.into_iter());
+            for &(seg, n) in &segs {
+                *live.entry(seg).or_default() += n;
+            }
+            recovered.open.push(PendingBatch {
+                key_seq: first,
+                last_seq: last,
+                shard: k.0,
+                partition: k.1,
+                key: None,
+                encoding: Encoding::Ndjson,
+                compression: Compression::None,
+                count,
+                segments: segs,
+                durable_at: 0,
+            });
+        }
+        if !recovered.is_empty() {
+            // New frames go to a new segment while the old ones are replayed.
+            log.seal();
+        }
+        let mut spool = Spool {
+            log: Arc::new(log),
             dir: opts.dir.clone(),
             fsync: opts.fsync,
-            segment_bytes,
             max_bytes: opts.max_bytes,
-            durability: Arc::new(Durability {
-                current: Mutex::new((Arc::clone(&active), 0)),
-                synced,
-                syncing: AtomicBool::new(false),
-            }),
-            active,
-            active_id,
-            active_len,
             next_seq,
-            segments,
-            total_bytes,
+            seg_first: seg_first.into_iter().map(|(seg, seq)| (seq, seg)).collect(),
+            live,
             buf: Vec::new(),
+            ends: Vec::new(),
             buf_events: 0,
-            written: 0,
+            full_since: None,
+            reserve: false,
         };
+        spool.make_reserve();
         Ok((spool, recovered))
     }
 
@@ -652,29 +588,30 @@ impl Spool {
         self.fsync
     }
 
-    pub fn durability(&self) -> Arc<Durability> {
-        Arc::clone(&self.durability)
+    /// The log, for fsync waits and replay outside the spool's lock.
+    pub fn log(&self) -> Arc<Log> {
+        Arc::clone(&self.log)
     }
 
     /// Bytes of all segments on disk.
     pub fn total_bytes(&self) -> u64 {
-        self.total_bytes
+        self.log.disk_bytes()
     }
 
-    /// Whether the spool is at or past its size bound.
+    /// Whether the spool is at or past its size bound, or its disk was
+    /// found full (for [`FULL_RETRY`] after each refusal, or until a
+    /// deletion frees room).
     pub fn is_full(&self) -> bool {
-        self.total_bytes >= self.max_bytes
+        if self.full_since.is_some_and(|t| t.elapsed() < FULL_RETRY) {
+            return true;
+        }
+        self.total_bytes() >= self.max_bytes
     }
 
     fn frame(&mut self, kind: u8, body: impl FnOnce(&mut Vec<u8>)) {
-        let start = self.buf.len();
-        self.buf.extend_from_slice(&[0; 8]);
         self.buf.push(kind);
         body(&mut self.buf);
-        let len = (self.buf.len() - start - 8) as u32;
-        let crc = crc32fast::hash(&self.buf[start + 8..]);
-        self.buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
-        self.buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+        self.ends.push(self.buf.len());
     }
 
     /// Buffers an event; returns its sequence number. Written by [`Spool::commit`].
@@ -692,7 +629,7 @@ impl Spool {
     }
 
     /// Buffers a close frame.
-    pub fn append_close(&mut self, c: &CloseFrame) -> u64 {
+    pub fn append_close(&mut self, c: &CloseFrame) {
         self.frame(KIND_CLOSE, |b| {
             b.extend_from_slice(&c.key_seq.to_le_bytes());
             b.extend_from_slice(&c.last_seq.to_le_bytes());
@@ -702,147 +639,206 @@ impl Spool {
             put_str(b, &c.partition);
             put_str(b, &c.key);
         });
-        self.written + self.buf.len() as u64
-    }
-    /// Writes the buffered frames (starting a new segment first if the active
-    /// one is full); returns the logical position after them, for
-    /// [`Durability::sync_to`].
-    pub fn commit(&mut self) -> io::Result<u64> {
-        if self.buf.is_empty() {
-            return Ok(self.written);
-        }
-        // A new segment is named after its first event. When the active
-        // segment holds no event yet (only close and uploaded frames) that
-        // name is its own: keep writing to it rather than recreate (and
-        // truncate) it, which would lose those frames.
-        let id = self.next_seq - self.buf_events;
-        if self.active_len + self.buf.len() as u64 > self.segment_bytes
-            && self.active_len > MAGIC.len() as u64
-            && id > self.active_id
-        {
-            self.roll(id)?;
-        }
-        (&*self.active).write_all(&self.buf)?;
-        let n = self.buf.len() as u64;
-        self.buf.clear();
-        self.active_len += n;
-        self.total_bytes += n;
-        self.written += n;
-        let seg = self
-            .segments
-            .get_mut(&self.active_id)
-            .expect("the active segment is listed");
-        seg.bytes += n;
-        seg.live += self.buf_events;
-        self.buf_events = 0;
-        self.durability
-            .current
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .1 = self.written;
-        Ok(self.written)
     }
 
-    fn roll(&mut self, id: u64) -> io::Result<()> {
-        if self.fsync != SpoolFsync::Never {
-            self.active.sync_data()?;
+    /// Writes the buffered frames with one write; returns the token that
+    /// makes them durable. On failure the frames are dropped (their
+    /// sequence numbers are never used again) and nothing of them is left
+    /// in the log: the caller refuses the events, or writes its close and
+    /// uploaded frames again later.
+    pub fn commit(&mut self) -> log::Result<Token> {
+        if self.ends.is_empty() {
+            return Ok(self.log.written());
         }
-        let file = Arc::new(create_segment(&self.dir, id, self.fsync)?);
-        self.segments.insert(
-            id,
-            Segment {
-                bytes: MAGIC.len() as u64,
-                live: 0,
-            },
-        );
-        self.total_bytes += MAGIC.len() as u64;
-        self.active = Arc::clone(&file);
-        self.active_id = id;
-        self.active_len = MAGIC.len() as u64;
-        // Everything in the old file is synced (or the policy is `Never`).
-        let mut cur = self
-            .durability
-            .current
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        cur.0 = file;
-        drop(cur);
-        if self.fsync != SpoolFsync::Never {
-            let written = self.written;
-            self.durability
-                .synced
-                .send_modify(|s| *s = (*s).max(written));
+        let events = std::mem::take(&mut self.buf_events);
+        let first_seq = self.next_seq - events;
+        let mut result = self.write();
+        if let Err(e) = &result {
+            if e.io_kind() == Some(io::ErrorKind::StorageFull) {
+                self.full_since = Some(Instant::now());
+                if events == 0 && self.give_up_reserve() {
+                    // Close and uploaded frames get the reserve's room.
+                    result = self.write();
+                }
+            }
         }
-        Ok(())
+        self.buf.clear();
+        self.ends.clear();
+        let a = result?;
+        if events > 0 {
+            if self.seg_first.values().next_back() != Some(&a.segment) {
+                self.seg_first.insert(first_seq, a.segment);
+            }
+            *self.live.entry(a.segment).or_default() += events;
+        }
+        self.live.entry(a.segment).or_default();
+        Ok(a.token)
+    }
+
+    fn write(&self) -> log::Result<log::Appended> {
+        let mut frames = Vec::with_capacity(self.ends.len());
+        let mut start = 0;
+        for &end in &self.ends {
+            frames.push(&self.buf[start..end]);
+            start = end;
+        }
+        self.log.append(&frames, self.next_seq)
     }
 
     /// Records that the batch `key_seq` (events `seqs`) is stored: writes its
     /// uploaded frame and counts its events out of their segments. Returns
-    /// the logical position after the frame. The segments this empties are
-    /// deleted by [`Spool::deletable`], [`delete`] and [`Spool::deleted`].
-    pub fn uploaded(&mut self, key_seq: u64, seqs: &[u64]) -> io::Result<u64> {
+    /// the token that makes the frame durable. On failure nothing changed:
+    /// call again later.
+    pub fn uploaded(&mut self, key_seq: u64, seqs: &[u64]) -> log::Result<Token> {
         self.frame(KIND_UPLOADED, |b| {
             b.extend_from_slice(&key_seq.to_le_bytes())
         });
-        let pos = self.commit()?;
+        let token = self.commit()?;
         for &seq in seqs {
-            if let Some((_, s)) = self.segments.range_mut(..=seq).next_back() {
-                s.live = s.live.saturating_sub(1);
+            if let Some((_, seg)) = self.seg_first.range(..=seq).next_back() {
+                if let Some(n) = self.live.get_mut(seg) {
+                    *n = n.saturating_sub(1);
+                }
             }
         }
-        Ok(pos)
+        Ok(token)
     }
 
-    /// The oldest segments, in order, that hold no event left to upload (never
-    /// the active one), as `(id, bytes)`, and the logical position that must
-    /// be durable before their files go (it covers every uploaded frame
-    /// written so far). They stay listed until [`Spool::deleted`]; the caller
-    /// deletes them oldest first and one caller at a time, so a segment file
-    /// is never removed while an older one is still on disk (a crash in
-    /// between would replay the older one's events without the close and
-    /// uploaded frames that were in the newer one).
-    pub fn deletable(&self) -> (Vec<(u64, u64)>, u64) {
-        let gone = self
-            .segments
+    /// The newest segment of the oldest run that holds no event left to
+    /// upload (never the newest segment), and the token that must be
+    /// durable before they go (it covers every uploaded frame so far).
+    pub fn deletable(&self) -> Option<(u64, Token)> {
+        let segments = self.log.segments();
+        let newest = segments.last()?.segment;
+        let through = segments
             .iter()
-            .take_while(|(&id, seg)| id != self.active_id && seg.live == 0)
-            .map(|(&id, seg)| (id, seg.bytes))
-            .collect();
-        (gone, self.written)
+            .take_while(|s| {
+                s.segment != newest && self.live.get(&s.segment).copied().unwrap_or(0) == 0
+            })
+            .map(|s| s.segment)
+            .last()?;
+        Some((through, self.log.written()))
     }
 
-    /// Takes segments whose files [`delete`] removed out of the accounting.
-    pub fn deleted(&mut self, gone: &[(u64, u64)]) {
-        for &(id, bytes) in gone {
-            if self.segments.remove(&id).is_some() {
-                self.total_bytes = self.total_bytes.saturating_sub(bytes);
-            }
+    /// Takes the segments [`Log::remove_through`] removed out of the
+    /// accounting, and makes room again.
+    pub fn deleted(&mut self) {
+        let on_disk: std::collections::BTreeSet<u64> =
+            self.log.segments().iter().map(|s| s.segment).collect();
+        self.live.retain(|s, _| on_disk.contains(s));
+        self.seg_first.retain(|_, s| on_disk.contains(s));
+        self.full_since = None;
+        if !self.reserve {
+            self.make_reserve();
         }
     }
 
-    /// The directory of the spool.
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    fn make_reserve(&mut self) {
+        let path = self.dir.join(RESERVE_FILE);
+        let made = (|| -> io::Result<()> {
+            let f = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)?;
+            if f.metadata()?.len() < RESERVE_BYTES {
+                f.write_all_at(&vec![0u8; RESERVE_BYTES as usize], 0)?;
+                if self.fsync != SpoolFsync::Never {
+                    f.sync_all()?;
+                }
+            }
+            Ok(())
+        })();
+        self.reserve = match made {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "spool: no room for the reserve file; will try again after a deletion");
+                let _ = std::fs::remove_file(&path);
+                false
+            }
+        };
+    }
+
+    fn give_up_reserve(&mut self) -> bool {
+        if !self.reserve {
+            return false;
+        }
+        self.reserve = false;
+        let gone = std::fs::remove_file(self.dir.join(RESERVE_FILE)).is_ok();
+        if gone {
+            tracing::warn!(
+                "spool: the disk is full; using the reserve to close and upload batches"
+            );
+        }
+        gone
     }
 }
 
-/// Deletes the segment files `gone` (from [`Spool::deletable`]) oldest
-/// first; stops at the first that cannot be removed, so that no newer one
-/// goes while it stays. Returns how many are gone (a file already missing
-/// counts).
-pub(crate) fn delete(dir: &Path, gone: &[(u64, u64)]) -> usize {
-    for (i, &(id, _)) in gone.iter().enumerate() {
-        match std::fs::remove_file(segment_path(dir, id)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => {
-                // Kept, with every newer one, until a later upload retries.
-                tracing::warn!(segment = id, error = %e, "spool: could not delete a segment");
-                return i;
+/// Streams the records of `batches` (what [`Spool::open`] found) from the
+/// log, a bounded chunk at a time: calls `on(i, Some((seq, record)))` for
+/// each event of batch `i`, in order, and `on(i, None)` once its last event
+/// was given.
+pub(crate) fn replay(
+    log: &Log,
+    segments: &[u64],
+    batches: &[PendingBatch],
+    mut on: impl FnMut(usize, Option<(u64, &[u8])>),
+) -> log::Result<()> {
+    // Per shard and partition: `(key_seq, last_seq, batch)`, sorted.
+    type Ranges<'a> = HashMap<(u16, &'a str), Vec<(u64, u64, usize)>>;
+    let mut ranges: Ranges<'_> = HashMap::new();
+    for (i, b) in batches.iter().enumerate() {
+        ranges
+            .entry((b.shard, b.partition.as_str()))
+            .or_default()
+            .push((b.key_seq, b.last_seq, i));
+    }
+    for r in ranges.values_mut() {
+        r.sort_unstable();
+    }
+    let mut left: Vec<u64> = batches.iter().map(|b| b.count).collect();
+    for &segment in segments {
+        log.scan(segment, |f| {
+            let Some(Frame::Event {
+                seq,
+                shard,
+                partition,
+                record,
+            }) = f
+                .payload
+                .split_first()
+                .and_then(|(k, b)| parse_frame(*k, b))
+            else {
+                return;
+            };
+            let Some(r) = ranges.get(&(shard, partition)) else {
+                return;
+            };
+            let at = r.partition_point(|(first, _, _)| *first <= seq);
+            let Some(&(_, last, i)) = at.checked_sub(1).map(|k| &r[k]) else {
+                return;
+            };
+            if seq > last || left[i] == 0 {
+                return; // in an uploaded batch
             }
+            on(i, Some((seq, record)));
+            left[i] -= 1;
+            if left[i] == 0 {
+                on(i, None);
+            }
+        })?;
+    }
+    for (i, n) in left.iter().enumerate() {
+        if *n > 0 {
+            tracing::error!(
+                batch = batches[i].key_seq,
+                missing = n,
+                "spool: events of a batch were not found again"
+            );
+            on(i, None);
         }
     }
-    gone.len()
+    Ok(())
 }
 
 /// Reads the instance id stored in `dir`, or stores `fallback` there.
@@ -861,6 +857,21 @@ pub(crate) fn instance_id(dir: &Path, fallback: impl FnOnce() -> String) -> io::
             Ok(id)
         }
     }
+}
+
+/// How many segment files `dir` holds (tests).
+#[cfg(test)]
+pub(crate) fn segment_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".spool")
+        })
+        .count()
 }
 
 #[cfg(test)]
@@ -883,12 +894,28 @@ mod tests {
         SpoolOptions::new(dir).with_fsync(SpoolFsync::Never)
     }
 
+    /// Opens the spool and replays what it found: each pending batch with
+    /// its records.
+    fn reopen(o: &SpoolOptions) -> (Spool, Recovered, Vec<Vec<Vec<u8>>>) {
+        let (s, r) = Spool::open(o).unwrap();
+        let batches: Vec<PendingBatch> = r.closed.iter().chain(&r.open).cloned().collect();
+        let mut records = vec![Vec::new(); batches.len()];
+        let mut done = vec![false; batches.len()];
+        replay(&s.log(), &r.segments, &batches, |i, e| match e {
+            Some((_, rec)) => records[i].push(rec.to_vec()),
+            None => done[i] = true,
+        })
+        .unwrap();
+        assert!(done.iter().all(|d| *d), "every batch completes");
+        (s, r, records)
+    }
+
     #[test]
     fn replays_open_and_closed_batches() {
         let dir = tempfile::tempdir().unwrap();
         {
             let (mut s, r) = Spool::open(&opts(dir.path())).unwrap();
-            assert!(r.closed.is_empty() && r.open.is_empty());
+            assert!(r.is_empty());
             let a0 = s.append_event(0, "a/", b"{\"n\":0}");
             s.append_event(0, "b/", b"{\"n\":1}");
             let a2 = s.append_event(0, "a/", b"{\"n\":2}");
@@ -900,25 +927,26 @@ mod tests {
             s.commit().unwrap();
             assert_eq!((a0, a2), (0, 2));
         }
-        let (s, r) = Spool::open(&opts(dir.path())).unwrap();
+        let (s, r, records) = reopen(&opts(dir.path()));
         assert_eq!(r.closed.len(), 1);
         let c = &r.closed[0];
         assert_eq!(c.key.as_deref(), Some("a/i-0.ndjson.gz"));
         assert_eq!(
-            c.records,
+            records[0],
             vec![b"{\"n\":0}".to_vec(), b"{\"n\":2}".to_vec()]
         );
-        assert_eq!(c.seqs, vec![0, 2]);
+        assert_eq!((c.key_seq, c.last_seq, c.count), (0, 2, 2));
         assert_eq!(c.compression, Compression::gzip());
         let open: Vec<_> = r
             .open
             .iter()
-            .map(|b| (b.shard, b.partition.as_str(), b.seqs.clone()))
+            .map(|b| (b.shard, b.partition.as_str(), b.key_seq, b.count))
             .collect();
         assert_eq!(
             open,
-            vec![(0, "a/", vec![3]), (0, "b/", vec![1]), (1, "a/", vec![4])]
+            vec![(0, "a/", 3, 1), (0, "b/", 1, 1), (1, "a/", 4, 1)]
         );
+        assert_eq!(records[1], vec![b"{\"n\":3}".to_vec()]);
         assert_eq!(s.next_seq, 5);
     }
 
@@ -934,25 +962,25 @@ mod tests {
                 seqs.push(s.append_event(0, "p/", &rec));
                 s.commit().unwrap();
             }
-            assert!(s.segments.len() >= 3, "{:?}", s.segments);
+            assert!(s.log.segments().len() >= 3, "{:?}", s.log.segments());
             s.append_close(&close(seqs[0], seqs[9], 0, "p/", "k0"));
             s.commit().unwrap();
             let before = s.total_bytes();
             s.uploaded(seqs[0], &seqs).unwrap();
-            let (gone, _) = s.deletable();
-            assert!(!gone.is_empty());
-            assert_eq!(delete(dir.path(), &gone), gone.len());
-            s.deleted(&gone);
+            let (through, _) = s.deletable().unwrap();
+            assert!(s.log.remove_through(through).unwrap() > 0);
+            s.deleted();
             assert!(s.total_bytes() < before);
-            assert!(s.deletable().0.is_empty());
+            assert!(s.deletable().is_none());
             // One more event after the upload stays open.
             s.append_event(0, "p/", b"{}");
             s.commit().unwrap();
         }
-        let (s, r) = Spool::open(&o).unwrap();
+        let (s, r, records) = reopen(&o);
         assert!(r.closed.is_empty(), "{:?}", r.closed);
         assert_eq!(r.open.len(), 1);
-        assert_eq!(r.open[0].seqs, vec![10]);
+        assert_eq!((r.open[0].key_seq, r.open[0].count), (10, 1));
+        assert_eq!(records, vec![vec![b"{}".to_vec()]]);
         assert_eq!(s.next_seq, 11);
     }
 
@@ -965,15 +993,14 @@ mod tests {
             s.append_event(0, "p/", b"{\"ok\":2}");
             s.commit().unwrap();
         }
-        let seg = segment_path(dir.path(), 0);
+        let seg = dir.path().join(format!("{:020}.spool", 0));
         let len = std::fs::metadata(&seg).unwrap().len();
         // Cut the last frame in half, as a crash mid-write would.
         let f = OpenOptions::new().write(true).open(&seg).unwrap();
         f.set_len(len - 4).unwrap();
         drop(f);
-        let (_, r) = Spool::open(&opts(dir.path())).unwrap();
-        assert_eq!(r.open.len(), 1);
-        assert_eq!(r.open[0].records, vec![b"{\"ok\":1}".to_vec()]);
+        let (_, r, records) = reopen(&opts(dir.path()));
+        assert_eq!(records, vec![vec![b"{\"ok\":1}".to_vec()]]);
         assert!(r.torn_bytes > 0);
         // A flipped byte fails the CRC the same way.
         let data = std::fs::read(&seg).unwrap();
@@ -981,7 +1008,7 @@ mod tests {
         let last = bad.len() - 2;
         bad[last] ^= 0xff;
         std::fs::write(&seg, &bad).unwrap();
-        let (_, r) = Spool::open(&opts(dir.path())).unwrap();
+        let (_, r, _) = reopen(&opts(dir.path()));
         assert!(r.open.is_empty(), "{:?}", r.open);
     }
 
@@ -996,105 +1023,71 @@ mod tests {
             s.append_close(&close(a, b, 0, "p/", "k"));
             s.commit().unwrap();
             s.uploaded(a, &[a, b]).unwrap();
+            // A later segment, then everything before it deleted.
+            s.log.seal();
+            s.uploaded(a, &[]).unwrap();
+            let (through, _) = s.deletable().unwrap();
+            s.log.remove_through(through).unwrap();
+            s.deleted();
         }
-        // Reopen twice: the old active segment becomes deletable, the new
-        // one is named after the next sequence number.
-        let (s, r) = Spool::open(&o).unwrap();
-        assert!(r.closed.is_empty() && r.open.is_empty());
+        let (s, r, _) = reopen(&o);
+        assert!(r.is_empty());
         assert_eq!(s.next_seq, 2);
         drop(s);
         let (s, _) = Spool::open(&o).unwrap();
         assert_eq!(s.next_seq, 2);
     }
 
-    /// Frames in a last segment without events (close and uploaded frames
-    /// written after a restart) survive the next restart.
+    /// The spool's first format (magic `S3ESPL01`, CRC of the payload) is
+    /// read on upgrade: its batches are replayed, new frames go to a segment
+    /// of the current format.
     #[test]
-    fn frames_in_an_event_less_last_segment_survive_reopening() {
+    fn a_spool_of_the_first_format_is_replayed() {
         let dir = tempfile::tempdir().unwrap();
-        let o = opts(dir.path());
-        {
-            let (mut s, _) = Spool::open(&o).unwrap();
-            s.append_event(0, "p/", b"1");
-            s.append_event(0, "p/", b"2");
-            s.commit().unwrap();
+        let mut data = LEGACY_MAGIC.to_vec();
+        let mut frame = |kind: u8, body: &[u8]| {
+            let mut payload = vec![kind];
+            payload.extend_from_slice(body);
+            data.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            data.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+            data.extend_from_slice(&payload);
+        };
+        for (seq, rec) in [(0u64, &b"{\"a\":1}"[..]), (1, b"{\"a\":2}")] {
+            let mut b = seq.to_le_bytes().to_vec();
+            b.extend_from_slice(&0u16.to_le_bytes());
+            put_str(&mut b, "p/");
+            b.extend_from_slice(rec);
+            frame(KIND_EVENT, &b);
         }
-        {
-            // The restart's new segment gets only the close and uploaded frames.
-            let (mut s, r) = Spool::open(&o).unwrap();
-            assert_eq!(r.open.len(), 1);
-            s.append_close(&close(0, 1, 0, "p/", "k"));
-            s.commit().unwrap();
-            s.uploaded(0, &[0, 1]).unwrap();
-        }
-        for _ in 0..2 {
-            let (s, r) = Spool::open(&o).unwrap();
-            assert!(r.open.is_empty() && r.closed.is_empty(), "{r:?}");
-            assert_eq!(s.next_seq, 2);
-        }
-    }
-
-    /// Events committed after enough frames to fill the segment do not
-    /// recreate the segment (named after the same sequence number) and so
-    /// keep those frames.
-    #[test]
-    fn a_full_event_less_segment_is_not_recreated() {
-        let dir = tempfile::tempdir().unwrap();
-        let o = opts(dir.path()).with_segment_bytes(4096);
-        {
-            let (mut s, _) = Spool::open(&o).unwrap();
-            let a = s.append_event(0, "p/", b"1");
-            s.commit().unwrap();
-            s.append_close(&close(a, a, 0, "p/", "k"));
-            s.commit().unwrap();
-        }
-        {
-            // After a restart: enough frames to fill the new segment, then
-            // events.
-            let (mut s, r) = Spool::open(&o).unwrap();
-            assert_eq!(r.closed.len(), 1);
-            s.uploaded(0, &[0]).unwrap();
-            for _ in 0..100 {
-                s.append_close(&close(7, 7, 1, "q/", &"x".repeat(60)));
-            }
-            s.commit().unwrap();
-            s.append_event(0, "p/", b"2");
-            s.commit().unwrap();
-        }
-        let (_, r) = Spool::open(&o).unwrap();
-        assert!(
-            r.closed.is_empty(),
-            "the uploaded frame was lost: {:?}",
-            r.closed
-        );
+        std::fs::write(dir.path().join(format!("{:020}.spool", 0)), &data).unwrap();
+        let (mut s, r, records) = reopen(&opts(dir.path()));
         assert_eq!(r.open.len(), 1);
-        assert_eq!(r.open[0].records, vec![b"2".to_vec()]);
+        assert_eq!(
+            records[0],
+            vec![b"{\"a\":1}".to_vec(), b"{\"a\":2}".to_vec()]
+        );
+        assert_eq!(s.next_seq, 2);
+        s.append_event(0, "p/", b"{\"a\":3}");
+        s.commit().unwrap();
+        assert_eq!(s.log.segments().len(), 2, "not appended to the old segment");
     }
 
-    /// A segment file left empty by a crash right after its creation is
-    /// removed, not reused without its header (which lost everything later
-    /// written to it).
+    /// A close frame written twice (after a failed fsync) closes its batch
+    /// once; the second copy does not swallow it.
     #[test]
-    fn an_empty_segment_file_is_not_reused() {
+    fn a_close_frame_written_twice_counts_once() {
         let dir = tempfile::tempdir().unwrap();
-        let o = opts(dir.path());
         {
-            let (mut s, _) = Spool::open(&o).unwrap();
-            s.append_event(0, "p/", b"1");
+            let (mut s, _) = Spool::open(&opts(dir.path())).unwrap();
+            let a = s.append_event(0, "p/", b"1");
+            let b = s.append_event(0, "p/", b"2");
+            s.append_close(&close(a, b, 0, "p/", "k"));
+            s.append_close(&close(a, b, 0, "p/", "k"));
             s.commit().unwrap();
         }
-        // The crash: the next segment (named after the next sequence
-        // number) exists but is empty.
-        std::fs::write(segment_path(dir.path(), 1), b"").unwrap();
-        {
-            let (mut s, r) = Spool::open(&o).unwrap();
-            assert_eq!(r.open.len(), 1);
-            s.append_event(0, "p/", b"2");
-            s.commit().unwrap();
-        }
-        let (_, r) = Spool::open(&o).unwrap();
-        let records: Vec<_> = r.open.iter().flat_map(|b| b.records.clone()).collect();
-        assert_eq!(records, vec![b"1".to_vec(), b"2".to_vec()]);
+        let (_, r, records) = reopen(&opts(dir.path()));
+        assert_eq!(r.closed.len(), 1);
+        assert_eq!(records[0].len(), 2);
     }
 
     #[test]

@@ -824,6 +824,11 @@ impl Log {
             .collect()
     }
 
+    /// Bytes in the segment files (valid frames and headers).
+    pub fn disk_bytes(&self) -> u64 {
+        self.shared.state().segments.iter().map(|s| s.len).sum()
+    }
+
     /// The segment the next append goes to, unless it starts a new one.
     pub fn active_segment(&self) -> Option<u64> {
         let st = self.shared.state();

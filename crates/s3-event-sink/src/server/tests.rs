@@ -359,7 +359,7 @@ async fn full_spool_answers_503_with_retry_after() {
     assert_eq!(sink.stats().events_accepted, accepted);
     assert!(accepted > 0);
     drop(app);
-    Arc::into_inner(sink).unwrap().crash();
+    Arc::into_inner(sink).unwrap().crash().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
