@@ -86,6 +86,17 @@ pub enum Error {
         /// The log's error (I/O, a failed fsync, the directory's lock).
         source: s3_event_core::log::Error,
     },
+    /// An event's object key would be longer than S3 accepts (its
+    /// partition, from a template, is too long); the event is refused.
+    #[error("record #{index}: its object key would be {len} bytes, over the {max} S3 accepts (shorten the prefix or the partition template)")]
+    KeyTooLong {
+        /// The zero-based index of the record in the push.
+        index: usize,
+        /// The key's length in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
     /// The sink has been shut down and accepts no more events.
     #[error("the sink is shut down")]
     Shutdown,

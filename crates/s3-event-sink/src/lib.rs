@@ -31,7 +31,10 @@ mod crash_tests;
 mod decode;
 mod encode;
 mod error;
+#[cfg(test)]
+mod fault_tests;
 pub mod ingest;
+mod local;
 mod pipe;
 mod report;
 #[cfg(feature = "server")]
@@ -39,6 +42,7 @@ pub mod server;
 pub mod sink;
 pub mod spool;
 mod store;
+mod upload;
 
 pub use s3_event_core as core;
 
@@ -48,6 +52,7 @@ pub use aws_sdk::{AwsSdkConfig, AwsSdkError, AwsSdkStore, UploadOptions};
 pub use decode::{decode, decode_with_limit, BadRecord, Decoded, DEFAULT_MAX_DECODED_BYTES};
 pub use encode::{BatchEncoder, Compression, Encoding};
 pub use error::{Error, Result};
+pub use local::LocalDir;
 pub use report::{failure_report_key, failure_report_text};
 pub use sink::{
     KeyNaming, Sink, SinkBuilder, SinkStats, DEFAULT_DATA_DIR, DEFAULT_FLUSH_INTERVAL,

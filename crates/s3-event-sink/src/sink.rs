@@ -58,11 +58,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use chrono::Utc;
-use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::{
-    Attribute, Attributes, ObjectStore, PutMultipartOptions, PutOptions, PutPayload,
-};
+use object_store::ObjectStore;
 use s3_event_core::{PartitionEvent, Partitioner, TimePartitioner};
 use serde::Serialize;
 use tokio::sync::{mpsc, watch, Notify};
@@ -88,6 +85,8 @@ pub const DEFAULT_DATA_DIR: &str = "./data";
 pub const DEFAULT_PART_SIZE: usize = 16 * 1024 * 1024;
 /// The smallest part S3 accepts for every part but the last (5 MiB).
 pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
+/// The longest object key S3 accepts, in bytes.
+pub const MAX_KEY_BYTES: usize = 1024;
 /// Default bound on uploads running at once.
 pub const DEFAULT_MAX_CONCURRENT_UPLOADS: usize = 8;
 
@@ -320,7 +319,7 @@ impl SinkBuilder {
                     },
                 })?;
                 Arc::new(
-                    LocalFileSystem::new_with_prefix(DEFAULT_DATA_DIR)
+                    crate::LocalDir::new(DEFAULT_DATA_DIR)
                         .map_err(|source| Error::Store { source })?,
                 )
             }
@@ -373,6 +372,15 @@ impl SinkBuilder {
         let (pending, _) = watch::channel(0usize);
         let log = spool.as_ref().map(Spool::log);
         let fsync = spool.as_ref().map(Spool::fsync);
+        let name_len = {
+            let ext = self.encoding.extension().len() + self.compression.extension().len();
+            let name = match self.naming {
+                KeyNaming::Sequence => instance_id.len() + 21,
+                KeyNaming::Uuid => 36,
+            };
+            // "-r" and up to four digits for alternate keys.
+            name + ext + 6
+        };
         let inner = Arc::new(Inner {
             store,
             prefix: self.prefix,
@@ -387,8 +395,11 @@ impl SinkBuilder {
             part_size: self.part_size,
             max_concurrent_uploads: self.max_concurrent_uploads,
             naming: self.naming,
+            name_len,
             background_compression: self.background_compression,
             attributes_supported: AtomicBool::new(true),
+            create_supported: AtomicBool::new(true),
+            degraded: Mutex::new(None),
             log,
             fsync,
             spool_dir: self
@@ -452,6 +463,12 @@ pub struct SinkStats {
     pub spool_bytes: u64,
     /// Closed batches not uploaded yet.
     pub pending_uploads: u64,
+    /// Failed upload attempts that retrying cannot fix (a missing bucket,
+    /// refused credentials, an invalid key); see [`Sink::degraded`].
+    pub upload_permanent_errors: u64,
+    /// Uploads that found their key holding another batch's object and went
+    /// to an alternate key instead of overwriting it.
+    pub key_collisions: u64,
 }
 
 #[derive(Default)]
@@ -462,6 +479,8 @@ struct Counters {
     objects_uploaded: AtomicU64,
     bytes_uploaded: AtomicU64,
     upload_retries: AtomicU64,
+    upload_permanent_errors: AtomicU64,
+    key_collisions: AtomicU64,
 }
 
 /// An open batch's bytes: encoded in `push`, or gzip compressed in the
@@ -539,6 +558,8 @@ struct Shard {
 
 struct Job {
     key: Path,
+    /// The key's extension (`.ndjson.gz`), for alternate keys.
+    ext: String,
     payload: Payload,
     content_type: &'static str,
     content_encoding: Option<&'static str>,
@@ -565,9 +586,16 @@ struct Inner {
     part_size: usize,
     max_concurrent_uploads: usize,
     naming: KeyNaming,
+    /// The longest object name (after prefix and partition) this sink makes,
+    /// alternate keys included.
+    name_len: usize,
     background_compression: bool,
     /// Cleared when the store refuses object attributes (the local filesystem).
     attributes_supported: AtomicBool,
+    /// Cleared when the store has no create-only puts.
+    create_supported: AtomicBool,
+    /// Why uploads fail in a way retrying cannot fix, until one succeeds.
+    degraded: Mutex<Option<String>>,
     /// The spool's log, for fsync waits outside the spool's lock.
     log: Option<Arc<Log>>,
     fsync: Option<SpoolFsync>,
@@ -676,6 +704,7 @@ impl Inner {
         shard.closes.extend(close.clone());
         shard.outbox.push(Job {
             key: path,
+            ext,
             payload,
             content_type,
             content_encoding,
@@ -1081,6 +1110,7 @@ impl Inner {
         let (content_type, content_encoding) = (enc.content_type(), enc.content_encoding());
         let job = Job {
             key,
+            ext: enc.extension(),
             payload: Payload::Ready(enc.finish()?.into()),
             content_type,
             content_encoding,
@@ -1158,59 +1188,56 @@ async fn background(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Job>) {
     while uploads.join_next().await.is_some() {}
 }
 
-/// One attempt at storing `job`: a single PUT, or a multipart upload when
-/// the object is larger than the part size.
-async fn put_object(
-    inner: &Inner,
-    job: &Job,
-    bytes: &bytes::Bytes,
-    with_attributes: bool,
-) -> object_store::Result<()> {
-    let mut attributes = Attributes::new();
-    if with_attributes {
-        attributes.insert(Attribute::ContentType, job.content_type.into());
-        if let Some(ce) = job.content_encoding {
-            attributes.insert(Attribute::ContentEncoding, ce.into());
-        }
-    }
-    if bytes.len() <= inner.part_size {
-        let opts = PutOptions {
-            attributes,
-            ..PutOptions::default()
+/// Stores `job` once: create-only under its key, or, when another batch's
+/// object holds that key, under the next free alternate key (see
+/// [`crate::upload`]). Returns the key it is stored under.
+async fn store_job(inner: &Inner, job: &Job, bytes: &bytes::Bytes) -> object_store::Result<Path> {
+    let mut n = 0;
+    loop {
+        let key = crate::upload::alternate(&job.key, &job.ext, n);
+        let put = crate::upload::Put {
+            store: &*inner.store,
+            content_type: job.content_type,
+            content_encoding: job.content_encoding,
+            part_size: inner.part_size,
+            attributes: inner.attributes_supported.load(Ordering::Relaxed),
+            create: inner.create_supported.load(Ordering::Relaxed),
         };
-        inner
-            .store
-            .put_opts(&job.key, PutPayload::from_bytes(bytes.clone()), opts)
-            .await?;
-        return Ok(());
-    }
-    let opts = PutMultipartOptions {
-        attributes,
-        ..PutMultipartOptions::default()
-    };
-    let mut upload = inner.store.put_multipart_opts(&job.key, opts).await?;
-    let mut parts = Vec::new();
-    let mut offset = 0;
-    while offset < bytes.len() {
-        let end = (offset + inner.part_size).min(bytes.len());
-        parts.push(upload.put_part(PutPayload::from_bytes(bytes.slice(offset..end))));
-        offset = end;
-    }
-    let mut failed = None;
-    for part in parts {
-        if let Err(e) = part.await {
-            failed.get_or_insert(e);
+        match put.put(&key, bytes).await {
+            Ok(()) => return Ok(key),
+            Err(object_store::Error::NotImplemented { operation, .. }) => {
+                if put.attributes {
+                    // The store keeps no content type (the local filesystem).
+                    inner.attributes_supported.store(false, Ordering::Relaxed);
+                } else if put.create {
+                    tracing::warn!(%operation, "sink: the store has no create-only puts; a key reused by another batch would be overwritten");
+                    inner.create_supported.store(false, Ordering::Relaxed);
+                } else {
+                    return Err(object_store::Error::NotImplemented {
+                        operation,
+                        implementer: inner.store.to_string(),
+                    });
+                }
+            }
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                if put.holds(&key, bytes).await? {
+                    // Stored by an earlier attempt (a lost reply, or before
+                    // a crash): done.
+                    return Ok(key);
+                }
+                inner
+                    .counters
+                    .key_collisions
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    key = %key,
+                    "sink: the key holds another batch's object (a reused instance id or a wiped spool?); not overwriting it, trying the next alternate key"
+                );
+                n += 1;
+            }
+            Err(e) => return Err(e),
         }
     }
-    if let Some(e) = failed {
-        let _ = upload.abort().await;
-        return Err(e);
-    }
-    if let Err(e) = upload.complete().await {
-        let _ = upload.abort().await;
-        return Err(e);
-    }
-    Ok(())
 }
 
 async fn upload(inner: Arc<Inner>, mut job: Job) {
@@ -1256,26 +1283,44 @@ async fn upload(inner: Arc<Inner>, mut job: Job) {
         }
     }
     let mut attempt: u32 = 0;
-    loop {
-        let attrs = inner.attributes_supported.load(Ordering::Relaxed);
-        match put_object(&inner, &job, &bytes, attrs).await {
-            Ok(()) => break,
-            Err(object_store::Error::NotImplemented { .. }) if attrs => {
-                // The store keeps no content type (the local filesystem).
-                inner.attributes_supported.store(false, Ordering::Relaxed);
+    let key = loop {
+        match store_job(&inner, &job, &bytes).await {
+            Ok(key) => {
+                let mut d = relock(&inner.degraded);
+                if d.take().is_some() {
+                    tracing::info!(key = %key, "sink: uploads work again");
+                }
+                break key;
             }
             Err(e) => {
                 inner
                     .counters
                     .upload_retries
                     .fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(key = %job.key, attempt, error = %e, "sink: upload failed; retrying");
+                match crate::upload::permanent_reason(&e) {
+                    Some(reason) => {
+                        // Kept and retried (the operator may fix the bucket
+                        // or the credentials), but said loudly.
+                        inner
+                            .counters
+                            .upload_permanent_errors
+                            .fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(
+                            key = %job.key, attempt, %reason,
+                            "sink: upload failed and retrying will not help until the store's configuration is fixed; the batch is kept and retried"
+                        );
+                        *relock(&inner.degraded) = Some(reason);
+                    }
+                    None => {
+                        tracing::warn!(key = %job.key, attempt, error = %e, "sink: upload failed; retrying")
+                    }
+                }
                 tokio::time::sleep(backoff(attempt)).await;
                 attempt = attempt.saturating_add(1);
             }
         }
-    }
-    tracing::info!(key = %job.key, bytes = len, "upload file {} completed", job.key);
+    };
+    tracing::info!(key = %key, bytes = len, "upload file {} completed", key);
     if let Some((key_seq, seqs)) = &job.spooled {
         inner.uploaded(*key_seq, seqs).await;
     }
@@ -1390,6 +1435,14 @@ impl Sink {
                 .partition(event, now)
                 .map_err(|source| Error::Partition { source })?
                 .into_string();
+            let len = inner.prefix.len() + partition.len() + inner.name_len;
+            if len > MAX_KEY_BYTES {
+                return Err(Error::KeyTooLong {
+                    index,
+                    len,
+                    max: MAX_KEY_BYTES,
+                });
+            }
             records.push((partition, start..buf.len()));
         }
         let bytes = buf.len() as u64;
@@ -1504,7 +1557,17 @@ impl Sink {
                 .as_ref()
                 .map_or(0, |s| relock(s).total_bytes()),
             pending_uploads: *self.inner.pending.borrow() as u64,
+            upload_permanent_errors: c.upload_permanent_errors.load(Ordering::Relaxed),
+            key_collisions: c.key_collisions.load(Ordering::Relaxed),
         }
+    }
+
+    /// Why uploads are failing in a way retrying will not fix (a missing
+    /// bucket, refused credentials, an invalid key), from the last such
+    /// failure until an upload succeeds; `None` when healthy. The batches
+    /// are kept and retried meanwhile.
+    pub fn degraded(&self) -> Option<String> {
+        relock(&self.inner.degraded).clone()
     }
 
     /// The instance id used in object names.
@@ -1828,7 +1891,8 @@ mod tests {
     #[tokio::test]
     async fn local_store_writes_under_tempdir() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+        let store =
+            Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir.path()).unwrap());
         let sink = SinkBuilder::default()
             .with_store(store)
             .with_prefix("out/")

@@ -17,7 +17,6 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::ObjectStore;
 
@@ -31,7 +30,8 @@ use crate::{Error, Result};
 #[cfg_attr(not(feature = "s3"), allow(clippy::large_enum_variant))]
 pub enum StoreConfig {
     /// A local directory, created if missing; objects are written atomically
-    /// (a temporary file renamed into place).
+    /// (a temporary file renamed into place) and fsynced with their
+    /// directories before the upload counts as done ([`LocalDir`](crate::LocalDir)).
     Local {
         /// The root directory.
         dir: PathBuf,
@@ -124,8 +124,7 @@ impl StoreConfig {
         match self {
             StoreConfig::Local { dir } => {
                 std::fs::create_dir_all(dir).map_err(|e| store_err("LocalFileSystem", e))?;
-                let fs = LocalFileSystem::new_with_prefix(dir)
-                    .map_err(|source| Error::Store { source })?;
+                let fs = crate::LocalDir::new(dir).map_err(|source| Error::Store { source })?;
                 Ok(Arc::new(fs))
             }
             StoreConfig::Memory => Ok(Arc::new(InMemory::new())),

@@ -56,7 +56,8 @@ pub struct Faults {
 
 #[derive(Debug, Default)]
 struct State {
-    writes: VecDeque<(usize, io::ErrorKind)>,
+    /// Upcoming writes: `None` passes, `Some` fails.
+    writes: VecDeque<Option<(usize, io::ErrorKind)>>,
     fsyncs: u32,
     dir_syncs: u32,
     set_lens: u32,
@@ -129,9 +130,19 @@ impl Faults {
 
     /// The next `n` writes write at most `keep` bytes, then fail with `kind`.
     pub fn fail_writes(&self, n: usize, keep: usize, kind: io::ErrorKind) {
+        self.fail_writes_after(0, n, keep, kind);
+    }
+
+    /// After `skip` more writes pass, the next `n` fail as in
+    /// [`Faults::fail_writes`].
+    pub fn fail_writes_after(&self, skip: usize, n: usize, keep: usize, kind: io::ErrorKind) {
         let mut s = self.lock();
+        s.writes.clear();
+        for _ in 0..skip {
+            s.writes.push_back(None);
+        }
         for _ in 0..n {
-            s.writes.push_back((keep, kind));
+            s.writes.push_back(Some((keep, kind)));
         }
     }
 
@@ -203,9 +214,11 @@ impl Io {
                 len: buf.len(),
             })
             .and_then(|mut s| {
-                if let Some(f) = s.writes.pop_front() {
-                    s.injected_writes += 1;
-                    return Some(f);
+                if let Some(next) = s.writes.pop_front() {
+                    if next.is_some() {
+                        s.injected_writes += 1;
+                    }
+                    return next;
                 }
                 let hit = s.random.as_mut().map(|r| {
                     let hit = r.hit(r.write_ppm);
