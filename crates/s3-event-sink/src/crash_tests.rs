@@ -1,9 +1,11 @@
 //! kill -9: a child process pushes numbered events through a spooled sink
 //! under load and is SIGKILLed at a random moment, 20 times over. After every
-//! round no object in the bucket is corrupt and no event is in it twice; at
-//! the end (one more start that recovers the spool) every event whose
-//! `push_batch` returned is in the bucket exactly once. Run against a local
-//! directory and (feature `integration`) the real S3-compatible server.
+//! round no object in the bucket is corrupt, no event is in it twice and no
+//! object seen before has changed; at the end (one more start that recovers
+//! the spool) every event whose `push_batch` returned is in the bucket
+//! exactly once. Run against a local directory and (feature `integration`)
+//! the real S3-compatible server; the soak variant also injects random
+//! short writes and failed fsyncs into the spool (`S3E_CRASH_FAULTS`).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -49,7 +51,14 @@ fn sink(
     fsync: SpoolFsync,
     shards: usize,
     background: bool,
+    faults: Option<Arc<s3_event_core::log::Faults>>,
 ) -> Sink {
+    let mut opts = SpoolOptions::new(spool)
+        .with_fsync(fsync)
+        .with_segment_bytes(16 * 1024);
+    if let Some(f) = faults {
+        opts = opts.with_faults(f);
+    }
     let p = TimePartitioner::new(Granularity::Hourly).with_time_source(TimeSource::Event {
         fallback_to_processing: false,
     });
@@ -61,11 +70,7 @@ fn sink(
         .with_shards(shards)
         .with_background_compression(background)
         .with_flush_interval(Duration::from_millis(50))
-        .with_spool(
-            SpoolOptions::new(spool)
-                .with_fsync(fsync)
-                .with_segment_bytes(16 * 1024),
-        )
+        .with_spool(opts)
         .build()
         .unwrap()
 }
@@ -80,8 +85,11 @@ fn var(name: &str) -> String {
 
 /// The child: two tasks push events numbered from `S3E_CRASH_START0` and
 /// `S3E_CRASH_START1` in batches of 1 to 7 until killed, printing
-/// `acked <task> <last>` after each `push_batch` returned (two pushers use
-/// both of the sink's shards). Runs only when spawned by a crash test.
+/// `acked <task> <first> <last>` after each `push_batch` returned and
+/// `failed <task> <first> <last>` when it failed (with injected faults; the
+/// batch is not retried), and now and then `faults <writes> <fsyncs>`
+/// injected so far (two pushers use both of the sink's shards). Runs only
+/// when spawned by a crash test.
 #[test]
 #[ignore = "run as a child process by the crash tests"]
 fn child() {
@@ -99,6 +107,9 @@ fn child() {
         .enable_all()
         .build()
         .unwrap();
+    let faults = std::env::var("S3E_CRASH_FAULTS")
+        .ok()
+        .map(|spec| s3_event_core::log::Faults::from_spec(&spec).unwrap());
     rt.block_on(async move {
         let s = Arc::new(sink(
             &var("S3E_CRASH_SPOOL"),
@@ -107,21 +118,33 @@ fn child() {
             fsync,
             var("S3E_CRASH_SHARDS").parse().unwrap(),
             var("S3E_CRASH_BACKGROUND") == "1",
+            faults.clone(),
         ));
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut tasks = Vec::new();
         for (t, start) in starts.into_iter().enumerate() {
             let s = Arc::clone(&s);
+            let faults = faults.clone();
             tasks.push(tokio::spawn(async move {
                 let mut i = start;
+                let mut pushes = 0u64;
                 while Instant::now() < deadline {
                     let n = 1 + i % 7;
                     let batch: Vec<Value> = (i..i + n).map(event).collect();
-                    s.push_batch(&batch).await.unwrap();
-                    i += n;
+                    let word = match s.push_batch(&batch).await {
+                        Ok(()) => "acked",
+                        Err(crate::Error::Spool { .. }) if faults.is_some() => "failed",
+                        Err(e) => panic!("{e}"),
+                    };
                     let mut out = std::io::stdout().lock();
-                    writeln!(out, "acked {t} {}", i - 1).unwrap();
+                    writeln!(out, "{word} {t} {i} {}", i + n - 1).unwrap();
+                    pushes += 1;
+                    if let (Some(f), 0) = (&faults, pushes % 50) {
+                        let (w, f) = f.injected();
+                        writeln!(out, "faults {w} {f}").unwrap();
+                    }
                     out.flush().unwrap();
+                    i += n;
                 }
             }));
         }
@@ -141,11 +164,23 @@ fn next(state: &mut u64) -> u64 {
     x
 }
 
-/// Every event number in the bucket with its count; panics on a corrupt object.
-async fn census(store: &dyn ObjectStore, prefix: &str) -> (BTreeMap<u64, u32>, usize) {
+/// Every event number in the bucket with its count; panics on a corrupt
+/// object, or on one whose bytes differ from those `known` has for its key
+/// (an object overwritten), and adds the new ones to `known`.
+async fn census(
+    store: &dyn ObjectStore,
+    prefix: &str,
+    known: &mut BTreeMap<String, Vec<u8>>,
+) -> (BTreeMap<u64, u32>, usize) {
     let objs = objects(store, prefix).await;
     let mut seen = BTreeMap::new();
     for (k, b) in &objs {
+        match known.get(k) {
+            Some(before) => assert!(before == b, "object {k} was overwritten with other content"),
+            None => {
+                known.insert(k.clone(), b.clone());
+            }
+        }
         let d = decode(k, b).unwrap_or_else(|e| panic!("object {k} is corrupt: {e}"));
         assert!(d.bad.is_empty(), "object {k} has bad records: {:?}", d.bad);
         for r in d.records {
@@ -157,10 +192,20 @@ async fn census(store: &dyn ObjectStore, prefix: &str) -> (BTreeMap<u64, u32>, u
 }
 
 fn run(store_spec: &str, shards: usize) {
-    run_with(store_spec, shards, false);
+    run_with(store_spec, shards, false, None);
 }
 
-fn run_with(store_spec: &str, shards: usize, background: bool) {
+/// Acknowledged and failed ranges `[a, b)` of one pusher's numbers, read
+/// from the child's output, and the injected faults it last reported.
+#[derive(Default)]
+struct ChildLog {
+    acked: Vec<(u64, u64)>,
+    failed: Vec<(u64, u64)>,
+    last: [Option<u64>; 2],
+    faults: (u64, u64),
+}
+
+fn run_with(store_spec: &str, shards: usize, background: bool, faults: Option<(u32, u32)>) {
     if std::env::var_os("S3E_CRASH_CHILD").is_some() {
         return;
     }
@@ -196,6 +241,9 @@ fn run_with(store_spec: &str, shards: usize, background: bool) {
     // last, so the batch in flight at a kill never shares numbers with the
     // next round's.
     let mut acked_ranges: Vec<(u64, u64)> = Vec::new();
+    let mut failed_ranges: Vec<(u64, u64)> = Vec::new();
+    let mut known = BTreeMap::new();
+    let (mut injected_writes, mut injected_fsyncs) = (0, 0);
     // The second pusher's numbers start far above the first's.
     let mut next_start = [0u64, 1 << 32];
     for round in 0..ROUNDS {
@@ -220,50 +268,79 @@ fn run_with(store_spec: &str, shards: usize, background: bool) {
         .env("no_proxy", "127.0.0.1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped());
+        if let Some((write_ppm, fsync_ppm)) = faults {
+            let seed = next(&mut rng);
+            cmd.env(
+                "S3E_CRASH_FAULTS",
+                format!("seed={seed},write={write_ppm},fsync={fsync_ppm}"),
+            );
+        }
         for v in PROXY_VARS {
             cmd.env_remove(v);
         }
         let mut child = cmd.spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
         let reader = std::thread::spawn(move || {
-            let mut last = [None, None];
+            let mut log = ChildLog::default();
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 // libtest prints `test <name> ... ` without a newline first.
-                if let Some(i) = line.rfind("acked ") {
-                    let mut f = line[i + 6..].split_whitespace();
-                    let t: usize = f.next().unwrap().parse().unwrap();
-                    last[t] = Some(f.next().unwrap().parse::<u64>().unwrap());
+                let words = ["acked ", "failed ", "faults "];
+                let Some((i, w)) = words
+                    .iter()
+                    .filter_map(|w| line.rfind(w).map(|i| (i, *w)))
+                    .max()
+                else {
+                    continue;
+                };
+                let f: Vec<u64> = line[i + w.len()..]
+                    .split_whitespace()
+                    .map(|x| x.parse().unwrap())
+                    .collect();
+                match w {
+                    "faults " => log.faults = (f[0], f[1]),
+                    _ => {
+                        let (t, a, b) = (f[0] as usize, f[1], f[2] + 1);
+                        log.last[t] = Some(b - 1);
+                        if w == "acked " {
+                            log.acked.push((a, b));
+                        } else {
+                            log.failed.push((a, b));
+                        }
+                    }
                 }
             }
-            last
+            log
         });
         let delay = 100 + next(&mut rng) % 400;
         std::thread::sleep(Duration::from_millis(delay));
         child.kill().unwrap();
         let status = child.wait().unwrap();
-        let last = reader.join().unwrap();
+        let log = reader.join().unwrap();
         assert!(
             status.code().is_none(),
             "round {round}: the child exited by itself ({status})"
         );
-        let mut acked_now = 0;
         for t in 0..2 {
-            match last[t] {
+            match log.last[t] {
                 Some(l) => {
-                    assert!(l >= start[t], "round {round}: acks went backwards");
-                    acked_ranges.push((start[t], l + 1));
+                    assert!(l >= start[t], "round {round}: pushes went backwards");
                     next_start[t] = l + 1 + 7;
-                    acked_now += l + 1 - start[t];
                 }
                 None => next_start[t] = start[t] + 7,
             }
         }
-        let (seen, objects) = rt.block_on(census(&*check_store, &prefix));
+        let acked_now: u64 = log.acked.iter().map(|(a, b)| b - a).sum();
+        acked_ranges.extend(&log.acked);
+        failed_ranges.extend(&log.failed);
+        injected_writes += log.faults.0;
+        injected_fsyncs += log.faults.1;
+        let (seen, objects) = rt.block_on(census(&*check_store, &prefix, &mut known));
         let dups: Vec<_> = seen.iter().filter(|(_, c)| **c > 1).collect();
         assert!(dups.is_empty(), "round {round}: duplicated events {dups:?}");
         eprintln!(
-            "crash {store_spec}: round {round}: killed after {delay} ms, {acked_now} acked, {} events in {objects} objects",
+            "crash {store_spec}: round {round}: killed after {delay} ms, {acked_now} acked, {} pushes failed, {} events in {objects} objects",
+            log.failed.len(),
             seen.len()
         );
     }
@@ -277,10 +354,11 @@ fn run_with(store_spec: &str, shards: usize, background: bool) {
             SpoolFsync::Always,
             shards,
             background,
+            None,
         );
         let recovered = s.stats().events_recovered;
         s.shutdown().await.unwrap();
-        let (seen, objects) = census(&*check_store, &prefix).await;
+        let (seen, objects) = census(&*check_store, &prefix, &mut known).await;
         let acked: u64 = acked_ranges.iter().map(|(a, b)| b - a).sum();
         let missing: Vec<u64> = acked_ranges
             .iter()
@@ -290,14 +368,20 @@ fn run_with(store_spec: &str, shards: usize, background: bool) {
         assert!(missing.is_empty(), "acknowledged events lost: {missing:?}");
         let dups: Vec<_> = seen.iter().filter(|(_, c)| **c > 1).collect();
         assert!(dups.is_empty(), "duplicated events {dups:?}");
-        // Beyond the acks, at most the batch in flight at each kill.
+        // Beyond the acks, at most the batch in flight at each kill, and
+        // events of pushes that failed (not acknowledged: stored or not).
+        let failed: u64 = failed_ranges.iter().map(|(a, b)| b - a).sum();
         let extra = seen
             .keys()
             .filter(|n| !acked_ranges.iter().any(|&(a, b)| (a..b).contains(*n)))
             .count();
-        assert!(extra <= 7 * ROUNDS as usize, "{extra} unacknowledged events");
+        assert!(
+            extra as u64 <= 7 * ROUNDS + failed,
+            "{extra} unacknowledged events"
+        );
         eprintln!(
-            "crash {store_spec}: {ROUNDS} rounds, {acked} acknowledged events, all in {objects} objects exactly once ({extra} more from batches in flight; {recovered} recovered by the last start)"
+            "crash {store_spec}: {ROUNDS} rounds, {acked} acknowledged events, all in {objects} objects exactly once, none overwritten ({extra} more from batches in flight or failed pushes; {recovered} recovered by the last start); injected: {injected_writes} failed writes, {injected_fsyncs} failed fsyncs, {} pushes refused",
+            failed_ranges.len()
         );
         // Everything uploaded: the spool is down to its newest segments.
         let left = crate::spool::segment_files(spool.path());
@@ -332,7 +416,21 @@ fn sigkill_local_directory_two_shards() {
 #[test]
 fn sigkill_local_directory_background_compression() {
     let dir = tempfile::tempdir().unwrap();
-    run_with(&format!("local:{}", dir.path().display()), 2, true);
+    run_with(&format!("local:{}", dir.path().display()), 2, true, None);
+}
+
+/// The soak: kill -9 as above, with random short writes (ENOSPC or EIO
+/// after part of a write) and failed fsyncs injected into the spool, about
+/// one write in 300 and one fsync in 30.
+#[test]
+fn sigkill_with_injected_faults_local_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    run_with(
+        &format!("local:{}", dir.path().display()),
+        2,
+        false,
+        Some((3_000, 30_000)),
+    );
 }
 
 /// A private SeaweedFS (`weed mini`) on its own ports and directory, so the
@@ -467,6 +565,7 @@ fn s3_outage_loses_and_duplicates_nothing() {
             SpoolFsync::Always,
             1,
             false,
+            None,
         )
     });
     rt.block_on(async {
@@ -496,7 +595,7 @@ fn s3_outage_loses_and_duplicates_nothing() {
             .await
             .expect("uploads finish once the server is back")
             .unwrap();
-        let (seen, objects) = census(&*store, "o/").await;
+        let (seen, objects) = census(&*store, "o/", &mut BTreeMap::new()).await;
         let missing: Vec<u64> = (0..600).filter(|n| !seen.contains_key(n)).collect();
         assert!(missing.is_empty(), "lost in the outage: {missing:?}");
         assert_eq!(seen.len(), 600);
