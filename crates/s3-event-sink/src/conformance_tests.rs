@@ -560,7 +560,67 @@ macro_rules! conformance {
     };
 }
 
+/// The store refuses a create-only put on a taken key and keeps the first
+/// content (`If-None-Match: *` on S3); the sink relies on it to never
+/// overwrite an object.
+async fn create_only_puts_are_honoured(kind: Kind) {
+    let e = env(kind, "create-only");
+    let key = Path::from(format!("{}k.ndjson", e.prefix));
+    let create = || PutOptions {
+        mode: object_store::PutMode::Create,
+        ..PutOptions::default()
+    };
+    e.store
+        .put_opts(&key, PutPayload::from_static(b"first\n"), create())
+        .await
+        .unwrap();
+    let second = e
+        .store
+        .put_opts(&key, PutPayload::from_static(b"second\n"), create())
+        .await;
+    assert!(
+        matches!(second, Err(object_store::Error::AlreadyExists { .. })),
+        "{kind:?}: {second:?}"
+    );
+    let kept = e.store.get(&key).await.unwrap().bytes().await.unwrap();
+    assert_eq!(&kept[..], b"first\n", "{kind:?}");
+}
+
+/// A fixed instance id reused without its spool starts the key counter
+/// again: the second run's batches land on alternate keys, the first run's
+/// objects are untouched, every event is there once.
+async fn a_reused_instance_id_never_overwrites(kind: Kind) {
+    let e = env(kind, "reused-id");
+    for (run, from) in [(0, 0u64), (1, 100)] {
+        let sink = Sink::builder()
+            .with_store(Arc::clone(&e.store))
+            .with_prefix(e.prefix.clone())
+            .with_instance_id("fixed")
+            .with_flush_size(5)
+            .with_background_compression(matches!(kind, Kind::MemoryBackground))
+            .build()
+            .unwrap();
+        for n in from..from + 10 {
+            sink.push(&json!({ "n": n })).await.unwrap();
+        }
+        sink.shutdown().await.unwrap();
+        assert_eq!(sink.stats().key_collisions, run * 2, "{kind:?}");
+        if run == 0 {
+            let first = e.objects().await;
+            assert_eq!(first.len(), 2);
+        }
+    }
+    let objs = e.objects().await;
+    assert_eq!(objs.len(), 4, "{kind:?}");
+    let (mut ns, _) = numbers(&objs);
+    ns.sort();
+    let want: Vec<u64> = (0..10).chain(100..110).collect();
+    assert_eq!(ns, want, "{kind:?}");
+}
+
 conformance!(
+    create_only_puts_are_honoured,
+    a_reused_instance_id_never_overwrites,
     flush_by_count,
     flush_by_encoded_bytes,
     flush_by_interval,

@@ -938,3 +938,35 @@ async fn case_11_a_key_over_1024_bytes_is_refused_at_push() {
     assert!(e.to_string().contains("1024"), "{e}");
     sink.shutdown().await.unwrap();
 }
+
+/// Case 11 against the real S3-compatible server: refused credentials are
+/// reported as the reason the sink is degraded. (SeaweedFS creates a missing
+/// bucket on the first put when the credentials may, so a missing bucket is
+/// not an error there.)
+#[cfg(feature = "integration")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn case_11_refused_credentials_on_s3_degrade_the_sink() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = crate::conformance_tests::s3_config();
+    c.secret_access_key = Some("not-the-secret".into());
+    let store = crate::StoreConfig::S3(c).build().unwrap();
+    let sink = Sink::builder()
+        .with_store(store)
+        .with_instance_id("i")
+        .with_flush_size(5)
+        .with_spool(SpoolOptions::new(dir.path()).with_fsync(SpoolFsync::Never))
+        .build()
+        .unwrap();
+    for n in 0..5 {
+        sink.push(&event(n)).await.unwrap();
+    }
+    wait_for("the sink to report itself degraded", || {
+        sink.degraded().is_some()
+    })
+    .await;
+    let reason = sink.degraded().unwrap();
+    assert!(reason.contains("access denied"), "{reason}");
+    assert!(!reason.contains("not-the-secret"), "{reason}");
+    assert!(sink.stats().upload_permanent_errors > 0);
+    assert_eq!(sink.stats().pending_uploads, 1, "the batch is kept");
+}
