@@ -39,6 +39,7 @@ pub mod server;
 pub mod sink;
 pub mod spool;
 mod store;
+pub mod target;
 
 pub use s3_event_core as core;
 
@@ -58,3 +59,4 @@ pub use spool::{SpoolFsync, SpoolOptions};
 #[cfg(feature = "s3")]
 pub use store::S3Config;
 pub use store::StoreConfig;
+pub use target::{SinkTarget, SinkTargetConfig};
