@@ -56,7 +56,11 @@ impl SinkTarget {
     /// Builds the sink of `config` (recovering its spool) as the target
     /// `arn:minio:sqs:<region>:<id>:directory`.
     pub fn from_config(config: &SinkTargetConfig, region: &str) -> Result<Self> {
-        config.validate()?;
+        config.validate().map_err(|rule| Error::InvalidConfig {
+            what: "sink target",
+            value: rule,
+            expected: "valid settings",
+        })?;
         let id = TargetId::new(region, config.id.as_str(), TARGET_TYPE).map_err(|e| {
             Error::InvalidConfig {
                 what: "id",
@@ -175,23 +179,16 @@ impl Default for SinkTargetConfig {
 }
 
 impl SinkTargetConfig {
-    /// Checks the values; messages name the key.
-    pub fn validate(&self) -> Result<()> {
-        let bad = |what: &'static str, expected: &'static str, value: String| {
-            Err(Error::InvalidConfig {
-                what,
-                value,
-                expected,
-            })
-        };
+    /// Checks the values; messages name the key (`` `flush_size` must be > 0 ``).
+    pub fn validate(&self) -> std::result::Result<(), String> {
         if self.flush_size == 0 {
-            return bad("flush_size", "> 0", "0".into());
+            return Err("`flush_size` must be > 0".into());
         }
         if self.flush_interval_secs == 0 {
-            return bad("flush_interval_secs", "> 0", "0".into());
+            return Err("`flush_interval_secs` must be > 0".into());
         }
         if self.dir.as_os_str().is_empty() {
-            return bad("dir", "a directory", String::new());
+            return Err("`dir` must not be empty".into());
         }
         Ok(())
     }
@@ -243,6 +240,6 @@ mod tests {
         let e = serde_json::from_str::<SinkTargetConfig>(r#"{"dri": "x"}"#).unwrap_err();
         assert!(e.to_string().contains("dri"), "{e}");
         let c: SinkTargetConfig = serde_json::from_str(r#"{"flush_size": 0}"#).unwrap();
-        assert!(c.validate().unwrap_err().to_string().contains("flush_size"));
+        assert_eq!(c.validate().unwrap_err(), "`flush_size` must be > 0");
     }
 }

@@ -306,19 +306,24 @@ impl NotifyConfig {
         &self.region
     }
 
-    /// Parses MinIO's `{"<type>": {"<id>": {"<key>": …}}}` document (or the
-    /// same wrapped in `{"notify": …}`). Fails on malformed JSON, unknown
-    /// target types, types whose cargo feature is off, and unknown keys.
+    /// Parses MinIO's notification configuration: the `{"<type>": {"<id>":
+    /// {"<key>": …}}}` document, the same wrapped in `{"notify": …}`, a whole
+    /// MinIO server `config.json` (its `notify` section is read, the other
+    /// sections — `version`, `credential`, `region`, … — belong to MinIO and
+    /// are ignored), or the text `mc admin config get <alias> notify_<type>`
+    /// prints (see [`NotifyConfig::from_mc_output`]). Keys may use MinIO's
+    /// current names or the legacy camelCase ones (see the [module
+    /// docs](self)). Fails on malformed JSON, unknown target types, types
+    /// whose cargo feature is off, and unknown keys (naming the key as
+    /// written).
     pub fn from_json(json: &str, region: &str) -> Result<Self> {
+        let trimmed = json.trim_start();
+        if trimmed.starts_with("notify_") || trimmed.starts_with('#') {
+            return Self::from_mc_output(json, region);
+        }
         let mut root: Value = serde_json::from_str(json)
             .map_err(|e| invalid(format!("notification configuration is not valid JSON: {e}")))?;
-        if let Some(inner) = root.as_object_mut().and_then(|o| {
-            if o.len() == 1 {
-                o.remove("notify")
-            } else {
-                None
-            }
-        }) {
+        if let Some(inner) = root.as_object_mut().and_then(|o| o.remove("notify")) {
             root = inner;
         }
         let Value::Object(types) = root else {
@@ -338,16 +343,94 @@ impl NotifyConfig {
                 let Value::Object(target) = target else {
                     return Err(invalid(format!("{kind} {id}: must be a JSON object")));
                 };
-                if let Some(key) = target.keys().find(|k| !keys.contains(&k.as_str())) {
-                    return Err(Error::UnknownKey {
-                        target: format!("{kind} {id}"),
-                        key: key.clone(),
-                    });
-                }
+                let target = normalize_keys(&kind, &id, keys, target)?;
                 section.insert(id, target);
             }
         }
         Ok(config)
+    }
+
+    /// Parses what `mc admin config get <alias> notify_<type>` prints, one
+    /// target per line: `notify_<type>[:<id>] key=value key="quoted value"
+    /// …` (no `:<id>` is MinIO's default target `_`). Lines starting with `#`
+    /// (the environment overrides mc shows) and blank lines are skipped.
+    pub fn from_mc_output(text: &str, region: &str) -> Result<Self> {
+        let mut config = NotifyConfig::new(region);
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let at = |m: String| invalid(format!("line {}: {m}", n + 1));
+            let (head, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+            let Some(sub) = head.strip_prefix("notify_") else {
+                return Err(at(format!(
+                    "`{head}` is not a `notify_<type>[:<id>]` subsystem"
+                )));
+            };
+            let (kind, id) = sub.split_once(':').unwrap_or((sub, DEFAULT_TARGET_ID));
+            let kind = canonical_kind(kind.to_owned());
+            let keys = known_type(&kind)?;
+            let mut map = Map::new();
+            for (k, v) in mc_pairs(rest).map_err(at)? {
+                map.insert(k, Value::String(v));
+            }
+            let map = normalize_keys(&kind, id, keys, map)?;
+            config
+                .targets
+                .entry(kind)
+                .or_default()
+                .insert(id.to_owned(), map);
+        }
+        Ok(config)
+    }
+
+    /// Whether a MinIO document holds `api.sync_events` on (MinIO's switch
+    /// for synchronous notifications, in a `config.json` or the output of
+    /// `mc admin config get <alias> api`).
+    pub fn sync_events_in(doc: &Value) -> bool {
+        let on = |v: &Value| match v {
+            Value::Bool(b) => *b,
+            Value::String(s) => matches!(
+                s.trim().to_ascii_lowercase().as_str(),
+                "on" | "true" | "1" | "yes"
+            ),
+            _ => false,
+        };
+        match doc {
+            Value::Object(o) => o
+                .get("api")
+                .and_then(|api| api.get("sync_events").or_else(|| api.get("syncEvents")))
+                .is_some_and(on),
+            Value::String(text) => text.lines().any(|l| {
+                let l = l.trim();
+                l.starts_with("api ")
+                    && mc_pairs(&l[4..]).is_ok_and(|p| {
+                        p.iter()
+                            .any(|(k, v)| k == "sync_events" && on(&Value::String(v.clone())))
+                    })
+            }),
+            _ => false,
+        }
+    }
+
+    /// Every target's keys as JSON (`{"<type>": {"<id>": {…}}}`, current key
+    /// names), with secrets — passwords, tokens, keys, and the password in a
+    /// URL or connection string — replaced by `***`.
+    pub fn redacted_json(&self) -> Value {
+        let mut out = Map::new();
+        for (kind, ids) in &self.targets {
+            let mut section = Map::new();
+            for (id, keys) in ids {
+                let mut target = Map::new();
+                for (k, v) in keys {
+                    target.insert(k.clone(), redact_value(k, v));
+                }
+                section.insert(id.clone(), Value::Object(target));
+            }
+            out.insert(kind.clone(), Value::Object(section));
+        }
+        Value::Object(out)
     }
 
     /// Reads `MINIO_NOTIFY_*` / `S3E_NOTIFY_*` variables from `vars`; other
@@ -370,6 +453,7 @@ impl NotifyConfig {
                 // Longest key first: `TLS_SKIP_VERIFY_1` is key
                 // `tls_skip_verify` of target `1`, not `tls` of `SKIP_VERIFY_1`.
                 let mut longest_first = keys.to_vec();
+                longest_first.extend(COMMON_KEYS);
                 longest_first.sort_by_key(|k| std::cmp::Reverse(k.len()));
                 let found = longest_first.iter().find_map(|key| {
                     let upper = key.to_ascii_uppercase();
@@ -490,6 +574,277 @@ impl NotifyConfig {
     }
 }
 
+/// Keys every target type takes besides its own: `senders`, the concurrent
+/// sends of its pipeline (1 to 64; spread by object key, so one object's
+/// events stay in order).
+const COMMON_KEYS: &[&str] = &["senders"];
+
+/// `senders`: a number or numeric string, 1 to 64.
+#[cfg_attr(
+    not(any(
+        feature = "webhook",
+        feature = "redis",
+        feature = "postgres",
+        feature = "mysql",
+        feature = "elasticsearch",
+        feature = "nats",
+        feature = "amqp",
+        feature = "mqtt",
+        feature = "kafka",
+        feature = "nsq"
+    )),
+    allow(dead_code)
+)]
+fn senders(kind: &str, id: &str, v: &Value) -> Result<usize> {
+    let n = match v {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    };
+    match n {
+        Some(n @ 1..=64) => Ok(n as usize),
+        _ => Err(Error::InvalidConfig {
+            target: format!("{kind} {id}"),
+            key: "senders",
+            message: format!("`senders` must be a number from 1 to 64, not {v}"),
+        }),
+    }
+}
+
+/// MinIO's legacy spellings (its `config.json` before the key-value
+/// configuration, and the seed's recipes), per type: `(legacy, current)`.
+/// Any other camelCase key is read as its snake_case form (`queueDir` →
+/// `queue_dir`).
+const LEGACY_KEYS: &[(&str, &str, &str)] = &[
+    ("nats", "secure", "tls"),
+    ("nats", "user", "username"),
+    ("postgresql", "user", "username"),
+    ("mysql", "user", "username"),
+    ("mysql", "dsnString", "dsn_string"),
+    ("kafka", "tlsSkipVerify", "tls_skip_verify"),
+    ("mqtt", "qos", "qos"),
+];
+
+/// `camelCase` → `camel_case`.
+fn snake_case(key: &str) -> String {
+    let mut out = String::with_capacity(key.len() + 4);
+    for c in key.chars() {
+        if c.is_ascii_uppercase() {
+            out.push('_');
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The current name of `key` for a `kind` target, or `None` when it names
+/// no key of that type.
+fn current_key(kind: &str, keys: &[&str], key: &str) -> Option<String> {
+    if keys.contains(&key) || COMMON_KEYS.contains(&key) {
+        return Some(key.to_owned());
+    }
+    if let Some((_, _, to)) = LEGACY_KEYS
+        .iter()
+        .find(|(k, from, _)| *k == kind && *from == key)
+    {
+        return Some((*to).to_owned());
+    }
+    let snake = snake_case(key);
+    (keys.contains(&snake.as_str()) || COMMON_KEYS.contains(&snake.as_str())).then_some(snake)
+}
+
+/// Renames legacy keys to the current ones, flattens the nested legacy
+/// forms (Kafka's `tls: {enable, skipVerify, clientAuth}` and `sasl:
+/// {enable, username, password}`, an array of Kafka `brokers`, NATS's
+/// disabled `streaming` block) and refuses unknown keys, naming the key as
+/// written.
+fn normalize_keys(
+    kind: &str,
+    id: &str,
+    keys: &[&str],
+    target: Map<String, Value>,
+) -> Result<Map<String, Value>> {
+    let unknown = |key: &str| Error::UnknownKey {
+        target: format!("{kind} {id}"),
+        key: key.to_owned(),
+    };
+    let mut out = Map::new();
+    let mut put = |written: &str, key: String, v: Value| -> Result<()> {
+        if out.insert(key.clone(), v).is_some() {
+            return Err(invalid(format!(
+                "{kind} {id}: `{written}` sets `{key}`, which is given twice"
+            )));
+        }
+        Ok(())
+    };
+    for (written, v) in target {
+        match (kind, written.as_str(), v) {
+            ("kafka", "tls" | "sasl", Value::Object(inner)) => {
+                for (k, v) in inner {
+                    let key = match (written.as_str(), k.as_str()) {
+                        (p, "enable") => p.to_owned(),
+                        ("tls", "skipVerify" | "skip_verify") => "tls_skip_verify".into(),
+                        ("tls", "clientAuth" | "client_auth") => "tls_client_auth".into(),
+                        ("sasl", "username" | "password" | "mechanism") => format!("sasl_{k}"),
+                        _ => return Err(unknown(&format!("{written}.{k}"))),
+                    };
+                    put(&format!("{written}.{k}"), key, v)?;
+                }
+            }
+            ("kafka", "brokers", Value::Array(list)) => {
+                let mut brokers = Vec::new();
+                for b in list {
+                    match b {
+                        Value::String(s) => brokers.push(s),
+                        other => {
+                            return Err(invalid(format!(
+                                "{kind} {id}: `brokers` must hold strings, not {other}"
+                            )))
+                        }
+                    }
+                }
+                put(
+                    "brokers",
+                    "brokers".into(),
+                    Value::String(brokers.join(",")),
+                )?;
+            }
+            ("nats", "streaming", Value::Object(inner)) => {
+                let on = inner.get("enable").is_some_and(|e| {
+                    matches!(e, Value::Bool(true))
+                        || matches!(e, Value::String(s) if matches!(s.as_str(), "on" | "true"))
+                });
+                if on {
+                    return Err(Error::InvalidConfig {
+                        target: format!("{kind} {id}"),
+                        key: "streaming",
+                        message: "NATS Streaming reached its end of life and is not \
+                                  supported; use `jetstream`"
+                            .into(),
+                    });
+                }
+            }
+            (_, _, v) => {
+                let key = current_key(kind, keys, &written).ok_or_else(|| unknown(&written))?;
+                put(&written, key, v)?;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The `key=value` pairs of one line of `mc admin config get` output;
+/// values may be double-quoted (with `\"` and `\\` escapes).
+fn mc_pairs(text: &str) -> std::result::Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    let mut chars = text.chars().peekable();
+    loop {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        if chars.peek().is_none() {
+            return Ok(out);
+        }
+        let mut key = String::new();
+        while let Some(c) = chars.next_if(|c| *c != '=' && !c.is_whitespace()) {
+            key.push(c);
+        }
+        if chars.next_if(|c| *c == '=').is_none() {
+            return Err(format!("`{key}` has no `=value`"));
+        }
+        let mut value = String::new();
+        if chars.next_if(|c| *c == '"').is_some() {
+            loop {
+                match chars.next() {
+                    None => return Err(format!("the value of `{key}` has no closing quote")),
+                    Some('"') => break,
+                    Some('\\') => match chars.next() {
+                        Some(c) => value.push(c),
+                        None => return Err(format!("the value of `{key}` has no closing quote")),
+                    },
+                    Some(c) => value.push(c),
+                }
+            }
+        } else {
+            while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
+                value.push(c);
+            }
+        }
+        out.push((key, value));
+    }
+}
+
+/// Keys whose whole value is a secret.
+const SECRET_KEYS: &[&str] = &[
+    "password",
+    "auth_token",
+    "token",
+    "nkey_seed",
+    "signature_key",
+    "sasl_password",
+];
+
+/// Keys whose value is a URL or connection string that may hold a password.
+const URL_KEYS: &[&str] = &["url", "connection_string", "dsn_string", "endpoint"];
+
+/// `v` as it may be shown: secrets as `***`, passwords inside URLs and
+/// connection strings as `***`, a webhook endpoint without its path.
+fn redact_value(key: &str, v: &Value) -> Value {
+    let Value::String(s) = v else {
+        return v.clone();
+    };
+    if s.is_empty() {
+        return v.clone();
+    }
+    if SECRET_KEYS.contains(&key) {
+        return Value::String("***".into());
+    }
+    if !URL_KEYS.contains(&key) {
+        return v.clone();
+    }
+    if key == "endpoint" {
+        return Value::String(redact_endpoint(s));
+    }
+    // `scheme://user:password@host…` and libpq's `password=…`.
+    let mut text = s.clone();
+    if let Some((scheme, rest)) = s.split_once("://") {
+        let end = rest.find('/').unwrap_or(rest.len());
+        if let Some(at) = rest[..end].rfind('@') {
+            let user = rest[..at].split(':').next().unwrap_or_default();
+            text = format!("{scheme}://{user}:***{}", &rest[at..]);
+        }
+    } else if let Some(at) = s.rfind('@') {
+        // MySQL's DSN: `user:password@tcp(host:port)/db`.
+        let user = s[..at].split(':').next().unwrap_or_default();
+        text = format!("{user}:***{}", &s[at..]);
+    }
+    let mut words: Vec<String> = text.split(' ').map(str::to_owned).collect();
+    for w in &mut words {
+        if let Some(rest) = w.strip_prefix("password=") {
+            if !rest.is_empty() {
+                *w = "password=***".into();
+            }
+        }
+    }
+    Value::String(words.join(" "))
+}
+
+/// Scheme, host and port of a URL; the rest (where a token may hide) as
+/// `/***`.
+fn redact_endpoint(endpoint: &str) -> String {
+    let Some((scheme, rest)) = endpoint.split_once("://") else {
+        return "***".into();
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority.rsplit('@').next().unwrap_or_default();
+    let tail = &rest[authority.len()..];
+    if authority.contains('@') || !(tail.is_empty() || tail == "/") {
+        format!("{scheme}://{host}/***")
+    } else {
+        format!("{scheme}://{host}/")
+    }
+}
+
 /// Builds one target of a known type; `None` when it is disabled.
 #[cfg_attr(
     not(any(
@@ -517,11 +872,19 @@ fn build_one(
     #[allow(unused_macros)]
     macro_rules! build {
         ($config:ty, $target:ty) => {{
-            let config: $config = deserialize(kind, id.id(), keys, map)?;
+            let mut map = map.clone();
+            let senders = map
+                .remove("senders")
+                .map(|v| senders(kind, id.id(), &v))
+                .transpose()?;
+            let config: $config = deserialize(kind, id.id(), keys, &map)?;
             if !config.enable {
                 return Ok(None);
             }
-            let options = config.target_options();
+            let mut options = config.target_options();
+            if let Some(n) = senders {
+                options.senders = n;
+            }
             let target = <$target>::new(id, config)?;
             Ok(Some((Arc::new(target) as Arc<dyn Target>, options)))
         }};

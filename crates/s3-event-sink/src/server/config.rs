@@ -200,6 +200,18 @@ impl fmt::Debug for Secret {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <String as serde::Deserialize>::deserialize(d)?;
+        if s.is_empty() || s.trim() != s {
+            return Err(serde::de::Error::custom(
+                "a secret must be non-empty, without surrounding spaces",
+            ));
+        }
+        Ok(Secret(s))
+    }
+}
+
 impl fmt::Display for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("<redacted>")
@@ -762,6 +774,69 @@ impl Config {
                 }
             }
         }
+    }
+
+    /// The effective configuration under the seed's key names, with every
+    /// secret (`awsAccessKeyID`, `awsSecretAccessKey`, `authToken`) shown as
+    /// `<redacted>` when set (for `--check-config`).
+    pub fn redacted(&self) -> Value {
+        let secret = |s: &Option<Secret>| match s {
+            Some(_) => Value::String("<redacted>".into()),
+            None => Value::Null,
+        };
+        let mut v = serde_json::json!({
+            "bindAddress": self.bind_address.to_string(),
+            "v_port": self.port,
+            "region": self.region,
+            "bucketName": self.bucket_name,
+            "store": match self.store {
+                StoreKind::Local => "local",
+                StoreKind::S3 => "s3",
+                StoreKind::Memory => "memory",
+            },
+            "localDir": self.local_dir,
+            "endpoint": self.endpoint,
+            "prefix": self.prefix,
+            "flushSize": self.flush_size,
+            "scheduledInterval": self.scheduled_interval.as_secs(),
+            "timeInterval": self.time_interval.to_string(),
+            "partitionTemplate": self.partition_template,
+            "partitionTime": match self.partition_time {
+                PartitionTime::Processing => "processing",
+                PartitionTime::Event => "event",
+            },
+            "objectNames": match self.object_names {
+                KeyNaming::Uuid => "uuid",
+                _ => "sequence",
+            },
+            "shards": self.shards,
+            "encoding": match self.encoding {
+                Encoding::Ndjson => "ndjson",
+                _ => "json",
+            },
+            "compression": match self.compression {
+                Compression::None => "none",
+                _ => "gzip",
+            },
+            "fsync": format!("{:?}", self.fsync),
+            "spoolDir": self.spool_dir,
+            "maxBodyBytes": self.max_body_bytes,
+            "authToken": secret(&self.http.auth_token),
+            "tlsCertFile": self.http.tls_cert_file,
+            "tlsKeyFile": self.http.tls_key_file,
+            "maxConcurrentRequests": self.http.max_concurrent_requests,
+            "readTimeout": self.http.read_timeout.as_secs(),
+            "awsAccessKeyID": secret(&self.access_key_id),
+            "awsSecretAccessKey": secret(&self.secret_access_key),
+        });
+        if !self.upload.is_empty() {
+            v["acl"] = serde_json::json!(self.upload.acl);
+            v["serverSideEncryption"] = serde_json::json!(self.upload.server_side_encryption);
+            v["sseKmsKeyId"] = serde_json::json!(self.upload.sse_kms_key_id);
+            v["storageClass"] = serde_json::json!(self.upload.storage_class);
+            v["tags"] = serde_json::json!(self.upload.tags);
+        }
+        v
     }
 
     /// `gzip NDJSON`, `JSON array`, ...

@@ -46,7 +46,10 @@ use tower::ServiceBuilder;
 use super::config::{Secret, DEFAULT_MAX_CONCURRENT_REQUESTS, DEFAULT_READ_TIMEOUT};
 
 /// How an HTTP input is exposed; see the [module docs](self).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Deserializes from the field names (`read_timeout` as
+/// `read_timeout_secs`), every key optional, unknown keys refused.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct HttpOptions {
     /// When set, every request but `GET /health` must carry
     /// `Authorization: Bearer <token>` (compared in constant time).
@@ -57,8 +60,16 @@ pub struct HttpOptions {
     pub tls_key_file: Option<PathBuf>,
     /// Requests handled at once; more are answered `429` at once.
     pub max_concurrent_requests: usize,
-    /// Time a client has to send a whole request.
+    /// Time a client has to send a whole request (key `read_timeout_secs`).
+    #[serde(rename = "read_timeout_secs", deserialize_with = "positive_secs")]
     pub read_timeout: Duration,
+}
+
+fn positive_secs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    match <u64 as serde::Deserialize>::deserialize(d)? {
+        0 => Err(serde::de::Error::custom("must be > 0")),
+        n => Ok(Duration::from_secs(n)),
+    }
 }
 
 impl Default for HttpOptions {
