@@ -655,3 +655,77 @@ fn poller_through_the_relay_emits_once_across_a_restart() {
     assert!(relay.terminate().success());
     let _: () = redis::cmd("DEL").arg(&key).query(&mut redis()).unwrap();
 }
+
+/// Must-show 2 of the binary's issue: the six target blocks of MinIO's
+/// guide (seed 002), pasted as they are
+/// (`examples/walkthrough/minio-seed-targets.json`), start the relay. Their
+/// addresses are the guide's (`localhost:9092`, a Redis password this Redis
+/// does not have, ...), so some targets are down: the relay says which and
+/// starts anyway, queueing their events.
+#[test]
+fn the_six_seed_target_blocks_start_the_relay() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let targets: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("examples/walkthrough/minio-seed-targets.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let config = json!({"listen": format!("127.0.0.1:{port}"), "targets": targets});
+    let path = dir.path().join("relay.json");
+    std::fs::write(&path, config.to_string()).unwrap();
+    let check = crate::util::s3_event("relay")
+        .arg("--config")
+        .arg(&path)
+        .arg("--check-config")
+        .output()
+        .unwrap();
+    let shown = String::from_utf8(check.stdout).unwrap();
+    assert_eq!(check.status.code(), Some(0), "{shown}");
+    for secret in ["mypassword", "yoursecret"] {
+        assert!(!shown.contains(secret), "{secret} in {shown}");
+    }
+    let stdout = dir.path().join("stdout");
+    let stderr = dir.path().join("stderr");
+    let mut relay = ChildGuard::spawn(
+        crate::util::s3_event("relay")
+            .arg("--config")
+            .arg(&path)
+            .current_dir(dir.path())
+            .stdout(Stdio::from(std::fs::File::create(&stdout).unwrap()))
+            .stderr(Stdio::from(std::fs::File::create(&stderr).unwrap())),
+    );
+    wait_for_port(
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_secs(30),
+    );
+    let status = relay.terminate();
+    let out = std::fs::read_to_string(&stdout).unwrap();
+    let err = std::fs::read_to_string(&stderr).unwrap();
+    assert!(status.success(), "{out}\n{err}");
+    for kind in [
+        "amqp",
+        "elasticsearch",
+        "redis",
+        "nats",
+        "postgresql",
+        "kafka",
+    ] {
+        assert!(
+            out.contains(&format!("target arn:minio:sqs:us-east-1:1:{kind} ")),
+            "{kind}: {out}"
+        );
+    }
+    // Kafka on localhost:9092 and the Elasticsearch of the guide do not run
+    // here.
+    assert!(
+        out.contains("kafka (in-memory queue; DOWN at start"),
+        "{out}"
+    );
+    for secret in ["mypassword", "yoursecret"] {
+        assert!(!out.contains(secret) && !err.contains(secret), "{secret}");
+    }
+}

@@ -622,7 +622,6 @@ const LEGACY_KEYS: &[(&str, &str, &str)] = &[
     ("mysql", "user", "username"),
     ("mysql", "dsnString", "dsn_string"),
     ("kafka", "tlsSkipVerify", "tls_skip_verify"),
-    ("mqtt", "qos", "qos"),
 ];
 
 /// `camelCase` → `camel_case`.
@@ -1160,5 +1159,290 @@ mod tests_no_webhook {
     fn webhook_needs_its_feature() {
         let err = NotifyConfig::from_json(r#"{"webhook": {"1": {}}}"#, "").unwrap_err();
         assert!(err.to_string().contains("feature `webhook`"), "{err}");
+    }
+}
+
+/// The six target blocks of seed 002 (MinIO's bucket notification guide),
+/// byte for byte as the guide prints them (tabs included): each is a
+/// `"<type>": {…}` member of MinIO's `config.json`.
+#[cfg(test)]
+pub(crate) mod seed {
+    /// `"amqp": {"1": {…}}`, with the legacy `routingKey`, `exchangeType`,
+    /// `noWait`, `autoDeleted`.
+    pub const AMQP: &str = r#""amqp": {
+    "1": {
+	"enable": true,
+	"url": "amqp://myuser:mypassword@localhost:5672",
+	"exchange": "bucketevents",
+	"routingKey": "bucketlogs",
+	"exchangeType": "fanout",
+	"mandatory": false,
+	"immediate": false,
+	"durable": false,
+	"internal": false,
+	"noWait": false,
+	"autoDeleted": false
+    }
+}"#;
+    /// `"elasticsearch": {"1": {…}}`.
+    pub const ELASTICSEARCH: &str = r#""elasticsearch": {
+    "1": {
+        "enable": true,
+        "url": "http://127.0.0.1:9200",
+        "index": "bucketevents"
+    }
+}"#;
+    /// `"redis": {"1": {…}}`.
+    pub const REDIS: &str = r#""redis": {
+    "1": {
+	"enable": true,
+	"address": "127.0.0.1:6379",
+	"password": "yoursecret",
+	"key": "bucketevents"
+    }
+}"#;
+    /// `"nats": {"1": {…}}`, with the legacy `secure` and `pingInterval`.
+    pub const NATS: &str = r#""nats": {
+    "1": {
+        "enable": true,
+        "address": "0.0.0.0:4222",
+        "subject": "bucketevents",
+        "username": "yourusername",
+        "password": "yoursecret",
+        "token": "",
+        "secure": false,
+        "pingInterval": 0
+    }
+}"#;
+    /// `"postgresql": {"1": {…}}`, with `connectionString` and the discrete
+    /// `host`/`port`/`user`/`password`/`database` keys.
+    pub const POSTGRESQL: &str = r#""postgresql": {
+    "1": {
+        "enable": true,
+        "connectionString": "",
+        "table": "bucketevents",
+        "host": "127.0.0.1",
+        "port": "5432",
+        "user": "postgres",
+        "password": "mypassword",
+        "database": "bucketevents_db"
+    }
+}"#;
+    /// `"kafka": {"1": {…}}`, with `brokers` as a JSON array.
+    pub const KAFKA: &str = r#""kafka": {
+    "1": {
+        "enable": true,
+        "brokers": ["localhost:9092"],
+        "topic": "bucketevents"
+    }
+}"#;
+
+    /// A block as a whole document: `{<block>}`.
+    pub fn doc(blocks: &[&str]) -> String {
+        format!("{{{}}}", blocks.join(","))
+    }
+}
+
+#[cfg(all(
+    test,
+    feature = "amqp",
+    feature = "elasticsearch",
+    feature = "redis",
+    feature = "nats",
+    feature = "postgres",
+    feature = "kafka",
+    feature = "webhook"
+))]
+mod seed_tests {
+    use super::seed::*;
+    use super::*;
+
+    /// Reads `blocks` unchanged and builds their targets; returns the
+    /// configuration and the target ids.
+    fn read(blocks: &[&str]) -> (NotifyConfig, Vec<String>) {
+        let c = NotifyConfig::from_json(&doc(blocks), "us-east-1").unwrap();
+        let ids = c
+            .build_targets()
+            .unwrap()
+            .iter()
+            .map(|(t, _)| t.id().to_string())
+            .collect();
+        (c, ids)
+    }
+
+    fn key<'a>(c: &'a NotifyConfig, kind: &str, key: &str) -> &'a Value {
+        &c.targets[kind]["1"][key]
+    }
+
+    #[test]
+    fn seed_amqp_block_reads_unchanged() {
+        let (c, ids) = read(&[AMQP]);
+        assert_eq!(ids, ["arn:minio:sqs:us-east-1:1:amqp"]);
+        assert_eq!(key(&c, "amqp", "routing_key"), "bucketlogs");
+        assert_eq!(key(&c, "amqp", "exchange_type"), "fanout");
+        assert_eq!(key(&c, "amqp", "no_wait"), false);
+        assert_eq!(key(&c, "amqp", "auto_deleted"), false);
+        assert_eq!(key(&c, "amqp", "internal"), false);
+        let shown = c.redacted_json().to_string();
+        assert!(!shown.contains("mypassword"), "{shown}");
+        assert!(
+            shown.contains("amqp://myuser:***@localhost:5672"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn seed_elasticsearch_block_reads_unchanged() {
+        let (c, ids) = read(&[ELASTICSEARCH]);
+        assert_eq!(ids, ["arn:minio:sqs:us-east-1:1:elasticsearch"]);
+        assert_eq!(key(&c, "elasticsearch", "index"), "bucketevents");
+    }
+
+    #[test]
+    fn seed_redis_block_reads_unchanged() {
+        let (c, ids) = read(&[REDIS]);
+        assert_eq!(ids, ["arn:minio:sqs:us-east-1:1:redis"]);
+        assert_eq!(key(&c, "redis", "key"), "bucketevents");
+        assert!(!c.redacted_json().to_string().contains("yoursecret"));
+    }
+
+    #[test]
+    fn seed_nats_block_reads_unchanged() {
+        let (c, ids) = read(&[NATS]);
+        assert_eq!(ids, ["arn:minio:sqs:us-east-1:1:nats"]);
+        // `secure` is `tls`, `pingInterval` is `ping_interval`.
+        assert_eq!(key(&c, "nats", "tls"), false);
+        assert_eq!(key(&c, "nats", "ping_interval"), 0);
+        assert_eq!(key(&c, "nats", "username"), "yourusername");
+        let shown = c.redacted_json().to_string();
+        assert!(!shown.contains("yoursecret"), "{shown}");
+    }
+
+    #[test]
+    fn seed_postgresql_block_reads_unchanged() {
+        let (c, ids) = read(&[POSTGRESQL]);
+        assert_eq!(ids, ["arn:minio:sqs:us-east-1:1:postgresql"]);
+        // `connectionString` is empty: the discrete keys are used.
+        assert_eq!(key(&c, "postgresql", "connection_string"), "");
+        assert_eq!(key(&c, "postgresql", "username"), "postgres");
+        assert_eq!(key(&c, "postgresql", "port"), "5432");
+        assert_eq!(key(&c, "postgresql", "database"), "bucketevents_db");
+        assert!(!c.redacted_json().to_string().contains("mypassword"));
+    }
+
+    #[test]
+    fn seed_kafka_block_reads_unchanged() {
+        let (c, ids) = read(&[KAFKA]);
+        assert_eq!(ids, ["arn:minio:sqs:us-east-1:1:kafka"]);
+        assert_eq!(key(&c, "kafka", "brokers"), "localhost:9092");
+    }
+
+    #[test]
+    fn a_whole_minio_config_json_with_all_six_blocks_reads_unchanged() {
+        let notify = doc(&[AMQP, ELASTICSEARCH, REDIS, NATS, POSTGRESQL, KAFKA]);
+        let whole = format!(
+            r#"{{"version": "20", "credential": {{"accessKey": "minio", "secretKey": "minio123"}},
+                "region": "us-east-1", "browser": "on", "logger": {{"console": {{"enable": true}}}},
+                "notify": {notify}}}"#
+        );
+        let c = NotifyConfig::from_json(&whole, "us-east-1").unwrap();
+        assert_eq!(c.build_targets().unwrap().len(), 6);
+        assert!(!NotifyConfig::sync_events_in(
+            &serde_json::from_str(&whole).unwrap()
+        ));
+        let with_api = whole.replacen('{', r#"{"api": {"sync_events": "on"}, "#, 1);
+        assert!(NotifyConfig::sync_events_in(
+            &serde_json::from_str(&with_api).unwrap()
+        ));
+    }
+
+    #[test]
+    fn mc_admin_config_get_output_reads_unchanged() {
+        let text = r#"notify_webhook:1 endpoint="http://127.0.0.1:9000/hook" auth_token="" queue_limit="0" queue_dir="" client_cert="" client_key=""
+# MINIO_NOTIFY_WEBHOOK_ENABLE_PRIMARY=on
+notify_kafka:primary enable=on brokers="localhost:9092,localhost:9093" topic="bucketevents" sasl_username="" sasl_password="" sasl_mechanism="plain" tls_client_auth="0" tls=off tls_skip_verify=off client_tls_cert="" client_tls_key="" version="" queue_dir="" queue_limit="0"
+notify_redis enable=off address="" format="namespace" key="" password="" queue_dir="" queue_limit="0"
+"#;
+        let c = NotifyConfig::from_json(text, "us-east-1").unwrap();
+        assert_eq!(
+            c.target_names(),
+            [("kafka", "primary"), ("redis", "_"), ("webhook", "1")]
+        );
+        let ids: Vec<String> = c
+            .build_targets()
+            .unwrap()
+            .iter()
+            .map(|(t, _)| t.id().to_string())
+            .collect();
+        // `notify_redis` is off.
+        assert_eq!(
+            ids,
+            [
+                "arn:minio:sqs:us-east-1:primary:kafka",
+                "arn:minio:sqs:us-east-1:1:webhook"
+            ]
+        );
+        assert!(NotifyConfig::sync_events_in(&Value::String(
+            "api requests_max=0 sync_events=on\n".into()
+        )));
+        let e = NotifyConfig::from_json("notify_webhook:1 endpoit=\"x\"", "").unwrap_err();
+        assert!(e.to_string().contains("`endpoit`"), "{e}");
+    }
+
+    #[test]
+    fn unknown_legacy_looking_keys_are_still_refused_naming_them() {
+        for (block, bad) in [
+            (
+                r#""amqp": {"1": {"url": "amqp://h", "routingKye": "x"}}"#,
+                "routingKye",
+            ),
+            (
+                r#""nats": {"1": {"address": "h:4222", "subject": "s", "secure": false, "pingIntrval": 1}}"#,
+                "pingIntrval",
+            ),
+            (
+                r#""kafka": {"1": {"brokers": ["h:9092"], "topic": "t", "tls": {"enable": false, "skipVerfy": true}}}"#,
+                "tls.skipVerfy",
+            ),
+        ] {
+            let e = NotifyConfig::from_json(&doc(&[block]), "").unwrap_err();
+            assert!(e.to_string().contains(&format!("`{bad}`")), "{e}");
+        }
+        // The same key twice, in both spellings.
+        let e = NotifyConfig::from_json(
+            &doc(&[r#""amqp": {"1": {"url": "amqp://h", "routingKey": "a", "routing_key": "b"}}"#]),
+            "",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("twice"), "{e}");
+    }
+
+    #[test]
+    fn senders_come_from_the_configuration() {
+        let c = NotifyConfig::from_json(
+            r#"{"webhook": {"1": {"endpoint": "http://127.0.0.1:1/", "senders": "8"}}}"#,
+            "",
+        )
+        .unwrap();
+        assert_eq!(c.build_targets().unwrap()[0].1.senders, 8);
+        let c = NotifyConfig::from_json(
+            r#"{"webhook": {"1": {"endpoint": "http://127.0.0.1:1/", "senders": 65}}}"#,
+            "",
+        )
+        .unwrap();
+        let e = c.build_targets().unwrap_err().to_string();
+        assert!(e.contains("`senders`") && e.contains("1 to 64"), "{e}");
+        let c = NotifyConfig::from_env_vars(
+            [
+                (
+                    "MINIO_NOTIFY_WEBHOOK_ENDPOINT_A".to_owned(),
+                    "http://127.0.0.1:1/".to_owned(),
+                ),
+                ("MINIO_NOTIFY_WEBHOOK_SENDERS_A".to_owned(), "4".to_owned()),
+            ],
+            "",
+        )
+        .unwrap();
+        assert_eq!(c.build_targets().unwrap()[0].1.senders, 4);
     }
 }
