@@ -57,7 +57,7 @@
 //!   target also takes `senders` (1 to 64, default 1): concurrent sends,
 //!   spread by object key so one object's events stay in order.
 //! - `directory`: the built-in output, a
-//!   [`SinkTargetConfig`](crate::sink::SinkTargetConfig) (gzip NDJSON
+//!   [`SinkTargetConfig`] (gzip NDJSON
 //!   objects; ARN `arn:minio:sqs:<region>:<id>:directory`).
 //! - `rules`: a `NotificationConfiguration` as AWS XML or JSON, inline (a
 //!   string starting with `<` or `{`, or a JSON object) or in a file (any
@@ -66,13 +66,13 @@
 //! - `delivery`: `async` (default) or `sync`. `MINIO_API_SYNC_EVENTS=on`
 //!   in the environment (MinIO's `api.sync_events`) also selects `sync`.
 //! - `receiver`: `enable` (default true) and the keys of
-//!   [`ReceiverConfig`](crate::targets::receiver::ReceiverConfig).
+//!   [`ReceiverConfig`].
 //! - `http`: TLS and limits of the HTTP server, the keys of
-//!   [`HttpOptions`](crate::sink::server::HttpOptions) (its `auth_token`
+//!   [`HttpOptions`] (its `auth_token`
 //!   guards every route but `/health`, SNS deliveries included, which cannot
 //!   send one: for MinIO webhooks use `receiver.auth_token`).
-//! - `poller`: `store` (a [`StoreConfig`](crate::sink::StoreConfig)) and
-//!   the keys of [`PollerConfig`](crate::targets::poller::PollerConfig).
+//! - `poller`: `store` (a [`StoreConfig`]) and
+//!   the keys of [`PollerConfig`].
 //!
 //! # When the HTTP answer comes
 //!

@@ -39,6 +39,40 @@
 //! its `ENABLE` variable, any key names a target here, and `enable` defaults
 //! to on as in JSON: a configured target is used unless switched off.
 //!
+//! # Keys, in both spellings
+//!
+//! Every key each target reads, with MinIO's legacy spelling (its
+//! `config.json` before the key-value configuration, and the seed's
+//! recipes) in brackets; any key may also be written in camelCase. Kafka's
+//! legacy nested forms are read too: `"brokers": ["h:9092", …]`, `"tls":
+//! {"enable", "skipVerify", "clientAuth"}`, `"sasl": {"enable", "username",
+//! "password"}`; NATS's `"streaming": {"enable": false, …}` is accepted
+//! and ignored (NATS Streaming enabled is refused: use `jetstream`).
+//! `senders` is this crate's: concurrent sends (1 to 64), spread by object
+//! key so that one object's events stay in order. The same key given in
+//! both spellings is an error, as is any key not listed, naming it.
+//!
+//! | type | keys (legacy spellings) |
+//! |---|---|
+//! | `webhook` | `enable`, `endpoint`, `auth_token` (`authToken`), `client_cert` (`clientCert`), `client_key` (`clientKey`), `ca_cert` (`caCert`), `queue_dir` (`queueDir`), `queue_limit` (`queueLimit`), `signature_key` (`signatureKey`), `timeout`, `senders` |
+//! | `redis` | `enable`, `format`, `address`, `password`, `user`, `key`, `queue_dir` (`queueDir`), `queue_limit` (`queueLimit`), `senders` |
+//! | `postgresql` | `enable`, `format`, `connection_string` (`connectionString`), `table`, `host`, `port`, `username` (`user`), `password`, `database`, `queue_dir` (`queueDir`), `queue_limit` (`queueLimit`), `max_open_connections` (`maxOpenConnections`), `senders` |
+//! | `mysql` | `enable`, `format`, `dsn_string` (`dsnString`), `table`, `host`, `port`, `username` (`user`), `password`, `database`, `queue_dir` (`queueDir`), `queue_limit` (`queueLimit`), `max_open_connections` (`maxOpenConnections`), `senders` |
+//! | `elasticsearch` | `enable`, `format`, `url`, `index`, `username`, `password`, `queue_dir` (`queueDir`), `queue_limit` (`queueLimit`), `senders` |
+//! | `nats` | `enable`, `address`, `subject`, `username` (`user`), `password`, `token`, `nkey_seed` (`nkeySeed`), `user_credentials` (`userCredentials`), `tls` (`secure`), `tls_skip_verify` (`tlsSkipVerify`), `tls_handshake_first` (`tlsHandshakeFirst`), `cert_authority` (`certAuthority`), `client_cert` (`clientCert`), `client_key` (`clientKey`), `ping_interval` (`pingInterval`), `jetstream`, `queue_dir` (`queueDir`), `queue_limit` (`queueLimit`), `senders` |
+//! | `amqp` | `enable`, `url`, `exchange`, `exchange_type` (`exchangeType`), `routing_key` (`routingKey`), `mandatory`, `immediate`, `durable`, `internal`, `no_wait` (`noWait`), `auto_deleted` (`autoDeleted`), `delivery_mode` (`deliveryMode`), `publisher_confirms` (`publisherConfirms`), `queue_dir` (`queueDir`), `queue_limit` (`queueLimit`), `senders` |
+//! | `mqtt` | `enable`, `broker`, `topic`, `qos`, `username`, `password`, `keep_alive_interval` (`keepAliveInterval`), `reconnect_interval` (`reconnectInterval`), `queue_dir` (`queueDir`), `queue_limit` (`queueLimit`), `senders` |
+//! | `kafka` | `enable`, `brokers`, `topic`, `queue_dir` (`queueDir`), `queue_limit` (`queueLimit`), `tls`, `tls_skip_verify` (`tlsSkipVerify`), `tls_client_auth` (`tlsClientAuth`), `client_tls_cert` (`clientTlsCert`), `client_tls_key` (`clientTlsKey`), `sasl`, `sasl_username` (`saslUsername`), `sasl_password` (`saslPassword`), `sasl_mechanism` (`saslMechanism`), `version`, `batch_size` (`batchSize`), `batch_commit_timeout` (`batchCommitTimeout`), `compression_codec` (`compressionCodec`), `compression_level` (`compressionLevel`), `senders` |
+//! | `nsq` | `enable`, `nsqd_address` (`nsqdAddress`), `topic`, `tls`, `tls_skip_verify` (`tlsSkipVerify`), `queue_dir` (`queueDir`), `queue_limit` (`queueLimit`), `senders` |
+//!
+//! # Whole MinIO files
+//!
+//! [`NotifyConfig::from_json`] also takes a whole MinIO server
+//! `config.json` (its `notify` section is read) and the text `mc admin
+//! config get <alias> notify_<type>` prints
+//! ([`NotifyConfig::from_mc_output`]); [`NotifyConfig::sync_events_in`]
+//! finds `api.sync_events` in either.
+//!
 //! # Precedence
 //!
 //! [`NotifyConfig::merge`] overlays one configuration on another key by key;

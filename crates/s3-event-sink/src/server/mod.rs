@@ -452,7 +452,11 @@ pub async fn check_store(
         let listed = store.list(Some(&object_store::path::Path::from(prefix)));
         futures_util::pin_mut!(listed);
         if let Some(Err(e)) = futures_util::StreamExt::next(&mut listed).await {
-            return Err(format!("listing `{prefix}` failed: {e}"));
+            return Err(if prefix.is_empty() {
+                format!("listing the bucket failed: {e}")
+            } else {
+                format!("listing `{prefix}` failed: {e}")
+            });
         }
         store
             .put(&path, object_store::PutPayload::from_static(b"probe\n"))
