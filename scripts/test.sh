@@ -30,7 +30,7 @@ stage clippy cargo clippy --workspace --all-targets --all-features -- -D warning
 stage doc env RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --all-features --no-deps
 # Unit, integration (feature `integration`, enabled by --all-features) and doc tests.
 stage test cargo test --workspace --all-features --no-fail-fast
-# The README's target walkthroughs, replayed with the example binaries the
+# The README's target walkthroughs, replayed with the `s3-event` binary the
 # test stage built (relay, subscribe): each must show its event arriving.
 stage walkthroughs scripts/walkthroughs.sh
 # Every criterion bench runs once in test mode, so benches cannot rot.

@@ -1,22 +1,22 @@
 #!/usr/bin/env bash
 # Replays the README's target walkthroughs and prints them as transcripts:
-# the relay (examples/relay.rs) with one target configured from
+# `s3-event relay` with one target configured from
 # examples/walkthrough/<target>.json, a MinIO webhook POST, and the event read
 # back through the server's own client (redis-cli, psql, the search API) or
-# examples/subscribe.rs. Needs the servers of scripts/services.sh and:
-#   cargo build --example relay --example subscribe \
-#     --features relay,redis,postgres,elasticsearch,amqp,nats,kafka
+# `s3-event subscribe`. Needs the servers of scripts/services.sh and the
+# binary: `cargo build` (it lands in ${CARGO_TARGET_DIR:-target}/debug).
 # Usage: scripts/walkthroughs.sh [redis|postgresql|elasticsearch|amqp|nats|kafka]...
 # Exits 1 when a walkthrough did not show the event arriving (and, for the
 # databases, leaving again on removal); scripts/test.sh runs it that way.
 set -u
 cd "$(dirname "$0")/.."
 W=examples/walkthrough
-B=target/debug/examples
+B=${CARGO_TARGET_DIR:-target}/debug
+S3E=$B/s3-event
 show() { echo "\$ $*"; eval "$@"; }
 start_relay() { # target
-  echo "\$ $B/relay --config $W/$1.json &"
-  $B/relay --config "$W/$1.json" > /tmp/relay.out 2> /tmp/relay.err & RELAY=$!
+  echo "\$ s3-event relay --config $W/$1.json &"
+  $S3E relay --config "$W/$1.json" > /tmp/relay.out 2> /tmp/relay.err & RELAY=$!
   for _ in $(seq 50); do curl -s -o /dev/null http://127.0.0.1:8090/health && break; sleep 0.2; done
   cat /tmp/relay.out
 }
@@ -55,8 +55,8 @@ walk() {
       nats) sub="nats nats://127.0.0.1:4222 bucketevents" ;;
       kafka) sub="kafka 127.0.0.1:19092 bucketevents" ;;
     esac
-    echo "\$ $B/subscribe $sub --count 1 &"
-    $B/subscribe $sub --count 1 > /tmp/sub.out 2> /tmp/sub.err & SUB=$!
+    echo "\$ s3-event subscribe $sub --count 1 &"
+    $S3E subscribe $sub --count 1 > /tmp/sub.out 2> /tmp/sub.err & SUB=$!
     sleep 1.5
     cat /tmp/sub.err
     start_relay "$1"

@@ -2,7 +2,11 @@
 //!
 //! S3 eventing in one dependency: parse and route bucket notifications
 //! ([`core`]), deliver them to brokers, databases and webhooks (`targets`
-//! feature), and batch events into object storage (`sink` feature).
+//! feature), and batch events into object storage (`sink` feature). The
+//! services the `s3-event` program runs are library modules too, read from
+//! the same configuration files: the notification relay (`relay` feature)
+//! and the meter ingest pipeline (`ingest` feature); the sink server is
+//! `sink::server` (`server` feature).
 //!
 //! ```
 //! use s3_event::core::Notification;
@@ -18,3 +22,8 @@ pub use s3_event_core as core;
 pub use s3_event_sink as sink;
 #[cfg(feature = "targets")]
 pub use s3_event_targets as targets;
+
+#[cfg(feature = "ingest")]
+pub mod ingest;
+#[cfg(feature = "relay")]
+pub mod relay;

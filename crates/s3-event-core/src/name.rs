@@ -207,9 +207,17 @@ impl FromStr for EventName {
     type Err = Error;
 
     /// Parses a name with or without the `s3:` prefix; anything else is
-    /// [`Error::UnknownEventName`].
+    /// [`Error::UnknownEventName`]. AIStor's spellings of the bucket events,
+    /// `s3:BucketCreated` and `s3:BucketRemoved` (MinIO writes them with
+    /// `:*`), name the same events.
     fn from_str(s: &str) -> Result<Self> {
-        EventName::from_aws_str(s.strip_prefix("s3:").unwrap_or(s))
+        let bare = s.strip_prefix("s3:").unwrap_or(s);
+        EventName::from_aws_str(bare)
+            .or(match bare {
+                "BucketCreated" => Some(EventName::BucketCreated),
+                "BucketRemoved" => Some(EventName::BucketRemoved),
+                _ => None,
+            })
             .ok_or_else(|| Error::UnknownEventName { name: s.to_owned() })
     }
 }
@@ -274,7 +282,7 @@ impl EventMask {
         if s == "*" {
             return Ok(EventMask::ALL);
         }
-        if let Some(name) = EventName::from_aws_str(s) {
+        if let Ok(name) = s.parse::<EventName>() {
             return Ok(name.mask());
         }
         if let Some(family) = s.strip_suffix(":*") {
@@ -582,6 +590,19 @@ mod tests {
         assert!(created
             .iter()
             .all(|n| n.as_str().starts_with("s3:ObjectCreated:")));
+        // AIStor's spelling of the bucket events.
+        assert_eq!(
+            "s3:BucketCreated".parse::<EventName>().unwrap(),
+            EventName::BucketCreated
+        );
+        assert_eq!(
+            "s3:BucketRemoved".parse::<EventName>().unwrap(),
+            EventName::BucketRemoved
+        );
+        assert_eq!(
+            EventMask::from_pattern("s3:BucketRemoved").unwrap(),
+            EventName::BucketRemoved.mask()
+        );
         let expect = [
             ("s3:ObjectRemoved:*", 4),
             ("s3:ObjectAccessed:*", 5),

@@ -42,6 +42,7 @@ pub mod server;
 pub mod sink;
 pub mod spool;
 mod store;
+pub mod target;
 mod upload;
 
 pub use s3_event_core as core;
@@ -63,3 +64,4 @@ pub use spool::{SpoolFsync, SpoolOptions};
 #[cfg(feature = "s3")]
 pub use store::S3Config;
 pub use store::StoreConfig;
+pub use target::{SinkTarget, SinkTargetConfig};

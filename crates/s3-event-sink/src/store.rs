@@ -22,8 +22,11 @@ use object_store::ObjectStore;
 
 use crate::{Error, Result};
 
-/// Where objects go.
-#[derive(Clone, Debug)]
+/// Where objects go. Deserializes from `{"store": "local", "dir": …}`,
+/// `{"store": "memory"}` or `{"store": "s3", "bucket": …, …}` (the keys of
+/// [`S3Config`]); unknown keys are refused.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(tag = "store", rename_all = "lowercase", deny_unknown_fields)]
 #[non_exhaustive]
 // Built once per sink, so the AWS SDK variant's size does not matter (with
 // the `s3` feature the S3 variant is as large and the lint stays quiet).
@@ -44,31 +47,43 @@ pub enum StoreConfig {
     /// S3 through the AWS SDK (feature `aws-sdk`), with a canned ACL,
     /// server-side encryption, storage class and tags on every upload.
     #[cfg(feature = "aws-sdk")]
+    #[serde(skip)]
     AwsSdk(crate::AwsSdkConfig),
 }
 
 /// An S3 or S3-compatible bucket. Unset credentials and region are taken from
 /// the standard AWS environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
 /// `AWS_SESSION_TOKEN`, `AWS_REGION`, `AWS_ENDPOINT_URL`, ...).
+///
+/// Deserializes from the field names or their camelCase spelling
+/// (`access_key_id` or `accessKeyId`, ...); `bucket` is required.
 #[cfg(feature = "s3")]
-#[derive(Clone, Default)]
+#[derive(Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct S3Config {
     /// The bucket name.
     pub bucket: String,
     /// The region (default from the environment, else `us-east-1`).
+    #[serde(default)]
     pub region: Option<String>,
     /// The endpoint of an S3-compatible store, e.g. `http://127.0.0.1:18333`.
+    #[serde(default)]
     pub endpoint: Option<String>,
     /// The access key id.
+    #[serde(default, alias = "accessKeyId")]
     pub access_key_id: Option<String>,
     /// The secret access key; never printed.
+    #[serde(default, alias = "secretAccessKey")]
     pub secret_access_key: Option<String>,
     /// A session token; never printed.
+    #[serde(default, alias = "sessionToken")]
     pub session_token: Option<String>,
     /// Allow plain `http://` endpoints (loopback test servers).
+    #[serde(default, alias = "allowHttp")]
     pub allow_http: bool,
     /// Use virtual-hosted-style requests (`bucket.host`) instead of path
     /// style (`host/bucket`), which S3-compatible stores usually need.
+    #[serde(default, alias = "virtualHostedStyle")]
     pub virtual_hosted_style: bool,
 }
 
@@ -185,6 +200,29 @@ mod tests {
             "{d}"
         );
         assert!(d.contains("AKIDEXAMPLE") && d.contains("<redacted>"), "{d}");
+    }
+
+    #[test]
+    fn deserializes_in_both_spellings_and_refuses_unknown_keys() {
+        let c: StoreConfig = serde_json::from_str(
+            r#"{"store": "s3", "bucket": "b", "endpoint": "http://127.0.0.1:18333",
+                "accessKeyId": "k", "secret_access_key": "s", "allowHttp": true}"#,
+        )
+        .unwrap();
+        let StoreConfig::S3(s3) = &c else {
+            panic!("{c:?}")
+        };
+        assert_eq!(s3.access_key_id.as_deref(), Some("k"));
+        assert!(s3.allow_http);
+        let c: StoreConfig = serde_json::from_str(r#"{"store": "local", "dir": "/srv"}"#).unwrap();
+        assert!(matches!(c, StoreConfig::Local { ref dir } if dir.as_os_str() == "/srv"));
+        for bad in [
+            r#"{"store": "local", "dir": "/srv", "bucket": "b"}"#,
+            r#"{"store": "s3", "bucket": "b", "acessKeyId": "k"}"#,
+            r#"{"store": "ftp"}"#,
+        ] {
+            assert!(serde_json::from_str::<StoreConfig>(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -39,6 +39,40 @@
 //! its `ENABLE` variable, any key names a target here, and `enable` defaults
 //! to on as in JSON: a configured target is used unless switched off.
 //!
+//! # Keys, in both spellings
+//!
+//! Every key each target reads, with MinIO's legacy spelling (its
+//! `config.json` before the key-value configuration, and the seed's
+//! recipes) in brackets; any key may also be written in camelCase. Kafka's
+//! legacy nested forms are read too: `"brokers": ["h:9092", …]`, `"tls":
+//! {"enable", "skipVerify", "clientAuth"}`, `"sasl": {"enable", "username",
+//! "password"}`; NATS's `"streaming": {"enable": false, …}` is accepted
+//! and ignored (NATS Streaming enabled is refused: use `jetstream`).
+//! `senders` is this crate's: concurrent sends (1 to 64), spread by object
+//! key so that one object's events stay in order. The same key given in
+//! both spellings is an error, as is any key not listed, naming it.
+//!
+//! | type | keys (legacy spellings) |
+//! |---|---|
+//! | `webhook` | `enable`, `endpoint`, `auth_token` (`authToken`), `client_cert` (`clientCert`), `client_key` (`clientKey`), `ca_cert` (`caCert`), `queue_dir` (`queueDir`), `queue_limit` (`queueLimit`), `signature_key` (`signatureKey`), `timeout`, `senders` |
+//! | `redis` | `enable`, `format`, `address`, `password`, `user`, `key`, `queue_dir` (`queueDir`), `queue_limit` (`queueLimit`), `senders` |
+//! | `postgresql` | `enable`, `format`, `connection_string` (`connectionString`), `table`, `host`, `port`, `username` (`user`), `password`, `database`, `queue_dir` (`queueDir`), `queue_limit` (`queueLimit`), `max_open_connections` (`maxOpenConnections`), `senders` |
+//! | `mysql` | `enable`, `format`, `dsn_string` (`dsnString`), `table`, `host`, `port`, `username` (`user`), `password`, `database`, `queue_dir` (`queueDir`), `queue_limit` (`queueLimit`), `max_open_connections` (`maxOpenConnections`), `senders` |
+//! | `elasticsearch` | `enable`, `format`, `url`, `index`, `username`, `password`, `queue_dir` (`queueDir`), `queue_limit` (`queueLimit`), `senders` |
+//! | `nats` | `enable`, `address`, `subject`, `username` (`user`), `password`, `token`, `nkey_seed` (`nkeySeed`), `user_credentials` (`userCredentials`), `tls` (`secure`), `tls_skip_verify` (`tlsSkipVerify`), `tls_handshake_first` (`tlsHandshakeFirst`), `cert_authority` (`certAuthority`), `client_cert` (`clientCert`), `client_key` (`clientKey`), `ping_interval` (`pingInterval`), `jetstream`, `queue_dir` (`queueDir`), `queue_limit` (`queueLimit`), `senders` |
+//! | `amqp` | `enable`, `url`, `exchange`, `exchange_type` (`exchangeType`), `routing_key` (`routingKey`), `mandatory`, `immediate`, `durable`, `internal`, `no_wait` (`noWait`), `auto_deleted` (`autoDeleted`), `delivery_mode` (`deliveryMode`), `publisher_confirms` (`publisherConfirms`), `queue_dir` (`queueDir`), `queue_limit` (`queueLimit`), `senders` |
+//! | `mqtt` | `enable`, `broker`, `topic`, `qos`, `username`, `password`, `keep_alive_interval` (`keepAliveInterval`), `reconnect_interval` (`reconnectInterval`), `queue_dir` (`queueDir`), `queue_limit` (`queueLimit`), `senders` |
+//! | `kafka` | `enable`, `brokers`, `topic`, `queue_dir` (`queueDir`), `queue_limit` (`queueLimit`), `tls`, `tls_skip_verify` (`tlsSkipVerify`), `tls_client_auth` (`tlsClientAuth`), `client_tls_cert` (`clientTlsCert`), `client_tls_key` (`clientTlsKey`), `sasl`, `sasl_username` (`saslUsername`), `sasl_password` (`saslPassword`), `sasl_mechanism` (`saslMechanism`), `version`, `batch_size` (`batchSize`), `batch_commit_timeout` (`batchCommitTimeout`), `compression_codec` (`compressionCodec`), `compression_level` (`compressionLevel`), `senders` |
+//! | `nsq` | `enable`, `nsqd_address` (`nsqdAddress`), `topic`, `tls`, `tls_skip_verify` (`tlsSkipVerify`), `queue_dir` (`queueDir`), `queue_limit` (`queueLimit`), `senders` |
+//!
+//! # Whole MinIO files
+//!
+//! [`NotifyConfig::from_json`] also takes a whole MinIO server
+//! `config.json` (its `notify` section is read) and the text `mc admin
+//! config get <alias> notify_<type>` prints
+//! ([`NotifyConfig::from_mc_output`]); [`NotifyConfig::sync_events_in`]
+//! finds `api.sync_events` in either.
+//!
 //! # Precedence
 //!
 //! [`NotifyConfig::merge`] overlays one configuration on another key by key;
@@ -306,19 +340,24 @@ impl NotifyConfig {
         &self.region
     }
 
-    /// Parses MinIO's `{"<type>": {"<id>": {"<key>": …}}}` document (or the
-    /// same wrapped in `{"notify": …}`). Fails on malformed JSON, unknown
-    /// target types, types whose cargo feature is off, and unknown keys.
+    /// Parses MinIO's notification configuration: the `{"<type>": {"<id>":
+    /// {"<key>": …}}}` document, the same wrapped in `{"notify": …}`, a whole
+    /// MinIO server `config.json` (its `notify` section is read, the other
+    /// sections — `version`, `credential`, `region`, … — belong to MinIO and
+    /// are ignored), or the text `mc admin config get <alias> notify_<type>`
+    /// prints (see [`NotifyConfig::from_mc_output`]). Keys may use MinIO's
+    /// current names or the legacy camelCase ones (see the [module
+    /// docs](self)). Fails on malformed JSON, unknown target types, types
+    /// whose cargo feature is off, and unknown keys (naming the key as
+    /// written).
     pub fn from_json(json: &str, region: &str) -> Result<Self> {
+        let trimmed = json.trim_start();
+        if trimmed.starts_with("notify_") || trimmed.starts_with('#') {
+            return Self::from_mc_output(json, region);
+        }
         let mut root: Value = serde_json::from_str(json)
             .map_err(|e| invalid(format!("notification configuration is not valid JSON: {e}")))?;
-        if let Some(inner) = root.as_object_mut().and_then(|o| {
-            if o.len() == 1 {
-                o.remove("notify")
-            } else {
-                None
-            }
-        }) {
+        if let Some(inner) = root.as_object_mut().and_then(|o| o.remove("notify")) {
             root = inner;
         }
         let Value::Object(types) = root else {
@@ -338,16 +377,94 @@ impl NotifyConfig {
                 let Value::Object(target) = target else {
                     return Err(invalid(format!("{kind} {id}: must be a JSON object")));
                 };
-                if let Some(key) = target.keys().find(|k| !keys.contains(&k.as_str())) {
-                    return Err(Error::UnknownKey {
-                        target: format!("{kind} {id}"),
-                        key: key.clone(),
-                    });
-                }
+                let target = normalize_keys(&kind, &id, keys, target)?;
                 section.insert(id, target);
             }
         }
         Ok(config)
+    }
+
+    /// Parses what `mc admin config get <alias> notify_<type>` prints, one
+    /// target per line: `notify_<type>[:<id>] key=value key="quoted value"
+    /// …` (no `:<id>` is MinIO's default target `_`). Lines starting with `#`
+    /// (the environment overrides mc shows) and blank lines are skipped.
+    pub fn from_mc_output(text: &str, region: &str) -> Result<Self> {
+        let mut config = NotifyConfig::new(region);
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let at = |m: String| invalid(format!("line {}: {m}", n + 1));
+            let (head, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+            let Some(sub) = head.strip_prefix("notify_") else {
+                return Err(at(format!(
+                    "`{head}` is not a `notify_<type>[:<id>]` subsystem"
+                )));
+            };
+            let (kind, id) = sub.split_once(':').unwrap_or((sub, DEFAULT_TARGET_ID));
+            let kind = canonical_kind(kind.to_owned());
+            let keys = known_type(&kind)?;
+            let mut map = Map::new();
+            for (k, v) in mc_pairs(rest).map_err(at)? {
+                map.insert(k, Value::String(v));
+            }
+            let map = normalize_keys(&kind, id, keys, map)?;
+            config
+                .targets
+                .entry(kind)
+                .or_default()
+                .insert(id.to_owned(), map);
+        }
+        Ok(config)
+    }
+
+    /// Whether a MinIO document holds `api.sync_events` on (MinIO's switch
+    /// for synchronous notifications, in a `config.json` or the output of
+    /// `mc admin config get <alias> api`).
+    pub fn sync_events_in(doc: &Value) -> bool {
+        let on = |v: &Value| match v {
+            Value::Bool(b) => *b,
+            Value::String(s) => matches!(
+                s.trim().to_ascii_lowercase().as_str(),
+                "on" | "true" | "1" | "yes"
+            ),
+            _ => false,
+        };
+        match doc {
+            Value::Object(o) => o
+                .get("api")
+                .and_then(|api| api.get("sync_events").or_else(|| api.get("syncEvents")))
+                .is_some_and(on),
+            Value::String(text) => text.lines().any(|l| {
+                let l = l.trim();
+                l.starts_with("api ")
+                    && mc_pairs(&l[4..]).is_ok_and(|p| {
+                        p.iter()
+                            .any(|(k, v)| k == "sync_events" && on(&Value::String(v.clone())))
+                    })
+            }),
+            _ => false,
+        }
+    }
+
+    /// Every target's keys as JSON (`{"<type>": {"<id>": {…}}}`, current key
+    /// names), with secrets — passwords, tokens, keys, and the password in a
+    /// URL or connection string — replaced by `***`.
+    pub fn redacted_json(&self) -> Value {
+        let mut out = Map::new();
+        for (kind, ids) in &self.targets {
+            let mut section = Map::new();
+            for (id, keys) in ids {
+                let mut target = Map::new();
+                for (k, v) in keys {
+                    target.insert(k.clone(), redact_value(k, v));
+                }
+                section.insert(id.clone(), Value::Object(target));
+            }
+            out.insert(kind.clone(), Value::Object(section));
+        }
+        Value::Object(out)
     }
 
     /// Reads `MINIO_NOTIFY_*` / `S3E_NOTIFY_*` variables from `vars`; other
@@ -370,6 +487,7 @@ impl NotifyConfig {
                 // Longest key first: `TLS_SKIP_VERIFY_1` is key
                 // `tls_skip_verify` of target `1`, not `tls` of `SKIP_VERIFY_1`.
                 let mut longest_first = keys.to_vec();
+                longest_first.extend(COMMON_KEYS);
                 longest_first.sort_by_key(|k| std::cmp::Reverse(k.len()));
                 let found = longest_first.iter().find_map(|key| {
                     let upper = key.to_ascii_uppercase();
@@ -490,6 +608,276 @@ impl NotifyConfig {
     }
 }
 
+/// Keys every target type takes besides its own: `senders`, the concurrent
+/// sends of its pipeline (1 to 64; spread by object key, so one object's
+/// events stay in order).
+const COMMON_KEYS: &[&str] = &["senders"];
+
+/// `senders`: a number or numeric string, 1 to 64.
+#[cfg_attr(
+    not(any(
+        feature = "webhook",
+        feature = "redis",
+        feature = "postgres",
+        feature = "mysql",
+        feature = "elasticsearch",
+        feature = "nats",
+        feature = "amqp",
+        feature = "mqtt",
+        feature = "kafka",
+        feature = "nsq"
+    )),
+    allow(dead_code)
+)]
+fn senders(kind: &str, id: &str, v: &Value) -> Result<usize> {
+    let n = match v {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    };
+    match n {
+        Some(n @ 1..=64) => Ok(n as usize),
+        _ => Err(Error::InvalidConfig {
+            target: format!("{kind} {id}"),
+            key: "senders",
+            message: format!("`senders` must be a number from 1 to 64, not {v}"),
+        }),
+    }
+}
+
+/// MinIO's legacy spellings (its `config.json` before the key-value
+/// configuration, and the seed's recipes), per type: `(legacy, current)`.
+/// Any other camelCase key is read as its snake_case form (`queueDir` →
+/// `queue_dir`).
+const LEGACY_KEYS: &[(&str, &str, &str)] = &[
+    ("nats", "secure", "tls"),
+    ("nats", "user", "username"),
+    ("postgresql", "user", "username"),
+    ("mysql", "user", "username"),
+    ("mysql", "dsnString", "dsn_string"),
+    ("kafka", "tlsSkipVerify", "tls_skip_verify"),
+];
+
+/// `camelCase` → `camel_case`.
+fn snake_case(key: &str) -> String {
+    let mut out = String::with_capacity(key.len() + 4);
+    for c in key.chars() {
+        if c.is_ascii_uppercase() {
+            out.push('_');
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The current name of `key` for a `kind` target, or `None` when it names
+/// no key of that type.
+fn current_key(kind: &str, keys: &[&str], key: &str) -> Option<String> {
+    if keys.contains(&key) || COMMON_KEYS.contains(&key) {
+        return Some(key.to_owned());
+    }
+    if let Some((_, _, to)) = LEGACY_KEYS
+        .iter()
+        .find(|(k, from, _)| *k == kind && *from == key)
+    {
+        return Some((*to).to_owned());
+    }
+    let snake = snake_case(key);
+    (keys.contains(&snake.as_str()) || COMMON_KEYS.contains(&snake.as_str())).then_some(snake)
+}
+
+/// Renames legacy keys to the current ones, flattens the nested legacy
+/// forms (Kafka's `tls: {enable, skipVerify, clientAuth}` and `sasl:
+/// {enable, username, password}`, an array of Kafka `brokers`, NATS's
+/// disabled `streaming` block) and refuses unknown keys, naming the key as
+/// written.
+fn normalize_keys(
+    kind: &str,
+    id: &str,
+    keys: &[&str],
+    target: Map<String, Value>,
+) -> Result<Map<String, Value>> {
+    let unknown = |key: &str| Error::UnknownKey {
+        target: format!("{kind} {id}"),
+        key: key.to_owned(),
+    };
+    let mut out = Map::new();
+    let mut put = |written: &str, key: String, v: Value| -> Result<()> {
+        if out.insert(key.clone(), v).is_some() {
+            return Err(invalid(format!(
+                "{kind} {id}: `{written}` sets `{key}`, which is given twice"
+            )));
+        }
+        Ok(())
+    };
+    for (written, v) in target {
+        match (kind, written.as_str(), v) {
+            ("kafka", "tls" | "sasl", Value::Object(inner)) => {
+                for (k, v) in inner {
+                    let key = match (written.as_str(), k.as_str()) {
+                        (p, "enable") => p.to_owned(),
+                        ("tls", "skipVerify" | "skip_verify") => "tls_skip_verify".into(),
+                        ("tls", "clientAuth" | "client_auth") => "tls_client_auth".into(),
+                        ("sasl", "username" | "password" | "mechanism") => format!("sasl_{k}"),
+                        _ => return Err(unknown(&format!("{written}.{k}"))),
+                    };
+                    put(&format!("{written}.{k}"), key, v)?;
+                }
+            }
+            ("kafka", "brokers", Value::Array(list)) => {
+                let mut brokers = Vec::new();
+                for b in list {
+                    match b {
+                        Value::String(s) => brokers.push(s),
+                        other => {
+                            return Err(invalid(format!(
+                                "{kind} {id}: `brokers` must hold strings, not {other}"
+                            )))
+                        }
+                    }
+                }
+                put(
+                    "brokers",
+                    "brokers".into(),
+                    Value::String(brokers.join(",")),
+                )?;
+            }
+            ("nats", "streaming", Value::Object(inner)) => {
+                let on = inner.get("enable").is_some_and(|e| {
+                    matches!(e, Value::Bool(true))
+                        || matches!(e, Value::String(s) if matches!(s.as_str(), "on" | "true"))
+                });
+                if on {
+                    return Err(Error::InvalidConfig {
+                        target: format!("{kind} {id}"),
+                        key: "streaming",
+                        message: "NATS Streaming reached its end of life and is not \
+                                  supported; use `jetstream`"
+                            .into(),
+                    });
+                }
+            }
+            (_, _, v) => {
+                let key = current_key(kind, keys, &written).ok_or_else(|| unknown(&written))?;
+                put(&written, key, v)?;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The `key=value` pairs of one line of `mc admin config get` output;
+/// values may be double-quoted (with `\"` and `\\` escapes).
+fn mc_pairs(text: &str) -> std::result::Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    let mut chars = text.chars().peekable();
+    loop {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        if chars.peek().is_none() {
+            return Ok(out);
+        }
+        let mut key = String::new();
+        while let Some(c) = chars.next_if(|c| *c != '=' && !c.is_whitespace()) {
+            key.push(c);
+        }
+        if chars.next_if(|c| *c == '=').is_none() {
+            return Err(format!("`{key}` has no `=value`"));
+        }
+        let mut value = String::new();
+        if chars.next_if(|c| *c == '"').is_some() {
+            loop {
+                match chars.next() {
+                    None => return Err(format!("the value of `{key}` has no closing quote")),
+                    Some('"') => break,
+                    Some('\\') => match chars.next() {
+                        Some(c) => value.push(c),
+                        None => return Err(format!("the value of `{key}` has no closing quote")),
+                    },
+                    Some(c) => value.push(c),
+                }
+            }
+        } else {
+            while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
+                value.push(c);
+            }
+        }
+        out.push((key, value));
+    }
+}
+
+/// Keys whose whole value is a secret.
+const SECRET_KEYS: &[&str] = &[
+    "password",
+    "auth_token",
+    "token",
+    "nkey_seed",
+    "signature_key",
+    "sasl_password",
+];
+
+/// Keys whose value is a URL or connection string that may hold a password.
+const URL_KEYS: &[&str] = &["url", "connection_string", "dsn_string", "endpoint"];
+
+/// `v` as it may be shown: secrets as `***`, passwords inside URLs and
+/// connection strings as `***`, a webhook endpoint without its path.
+fn redact_value(key: &str, v: &Value) -> Value {
+    let Value::String(s) = v else {
+        return v.clone();
+    };
+    if s.is_empty() {
+        return v.clone();
+    }
+    if SECRET_KEYS.contains(&key) {
+        return Value::String("***".into());
+    }
+    if !URL_KEYS.contains(&key) {
+        return v.clone();
+    }
+    if key == "endpoint" {
+        return Value::String(redact_endpoint(s));
+    }
+    // `scheme://user:password@host…` and libpq's `password=…`.
+    let mut text = s.clone();
+    if let Some((scheme, rest)) = s.split_once("://") {
+        let end = rest.find('/').unwrap_or(rest.len());
+        if let Some(at) = rest[..end].rfind('@') {
+            let user = rest[..at].split(':').next().unwrap_or_default();
+            text = format!("{scheme}://{user}:***{}", &rest[at..]);
+        }
+    } else if let Some(at) = s.rfind('@') {
+        // MySQL's DSN: `user:password@tcp(host:port)/db`.
+        let user = s[..at].split(':').next().unwrap_or_default();
+        text = format!("{user}:***{}", &s[at..]);
+    }
+    let mut words: Vec<String> = text.split(' ').map(str::to_owned).collect();
+    for w in &mut words {
+        if let Some(rest) = w.strip_prefix("password=") {
+            if !rest.is_empty() {
+                *w = "password=***".into();
+            }
+        }
+    }
+    Value::String(words.join(" "))
+}
+
+/// Scheme, host and port of a URL; the rest (where a token may hide) as
+/// `/***`.
+fn redact_endpoint(endpoint: &str) -> String {
+    let Some((scheme, rest)) = endpoint.split_once("://") else {
+        return "***".into();
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority.rsplit('@').next().unwrap_or_default();
+    let tail = &rest[authority.len()..];
+    if authority.contains('@') || !(tail.is_empty() || tail == "/") {
+        format!("{scheme}://{host}/***")
+    } else {
+        format!("{scheme}://{host}/")
+    }
+}
+
 /// Builds one target of a known type; `None` when it is disabled.
 #[cfg_attr(
     not(any(
@@ -517,11 +905,19 @@ fn build_one(
     #[allow(unused_macros)]
     macro_rules! build {
         ($config:ty, $target:ty) => {{
-            let config: $config = deserialize(kind, id.id(), keys, map)?;
+            let mut map = map.clone();
+            let senders = map
+                .remove("senders")
+                .map(|v| senders(kind, id.id(), &v))
+                .transpose()?;
+            let config: $config = deserialize(kind, id.id(), keys, &map)?;
             if !config.enable {
                 return Ok(None);
             }
-            let options = config.target_options();
+            let mut options = config.target_options();
+            if let Some(n) = senders {
+                options.senders = n;
+            }
             let target = <$target>::new(id, config)?;
             Ok(Some((Arc::new(target) as Arc<dyn Target>, options)))
         }};
@@ -797,5 +1193,290 @@ mod tests_no_webhook {
     fn webhook_needs_its_feature() {
         let err = NotifyConfig::from_json(r#"{"webhook": {"1": {}}}"#, "").unwrap_err();
         assert!(err.to_string().contains("feature `webhook`"), "{err}");
+    }
+}
+
+/// The six target blocks of seed 002 (MinIO's bucket notification guide),
+/// byte for byte as the guide prints them (tabs included): each is a
+/// `"<type>": {…}` member of MinIO's `config.json`.
+#[cfg(test)]
+pub(crate) mod seed {
+    /// `"amqp": {"1": {…}}`, with the legacy `routingKey`, `exchangeType`,
+    /// `noWait`, `autoDeleted`.
+    pub const AMQP: &str = r#""amqp": {
+    "1": {
+	"enable": true,
+	"url": "amqp://myuser:mypassword@localhost:5672",
+	"exchange": "bucketevents",
+	"routingKey": "bucketlogs",
+	"exchangeType": "fanout",
+	"mandatory": false,
+	"immediate": false,
+	"durable": false,
+	"internal": false,
+	"noWait": false,
+	"autoDeleted": false
+    }
+}"#;
+    /// `"elasticsearch": {"1": {…}}`.
+    pub const ELASTICSEARCH: &str = r#""elasticsearch": {
+    "1": {
+        "enable": true,
+        "url": "http://127.0.0.1:9200",
+        "index": "bucketevents"
+    }
+}"#;
+    /// `"redis": {"1": {…}}`.
+    pub const REDIS: &str = r#""redis": {
+    "1": {
+	"enable": true,
+	"address": "127.0.0.1:6379",
+	"password": "yoursecret",
+	"key": "bucketevents"
+    }
+}"#;
+    /// `"nats": {"1": {…}}`, with the legacy `secure` and `pingInterval`.
+    pub const NATS: &str = r#""nats": {
+    "1": {
+        "enable": true,
+        "address": "0.0.0.0:4222",
+        "subject": "bucketevents",
+        "username": "yourusername",
+        "password": "yoursecret",
+        "token": "",
+        "secure": false,
+        "pingInterval": 0
+    }
+}"#;
+    /// `"postgresql": {"1": {…}}`, with `connectionString` and the discrete
+    /// `host`/`port`/`user`/`password`/`database` keys.
+    pub const POSTGRESQL: &str = r#""postgresql": {
+    "1": {
+        "enable": true,
+        "connectionString": "",
+        "table": "bucketevents",
+        "host": "127.0.0.1",
+        "port": "5432",
+        "user": "postgres",
+        "password": "mypassword",
+        "database": "bucketevents_db"
+    }
+}"#;
+    /// `"kafka": {"1": {…}}`, with `brokers` as a JSON array.
+    pub const KAFKA: &str = r#""kafka": {
+    "1": {
+        "enable": true,
+        "brokers": ["localhost:9092"],
+        "topic": "bucketevents"
+    }
+}"#;
+
+    /// A block as a whole document: `{<block>}`.
+    pub fn doc(blocks: &[&str]) -> String {
+        format!("{{{}}}", blocks.join(","))
+    }
+}
+
+#[cfg(all(
+    test,
+    feature = "amqp",
+    feature = "elasticsearch",
+    feature = "redis",
+    feature = "nats",
+    feature = "postgres",
+    feature = "kafka",
+    feature = "webhook"
+))]
+mod seed_tests {
+    use super::seed::*;
+    use super::*;
+
+    /// Reads `blocks` unchanged and builds their targets; returns the
+    /// configuration and the target ids.
+    fn read(blocks: &[&str]) -> (NotifyConfig, Vec<String>) {
+        let c = NotifyConfig::from_json(&doc(blocks), "us-east-1").unwrap();
+        let ids = c
+            .build_targets()
+            .unwrap()
+            .iter()
+            .map(|(t, _)| t.id().to_string())
+            .collect();
+        (c, ids)
+    }
+
+    fn key<'a>(c: &'a NotifyConfig, kind: &str, key: &str) -> &'a Value {
+        &c.targets[kind]["1"][key]
+    }
+
+    #[test]
+    fn seed_amqp_block_reads_unchanged() {
+        let (c, ids) = read(&[AMQP]);
+        assert_eq!(ids, ["arn:minio:sqs:us-east-1:1:amqp"]);
+        assert_eq!(key(&c, "amqp", "routing_key"), "bucketlogs");
+        assert_eq!(key(&c, "amqp", "exchange_type"), "fanout");
+        assert_eq!(key(&c, "amqp", "no_wait"), false);
+        assert_eq!(key(&c, "amqp", "auto_deleted"), false);
+        assert_eq!(key(&c, "amqp", "internal"), false);
+        let shown = c.redacted_json().to_string();
+        assert!(!shown.contains("mypassword"), "{shown}");
+        assert!(
+            shown.contains("amqp://myuser:***@localhost:5672"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn seed_elasticsearch_block_reads_unchanged() {
+        let (c, ids) = read(&[ELASTICSEARCH]);
+        assert_eq!(ids, ["arn:minio:sqs:us-east-1:1:elasticsearch"]);
+        assert_eq!(key(&c, "elasticsearch", "index"), "bucketevents");
+    }
+
+    #[test]
+    fn seed_redis_block_reads_unchanged() {
+        let (c, ids) = read(&[REDIS]);
+        assert_eq!(ids, ["arn:minio:sqs:us-east-1:1:redis"]);
+        assert_eq!(key(&c, "redis", "key"), "bucketevents");
+        assert!(!c.redacted_json().to_string().contains("yoursecret"));
+    }
+
+    #[test]
+    fn seed_nats_block_reads_unchanged() {
+        let (c, ids) = read(&[NATS]);
+        assert_eq!(ids, ["arn:minio:sqs:us-east-1:1:nats"]);
+        // `secure` is `tls`, `pingInterval` is `ping_interval`.
+        assert_eq!(key(&c, "nats", "tls"), false);
+        assert_eq!(key(&c, "nats", "ping_interval"), 0);
+        assert_eq!(key(&c, "nats", "username"), "yourusername");
+        let shown = c.redacted_json().to_string();
+        assert!(!shown.contains("yoursecret"), "{shown}");
+    }
+
+    #[test]
+    fn seed_postgresql_block_reads_unchanged() {
+        let (c, ids) = read(&[POSTGRESQL]);
+        assert_eq!(ids, ["arn:minio:sqs:us-east-1:1:postgresql"]);
+        // `connectionString` is empty: the discrete keys are used.
+        assert_eq!(key(&c, "postgresql", "connection_string"), "");
+        assert_eq!(key(&c, "postgresql", "username"), "postgres");
+        assert_eq!(key(&c, "postgresql", "port"), "5432");
+        assert_eq!(key(&c, "postgresql", "database"), "bucketevents_db");
+        assert!(!c.redacted_json().to_string().contains("mypassword"));
+    }
+
+    #[test]
+    fn seed_kafka_block_reads_unchanged() {
+        let (c, ids) = read(&[KAFKA]);
+        assert_eq!(ids, ["arn:minio:sqs:us-east-1:1:kafka"]);
+        assert_eq!(key(&c, "kafka", "brokers"), "localhost:9092");
+    }
+
+    #[test]
+    fn a_whole_minio_config_json_with_all_six_blocks_reads_unchanged() {
+        let notify = doc(&[AMQP, ELASTICSEARCH, REDIS, NATS, POSTGRESQL, KAFKA]);
+        let whole = format!(
+            r#"{{"version": "20", "credential": {{"accessKey": "minio", "secretKey": "minio123"}},
+                "region": "us-east-1", "browser": "on", "logger": {{"console": {{"enable": true}}}},
+                "notify": {notify}}}"#
+        );
+        let c = NotifyConfig::from_json(&whole, "us-east-1").unwrap();
+        assert_eq!(c.build_targets().unwrap().len(), 6);
+        assert!(!NotifyConfig::sync_events_in(
+            &serde_json::from_str(&whole).unwrap()
+        ));
+        let with_api = whole.replacen('{', r#"{"api": {"sync_events": "on"}, "#, 1);
+        assert!(NotifyConfig::sync_events_in(
+            &serde_json::from_str(&with_api).unwrap()
+        ));
+    }
+
+    #[test]
+    fn mc_admin_config_get_output_reads_unchanged() {
+        let text = r#"notify_webhook:1 endpoint="http://127.0.0.1:9000/hook" auth_token="" queue_limit="0" queue_dir="" client_cert="" client_key=""
+# MINIO_NOTIFY_WEBHOOK_ENABLE_PRIMARY=on
+notify_kafka:primary enable=on brokers="localhost:9092,localhost:9093" topic="bucketevents" sasl_username="" sasl_password="" sasl_mechanism="plain" tls_client_auth="0" tls=off tls_skip_verify=off client_tls_cert="" client_tls_key="" version="" queue_dir="" queue_limit="0"
+notify_redis enable=off address="" format="namespace" key="" password="" queue_dir="" queue_limit="0"
+"#;
+        let c = NotifyConfig::from_json(text, "us-east-1").unwrap();
+        assert_eq!(
+            c.target_names(),
+            [("kafka", "primary"), ("redis", "_"), ("webhook", "1")]
+        );
+        let ids: Vec<String> = c
+            .build_targets()
+            .unwrap()
+            .iter()
+            .map(|(t, _)| t.id().to_string())
+            .collect();
+        // `notify_redis` is off.
+        assert_eq!(
+            ids,
+            [
+                "arn:minio:sqs:us-east-1:primary:kafka",
+                "arn:minio:sqs:us-east-1:1:webhook"
+            ]
+        );
+        assert!(NotifyConfig::sync_events_in(&Value::String(
+            "api requests_max=0 sync_events=on\n".into()
+        )));
+        let e = NotifyConfig::from_json("notify_webhook:1 endpoit=\"x\"", "").unwrap_err();
+        assert!(e.to_string().contains("`endpoit`"), "{e}");
+    }
+
+    #[test]
+    fn unknown_legacy_looking_keys_are_still_refused_naming_them() {
+        for (block, bad) in [
+            (
+                r#""amqp": {"1": {"url": "amqp://h", "routingKye": "x"}}"#,
+                "routingKye",
+            ),
+            (
+                r#""nats": {"1": {"address": "h:4222", "subject": "s", "secure": false, "pingIntrval": 1}}"#,
+                "pingIntrval",
+            ),
+            (
+                r#""kafka": {"1": {"brokers": ["h:9092"], "topic": "t", "tls": {"enable": false, "skipVerfy": true}}}"#,
+                "tls.skipVerfy",
+            ),
+        ] {
+            let e = NotifyConfig::from_json(&doc(&[block]), "").unwrap_err();
+            assert!(e.to_string().contains(&format!("`{bad}`")), "{e}");
+        }
+        // The same key twice, in both spellings.
+        let e = NotifyConfig::from_json(
+            &doc(&[r#""amqp": {"1": {"url": "amqp://h", "routingKey": "a", "routing_key": "b"}}"#]),
+            "",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("twice"), "{e}");
+    }
+
+    #[test]
+    fn senders_come_from_the_configuration() {
+        let c = NotifyConfig::from_json(
+            r#"{"webhook": {"1": {"endpoint": "http://127.0.0.1:1/", "senders": "8"}}}"#,
+            "",
+        )
+        .unwrap();
+        assert_eq!(c.build_targets().unwrap()[0].1.senders, 8);
+        let c = NotifyConfig::from_json(
+            r#"{"webhook": {"1": {"endpoint": "http://127.0.0.1:1/", "senders": 65}}}"#,
+            "",
+        )
+        .unwrap();
+        let e = c.build_targets().unwrap_err().to_string();
+        assert!(e.contains("`senders`") && e.contains("1 to 64"), "{e}");
+        let c = NotifyConfig::from_env_vars(
+            [
+                (
+                    "MINIO_NOTIFY_WEBHOOK_ENDPOINT_A".to_owned(),
+                    "http://127.0.0.1:1/".to_owned(),
+                ),
+                ("MINIO_NOTIFY_WEBHOOK_SENDERS_A".to_owned(), "4".to_owned()),
+            ],
+            "",
+        )
+        .unwrap();
+        assert_eq!(c.build_targets().unwrap()[0].1.senders, 4);
     }
 }

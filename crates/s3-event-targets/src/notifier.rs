@@ -436,8 +436,8 @@ impl NotifierBuilder {
             mode: self.mode,
             accepting: AtomicBool::new(true),
             invalid,
-            workers,
-            exporter,
+            workers: tokio::sync::Mutex::new(workers),
+            exporter: Mutex::new(exporter),
         })
     }
 }
@@ -452,9 +452,11 @@ pub struct Notifier {
     mode: DeliveryMode,
     accepting: AtomicBool,
     invalid: Arc<AtomicU64>,
-    workers: Vec<JoinHandle<()>>,
+    /// Held for the whole of [`Notifier::shutdown`], so a second caller
+    /// waits for the first to finish.
+    workers: tokio::sync::Mutex<Vec<JoinHandle<()>>>,
     /// The periodic metrics export ([`NotifierBuilder::export_metrics_every`]).
-    exporter: Option<JoinHandle<()>>,
+    exporter: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -572,13 +574,22 @@ impl Notifier {
     }
 
     /// Stops accepting records, lets the workers drain their queues for at
-    /// most `deadline`, then stops them. In-memory events still queued
-    /// after the deadline are lost (they remain in [`TargetStats::queued`]
-    /// of the last snapshot); with `queue_dir` they stay on disk and are
-    /// replayed by the next notifier built on that directory.
-    pub async fn shutdown(mut self, deadline: Duration) {
-        self.accepting.store(false, Ordering::Release);
-        if let Some(e) = self.exporter.take() {
+    /// most `deadline`, then stops them and closes the targets. In-memory
+    /// events still queued after the deadline are lost (they remain in
+    /// [`TargetStats::queued`] of the last snapshot); with `queue_dir` they
+    /// stay on disk and are replayed by the next notifier built on that
+    /// directory.
+    ///
+    /// Takes `&self`, so a notifier shared behind an `Arc` (an HTTP
+    /// handler, a poller) can be shut down while clones are alive: from then
+    /// on their [`Notifier::send`] fails with [`Error::ShutDown`]. A second
+    /// call waits for the first to finish and then returns.
+    pub async fn shutdown(&self, deadline: Duration) {
+        let mut workers = self.workers.lock().await;
+        if !self.accepting.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        if let Some(e) = lock(&self.exporter).take() {
             e.abort();
         }
         for p in &self.pipelines {
@@ -587,7 +598,7 @@ impl Notifier {
                 lane.work.notify_one();
             }
         }
-        let mut workers = std::mem::take(&mut self.workers);
+        let mut workers = std::mem::take(&mut *workers);
         let drained = tokio::time::timeout(deadline, async {
             for w in &mut workers {
                 let _ = w.await;
@@ -612,10 +623,15 @@ impl Notifier {
 
 impl Drop for Notifier {
     fn drop(&mut self) {
-        for w in &self.workers {
+        for w in self.workers.get_mut().iter() {
             w.abort();
         }
-        if let Some(e) = &self.exporter {
+        if let Some(e) = self
+            .exporter
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
             e.abort();
         }
     }
@@ -1455,6 +1471,32 @@ mod tests {
         let n = Notifier::builder().build().unwrap();
         n.accepting.store(false, Ordering::Release);
         assert!(matches!(n.send(record("k")).await, Err(Error::ShutDown)));
+    }
+
+    #[tokio::test]
+    async fn shutdown_through_a_shared_reference_drains_and_refuses() {
+        let t = TestTarget::new("a");
+        let n = Arc::new(
+            Notifier::builder()
+                .rules(rules(&[("a", "")]))
+                .target(t.clone(), opts())
+                .build()
+                .unwrap(),
+        );
+        let other = Arc::clone(&n);
+        for i in 0..3 {
+            n.send(record(&format!("k{i}"))).await.unwrap();
+        }
+        // Two callers at once: both return once the queues are drained.
+        tokio::join!(
+            n.shutdown(Duration::from_secs(5)),
+            other.shutdown(Duration::from_secs(5))
+        );
+        assert_eq!(t.seen(), ["k0", "k1", "k2"]);
+        assert!(matches!(
+            other.send(record("k")).await,
+            Err(Error::ShutDown)
+        ));
     }
 
     #[tokio::test]

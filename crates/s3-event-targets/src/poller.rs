@@ -62,31 +62,67 @@ use crate::handler::RecordsHandler;
 
 const CURSOR_FORMAT: &str = "s3-event-poller-cursor";
 
-/// Poller settings.
-#[derive(Clone, Debug)]
+/// Poller settings. Deserializes from the field names (`interval` as
+/// `interval_secs`); `bucket` and `cursor_file` are required, unknown keys
+/// refused.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PollerConfig {
-    /// The bucket name put in records (`s3.bucket.name`).
+    /// The bucket name put in records (`s3.bucket.name`). Required.
     pub bucket: String,
     /// Only keys under this prefix (an `object_store` path: `ingest`, not
     /// `ingest/`); `None` lists everything.
+    #[serde(default)]
     pub prefix: Option<String>,
-    /// Where the cursor lives.
+    /// Where the cursor lives. Required.
     pub cursor_file: PathBuf,
-    /// Time between polls (default 30 s).
+    /// Time between polls (default 30 s; key `interval_secs`, > 0).
+    #[serde(
+        rename = "interval_secs",
+        default = "default_interval",
+        deserialize_with = "positive_secs"
+    )]
     pub interval: Duration,
     /// Records per handler call (default 1000).
+    #[serde(default = "default_batch_size")]
     pub batch_size: usize,
     /// `awsRegion` of the records (default empty).
+    #[serde(default)]
     pub region: String,
     /// `s3.configurationId` of the records (default `poller`).
+    #[serde(default = "default_configuration_id")]
     pub configuration_id: String,
     /// `userIdentity.principalId` and the bucket owner (default
     /// `s3-event-poller`).
+    #[serde(default = "default_principal_id")]
     pub principal_id: String,
     /// On the first poll (no cursor file, or one left by a first poll that
     /// failed), emit a create for every object already there (default);
     /// off, they are only recorded.
+    #[serde(default = "default_true")]
     pub emit_existing: bool,
+}
+
+fn default_interval() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_batch_size() -> usize {
+    1000
+}
+fn default_configuration_id() -> String {
+    "poller".into()
+}
+fn default_principal_id() -> String {
+    "s3-event-poller".into()
+}
+fn default_true() -> bool {
+    true
+}
+fn positive_secs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    match <u64 as serde::Deserialize>::deserialize(d)? {
+        0 => Err(serde::de::Error::custom("must be > 0")),
+        n => Ok(Duration::from_secs(n)),
+    }
 }
 
 impl PollerConfig {
@@ -96,13 +132,27 @@ impl PollerConfig {
             bucket: bucket.into(),
             prefix: None,
             cursor_file: cursor_file.into(),
-            interval: Duration::from_secs(30),
-            batch_size: 1000,
+            interval: default_interval(),
+            batch_size: default_batch_size(),
             region: String::new(),
-            configuration_id: "poller".into(),
-            principal_id: "s3-event-poller".into(),
+            configuration_id: default_configuration_id(),
+            principal_id: default_principal_id(),
             emit_existing: true,
         }
+    }
+
+    /// Checks the values serde cannot: messages name the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.bucket.trim().is_empty() {
+            return Err("`bucket` must not be empty".into());
+        }
+        if self.cursor_file.as_os_str().is_empty() {
+            return Err("`cursor_file` must not be empty".into());
+        }
+        if self.batch_size == 0 {
+            return Err("`batch_size` must be > 0".into());
+        }
+        Ok(())
     }
 }
 

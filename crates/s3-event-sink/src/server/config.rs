@@ -18,7 +18,15 @@
 //! | `fsync` | spool fsync: `always`, `never` or an interval (`10ms`) | `10ms` |
 //! | `spoolDir` | the spool directory | `./spool` |
 //! | `maxBodyBytes` | largest request body accepted | 10 MiB |
-//! | `bindAddress` | address to listen on | `0.0.0.0` |
+//! | `bindAddress` | address to listen on | `127.0.0.1` (see below) |
+//! | `authToken` | a token every request but `GET /health` must carry as `Authorization: Bearer <token>`; secret | none |
+//! | `tlsCertFile`, `tlsKeyFile` | PEM certificate chain and private key: serve HTTPS (rustls); read at start and again on SIGHUP | none (plain HTTP) |
+//! | `maxConcurrentRequests` | requests handled at once; more get `429` | `1024` |
+//! | `readTimeout` | seconds a client has to send a whole request; a slower body gets `408`, slower headers a closed connection | `30` |
+//! | `partitionTemplate` | partitions from a template: strftime fields and `{field}` from the event (e.g. `{source}/%Y/%m/%d/`); replaces `timeInterval` | none |
+//! | `partitionTime` | `processing` (the seed's: when the event arrived) or `event` (the event's `time`; a late event goes to its own partition) | `processing` |
+//! | `objectNames` | `sequence` (`<instance>-<seq>`) or `uuid` | `sequence` |
+//! | `shards` | batches built in parallel (one per worker thread) | the number of CPUs |
 //! | `acl` | canned ACL on every object, e.g. `bucket-owner-full-control` | none |
 //! | `serverSideEncryption` | `AES256` (SSE-S3) or `aws:kms` (SSE-KMS) | none |
 //! | `sseKmsKeyId` | the KMS key for `aws:kms` | the bucket's default |
@@ -30,6 +38,11 @@
 //! ([`AwsSdkStore`](crate::AwsSdkStore)) instead of `object_store`, which
 //! cannot send them. Without the feature they are refused at start, naming
 //! the key, rather than ignored.
+//!
+//! The default `bindAddress` is loopback: the seed's sink listened on every
+//! interface with no authentication, so anyone who reached the port wrote
+//! into the bucket. To expose it, set `bindAddress` (`0.0.0.0`) together
+//! with `authToken`, and TLS unless a proxy in front terminates it.
 //!
 //! Values may be JSON strings (as the seed writes them, `"8080"`) or numbers.
 //! Every key can be overridden by an environment variable of the same name
@@ -49,15 +62,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
-use s3_event_core::{Granularity, TimePartitioner};
+use s3_event_core::{Granularity, TemplatePartitioner, TimePartitioner, TimeSource};
 use serde_json::{Map, Value};
 
-use crate::{Compression, Encoding, SinkBuilder, SpoolFsync, SpoolOptions, StoreConfig};
+use super::http::HttpOptions;
+use crate::{Compression, Encoding, KeyNaming, SinkBuilder, SpoolFsync, SpoolOptions, StoreConfig};
 
 /// Default port (`v_port`).
 pub const DEFAULT_PORT: u16 = 8080;
 /// Default largest request body (`maxBodyBytes`), 10 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
+/// Default `maxConcurrentRequests`.
+pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 1024;
+/// Default `readTimeout`.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default spool directory (`spoolDir`).
 pub const DEFAULT_SPOOL_DIR: &str = "./spool";
 /// The seed's configuration file location.
@@ -83,6 +101,15 @@ pub const CONFIG_KEYS: &[&str] = &[
     "spoolDir",
     "maxBodyBytes",
     "bindAddress",
+    "authToken",
+    "tlsCertFile",
+    "tlsKeyFile",
+    "maxConcurrentRequests",
+    "readTimeout",
+    "partitionTemplate",
+    "partitionTime",
+    "objectNames",
+    "shards",
     "acl",
     "serverSideEncryption",
     "sseKmsKeyId",
@@ -160,10 +187,51 @@ impl Secret {
     }
 }
 
+impl Secret {
+    /// Wraps `value`.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("<redacted>")
     }
+}
+
+impl<'de> serde::Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <String as serde::Deserialize>::deserialize(d)?;
+        if s.is_empty() || s.trim() != s {
+            return Err(serde::de::Error::custom(
+                "a secret must be non-empty, without surrounding spaces",
+            ));
+        }
+        Ok(Secret(s))
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Which time places an event in a partition (`partitionTime`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PartitionTime {
+    /// When the event arrived (the seed's behaviour).
+    #[default]
+    Processing,
+    /// The event's own time (`time` of a CloudEvent, `eventTime` of an S3
+    /// record); an event without one goes by processing time.
+    Event,
+}
+
+/// The default `shards`: one per CPU the process may use.
+pub fn default_shards() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// Which store objects go to.
@@ -212,6 +280,18 @@ pub struct Config {
     pub spool_dir: PathBuf,
     /// Largest request body (`maxBodyBytes`).
     pub max_body_bytes: usize,
+    /// How the HTTP input is exposed (`authToken`, `tlsCertFile`,
+    /// `tlsKeyFile`, `maxConcurrentRequests`, `readTimeout`).
+    pub http: HttpOptions,
+    /// A template partitioner (`partitionTemplate`) instead of the time
+    /// partitions of `timeInterval`.
+    pub partition_template: Option<String>,
+    /// Which time places an event (`partitionTime`).
+    pub partition_time: PartitionTime,
+    /// How objects are named (`objectNames`).
+    pub object_names: KeyNaming,
+    /// Batches built in parallel (`shards`).
+    pub shards: usize,
     /// Access key id (`awsAccessKeyID`, decoded).
     pub access_key_id: Option<Secret>,
     /// Secret access key (`awsSecretAccessKey`, decoded).
@@ -288,7 +368,7 @@ fn tags(v: &Value) -> Result<Vec<(String, String)>, ConfigError> {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            bind_address: IpAddr::from([0, 0, 0, 0]),
+            bind_address: IpAddr::from([127, 0, 0, 1]),
             port: DEFAULT_PORT,
             region: None,
             bucket_name: None,
@@ -304,6 +384,11 @@ impl Default for Config {
             fsync: SpoolFsync::default(),
             spool_dir: PathBuf::from(DEFAULT_SPOOL_DIR),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            http: HttpOptions::default(),
+            partition_template: None,
+            partition_time: PartitionTime::Processing,
+            object_names: KeyNaming::Sequence,
+            shards: default_shards(),
             access_key_id: None,
             secret_access_key: None,
             upload: Upload::default(),
@@ -482,6 +567,53 @@ impl Config {
                         .parse()
                         .map_err(|_| bad(key, format!("`{s}` is not an IP address")))?
                 }
+                "authToken" => {
+                    if s.is_empty() || s.trim() != s || s.chars().any(|c| c.is_control()) {
+                        return Err(bad(
+                            key,
+                            "must be non-empty printable text without surrounding spaces",
+                        ));
+                    }
+                    c.http.auth_token = Some(Secret(s))
+                }
+                "tlsCertFile" => {
+                    c.http.tls_cert_file =
+                        Some(PathBuf::from(s)).filter(|p| !p.as_os_str().is_empty())
+                }
+                "tlsKeyFile" => {
+                    c.http.tls_key_file =
+                        Some(PathBuf::from(s)).filter(|p| !p.as_os_str().is_empty())
+                }
+                "maxConcurrentRequests" => {
+                    c.http.max_concurrent_requests = positive(key, &s)? as usize
+                }
+                "readTimeout" => c.http.read_timeout = Duration::from_secs(positive(key, &s)?),
+                "partitionTemplate" => {
+                    s3_event_core::TemplatePartitioner::new(s.clone())
+                        .map_err(|e| bad(key, e.to_string()))?;
+                    c.partition_template = Some(s)
+                }
+                "partitionTime" => {
+                    c.partition_time = match s.to_ascii_lowercase().as_str() {
+                        "processing" => PartitionTime::Processing,
+                        "event" => PartitionTime::Event,
+                        _ => return Err(bad(key, format!("`{s}` is not `processing` or `event`"))),
+                    }
+                }
+                "objectNames" => {
+                    c.object_names = match s.to_ascii_lowercase().as_str() {
+                        "sequence" => KeyNaming::Sequence,
+                        "uuid" => KeyNaming::Uuid,
+                        _ => return Err(bad(key, format!("`{s}` is not `sequence` or `uuid`"))),
+                    }
+                }
+                "shards" => {
+                    let n = positive(key, &s)?;
+                    if n > 256 {
+                        return Err(bad(key, format!("`{s}` is more than 256")));
+                    }
+                    c.shards = n as usize
+                }
                 "acl" => c.upload.acl = Some(s),
                 "serverSideEncryption" => c.upload.server_side_encryption = Some(s),
                 "sseKmsKeyId" => c.upload.sse_kms_key_id = Some(s),
@@ -510,6 +642,11 @@ impl Config {
         }
         if c.store == StoreKind::S3 && c.bucket_name.is_none() {
             return Err(bad("bucketName", "required with `store` `s3`"));
+        }
+        match (&c.http.tls_cert_file, &c.http.tls_key_file) {
+            (Some(_), None) => return Err(bad("tlsKeyFile", "required with `tlsCertFile`")),
+            (None, Some(_)) => return Err(bad("tlsCertFile", "required with `tlsKeyFile`")),
+            _ => {}
         }
         check_upload(&c)?;
         Ok(c)
@@ -583,10 +720,29 @@ impl Config {
             return Err(bad("store", "`s3` needs the crate feature `s3`"));
         }
         let store = self.store_config().build()?;
+        let time_source = match self.partition_time {
+            PartitionTime::Processing => TimeSource::Processing,
+            PartitionTime::Event => TimeSource::Event {
+                fallback_to_processing: true,
+            },
+        };
+        let partitioner: Arc<dyn s3_event_core::Partitioner> = match &self.partition_template {
+            Some(t) => Arc::new(
+                TemplatePartitioner::builder(t.clone())
+                    .with_time_source(time_source)
+                    .build()
+                    .map_err(|e| bad("partitionTemplate", e.to_string()))?,
+            ),
+            None => {
+                Arc::new(TimePartitioner::new(self.time_interval).with_time_source(time_source))
+            }
+        };
         Ok(SinkBuilder::default()
             .with_store(store)
             .with_prefix(self.prefix.clone())
-            .with_partitioner(Arc::new(TimePartitioner::new(self.time_interval)))
+            .with_partitioner(partitioner)
+            .with_key_naming(self.object_names)
+            .with_shards(self.shards)
             .with_encoding(self.encoding)
             .with_compression(self.compression)
             .with_flush_size(self.flush_size)
@@ -618,6 +774,69 @@ impl Config {
                 }
             }
         }
+    }
+
+    /// The effective configuration under the seed's key names, with every
+    /// secret (`awsAccessKeyID`, `awsSecretAccessKey`, `authToken`) shown as
+    /// `<redacted>` when set (for `--check-config`).
+    pub fn redacted(&self) -> Value {
+        let secret = |s: &Option<Secret>| match s {
+            Some(_) => Value::String("<redacted>".into()),
+            None => Value::Null,
+        };
+        let mut v = serde_json::json!({
+            "bindAddress": self.bind_address.to_string(),
+            "v_port": self.port,
+            "region": self.region,
+            "bucketName": self.bucket_name,
+            "store": match self.store {
+                StoreKind::Local => "local",
+                StoreKind::S3 => "s3",
+                StoreKind::Memory => "memory",
+            },
+            "localDir": self.local_dir,
+            "endpoint": self.endpoint,
+            "prefix": self.prefix,
+            "flushSize": self.flush_size,
+            "scheduledInterval": self.scheduled_interval.as_secs(),
+            "timeInterval": self.time_interval.to_string(),
+            "partitionTemplate": self.partition_template,
+            "partitionTime": match self.partition_time {
+                PartitionTime::Processing => "processing",
+                PartitionTime::Event => "event",
+            },
+            "objectNames": match self.object_names {
+                KeyNaming::Uuid => "uuid",
+                _ => "sequence",
+            },
+            "shards": self.shards,
+            "encoding": match self.encoding {
+                Encoding::Ndjson => "ndjson",
+                _ => "json",
+            },
+            "compression": match self.compression {
+                Compression::None => "none",
+                _ => "gzip",
+            },
+            "fsync": format!("{:?}", self.fsync),
+            "spoolDir": self.spool_dir,
+            "maxBodyBytes": self.max_body_bytes,
+            "authToken": secret(&self.http.auth_token),
+            "tlsCertFile": self.http.tls_cert_file,
+            "tlsKeyFile": self.http.tls_key_file,
+            "maxConcurrentRequests": self.http.max_concurrent_requests,
+            "readTimeout": self.http.read_timeout.as_secs(),
+            "awsAccessKeyID": secret(&self.access_key_id),
+            "awsSecretAccessKey": secret(&self.secret_access_key),
+        });
+        if !self.upload.is_empty() {
+            v["acl"] = serde_json::json!(self.upload.acl);
+            v["serverSideEncryption"] = serde_json::json!(self.upload.server_side_encryption);
+            v["sseKmsKeyId"] = serde_json::json!(self.upload.sse_kms_key_id);
+            v["storageClass"] = serde_json::json!(self.upload.storage_class);
+            v["tags"] = serde_json::json!(self.upload.tags);
+        }
+        v
     }
 
     /// `gzip NDJSON`, `JSON array`, ...
@@ -752,6 +971,39 @@ mod tests {
     }
 
     #[test]
+    fn exposure_and_layout_keys_are_read() {
+        let c = Config::from_parts(
+            obj(json!({
+                "authToken": "s3cr3t-token",
+                "tlsCertFile": "/etc/s3e/cert.pem",
+                "tlsKeyFile": "/etc/s3e/key.pem",
+                "maxConcurrentRequests": "8",
+                "readTimeout": 5,
+                "partitionTemplate": "{source}/%Y/%m/%d/",
+                "partitionTime": "event",
+                "objectNames": "uuid",
+                "shards": "3",
+            })),
+            None,
+            &no_env,
+        )
+        .unwrap();
+        assert_eq!(c.http.auth_token.as_ref().unwrap().expose(), "s3cr3t-token");
+        assert_eq!(c.http.max_concurrent_requests, 8);
+        assert_eq!(c.http.read_timeout, Duration::from_secs(5));
+        assert!(c.http.tls());
+        assert_eq!(c.partition_template.as_deref(), Some("{source}/%Y/%m/%d/"));
+        assert_eq!(c.partition_time, PartitionTime::Event);
+        assert_eq!(c.object_names, KeyNaming::Uuid);
+        assert_eq!(c.shards, 3);
+        assert!(!format!("{c:?}").contains("s3cr3t-token"));
+        let d = Config::from_parts(None, None, &no_env).unwrap();
+        assert_eq!(d.shards, default_shards());
+        assert_eq!(d.bind_address, IpAddr::from([127, 0, 0, 1]));
+        assert!(d.http.auth_token.is_none() && !d.http.tls());
+    }
+
+    #[test]
     fn numbers_are_accepted_as_well_as_strings() {
         let c = Config::from_parts(
             obj(json!({"v_port": 9000, "flushSize": 5, "timeInterval": "daily"})),
@@ -797,6 +1049,23 @@ mod tests {
             (json!({"maxBodyBytes": "lots"}), "maxBodyBytes"),
             (json!({"region": ["a"]}), "region"),
             (json!({"bindAddress": "localhost"}), "bindAddress"),
+            (json!({"authToken": ""}), "authToken"),
+            (json!({"authToken": " padded "}), "authToken"),
+            (json!({"tlsCertFile": "/c.pem"}), "tlsKeyFile"),
+            (json!({"tlsKeyFile": "/k.pem"}), "tlsCertFile"),
+            (
+                json!({"maxConcurrentRequests": "0"}),
+                "maxConcurrentRequests",
+            ),
+            (json!({"readTimeout": "soon"}), "readTimeout"),
+            (
+                json!({"partitionTemplate": "{unclosed/%Y"}),
+                "partitionTemplate",
+            ),
+            (json!({"partitionTime": "later"}), "partitionTime"),
+            (json!({"objectNames": "random"}), "objectNames"),
+            (json!({"shards": "0"}), "shards"),
+            (json!({"shards": "1000"}), "shards"),
         ];
         for (config, key) in cases {
             let e = Config::from_parts(obj(config.clone()), None, &no_env)

@@ -31,6 +31,7 @@
 
 pub mod config;
 pub mod event;
+pub mod http;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -47,8 +48,9 @@ use axum::Router;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde_json::{json, Value};
 
-pub use config::{Config, ConfigError, Secret, Sources, StoreKind};
+pub use config::{Config, ConfigError, PartitionTime, Secret, Sources, StoreKind};
 pub use event::{Mode, Rejection};
+pub use http::{serve, HttpOptions};
 
 use crate::{Error, Sink};
 
@@ -322,6 +324,14 @@ pub enum ServerError {
     /// The sink could not be built or shut down.
     #[error(transparent)]
     Sink(#[from] Error),
+    /// The start-up check could not write to the store ([`check_store`]).
+    #[error("cannot write to {store}: {message}")]
+    Check {
+        /// The store: bucket and endpoint, or directory.
+        store: String,
+        /// What went wrong.
+        message: String,
+    },
     /// Binding or serving failed.
     #[error("{what}: {source}")]
     Io {
@@ -335,7 +345,7 @@ pub enum ServerError {
 /// A bound server: the sink is built (and has recovered its spool) and the
 /// port is open; [`Server::run`] serves.
 pub struct Server {
-    listener: tokio::net::TcpListener,
+    listener: std::net::TcpListener,
     sink: Arc<Sink>,
     config: Config,
 }
@@ -355,12 +365,10 @@ impl Server {
         log_config(&config);
         let sink = Arc::new(config.sink_builder()?.build()?);
         let addr = SocketAddr::new(config.bind_address, config.port);
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|source| ServerError::Io {
-                what: format!("cannot listen on {addr}"),
-                source,
-            })?;
+        let listener = std::net::TcpListener::bind(addr).map_err(|source| ServerError::Io {
+            what: format!("cannot listen on {addr}"),
+            source,
+        })?;
         Ok(Server {
             listener,
             sink,
@@ -401,8 +409,7 @@ impl Server {
             },
         );
         tracing::info!("HttpServer is listening on {addr}");
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
+        serve(self.listener, app, &self.config.http, "sink", shutdown)
             .await
             .map_err(|source| ServerError::Io {
                 what: "serving".into(),
@@ -417,6 +424,69 @@ impl Server {
             "shut down cleanly"
         );
         Ok(())
+    }
+}
+
+/// How long [`check_store`] waits for the store before giving up.
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Checks that `store` takes writes under `prefix`, within `within`: lists
+/// the prefix (a missing bucket fails here: some S3-compatible stores, such
+/// as SeaweedFS, create a bucket on the first put instead of refusing it),
+/// then puts a small probe object (`<prefix>.s3-event-probe-<pid>-<nanos>`)
+/// and deletes it again. The error says what the store answered (wrong
+/// credentials, a missing bucket, a refused connection).
+pub async fn check_store(
+    store: &dyn object_store::ObjectStore,
+    prefix: &str,
+    within: Duration,
+) -> Result<(), String> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let key = format!("{prefix}.s3-event-probe-{}-{nanos}", std::process::id());
+    use object_store::ObjectStoreExt as _;
+    let path = object_store::path::Path::from(key.as_str());
+    let probe = async {
+        let listed = store.list(Some(&object_store::path::Path::from(prefix)));
+        futures_util::pin_mut!(listed);
+        if let Some(Err(e)) = futures_util::StreamExt::next(&mut listed).await {
+            return Err(if prefix.is_empty() {
+                format!("listing the bucket failed: {e}")
+            } else {
+                format!("listing `{prefix}` failed: {e}")
+            });
+        }
+        store
+            .put(&path, object_store::PutPayload::from_static(b"probe\n"))
+            .await
+            .map_err(|e| format!("writing the probe object `{key}` failed: {e}"))?;
+        if let Err(e) = store.delete(&path).await {
+            tracing::warn!(key, error = %e, "the probe object could not be deleted");
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(within, probe).await {
+        Ok(r) => r,
+        Err(_) => Err(format!(
+            "no answer within {} s writing the probe object `{key}`",
+            within.as_secs()
+        )),
+    }
+}
+
+impl Config {
+    /// [`check_store`] on this configuration's store and prefix, within
+    /// [`CHECK_TIMEOUT`].
+    pub async fn check_store(&self) -> Result<(), ServerError> {
+        let store = self.store_config().build()?;
+        check_store(&*store, &self.prefix, CHECK_TIMEOUT)
+            .await
+            .map_err(|message| ServerError::Check {
+                store: self.describe_store(),
+                message,
+            })
     }
 }
 
@@ -438,8 +508,19 @@ fn log_config(c: &Config) {
         maxBodyBytes = c.max_body_bytes,
         region = c.region.as_deref().unwrap_or("(default)"),
         credentials,
+        authToken = if c.http.auth_token.is_some() { "set" } else { "none" },
+        tls = c.http.tls(),
+        maxConcurrentRequests = c.http.max_concurrent_requests,
+        readTimeout = c.http.read_timeout.as_secs(),
+        shards = c.shards,
         "configuration"
     );
+    if !c.bind_address.is_loopback() && c.http.auth_token.is_none() {
+        tracing::warn!(
+            bindAddress = %c.bind_address,
+            "listening beyond loopback without `authToken`: anyone who reaches the port writes into the store"
+        );
+    }
 }
 
 /// Completes on SIGINT (Ctrl-C) or, on Unix, SIGTERM.

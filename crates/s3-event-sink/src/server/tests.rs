@@ -500,6 +500,280 @@ async fn server_on_a_port_shuts_down_gracefully() {
     );
 }
 
+// ---------------------------------------------------------------------------
+// Exposed safely: token, concurrency bound, read timeout
+// ---------------------------------------------------------------------------
+
+/// A server on a loopback port with `extra` configuration keys; returns its
+/// address, the stop sender, the task and the data directory.
+async fn exposed(
+    extra: Value,
+) -> (
+    SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), ServerError>>,
+    tempfile::TempDir,
+    tempfile::TempDir,
+) {
+    let data = tempfile::tempdir().unwrap();
+    let spool = tempfile::tempdir().unwrap();
+    let mut values = json!({
+        "v_port": "0",
+        "store": "local",
+        "localDir": data.path().display().to_string(),
+        "spoolDir": spool.path().display().to_string(),
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        values[k] = v.clone();
+    }
+    let config = Config::from_parts(
+        Some(("config.json".into(), values.as_object().unwrap().clone())),
+        None,
+        &|_| None,
+    )
+    .unwrap();
+    let server = Server::bind(config).await.unwrap();
+    let addr = server.local_addr();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async {
+        let _ = stop_rx.await;
+    }));
+    (addr, stop_tx, task, data, spool)
+}
+
+/// Every record stored under `dir`.
+async fn stored_in(dir: &std::path::Path) -> Vec<Value> {
+    let store = StoreConfig::Local { dir: dir.into() }.build().unwrap();
+    let mut out = Vec::new();
+    for (k, b) in objects(&*store, "").await {
+        out.extend(decode(&k, &b).unwrap().records);
+    }
+    out
+}
+
+/// Sends the head of a POST of `body` and its first `sent` bytes, and keeps
+/// the connection open.
+async fn partial_post(addr: SocketAddr, body: &str, sent: usize) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/cloudevents+json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&body.as_bytes()[..sent]).await.unwrap();
+    s
+}
+
+/// Reads the whole answer on `s` (within `within`) and returns its status.
+async fn status_of(s: &mut tokio::net::TcpStream, within: Duration) -> Option<u16> {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    tokio::time::timeout(within, s.read_to_end(&mut out))
+        .await
+        .ok()?
+        .ok()?;
+    String::from_utf8_lossy(&out)
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_body_gets_408_within_the_read_timeout() {
+    let (addr, stop, task, data, _spool) = exposed(json!({"readTimeout": "1"})).await;
+    let started = std::time::Instant::now();
+    let mut slow = partial_post(addr, SEED_BODY, 10).await;
+    let status = status_of(&mut slow, Duration::from_secs(5)).await;
+    assert_eq!(status, Some(408), "after {:?}", started.elapsed());
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    // The server still answers others, and counted the refusal.
+    let (s, body) = http(addr, "GET", "/metrics", "text/plain", "")
+        .await
+        .unwrap();
+    assert_eq!(s, 200);
+    assert!(
+        body.contains(r#"s3_event_http_refused_total{server="sink",reason="read_timeout"}"#),
+        "{body}"
+    );
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+    assert!(stored_in(data.path()).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_over_the_concurrency_limit_get_429() {
+    use tokio::io::AsyncWriteExt;
+    let (addr, stop, task, data, _spool) =
+        exposed(json!({"maxConcurrentRequests": "1", "readTimeout": "10"})).await;
+    // One request in flight: its body is not complete yet.
+    let mut first = partial_post(addr, SEED_BODY, 10).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (s, _) = http(addr, "POST", "/", "application/cloudevents+json", SEED_BODY)
+        .await
+        .unwrap();
+    assert_eq!(s, 429, "a second request while one is in flight");
+    // The first completes normally; then there is room again.
+    first.write_all(&SEED_BODY.as_bytes()[10..]).await.unwrap();
+    assert_eq!(
+        status_of(&mut first, Duration::from_secs(5)).await,
+        Some(200)
+    );
+    let (s, _) = http(addr, "POST", "/", "application/cloudevents+json", SEED_BODY)
+        .await
+        .unwrap();
+    assert_eq!(s, 200);
+    let (_, body) = http(addr, "GET", "/metrics", "text/plain", "")
+        .await
+        .unwrap();
+    assert!(
+        body.contains(r#"s3_event_http_refused_total{server="sink",reason="overloaded"}"#),
+        "{body}"
+    );
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+    assert_eq!(stored_in(data.path()).await.len(), 2);
+}
+
+/// `http` with an `Authorization` header.
+async fn http_auth(addr: SocketAddr, path: &str, auth: Option<&str>, body: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let method = if body.is_empty() { "GET" } else { "POST" };
+    let auth = auth.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/cloudevents+json\r\n\
+         {auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    String::from_utf8_lossy(&out)
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_without_the_token_gets_401_and_stores_nothing() {
+    let (addr, stop, task, data, _spool) = exposed(json!({"authToken": "s3cr3t"})).await;
+    assert_eq!(http_auth(addr, "/", None, SEED_BODY).await, 401);
+    assert_eq!(
+        http_auth(addr, "/", Some("Bearer wrong"), SEED_BODY).await,
+        401
+    );
+    assert_eq!(http_auth(addr, "/", Some("s3cr3t"), SEED_BODY).await, 401);
+    assert_eq!(http_auth(addr, "/metrics", None, "").await, 401);
+    // Health checks need no token.
+    assert_eq!(http_auth(addr, "/health", None, "").await, 200);
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+    assert!(stored_in(data.path()).await.is_empty());
+
+    // With the token, the same POST is stored.
+    let (addr, stop, task, data, _spool) = exposed(json!({"authToken": "s3cr3t"})).await;
+    assert_eq!(
+        http_auth(addr, "/", Some("Bearer s3cr3t"), SEED_BODY).await,
+        200
+    );
+    assert_eq!(
+        http_auth(addr, "/metrics", Some("Bearer s3cr3t"), "").await,
+        200
+    );
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+    assert_eq!(stored_in(data.path()).await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partition_template_event_time_and_uuid_names_from_the_configuration() {
+    let (addr, stop, task, data, _spool) = exposed(json!({
+        "partitionTemplate": "{type}/%Y/%m/",
+        "partitionTime": "event",
+        "objectNames": "uuid",
+        "shards": "2",
+    }))
+    .await;
+    let (s, _) = http(addr, "POST", "/", "application/cloudevents+json", SEED_BODY)
+        .await
+        .unwrap();
+    assert_eq!(s, 200);
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+    let store = StoreConfig::Local {
+        dir: data.path().into(),
+    }
+    .build()
+    .unwrap();
+    let keys: Vec<String> = objects(&*store, "")
+        .await
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    // `time` of the event (2019-07), not today; a UUID as the name.
+    let name = keys[0]
+        .strip_prefix("com.github.pull.create/2019/07/")
+        .unwrap_or_else(|| panic!("{keys:?}"));
+    let uuid = name.strip_suffix(".ndjson.gz").unwrap();
+    assert_eq!(uuid.len(), 36, "{name}");
+    assert_eq!(uuid.matches('-').count(), 4, "{name}");
+}
+
+/// The start-up check against SeaweedFS: good credentials pass; wrong
+/// credentials and a missing bucket fail within seconds, naming the bucket,
+/// the endpoint and what the store said.
+#[cfg(feature = "integration")]
+#[tokio::test]
+async fn check_store_names_bad_credentials_and_missing_buckets() {
+    let good = crate::conformance_tests::s3_config();
+    let endpoint = good.endpoint.clone().unwrap();
+    use base64::Engine as _;
+    let config = |bucket: &str, secret: &str| {
+        let secret_b64 = base64::engine::general_purpose::STANDARD.encode(secret);
+        let key_b64 = base64::engine::general_purpose::STANDARD
+            .encode(good.access_key_id.as_deref().unwrap());
+        Config::from_parts(
+            Some((
+                "config.json".into(),
+                json!({"bucketName": bucket, "endpoint": endpoint, "region": "us-east-1"})
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+            )),
+            Some((
+                "secret.json".into(),
+                json!({"awsAccessKeyID": key_b64, "awsSecretAccessKey": secret_b64})
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+            )),
+            &|_| None,
+        )
+        .unwrap()
+    };
+    let secret = good.secret_access_key.clone().unwrap();
+    config(&good.bucket, &secret).check_store().await.unwrap();
+    for (bucket, secret, says) in [
+        (good.bucket.as_str(), "not-the-secret", "403"),
+        ("s3e-no-such-bucket", secret.as_str(), "NoSuchBucket"),
+    ] {
+        let started = std::time::Instant::now();
+        let e = match config(bucket, secret).check_store().await {
+            Ok(()) => panic!("{bucket}: the check passed"),
+            Err(e) => e.to_string(),
+        };
+        assert!(started.elapsed() < Duration::from_secs(5), "{e}");
+        assert!(e.contains(&format!("s3://{bucket}/")), "{e}");
+        assert!(e.contains(&endpoint), "{e}");
+        assert!(e.contains(says), "{e}");
+        assert!(!e.contains("not-the-secret"), "{e}");
+    }
+}
+
 use crate::StoreConfig;
 
 // ---------------------------------------------------------------------------

@@ -289,3 +289,56 @@ async fn bad_token_is_permanent() {
     let t = NatsTarget::new("arn:minio:sqs::1:nats".parse().unwrap(), ok).unwrap();
     t.send(&conformance::record("k")).await.unwrap();
 }
+
+/// Seed 002's NATS block (`username`, `password`, `secure`, `pingInterval`)
+/// against a private `nats-server` that requires that user and password:
+/// only `address` is changed, to the private server's port. The right
+/// password publishes; a wrong one is a permanent error that does not show
+/// the password.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_seed_block_authenticates_with_user_and_password() {
+    use crate::config::seed;
+    let port = free_port();
+    let _server = PrivateServer::start(
+        env_or("S3E_NATS_SERVER", "nats-server"),
+        [
+            "-a",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "--user",
+            "yourusername",
+            "--pass",
+            "yoursecret",
+        ]
+        .map(String::from)
+        .to_vec(),
+        port,
+        None,
+    );
+    let block = seed::NATS.replace("0.0.0.0:4222", &format!("127.0.0.1:{port}"));
+    let c = crate::NotifyConfig::from_json(&seed::doc(&[&block]), "us-east-1").unwrap();
+    let (target, _) = c.build_targets().unwrap().remove(0);
+    let reader = async_nats::ConnectOptions::with_user_and_password(
+        "yourusername".into(),
+        "yoursecret".into(),
+    )
+    .connect(format!("127.0.0.1:{port}"))
+    .await
+    .unwrap();
+    let mut sub = reader.subscribe("bucketevents").await.unwrap();
+    reader.flush().await.unwrap();
+    target.send(&conformance::record("seed.jpg")).await.unwrap();
+    let msg = tokio::time::timeout(std::time::Duration::from_secs(10), sub.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(decoded_key(&msg.payload).as_deref(), Some("seed.jpg"));
+
+    let wrong = block.replace("\"yoursecret\"", "\"not-the-secret\"");
+    let c = crate::NotifyConfig::from_json(&seed::doc(&[&wrong]), "us-east-1").unwrap();
+    let (target, _) = c.build_targets().unwrap().remove(0);
+    let err = target.send(&conformance::record("k")).await.unwrap_err();
+    assert!(!err.is_transient(), "{err}");
+    assert!(!err.to_string().contains("not-the-secret"), "{err}");
+}

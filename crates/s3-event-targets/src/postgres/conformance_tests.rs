@@ -497,3 +497,42 @@ async fn sslmode_verify_full_and_verify_ca_check_the_certificate() {
         );
     }
 }
+
+/// Seed 002's PostgreSQL block, pasted unchanged (empty `connectionString`,
+/// then the discrete `host`, `port`, `user`, `password`, `database` keys),
+/// writes MinIO's `namespace` rows into `bucketevents_db.bucketevents` on
+/// the real server. (The server here uses trust authentication, so the
+/// block's `password` is sent but not checked.)
+#[tokio::test]
+async fn the_seed_block_with_discrete_keys_writes_to_the_real_server() {
+    use crate::config::seed;
+    let admin = sql().await;
+    if let Err(e) = admin.execute("CREATE DATABASE bucketevents_db", &[]).await {
+        // Created by an earlier run.
+        assert!(e.to_string().contains("already exists"), "{e}");
+    }
+    let c = crate::NotifyConfig::from_json(&seed::doc(&[seed::POSTGRESQL]), "us-east-1").unwrap();
+    let (target, _) = c.build_targets().unwrap().remove(0);
+    assert!(target.is_active().await.unwrap());
+    let key = format!("{}.jpg", unique_name("seed"));
+    let r = test_record(
+        "s3:ObjectCreated:Put",
+        "images",
+        &key,
+        "2026-11-23T22:34:38.226Z",
+    );
+    target.send_batch(&[r]).await.unwrap();
+    let mut cfg = env_config();
+    cfg.dbname("bucketevents_db");
+    let (client, conn) = cfg.connect(tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let row = client
+        .query_one(
+            "SELECT value->'Records'->0->>'eventName' FROM bucketevents WHERE key = $1",
+            &[&format!("images/{key}")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "s3:ObjectCreated:Put");
+    target.close().await.unwrap();
+}

@@ -81,9 +81,21 @@ pub use sns::{
 };
 
 /// A shared secret expected in the `Authorization` header. Never printed:
-/// its `Debug` shows `AuthToken(***)`.
+/// its `Debug` shows `AuthToken(***)`. Deserializes from a non-empty string.
 #[derive(Clone)]
 pub struct AuthToken(String);
+
+impl<'de> serde::Deserialize<'de> for AuthToken {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.is_empty() || s.trim() != s {
+            return Err(serde::de::Error::custom(
+                "`auth_token` must be non-empty, without surrounding spaces",
+            ));
+        }
+        Ok(AuthToken(s))
+    }
+}
 
 impl AuthToken {
     /// A token as configured on MinIO (`auth_token`): a bare token is
@@ -111,8 +123,10 @@ impl fmt::Debug for AuthToken {
     }
 }
 
-/// Receiver settings.
-#[derive(Clone, Debug)]
+/// Receiver settings. Deserializes from the same keys (`auth_token`,
+/// `max_body_bytes`, `sns`); unknown keys are refused.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ReceiverConfig {
     /// When set, every request that is not a signature-verified SNS message
     /// must carry it in `Authorization`; a request carrying a wrong value is
@@ -134,8 +148,10 @@ impl Default for ReceiverConfig {
     }
 }
 
-/// SNS settings.
-#[derive(Clone, Debug)]
+/// SNS settings. Deserializes from the field names, durations in seconds
+/// (`max_age_secs`, `max_clock_skew_secs`); unknown keys are refused.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct SnsConfig {
     /// Verify SNS signatures (default on). Off, SNS messages are treated as
     /// any other body (the auth token applies).
@@ -150,9 +166,12 @@ pub struct SnsConfig {
     /// one named by `SigningCertURL` (whose host is still checked).
     pub certificate_file: Option<PathBuf>,
     /// Messages whose `Timestamp` is older are refused as replays
-    /// (default 1 hour).
+    /// (default 1 hour; key `max_age_secs`).
+    #[serde(rename = "max_age_secs", deserialize_with = "secs")]
     pub max_age: Duration,
-    /// How far in the future a `Timestamp` may be (default 5 minutes).
+    /// How far in the future a `Timestamp` may be (default 5 minutes; key
+    /// `max_clock_skew_secs`).
+    #[serde(rename = "max_clock_skew_secs", deserialize_with = "secs")]
     pub max_clock_skew: Duration,
     /// How many recent `MessageId`s are remembered (default 100000).
     pub replay_cache_size: usize,
@@ -164,6 +183,10 @@ pub struct SnsConfig {
     /// to 14 days. Off, such bodies are trusted as any SQS body (the
     /// `auth_token` still applies).
     pub verify_sqs_wrapped: bool,
+}
+
+fn secs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    <u64 as serde::Deserialize>::deserialize(d).map(Duration::from_secs)
 }
 
 impl Default for SnsConfig {

@@ -24,7 +24,9 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// strings; an empty string means "not set" for every optional key. Unknown
 /// keys are rejected.
 ///
-/// `Debug` never prints `auth_token` or `signature_key`.
+/// `Debug` never prints `auth_token` or `signature_key`, nor the parts of
+/// `endpoint` that can carry a token (user info, path, query, fragment):
+/// see [`redact_endpoint`].
 #[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
@@ -126,7 +128,7 @@ impl fmt::Debug for WebhookConfig {
         let secret = |s: &Option<String>| s.as_ref().map(|_| "***");
         f.debug_struct("WebhookConfig")
             .field("enable", &self.enable)
-            .field("endpoint", &self.endpoint)
+            .field("endpoint", &redact_endpoint(&self.endpoint))
             .field("auth_token", &secret(&self.auth_token))
             .field("client_cert", &self.client_cert)
             .field("client_key", &self.client_key)
@@ -137,6 +139,36 @@ impl fmt::Debug for WebhookConfig {
             .field("timeout", &self.timeout)
             .finish()
     }
+}
+
+/// `endpoint` as it may be logged: scheme, host and port only, the rest
+/// (user info, path, query, fragment, where webhook URLs often carry a
+/// token) replaced by `/***`. A URL that does not parse is `***`.
+///
+/// ```
+/// use s3_event_targets::webhook::redact_endpoint;
+/// assert_eq!(redact_endpoint("https://h.example:8443/hooks/T0KEN?x=1"), "https://h.example:8443/***");
+/// assert_eq!(redact_endpoint("http://h.example/"), "http://h.example/");
+/// ```
+pub fn redact_endpoint(endpoint: &str) -> String {
+    let Ok(url) = reqwest::Url::parse(endpoint) else {
+        return if endpoint.is_empty() {
+            String::new()
+        } else {
+            "***".into()
+        };
+    };
+    let mut out = format!("{}://{}", url.scheme(), url.host_str().unwrap_or_default());
+    if let Some(port) = url.port() {
+        out.push_str(&format!(":{port}"));
+    }
+    let bare = url.username().is_empty()
+        && url.password().is_none()
+        && url.path() == "/"
+        && url.query().is_none()
+        && url.fragment().is_none();
+    out.push_str(if bare { "/" } else { "/***" });
+    out
 }
 
 impl WebhookConfig {

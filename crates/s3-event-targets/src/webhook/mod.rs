@@ -25,7 +25,7 @@ use reqwest::StatusCode;
 use s3_event_core::{EventRecord, Notification, Target, TargetError, TargetId};
 use sha2::Sha256;
 
-pub use config::{WebhookConfig, DEFAULT_QUEUE_LIMIT, DEFAULT_TIMEOUT};
+pub use config::{redact_endpoint, WebhookConfig, DEFAULT_QUEUE_LIMIT, DEFAULT_TIMEOUT};
 
 use crate::{Error, Result};
 
@@ -163,7 +163,7 @@ impl fmt::Debug for WebhookTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WebhookTarget")
             .field("id", &self.id)
-            .field("endpoint", &self.endpoint.as_str())
+            .field("endpoint", &config::redact_endpoint(self.endpoint.as_str()))
             .field("authorization", &self.authorization.as_ref().map(|_| "***"))
             .field("signature_key", &self.signature_key.as_ref().map(|_| "***"))
             .field("timeout", &self.timeout)
@@ -248,6 +248,9 @@ impl WebhookTarget {
     }
 
     fn transport_error(&self, e: reqwest::Error) -> TargetError {
+        // The URL's path and query can hold a token: keep it out of the
+        // message (and so out of logs and dead letters).
+        let e = e.without_url();
         // Builder errors cannot happen with a validated URL; everything else
         // (connect, timeout, reset, body) may work on a later attempt.
         if e.is_builder() {
@@ -658,6 +661,35 @@ mod tests {
         let t = WebhookTarget::new(id(), c).unwrap();
         let d = format!("{t:?}");
         assert!(!d.contains("SECRET"), "{d}");
+    }
+
+    #[test]
+    fn debug_hides_the_endpoint_path_query_and_userinfo() {
+        // A token is often put in the URL itself (`?token=…`, `/hooks/<token>`,
+        // `user:password@`): `Debug` of the config and of the target shows
+        // the scheme, host and port only.
+        let endpoint = "https://hook-user:PASSWORD1@hooks.example.invalid:8443/services/T0KEN2/x?sig=QUERY3#FRAG4";
+        let c = WebhookConfig::new(endpoint);
+        let t = WebhookTarget::new(id(), c.clone()).unwrap();
+        for d in [format!("{c:?}"), format!("{t:?}"), format!("{c:#?}")] {
+            for secret in ["PASSWORD1", "T0KEN2", "QUERY3", "FRAG4", "hook-user"] {
+                assert!(!d.contains(secret), "{secret} in {d}");
+            }
+            assert!(d.contains("https://hooks.example.invalid:8443"), "{d}");
+        }
+    }
+
+    #[tokio::test]
+    async fn transport_errors_do_not_carry_the_endpoint_path() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port(); // Closed again: connections are refused.
+        let c = WebhookConfig::new(format!("http://127.0.0.1:{port}/hooks/T0KEN2?sig=QUERY3"));
+        let t = WebhookTarget::new(id(), c).unwrap();
+        let e = t.send_batch(&[record("a")]).await.unwrap_err().to_string();
+        assert!(!e.contains("T0KEN2") && !e.contains("QUERY3"), "{e}");
     }
 
     #[test]

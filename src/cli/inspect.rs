@@ -1,30 +1,36 @@
-//! Reads a payload a receiver can get (S3 records, MinIO envelope, SNS,
-//! SQS, EventBridge, `s3:TestEvent`) from a file or stdin and prints what it
-//! is, its records, and each record as a CloudEvent (structured JSON).
-//!
-//! ```text
-//! cargo run --example inspect -- payload.json
-//! cat payload.json | cargo run --example inspect
-//! ```
+//! `s3-event inspect`: what an S3 notification payload is.
+
 use std::io::Read;
-use std::process::ExitCode;
+use std::path::PathBuf;
 
 use s3_event::core::inbound::{self, Inbound};
 
-fn main() -> ExitCode {
+use super::Exit;
+
+/// Reads a payload a receiver can get (S3 records, MinIO envelope, SNS,
+/// SQS, EventBridge, s3:TestEvent) and prints what it is, its records and
+/// each record as a CloudEvent (structured JSON). Exits 2 when the payload
+/// is not one.
+#[derive(clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct Args {
+    /// The payload file; `-` or nothing reads stdin.
+    file: Option<PathBuf>,
+}
+
+pub fn run(args: Args) -> Exit {
     let mut bytes = Vec::new();
-    let read = match std::env::args_os().nth(1) {
-        Some(path) => std::fs::read(&path)
+    let read = match args.file.as_deref() {
+        Some(p) if p.as_os_str() != "-" => std::fs::read(p)
             .map(|b| bytes = b)
-            .map_err(|e| format!("{}: {e}", path.to_string_lossy())),
-        None => std::io::stdin()
+            .map_err(|e| format!("{}: {e}", p.display())),
+        _ => std::io::stdin()
             .read_to_end(&mut bytes)
             .map(drop)
             .map_err(|e| format!("stdin: {e}")),
     };
     if let Err(e) = read {
-        eprintln!("error: {e}");
-        return ExitCode::FAILURE;
+        return Exit::Config(e);
     }
     match inbound::parse(&bytes) {
         Ok(Inbound::Records {
@@ -49,22 +55,19 @@ fn main() -> ExitCode {
                     r.event_time.as_deref().unwrap_or("?"),
                 );
                 match r.to_cloudevent() {
-                    Ok(ce) => println!(
-                        "  cloudevent: {}",
-                        serde_json::to_string(&ce).expect("CloudEvents serialize")
-                    ),
+                    Ok(ce) => match serde_json::to_string(&ce) {
+                        Ok(s) => println!("  cloudevent: {s}"),
+                        Err(e) => println!("  cloudevent: not serializable: {e}"),
+                    },
                     Err(e) => println!("  cloudevent: not mappable: {e}"),
                 }
             }
-            ExitCode::SUCCESS
+            Exit::Ok
         }
         Ok(other) => {
             println!("{other:#?}");
-            ExitCode::SUCCESS
+            Exit::Ok
         }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
+        Err(e) => Exit::Config(format!("not an S3 notification: {e}")),
     }
 }

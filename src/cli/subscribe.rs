@@ -1,72 +1,67 @@
-//! Prints what arrives on a broker: the reading side of the README's target
+//! `s3-event subscribe`: the reading side of the README's target
 //! walkthroughs (AMQP, NATS, Kafka, MQTT), one message body per line.
-//!
-//! ```text
-//! cargo run --example subscribe --features amqp  -- amqp  amqp://guest:guest@127.0.0.1:5672 bucketevents
-//! cargo run --example subscribe --features nats  -- nats  nats://127.0.0.1:4222 bucketevents
-//! cargo run --example subscribe --features kafka -- kafka 127.0.0.1:19092 bucketevents
-//! cargo run --example subscribe --features mqtt  -- mqtt  127.0.0.1:1883 minio
-//! ```
-//!
-//! AMQP: binds a fresh exclusive queue to the (fanout) exchange, declaring
-//! the exchange as the target does if it is missing, so start this before
-//! sending. NATS: a core subscription to the subject (JetStream publishes
-//! reach it too). Kafka: reads what arrives on every partition of the topic,
-//! creating the topic (3 partitions) when it is missing, as the target does
-//! not create topics.
-//! MQTT: subscribes with QoS 1. Runs until Ctrl-C, or exits after
-//! `--count N` messages.
 
-use std::process::ExitCode;
+use super::Exit;
 
-const USAGE: &str = "usage: subscribe (amqp URL EXCHANGE | nats URL SUBJECT | kafka BROKER TOPIC | mqtt HOST:PORT TOPIC) [--count N]";
+/// AMQP: binds a fresh exclusive queue to the (fanout) exchange, declaring
+/// the exchange as the target does if it is missing, so start this before
+/// sending. NATS: a core subscription to the subject (JetStream publishes
+/// reach it too). Kafka: reads what arrives on every partition of the topic,
+/// creating the topic (3 partitions) when it is missing, as the target does
+/// not create topics. MQTT: subscribes with QoS 1. Runs until Ctrl-C, or
+/// exits after --count N messages.
+#[derive(clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct Args {
+    /// The broker type.
+    #[arg(value_enum)]
+    kind: Kind,
+    /// amqp: a URL (amqp://guest:guest@127.0.0.1:5672); nats: a URL
+    /// (nats://127.0.0.1:4222); kafka: a broker (127.0.0.1:19092); mqtt:
+    /// HOST:PORT.
+    address: String,
+    /// The exchange (amqp), subject (nats) or topic (kafka, mqtt).
+    name: String,
+    /// Exit after this many messages.
+    #[arg(long)]
+    count: Option<usize>,
+}
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> ExitCode {
-    let mut args: Vec<String> = std::env::args().skip(1).collect();
-    let mut count = usize::MAX;
-    if let Some(i) = args.iter().position(|a| a == "--count") {
-        match args.get(i + 1).and_then(|n| n.parse().ok()) {
-            Some(n) => count = n,
-            None => {
-                eprintln!("subscribe: --count needs a number\n{USAGE}");
-                return ExitCode::from(2);
-            }
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Kind {
+    Amqp,
+    Nats,
+    Kafka,
+    Mqtt,
+}
+
+pub fn run(args: Args) -> Exit {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return Exit::Failed(format!("cannot start the runtime: {e}")),
+    };
+    let count = args.count.unwrap_or(usize::MAX);
+    let (addr, name) = (args.address.as_str(), args.name.as_str());
+    let result = rt.block_on(async {
+        match args.kind {
+            Kind::Amqp => amqp(addr, name, count).await,
+            Kind::Nats => nats(addr, name, count).await,
+            Kind::Kafka => kafka(addr, name, count).await,
+            Kind::Mqtt => mqtt(addr, name, count).await,
         }
-        args.drain(i..i + 2);
-    }
-    let [kind, addr, name] = args.as_slice() else {
-        eprintln!("{USAGE}");
-        return ExitCode::from(2);
-    };
-    let result = match kind.as_str() {
-        #[cfg(feature = "amqp")]
-        "amqp" => amqp(addr, name, count).await,
-        #[cfg(feature = "nats")]
-        "nats" => nats(addr, name, count).await,
-        #[cfg(feature = "kafka")]
-        "kafka" => kafka(addr, name, count).await,
-        #[cfg(feature = "mqtt")]
-        "mqtt" => mqtt(addr, name, count).await,
-        other => Err(format!(
-            "`{other}` is not a broker this build knows (build with --features {other})\n{USAGE}"
-        )),
-    };
+    });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("subscribe: {e}");
-            ExitCode::FAILURE
-        }
+        Ok(()) => Exit::Ok,
+        Err(e) => Exit::Failed(e),
     }
 }
 
-#[allow(dead_code)]
 fn print_body(body: &[u8]) {
     println!("{}", String::from_utf8_lossy(body));
 }
-
-#[cfg(feature = "amqp")]
 async fn amqp(url: &str, exchange: &str, count: usize) -> Result<(), String> {
     use futures::StreamExt;
     use s3_event::targets::amqp::lapin::options::{
@@ -136,7 +131,6 @@ async fn amqp(url: &str, exchange: &str, count: usize) -> Result<(), String> {
     Ok(())
 }
 
-#[cfg(feature = "nats")]
 async fn nats(url: &str, subject: &str, count: usize) -> Result<(), String> {
     use futures::StreamExt;
     let client = s3_event::targets::nats::async_nats::connect(url)
@@ -157,7 +151,6 @@ async fn nats(url: &str, subject: &str, count: usize) -> Result<(), String> {
     Ok(())
 }
 
-#[cfg(feature = "kafka")]
 async fn kafka(broker: &str, topic: &str, count: usize) -> Result<(), String> {
     use s3_event::targets::kafka::rskafka::client::partition::{OffsetAt, UnknownTopicHandling};
     use s3_event::targets::kafka::rskafka::client::ClientBuilder;
@@ -231,7 +224,6 @@ async fn kafka(broker: &str, topic: &str, count: usize) -> Result<(), String> {
     Ok(())
 }
 
-#[cfg(feature = "mqtt")]
 async fn mqtt(addr: &str, topic: &str, count: usize) -> Result<(), String> {
     use s3_event::targets::mqtt::rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
     let (host, port) = addr

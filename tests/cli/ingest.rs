@@ -1,4 +1,4 @@
-//! Process tests of `examples/ingest_meters.rs`: a mixed batch of meter files
+//! Process tests of `s3-event ingest`: a mixed batch of meter files
 //! (JSON array, NDJSON, gzip NDJSON, a file with two bad records, a file that
 //! is not JSON) dropped into a local directory or the real S3-compatible
 //! server yields exactly the valid records in the output objects and the
@@ -19,7 +19,7 @@ use object_store::path::Path as ObjPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde_json::{json, Value};
 
-use crate::util::{example_bin, free_port, wait_for_port, ChildGuard};
+use crate::util::{free_port, wait_for_port, ChildGuard};
 
 fn meter(customer: &str, value: f64) -> Value {
     json!({"customerId": customer, "meterApiName": "ComputeHours", "meterValue": value,
@@ -96,7 +96,7 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// A running `ingest_meters` with its stderr in a file.
+/// A running `s3-event ingest` with its stderr in a file.
 struct Running {
     child: ChildGuard,
     stderr: PathBuf,
@@ -110,7 +110,7 @@ impl Running {
         let stderr = dir.join(format!("stderr-{run}.log"));
         let stdout = dir.join(format!("stdout-{run}.log"));
         let child = ChildGuard::spawn(
-            Command::new(example_bin("ingest_meters"))
+            crate::util::s3_event("ingest")
                 .arg("--config")
                 .arg(&cfg)
                 .current_dir(dir)
@@ -436,7 +436,7 @@ fn config_error(config: &str) -> String {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = tmp.path().join("bad.json");
     std::fs::write(&cfg, config).unwrap();
-    let out = Command::new(example_bin("ingest_meters"))
+    let out = crate::util::s3_event("ingest")
         .arg("--config")
         .arg(&cfg)
         .current_dir(tmp.path())
@@ -454,7 +454,7 @@ fn bad_configuration_exits_2_naming_the_key() {
         (r#"{"pollInterval": 5}"#, vec!["`pollInterval`"]),
         (
             r#"{"input": {"store": "local", "dri": "x"}}"#,
-            vec!["`input.dri`", "unknown field"],
+            vec!["`input`", "unknown field `dri`"],
         ),
         (
             r#"{"pollIntervalMillis": 0}"#,
@@ -465,7 +465,7 @@ fn bad_configuration_exits_2_naming_the_key() {
             r#"{"output": {"store": "ftp"}}"#,
             vec!["`output.store`", "ftp"],
         ),
-        (r#"{"input": {"store": "s3"}}"#, vec!["`input.bucket`"]),
+        (r#"{"input": {"store": "s3"}}"#, vec!["`input`", "`bucket`"]),
         (r#"{"listen": "nowhere"}"#, vec!["`listen`"]),
         (r#"{"authToken": "t"}"#, vec!["`authToken`", "`listen`"]),
     ] {
@@ -474,12 +474,12 @@ fn bad_configuration_exits_2_naming_the_key() {
             assert!(err.contains(n), "{config}: {err}");
         }
     }
-    let out = Command::new(example_bin("ingest_meters"))
+    let out = crate::util::s3_event("ingest")
         .arg("--bogus")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("`--bogus`"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--bogus"));
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! Process tests of `examples/s3_sink.rs`: the example started as a real
+//! Process tests of `s3-event sink`: the program started as a real
 //! process with the seed's `config.json`/`secret.json` (plus `store: local`)
 //! on a free loopback port, driven with `curl`, stopped with SIGTERM, and
 //! checked through the objects it left in its local directory. The request
@@ -15,7 +15,7 @@ use std::time::Duration;
 use flate2::read::GzDecoder;
 use serde_json::{json, Value};
 
-use crate::util::{example_bin, free_port, wait_for_port, ChildGuard};
+use crate::util::{free_port, wait_for_port, ChildGuard};
 
 /// The seed's `curl` body, byte for byte.
 const SEED_BODY: &str = r#"{"specversion":"0.3","id":"b25e2717-a470-45a0-8231-985a99aa9416","type":"com.github.pull.create","source":"https://github.com/cloudevents/spec/pull/123","time":"2019-07-04T17:31:00.000Z","datacontenttype":"application/json","data":{"much":"wow"}}"#;
@@ -36,7 +36,7 @@ fn b64(s: &str) -> String {
 const PATH_VARS: &[&str] = &["v_config_path", "v_secret_path"];
 
 fn command(dir: &Path) -> Command {
-    let mut cmd = Command::new(example_bin("s3_sink"));
+    let mut cmd = crate::util::s3_event("sink");
     cmd.current_dir(dir).env("RUST_LOG", "info");
     use s3_event::sink::server::config::{CONFIG_KEYS, SECRET_KEYS};
     for k in CONFIG_KEYS.iter().chain(SECRET_KEYS).chain(PATH_VARS) {
@@ -493,9 +493,9 @@ fn bad_command_lines_exit_2_naming_the_problem() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let err = exits_2(dir, &["--bogus"]);
-    assert!(err.contains("`--bogus`"), "{err}");
+    assert!(err.contains("'--bogus'"), "{err}");
     let err = exits_2(dir, &["--port", "eighty"]);
-    assert!(err.contains("--port") && err.contains("`eighty`"), "{err}");
+    assert!(err.contains("--port") && err.contains("'eighty'"), "{err}");
     let err = exits_2(dir, &["--port", "70000"]);
     assert!(err.contains("--port"), "{err}");
     let err = exits_2(dir, &["--config"]);
@@ -551,4 +551,230 @@ fn bad_command_lines_exit_2_naming_the_problem() {
     no_secrets(&err);
     // Nothing was written by a start that failed.
     assert!(!dir.join("data").exists());
+}
+
+#[test]
+fn check_config_prints_the_effective_configuration_without_secrets() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let config = json!({"store": "local", "localDir": dir.join("data"), "flushSize": "7",
+                        "authToken": "T0KEN-never-printed"});
+    let (cfg, secret) = write_files(dir, &config);
+    let out = command(dir)
+        .args([
+            "--config",
+            cfg.to_str().unwrap(),
+            "--secret",
+            secret.to_str().unwrap(),
+        ])
+        .arg("--check-config")
+        .env("v_port", "9191")
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    // The file, the environment (`v_port`) and the defaults, merged.
+    assert_eq!(v["flushSize"], json!(7));
+    assert_eq!(v["v_port"], json!(9191));
+    assert_eq!(v["bindAddress"], json!("127.0.0.1"));
+    assert_eq!(v["authToken"], json!("<redacted>"));
+    assert_eq!(v["awsSecretAccessKey"], json!("<redacted>"));
+    no_secrets(&text);
+    assert!(!text.contains("T0KEN-never-printed"), "{text}");
+    // Nothing was started or written.
+    assert!(!dir.join("data").exists() && !dir.join("spool").exists());
+    let config = json!({"store": "local", "flushSize": "0"});
+    let (cfg, secret) = write_files(dir, &config);
+    let err = exits_2(
+        dir,
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--secret",
+            secret.to_str().unwrap(),
+            "--check-config",
+        ],
+    );
+    assert!(err.contains("`flushSize`"), "{err}");
+}
+
+/// Must-show 3 of the binary's issue: a sink pointed at SeaweedFS with a
+/// wrong secret, or at a bucket that does not exist, exits 2 within seconds
+/// naming the bucket, the endpoint and what the store said; `--skip-check`
+/// starts anyway.
+#[test]
+fn wrong_credentials_or_a_missing_bucket_exit_2_within_seconds() {
+    let endpoint =
+        std::env::var("S3E_S3_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:18333".into());
+    let bucket = std::env::var("S3E_S3_BUCKET").unwrap_or_else(|_| "s3e-test".into());
+    let key = std::env::var("S3E_S3_ACCESS_KEY").unwrap_or_else(|_| "testkey".into());
+    let secret = std::env::var("S3E_S3_SECRET_KEY").unwrap_or_else(|_| "testsecret".into());
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    for (bucket, secret, says) in [
+        (bucket.as_str(), SECRET_KEY, "SignatureDoesNotMatch"),
+        ("s3e-no-such-bucket-7731", secret.as_str(), "NoSuchBucket"),
+    ] {
+        let config = json!({"bucketName": bucket, "endpoint": endpoint, "region": "us-east-1",
+                            "spoolDir": dir.join("spool"), "v_port": "0"});
+        let files = write_files_with(dir, &config, &key, secret);
+        let started = std::time::Instant::now();
+        let out = command(dir)
+            .args([
+                "--config",
+                files.0.to_str().unwrap(),
+                "--secret",
+                files.1.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(err.contains(&format!("s3://{bucket}/")), "{err}");
+        assert!(err.contains(&endpoint), "{err}");
+        assert!(err.contains(says), "{err}");
+        assert!(err.contains("--skip-check"), "{err}");
+        no_secrets(&err);
+    }
+    // With `--skip-check` the same wrong secret starts (uploads would fail
+    // and be retried).
+    let port = free_port();
+    let config = json!({"bucketName": bucket, "endpoint": endpoint, "region": "us-east-1",
+                        "spoolDir": dir.join("spool2"), "v_port": port.to_string()});
+    let files = write_files_with(dir, &config, &key, SECRET_KEY);
+    let server = Server::start_with(dir, files, &["--skip-check"], port);
+    let (out, _) = server.stop();
+    assert!(out.contains("listening on http://127.0.0.1:"), "{out}");
+}
+
+/// A CA and a server certificate for `127.0.0.1` and `localhost`, written
+/// as `ca.pem`, `cert.pem` and `key.pem` under `dir`.
+fn tls_files(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "s3-event test CA");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let params =
+        CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    let paths = (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    );
+    std::fs::write(&paths.0, ca_cert.pem()).unwrap();
+    std::fs::write(&paths.1, cert.pem()).unwrap();
+    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
+    paths
+}
+
+/// `curl` of `url` with `args`; returns (status, body).
+fn curl(args: &[&str], url: &str) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-w", "\n%{http_code}"])
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("curl");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (body, code) = text.rsplit_once('\n').expect("status line");
+    (code.parse().unwrap_or(0), body.to_owned())
+}
+
+/// Must-show 4 of the binary's issue: with `authToken`, a POST without it
+/// gets 401 and stores nothing; with TLS files the sink answers
+/// `curl --cacert`, and plain HTTP gets nothing.
+#[test]
+fn a_token_guards_the_sink_and_tls_answers_curl_with_the_ca() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (ca, cert, key) = tls_files(dir);
+    let port = free_port();
+    let config = json!({"store": "local", "localDir": dir.join("data"),
+                        "spoolDir": dir.join("spool"), "v_port": port.to_string(),
+                        "authToken": "s3cr3t-T0KEN", "tlsCertFile": cert, "tlsKeyFile": key});
+    let server = Server::start(dir, &config, &[], port);
+    let url = format!("https://127.0.0.1:{port}/");
+    let ca = ca.to_str().unwrap();
+    let post = |auth: Option<&str>| {
+        let mut args = vec![
+            "--cacert",
+            ca,
+            "-X",
+            "POST",
+            "--data-binary",
+            SEED_BODY,
+            "-H",
+            "Content-Type: application/cloudevents+json",
+        ];
+        let header;
+        if let Some(a) = auth {
+            header = format!("Authorization: {a}");
+            args.extend(["-H", header.as_str()]);
+        }
+        curl(&args, &url)
+    };
+    assert_eq!(post(None).0, 401);
+    assert_eq!(post(Some("Bearer wrong")).0, 401);
+    let (status, body) = curl(
+        &["--cacert", ca],
+        &format!("https://127.0.0.1:{port}/health"),
+    );
+    assert_eq!(status, 200, "{body}");
+    // Without the CA the certificate is refused; plain HTTP gets no answer.
+    assert_eq!(curl(&[], &format!("https://127.0.0.1:{port}/health")).0, 0);
+    assert_eq!(curl(&[], &format!("http://127.0.0.1:{port}/health")).0, 0);
+    let (_, metrics) = curl(
+        &["--cacert", ca, "-H", "Authorization: Bearer s3cr3t-T0KEN"],
+        &format!("https://127.0.0.1:{port}/metrics"),
+    );
+    assert!(
+        metrics.contains(r#"s3_event_http_refused_total{server="sink",reason="unauthorized"} 2"#),
+        "{metrics}"
+    );
+    let (out, log) = server.stop();
+    assert!(
+        out.contains(&format!("listening on https://127.0.0.1:{port}")),
+        "{out}"
+    );
+    assert!(!log.contains("s3cr3t-T0KEN"), "{log}");
+    // Nothing stored.
+    assert!(stored(&dir.join("data")).is_empty());
+
+    // The token accepted: stored once.
+    let port = free_port();
+    let mut config = config;
+    config["v_port"] = json!(port.to_string());
+    let server = Server::start(dir, &config, &[], port);
+    let url = format!("https://127.0.0.1:{port}/");
+    let (status, body) = curl(
+        &[
+            "--cacert",
+            ca,
+            "-X",
+            "POST",
+            "--data-binary",
+            SEED_BODY,
+            "-H",
+            "Content-Type: application/cloudevents+json",
+            "-H",
+            "Authorization: Bearer s3cr3t-T0KEN",
+        ],
+        &url,
+    );
+    assert_eq!((status, body.as_str()), (200, r#"{"accepted":1}"#));
+    server.stop();
+    let records: usize = stored(&dir.join("data")).iter().map(|(_, r)| r.len()).sum();
+    assert_eq!(records, 1);
 }

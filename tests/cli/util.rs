@@ -1,26 +1,16 @@
-//! Shared helpers of the example process tests.
+//! Shared helpers of the process tests.
 #![allow(dead_code)]
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-/// The path of an example binary built by `cargo test` beside this test
-/// binary (`target/<profile>/deps/examples-…` → `target/<profile>/examples/`).
-pub fn example_bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("test binary under target/<profile>/deps");
-    let bin = profile_dir.join("examples").join(name);
-    assert!(
-        bin.exists(),
-        "example binary {} not found: run through `cargo test --all-features`, which builds the examples",
-        bin.display()
-    );
-    bin
+/// A command running `s3-event <subcommand>`: the binary cargo built for
+/// this test.
+pub fn s3_event(subcommand: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_s3-event"));
+    cmd.arg(subcommand);
+    cmd
 }
 
 /// A loopback port that was free a moment ago.
