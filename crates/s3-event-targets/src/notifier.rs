@@ -1414,6 +1414,8 @@ mod tests {
         }
         assert_eq!(n.stats()[0].1.queued, 10);
         n.shutdown(Duration::from_millis(50)).await;
+        // The queue directory is locked until the notifier is dropped.
+        drop(n);
         assert!(down.seen().is_empty());
 
         let up = TestTarget::new("a");
