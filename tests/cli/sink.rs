@@ -612,9 +612,19 @@ fn wrong_credentials_or_a_missing_bucket_exit_2_within_seconds() {
     let secret = std::env::var("S3E_S3_SECRET_KEY").unwrap_or_else(|_| "testsecret".into());
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
+    // A name no other test uses: SeaweedFS creates a bucket on a put, so a
+    // fixed name may exist after some other test's upload.
+    let missing = format!(
+        "s3e-missing-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+    );
     for (bucket, secret, says) in [
         (bucket.as_str(), SECRET_KEY, "SignatureDoesNotMatch"),
-        ("s3e-no-such-bucket-7731", secret.as_str(), "NoSuchBucket"),
+        (missing.as_str(), secret.as_str(), "NoSuchBucket"),
     ] {
         let config = json!({"bucketName": bucket, "endpoint": endpoint, "region": "us-east-1",
                             "spoolDir": dir.join("spool"), "v_port": "0"});
@@ -682,14 +692,21 @@ fn tls_files(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
 /// `curl` of `url` with `args`; returns (status, body).
 fn curl(args: &[&str], url: &str) -> (u16, String) {
     let out = Command::new("curl")
-        .args(["-s", "-w", "\n%{http_code}"])
+        .args(["-sS", "-w", "\n%{http_code}"])
         .args(args)
         .arg(url)
         .output()
         .expect("curl");
     let text = String::from_utf8(out.stdout).unwrap();
     let (body, code) = text.rsplit_once('\n').expect("status line");
-    (code.parse().unwrap_or(0), body.to_owned())
+    let code = code.parse().unwrap_or(0);
+    if code == 0 {
+        eprintln!(
+            "curl {args:?} {url}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    (code, body.to_owned())
 }
 
 /// Must-show 4 of the binary's issue: with `authToken`, a POST without it

@@ -240,7 +240,7 @@ pub struct TlsError {
 }
 
 /// Reads the PEM certificate chain and private key of `opts` into a rustls
-/// server configuration (ring, TLS 1.2 and 1.3, HTTP/1.1 and h2 by ALPN).
+/// server configuration (ring, TLS 1.2 and 1.3, HTTP/1.1 by ALPN).
 /// `Ok(None)` without TLS.
 pub fn tls_config(opts: &HttpOptions) -> Result<Option<Arc<rustls::ServerConfig>>, TlsError> {
     use rustls::pki_types::pem::PemObject;
@@ -267,7 +267,10 @@ pub fn tls_config(opts: &HttpOptions) -> Result<Option<Arc<rustls::ServerConfig>
         .with_no_client_auth()
         .with_single_cert(certs, private)
         .map_err(|e| err(key, format!("does not go with the certificate: {e}")))?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // HTTP/1.1 only: a request refused before its body is read (401, 408,
+    // 429) ends an HTTP/2 stream with RST_STREAM, which some clients (curl
+    // 7.88) report as a framing error instead of the status.
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Some(Arc::new(config)))
 }
 

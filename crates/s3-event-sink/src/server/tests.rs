@@ -757,9 +757,19 @@ async fn check_store_names_bad_credentials_and_missing_buckets() {
     };
     let secret = good.secret_access_key.clone().unwrap();
     config(&good.bucket, &secret).check_store().await.unwrap();
+    // A name no other test uses: SeaweedFS creates a bucket on a put, so a
+    // fixed name may exist after some other test's upload.
+    let missing = format!(
+        "s3e-missing-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+    );
     for (bucket, secret, says) in [
         (good.bucket.as_str(), "not-the-secret", "403"),
-        ("s3e-no-such-bucket", secret.as_str(), "NoSuchBucket"),
+        (missing.as_str(), secret.as_str(), "NoSuchBucket"),
     ] {
         let started = std::time::Instant::now();
         let e = match config(bucket, secret).check_store().await {

@@ -509,10 +509,12 @@ async fn the_seed_block_with_discrete_keys_writes_to_the_real_server() {
     let admin = sql().await;
     if let Err(e) = admin.execute("CREATE DATABASE bucketevents_db", &[]).await {
         // Created by an earlier run.
-        let msg = e
-            .as_db_error()
-            .map_or_else(|| e.to_string(), |d| d.message().to_owned());
-        assert!(msg.contains("already exists"), "{msg}");
+        let code = e.as_db_error().map(|d| d.code().clone());
+        assert_eq!(
+            code,
+            Some(tokio_postgres::error::SqlState::DUPLICATE_DATABASE),
+            "{e:?}"
+        );
     }
     let c = crate::NotifyConfig::from_json(&seed::doc(&[seed::POSTGRESQL]), "us-east-1").unwrap();
     let (target, _) = c.build_targets().unwrap().remove(0);
