@@ -361,6 +361,8 @@ pub(crate) struct Flaky {
 pub(crate) const OK: u8 = 0;
 pub(crate) const DOWN: u8 = 1;
 pub(crate) const LOSE_REPLY: u8 = 2;
+/// Every put refused as a bucket policy refuses it (access denied).
+pub(crate) const DENIED: u8 = 3;
 
 impl Flaky {
     pub fn new(inner: Arc<dyn ObjectStore>, mode: u8) -> Arc<Flaky> {
@@ -394,6 +396,10 @@ impl ObjectStore for Flaky {
     ) -> object_store::Result<PutResult> {
         match self.mode.load(Ordering::SeqCst) {
             DOWN => Err(Self::fail()),
+            DENIED => Err(object_store::Error::PermissionDenied {
+                path: location.to_string(),
+                source: "AccessDenied".into(),
+            }),
             LOSE_REPLY => {
                 self.inner.put_opts(location, payload, opts).await?;
                 Err(Self::fail())

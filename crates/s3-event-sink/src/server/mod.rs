@@ -9,7 +9,9 @@
 //!   past `maxBodyBytes`; `503` with `Retry-After` when the spool stays full
 //!   longer than [`RouterOptions::push_wait`] (then no event of the request
 //!   was taken, so retrying makes no duplicate).
-//! - `GET /health`: `{"status": "ok", ...}` with the sink's counters.
+//! - `GET /health`: `{"status": "ok", ...}` with the sink's counters; `503`
+//!   with `{"status": "degraded", "reason": ...}` while uploads fail in a way
+//!   retrying will not fix (refused credentials, a missing bucket).
 //! - `GET /metrics`: Prometheus text, from the `metrics` crate and
 //!   `metrics-exporter-prometheus`.
 //!
@@ -281,10 +283,19 @@ async fn receive_inner(
 
 async fn health(State(st): State<AppState>) -> Response {
     let s = st.sink.stats();
+    let degraded = st.sink.degraded();
+    let (code, status) = match &degraded {
+        // Uploads fail in a way retrying will not fix: events are still
+        // accepted and kept, but an operator must act.
+        Some(_) => (StatusCode::SERVICE_UNAVAILABLE, "degraded"),
+        None => (StatusCode::OK, "ok"),
+    };
     json_response(
-        StatusCode::OK,
+        code,
         &json!({
-            "status": "ok",
+            "status": status,
+            "reason": degraded,
+            "upload_permanent_errors": s.upload_permanent_errors,
             "events_accepted": s.events_accepted,
             "events_recovered": s.events_recovered,
             "objects_uploaded": s.objects_uploaded,
@@ -301,6 +312,13 @@ async fn metrics_text(State(st): State<AppState>) -> Response {
     metrics::counter!("s3_sink_bytes_uploaded_total").absolute(s.bytes_uploaded);
     metrics::counter!("s3_sink_upload_retries_total").absolute(s.upload_retries);
     metrics::counter!("s3_sink_events_recovered_total").absolute(s.events_recovered);
+    metrics::counter!("s3_sink_upload_permanent_errors_total").absolute(s.upload_permanent_errors);
+    metrics::counter!("s3_sink_key_collisions_total").absolute(s.key_collisions);
+    metrics::gauge!("s3_sink_degraded").set(if st.sink.degraded().is_some() {
+        1.0
+    } else {
+        0.0
+    });
     metrics::gauge!("s3_sink_spool_bytes").set(s.spool_bytes as f64);
     metrics::gauge!("s3_sink_open_batches").set(s.open_batches as f64);
     metrics::gauge!("s3_sink_pending_uploads").set(s.pending_uploads as f64);

@@ -1027,3 +1027,71 @@ async fn kill_9_mid_stream_local() {
 async fn kill_9_mid_stream_s3() {
     kill_9_mid_stream(Kind::S3).await
 }
+
+/// Uploads refused for a reason retrying will not fix (here: access
+/// denied) turn `/health` into 503 `degraded` naming the reason, and set the
+/// `s3_sink_degraded` gauge; the events stay accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_reports_a_degraded_sink() {
+    let flaky = crate::conformance_tests::Flaky::new(
+        Arc::new(object_store::memory::InMemory::new()),
+        crate::conformance_tests::DENIED,
+    );
+    let spool = tempfile::tempdir().unwrap();
+    let sink = Arc::new(
+        Sink::builder()
+            .with_store(flaky)
+            .with_flush_size(1)
+            .with_spool(SpoolOptions::new(spool.path()).with_fsync(SpoolFsync::Never))
+            .build()
+            .unwrap(),
+    );
+    let app = router(Arc::clone(&sink), RouterOptions::default());
+    let resp = app
+        .clone()
+        .oneshot(
+            Request::post("/")
+                .header("content-type", "application/cloudevents+json")
+                .body(Body::from(ce("d1").to_string()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let t0 = std::time::Instant::now();
+    let body = loop {
+        let resp = app
+            .clone()
+            .oneshot(Request::get("/health").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let body: Value = serde_json::from_slice(&bytes).unwrap();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            break body;
+        }
+        assert!(t0.elapsed() < std::time::Duration::from_secs(30), "{body}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(body["status"], json!("degraded"));
+    assert!(
+        body["reason"].as_str().unwrap().contains("access denied"),
+        "{body}"
+    );
+    let resp = app
+        .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let text = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&text);
+    assert!(text.contains("s3_sink_degraded 1"), "{text}");
+    assert!(
+        text.contains("s3_sink_upload_permanent_errors_total"),
+        "{text}"
+    );
+}
