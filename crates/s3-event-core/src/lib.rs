@@ -24,6 +24,7 @@ pub mod log;
 mod name;
 mod partition;
 mod record;
+pub mod retry;
 mod rules;
 mod target;
 mod wire;

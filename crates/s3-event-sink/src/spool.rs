@@ -414,6 +414,144 @@ fn runs(events: impl Iterator<Item = (u64, u64)>) -> (Vec<(u64, u64)>, u64, u64,
     (runs, first, last, count)
 }
 
+/// The spool's batch bookkeeping, read frame by frame on open.
+#[derive(Default)]
+struct Bookkeeping {
+    next_seq: u64,
+    /// Per shard and partition, events no close covers yet, in first-seen
+    /// order of the pairs.
+    open: OpenEvents,
+    order: Vec<(u16, String)>,
+    /// Closed batches not (yet) seen uploaded, by key sequence number.
+    closed: BTreeMap<u64, PendingBatch>,
+    /// First event sequence number per segment.
+    seg_first: BTreeMap<u64, u64>,
+    /// Segments with frames, in order.
+    segments: Vec<u64>,
+    unreadable: u64,
+}
+
+impl Bookkeeping {
+    fn visit(&mut self, f: log::FrameRef<'_>) {
+        if self.segments.last() != Some(&f.segment) {
+            self.segments.push(f.segment);
+        }
+        let Some(frame) = f
+            .payload
+            .split_first()
+            .and_then(|(k, b)| parse_frame(*k, b))
+        else {
+            self.unreadable += 1;
+            return;
+        };
+        match frame {
+            Frame::Event {
+                seq,
+                shard,
+                partition,
+                ..
+            } => {
+                self.next_seq = self.next_seq.max(seq + 1);
+                self.seg_first.entry(f.segment).or_insert(seq);
+                let k = (shard, partition.to_owned());
+                let order = &mut self.order;
+                self.open
+                    .entry(k.clone())
+                    .or_insert_with(|| {
+                        order.push(k);
+                        VecDeque::new()
+                    })
+                    .push_back((seq, f.segment));
+            }
+            Frame::Close {
+                key_seq,
+                last_seq,
+                shard,
+                encoding,
+                compression,
+                partition,
+                key,
+            } => self.close(CloseFrame {
+                key_seq,
+                last_seq,
+                shard,
+                encoding,
+                compression,
+                partition: partition.to_owned(),
+                key: key.to_owned(),
+            }),
+            Frame::Uploaded { key_seq } => {
+                self.closed.remove(&key_seq);
+            }
+        }
+    }
+
+    /// A close frame takes every open event of its shard and partition up
+    /// to its last sequence number.
+    fn close(&mut self, c: CloseFrame) {
+        if self.closed.contains_key(&c.key_seq) {
+            return; // written again after a failed fsync
+        }
+        let mut taken = Vec::new();
+        if let Some(q) = self.open.get_mut(&(c.shard, c.partition.clone())) {
+            while q.front().is_some_and(|(s, _)| *s <= c.last_seq) {
+                taken.push(q.pop_front().expect("front"));
+            }
+        }
+        let (segments, _, _, count) = runs(taken.into_iter());
+        // None left: its events' segments were deleted, that is, it was
+        // uploaded (its uploaded frame follows).
+        if count > 0 {
+            self.closed.insert(
+                c.key_seq,
+                PendingBatch {
+                    key_seq: c.key_seq,
+                    last_seq: c.last_seq,
+                    shard: c.shard,
+                    partition: c.partition,
+                    key: Some(c.key),
+                    encoding: c.encoding,
+                    compression: c.compression,
+                    count,
+                    segments,
+                    durable_at: 0,
+                },
+            );
+        }
+    }
+
+    /// The batches left to upload, and each segment's count of their events.
+    fn finish(mut self, segments: &[log::SegmentInfo]) -> (Vec<PendingBatch>, BTreeMap<u64, u64>) {
+        let mut live: BTreeMap<u64, u64> = segments.iter().map(|s| (s.segment, 0)).collect();
+        let mut pending: Vec<PendingBatch> =
+            std::mem::take(&mut self.closed).into_values().collect();
+        for k in std::mem::take(&mut self.order) {
+            let Some(q) = self.open.remove(&k).filter(|q| !q.is_empty()) else {
+                continue;
+            };
+            let (segs, first, last, count) = runs(q.into_iter());
+            pending.push(PendingBatch {
+                key_seq: first,
+                last_seq: last,
+                shard: k.0,
+                partition: k.1,
+                key: None,
+                encoding: Encoding::Ndjson,
+                compression: Compression::None,
+                count,
+                segments: segs,
+                durable_at: 0,
+            });
+        }
+        for b in &pending {
+            for &(seg, n) in &b.segments {
+                *live.entry(seg).or_default() += n;
+            }
+        }
+        (pending, live)
+    }
+}
+
 impl Spool {
     /// Opens (or creates) the spool in `opts.dir`: takes its lock, cuts torn
     /// tails and reads the log's batch bookkeeping (not the records: see
@@ -428,140 +566,36 @@ impl Spool {
             .with_fsync(opts.fsync.into())
             .with_what("spool")
             .with_faults(opts.faults.clone());
-        let mut next_seq = 0u64;
-        let mut open: OpenEvents = HashMap::new();
-        let mut order: Vec<(u16, String)> = Vec::new();
-        let mut closed: BTreeMap<u64, PendingBatch> = BTreeMap::new();
-        let mut seg_first: BTreeMap<u64, u64> = BTreeMap::new();
-        let mut seen_segments: Vec<u64> = Vec::new();
-        let mut unreadable = 0u64;
-        let (log, found) = Log::open(&opts.dir, log_opts, |f| {
-            if seen_segments.last() != Some(&f.segment) {
-                seen_segments.push(f.segment);
-            }
-            let Some(frame) = f
-                .payload
-                .split_first()
-                .and_then(|(k, b)| parse_frame(*k, b))
-            else {
-                unreadable += 1;
-                return;
-            };
-            match frame {
-                Frame::Event {
-                    seq,
-                    shard,
-                    partition,
-                    ..
-                } => {
-                    next_seq = next_seq.max(seq + 1);
-                    seg_first.entry(f.segment).or_insert(seq);
-                    let k = (shard, partition.to_owned());
-                    open.entry(k.clone())
-                        .or_insert_with(|| {
-                            order.push(k);
-                            VecDeque::new()
-                        })
-                        .push_back((seq, f.segment));
-                }
-                Frame::Close {
-                    key_seq,
-                    last_seq,
-                    shard,
-                    encoding,
-                    compression,
-                    partition,
-                    key,
-                } => {
-                    if closed.contains_key(&key_seq) {
-                        return; // written again after a failed fsync
-                    }
-                    let k = (shard, partition.to_owned());
-                    let events = open.get_mut(&k);
-                    let mut taken = Vec::new();
-                    if let Some(q) = events {
-                        while q.front().is_some_and(|(s, _)| *s <= last_seq) {
-                            taken.push(q.pop_front().expect("front"));
-                        }
-                    }
-                    let (segments, _, _, count) = runs(taken.into_iter());
-                    // None left: its events' segments were deleted, that is,
-                    // it was uploaded (its uploaded frame follows).
-                    if count > 0 {
-                        closed.insert(
-                            key_seq,
-                            PendingBatch {
-                                key_seq,
-                                last_seq,
-                                shard,
-                                partition: partition.to_owned(),
-                                key: Some(key.to_owned()),
-                                encoding,
-                                compression,
-                                count,
-                                segments,
-                                durable_at: 0,
-                            },
-                        );
-                    }
-                }
-                Frame::Uploaded { key_seq } => {
-                    closed.remove(&key_seq);
-                }
-            }
-        })?;
-        if unreadable > 0 {
+        let mut book = Bookkeeping::default();
+        let (log, found) = Log::open(&opts.dir, log_opts, |f| book.visit(f))?;
+        if book.unreadable > 0 {
             tracing::error!(
-                frames = unreadable,
+                frames = book.unreadable,
                 "spool: frames with a good checksum but an unknown body skipped"
             );
         }
-        let torn_bytes = found
-            .truncated
-            .iter()
-            .chain(&found.corrupt)
-            .map(|d| d.bytes)
-            .sum();
         let segments = log.segments();
         // The newest segment's base is the next number when its events (or
         // all of them) were deleted.
-        if let Some(last) = segments.last() {
-            next_seq = next_seq.max(last.base);
-        }
-        let mut recovered = Recovered {
-            torn_bytes,
-            segments: seen_segments,
-            ..Recovered::default()
+        let next_seq = book.next_seq.max(segments.last().map_or(0, |s| s.base));
+        let seg_first = std::mem::take(&mut book.seg_first)
+            .into_iter()
+            .map(|(seg, seq)| (seq, seg))
+            .collect();
+        let replay_segments = std::mem::take(&mut book.segments);
+        let (pending, live) = book.finish(&segments);
+        let (closed, open) = pending.into_iter().partition(|b| b.key.is_some());
+        let recovered = Recovered {
+            closed,
+            open,
+            torn_bytes: found
+                .truncated
+                .iter()
+                .chain(&found.corrupt)
+                .map(|d| d.bytes)
+                .sum(),
+            segments: replay_segments,
         };
-        let mut live: BTreeMap<u64, u64> = segments.iter().map(|s| (s.segment, 0)).collect();
-        for b in closed.into_values() {
-            for &(seg, n) in &b.segments {
-                *live.entry(seg).or_default() += n;
-            }
-            recovered.closed.push(b);
-        }
-        for k in order {
-            let Some(q) = open.remove(&k) else { continue };
-            if q.is_empty() {
-                continue;
-            }
-            let (segs, first, last, count) = runs(q.into_iter());
-            for &(seg, n) in &segs {
-                *live.entry(seg).or_default() += n;
-            }
-            recovered.open.push(PendingBatch {
-                key_seq: first,
-                last_seq: last,
-                shard: k.0,
-                partition: k.1,
-                key: None,
-                encoding: Encoding::Ndjson,
-                compression: Compression::None,
-                count,
-                segments: segs,
-                durable_at: 0,
-            });
-        }
         if !recovered.is_empty() {
             // New frames go to a new segment while the old ones are replayed.
             log.seal();
@@ -572,7 +606,7 @@ impl Spool {
             fsync: opts.fsync,
             max_bytes: opts.max_bytes,
             next_seq,
-            seg_first: seg_first.into_iter().map(|(seg, seq)| (seq, seg)).collect(),
+            seg_first,
             live,
             buf: Vec::new(),
             ends: Vec::new(),

@@ -21,6 +21,7 @@ use object_store::{
     Attribute, Attributes, ObjectStore, ObjectStoreExt, PutMode, PutMultipartOptions, PutOptions,
     PutPayload,
 };
+use s3_event_core::retry::Retry;
 
 /// What one put needs to know.
 pub(crate) struct Put<'a> {
@@ -120,11 +121,19 @@ impl Put<'_> {
     }
 }
 
-/// Why retrying an upload that failed with `e` will not help, if it will
-/// not: a missing bucket, refused credentials, an invalid key, a 4xx other
-/// than 408 and 429. The data is kept and retried anyway (the operator may
-/// fix the bucket or the policy); the sink reports itself degraded.
-pub(crate) fn permanent_reason(e: &object_store::Error) -> Option<String> {
+/// How an upload that failed with `e` is retried: [`Retry::Permanent`]
+/// (with the reason) when retrying will not help — a missing bucket,
+/// refused credentials, an invalid key, a 4xx other than 408 and 429 — else
+/// [`Retry::Transient`]. The sink retries both (the operator may fix the
+/// bucket or the policy) but reports itself degraded on the first.
+pub(crate) fn classify(e: &object_store::Error) -> Retry {
+    match permanent_reason(e) {
+        Some(reason) => Retry::Permanent(reason),
+        None => Retry::Transient,
+    }
+}
+
+fn permanent_reason(e: &object_store::Error) -> Option<String> {
     use object_store::Error as E;
     match e {
         E::NotFound { .. } => Some(format!("the bucket or path does not exist: {e}")),

@@ -1,0 +1,315 @@
+//! Open batches: appending records, closing batches by the flush policy,
+//! and handing closed batches (with their close frames) to the uploader.
+
+use super::*;
+
+/// An open batch's bytes: encoded in `push`, or gzip compressed in the
+/// background ([`SinkBuilder::with_background_compression`]).
+pub(super) enum Body {
+    Inline(BatchEncoder),
+    Piped(GzipPipe),
+}
+
+/// A closed batch's object: ready, or being compressed.
+pub(super) enum Payload {
+    Ready(bytes::Bytes),
+    Compressing(crate::pipe::Finished),
+}
+
+impl Body {
+    pub(super) fn len(&self) -> usize {
+        match self {
+            Body::Inline(e) => e.len(),
+            Body::Piped(p) => p.len(),
+        }
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub(super) fn encoded_len(&self) -> usize {
+        match self {
+            Body::Inline(e) => e.encoded_len(),
+            Body::Piped(p) => p.encoded_len(),
+        }
+    }
+
+    pub(super) fn push_checked(&mut self, record: &[u8]) -> Result<()> {
+        match self {
+            Body::Inline(e) => e.push_checked(record),
+            Body::Piped(p) => {
+                p.push_checked(record);
+                Ok(())
+            }
+        }
+    }
+
+    pub(super) fn finish(self) -> Result<Payload> {
+        Ok(match self {
+            Body::Inline(e) => Payload::Ready(e.finish()?.into()),
+            Body::Piped(p) => Payload::Compressing(p.finish()),
+        })
+    }
+}
+
+pub(super) struct OpenBatch {
+    /// Encoded as the batch's sink says; the batch's own encoding and
+    /// compression are the sink's.
+    pub(super) encoder: Body,
+    pub(super) deadline: Instant,
+    pub(super) opened: u64,
+    /// Spool sequence numbers of the events, in order (empty without a spool).
+    pub(super) seqs: Vec<u64>,
+}
+
+/// One independently locked set of open batches. Concurrent pushers take
+/// different shards, so their encoding (gzip) runs in parallel; each shard
+/// keeps its own batch per partition.
+#[derive(Default)]
+pub(super) struct Shard {
+    pub(super) batches: HashMap<String, OpenBatch>,
+    pub(super) next_opened: u64,
+    /// Closed batches waiting for the spool write that covers their close frame.
+    pub(super) outbox: Vec<Job>,
+    /// Their close frames.
+    pub(super) closes: Vec<CloseFrame>,
+}
+
+impl Inner {
+    /// A shard for a pusher whose first event goes to `partition`: the
+    /// partition's own shard when it is free (so a partition's events, and
+    /// its deflate state, stay on one shard and objects fill up), else the
+    /// next free one, else the partition's shard once it is free.
+    pub(super) fn pick_shard(&self, partition: &str) -> (usize, MutexGuard<'_, Shard>) {
+        let n = self.shards.len();
+        if n == 1 {
+            return (0, relock(&self.shards[0]));
+        }
+        let home = {
+            use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+            BuildHasherDefault::<DefaultHasher>::default().hash_one(partition) as usize % n
+        };
+        for k in 0..n {
+            let id = (home + k) % n;
+            if let Ok(g) = self.shards[id].try_lock() {
+                return (id, g);
+            }
+        }
+        (home, relock(&self.shards[home]))
+    }
+
+    pub(super) fn key(&self, partition: &str, seq: u64, ext: &str) -> Result<Path> {
+        let key = match self.naming {
+            KeyNaming::Sequence => format!(
+                "{}{}{}-{:020}{}",
+                self.prefix, partition, self.instance_id, seq, ext
+            ),
+            KeyNaming::Uuid => {
+                let name = format!("{}-{seq}", self.instance_id);
+                let id = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, name.as_bytes());
+                format!("{}{}{}{}", self.prefix, partition, id, ext)
+            }
+        };
+        Path::parse(&key).map_err(|source| Error::InvalidKey { key, source })
+    }
+
+    /// Closes `partition`'s batch in `shard` (if open): puts it and its close
+    /// frame in the shard's outbox. [`Inner::commit`] writes and sends them.
+    pub(super) fn close(&self, shard_id: usize, shard: &mut Shard, partition: &str) -> Result<()> {
+        let Some(batch) = shard.batches.remove(partition) else {
+            return Ok(());
+        };
+        if batch.encoder.is_empty() {
+            return Ok(());
+        }
+        let (encoding, compression) = (self.encoding, self.compression);
+        let ext = format!("{}{}", encoding.extension(), compression.extension());
+        let spooled = self.spool.is_some();
+        let seq = match batch.seqs.first() {
+            Some(&s) if spooled => s,
+            _ => self.batch_seq.fetch_add(1, Ordering::Relaxed),
+        };
+        let path = self.key(partition, seq, &ext)?;
+        let content_type = encoding.content_type();
+        let content_encoding = compression.content_encoding();
+        let payload = batch.encoder.finish()?;
+        let close = spooled.then(|| CloseFrame {
+            key_seq: seq,
+            last_seq: *batch.seqs.last().expect("a spooled batch has events"),
+            shard: shard_id as u16,
+            encoding,
+            compression,
+            partition: partition.to_owned(),
+            key: path.to_string(),
+        });
+        shard.closes.extend(close.clone());
+        shard.outbox.push(Job {
+            key: path,
+            ext,
+            payload,
+            content_type,
+            content_encoding,
+            spooled: spooled.then_some((seq, batch.seqs)),
+            close,
+            durable_at: 0,
+        });
+        Ok(())
+    }
+
+    /// Writes the shard's close frames to the spool and sends its outbox to
+    /// the uploader; returns the token that makes the frames durable. If the
+    /// write fails, the close frames and their batches stay in the shard, to
+    /// be written and sent by a later call (the background task retries).
+    pub(super) fn commit(&self, shard: &mut Shard) -> Result<u64> {
+        let mut pos = 0;
+        if let Some(spool) = &self.spool {
+            if !shard.closes.is_empty() {
+                let mut sp = relock(spool);
+                for c in &shard.closes {
+                    sp.append_close(c);
+                }
+                pos = sp.commit().map_err(|e| self.spool_err(e))?;
+                shard.closes.clear();
+            }
+        }
+        for mut job in shard.outbox.drain(..) {
+            job.durable_at = pos;
+            self.pending.send_modify(|n| *n += 1);
+            if self.tx.send(job).is_err() {
+                // The background task is gone (shutdown): nothing will upload it.
+                self.pending.send_modify(|n| *n -= 1);
+                return Err(Error::Shutdown);
+            }
+        }
+        Ok(pos)
+    }
+
+    /// Appends one record (already in the spool as `seq`) to its
+    /// partition's batch in `shard`, closing batches as the flush policy says.
+    pub(super) fn append(
+        &self,
+        shard_id: usize,
+        shard: &mut Shard,
+        partition: &str,
+        record: &[u8],
+        seq: Option<u64>,
+    ) -> Result<()> {
+        // Uncompressed, the size is exact: close first if this record would
+        // take the batch past max_bytes. Compressed, the record's share is
+        // unknown until written, so the check after the append decides.
+        if self.compression == Compression::None {
+            if let Some(b) = shard
+                .batches
+                .get(partition)
+                .filter(|b| !b.encoder.is_empty())
+            {
+                if b.encoder.encoded_len() + record.len() + 1 > self.max_bytes {
+                    self.close(shard_id, shard, partition)?;
+                }
+            }
+        }
+        if !shard.batches.contains_key(partition) {
+            if shard.batches.len() >= self.max_open_batches {
+                let oldest = shard
+                    .batches
+                    .iter()
+                    .min_by_key(|(_, b)| b.opened)
+                    .map(|(k, _)| k.clone());
+                if let Some(oldest) = oldest {
+                    self.close(shard_id, shard, &oldest)?;
+                }
+            }
+            let opened = shard.next_opened;
+            shard.next_opened += 1;
+            shard.batches.insert(
+                partition.to_owned(),
+                OpenBatch {
+                    encoder: match self.compression {
+                        Compression::Gzip { level } if self.background_compression => {
+                            Body::Piped(GzipPipe::new(self.encoding, level, self.max_bytes))
+                        }
+                        _ => Body::Inline(BatchEncoder::new(self.encoding, self.compression)),
+                    },
+                    deadline: Instant::now() + self.flush_interval,
+                    opened,
+                    seqs: Vec::new(),
+                },
+            );
+            self.wake.notify_one();
+        }
+        let batch = shard
+            .batches
+            .get_mut(partition)
+            .expect("batch was just inserted");
+        batch.encoder.push_checked(record)?;
+        batch.seqs.extend(seq);
+        // Compressed, `encoded_len` is an estimate of what `finish` will
+        // produce; keep a record's worth (plus a margin) of headroom for it.
+        let limit = if self.compression == Compression::None {
+            self.max_bytes
+        } else {
+            self.max_bytes
+                .saturating_sub(record.len() + GZIP_HEADROOM)
+                .max(1)
+        };
+        if batch.encoder.len() >= self.flush_size || batch.encoder.encoded_len() >= limit {
+            self.close(shard_id, shard, partition)?;
+        }
+        Ok(())
+    }
+
+    /// Checks what `BatchEncoder::push_raw` would reject, before the record
+    /// goes into the spool.
+    pub(super) fn check_record(&self, index: usize, record: &[u8]) -> Result<()> {
+        match crate::encode::invalid_record(self.encoding, record) {
+            Some(reason) => Err(Error::InvalidRecord { index, reason }),
+            None => Ok(()),
+        }
+    }
+
+    pub(super) fn close_all(&self) -> Result<()> {
+        for (id, shard) in self.shards.iter().enumerate() {
+            let mut shard = relock(shard);
+            let keys: Vec<String> = shard.batches.keys().cloned().collect();
+            for k in keys {
+                self.close(id, &mut shard, &k)?;
+            }
+            self.commit(&mut shard)?;
+        }
+        Ok(())
+    }
+
+    /// Closes the batches whose deadline has passed; returns the earliest
+    /// remaining deadline.
+    pub(super) fn close_expired(&self) -> Option<Instant> {
+        let now = Instant::now();
+        let mut earliest: Option<Instant> = None;
+        for (id, shard) in self.shards.iter().enumerate() {
+            let mut shard = relock(shard);
+            let expired: Vec<String> = shard
+                .batches
+                .iter()
+                .filter(|(_, b)| b.deadline <= now)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in expired {
+                // A key error here would also have failed at push time.
+                if let Err(e) = self.close(id, &mut shard, &k) {
+                    tracing::error!(partition = %k, error = %e, "sink: closing a batch failed");
+                }
+            }
+            let mut next = shard.batches.values().map(|b| b.deadline).min();
+            if let Err(e) = self.commit(&mut shard) {
+                tracing::error!(error = %e, "sink: writing close frames failed; retrying");
+                let retry = now + COMMIT_RETRY;
+                next = Some(next.map_or(retry, |n| n.min(retry)));
+            }
+            earliest = match (earliest, next) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        earliest
+    }
+}
