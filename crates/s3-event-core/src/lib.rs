@@ -17,6 +17,7 @@
 
 mod arn;
 mod cloudevent;
+pub mod config;
 mod error;
 pub mod inbound;
 #[cfg(feature = "log")]

@@ -62,6 +62,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
+use s3_event_core::config::Text;
 use s3_event_core::{Granularity, TemplatePartitioner, TimePartitioner, TimeSource};
 use serde_json::{Map, Value};
 
@@ -349,7 +350,10 @@ fn tags(v: &Value) -> Result<Vec<(String, String)>, ConfigError> {
             })
             .collect();
     }
-    let s = text(KEY, v)?;
+    let s = match v {
+        Value::String(s) => s.clone(),
+        _ => return Err(bad(KEY, "expected a JSON object or a string")),
+    };
     let decode = |part: &str| {
         percent_encoding::percent_decode_str(&part.replace('+', " "))
             .decode_utf8()
@@ -403,23 +407,6 @@ pub struct Sources {
     pub config_path: Option<PathBuf>,
     /// `--secret FILE`.
     pub secret_path: Option<PathBuf>,
-}
-
-fn text(key: &'static str, v: &Value) -> Result<String, ConfigError> {
-    match v {
-        Value::String(s) => Ok(s.clone()),
-        Value::Number(n) => Ok(n.to_string()),
-        Value::Bool(b) => Ok(b.to_string()),
-        _ => Err(bad(key, "expected a string or a number")),
-    }
-}
-
-fn positive(key: &'static str, s: &str) -> Result<u64, ConfigError> {
-    s.trim()
-        .parse::<u64>()
-        .ok()
-        .filter(|n| *n > 0)
-        .ok_or_else(|| bad(key, format!("`{s}` is not a positive integer")))
 }
 
 fn read_object(path: &Path, what: &str) -> Result<Map<String, Value>, ConfigError> {
@@ -482,164 +469,13 @@ impl Config {
         let (secret_name, mut secrets) =
             secret.unwrap_or_else(|| ("secret.json".into(), Map::new()));
         check_keys(&secret_name, &secrets, SECRET_KEYS)?;
-        for key in CONFIG_KEYS {
-            if let Some(v) = env(key) {
-                values.insert((*key).to_owned(), Value::String(v));
-            }
-        }
-        for key in SECRET_KEYS {
-            if let Some(v) = env(key) {
-                secrets.insert((*key).to_owned(), Value::String(v));
-            }
-        }
+        overlay(&mut values, CONFIG_KEYS, env);
+        overlay(&mut secrets, SECRET_KEYS, env);
+        let file: ConfigFile = typed(values, CONFIG_KEYS)?;
+        let secrets: SecretFile = typed(secrets, SECRET_KEYS)?;
         let mut c = Config::default();
-        let mut store_given = false;
-        for key in CONFIG_KEYS {
-            let Some(v) = values.get(*key) else { continue };
-            if *key == "tags" {
-                c.upload.tags = tags(v)?;
-                continue;
-            }
-            let s = text(key, v)?;
-            match *key {
-                "v_port" => {
-                    c.port = s
-                        .trim()
-                        .parse()
-                        .map_err(|_| bad(key, format!("`{s}` is not a port number (0-65535)")))?
-                }
-                "region" => c.region = Some(s).filter(|s| !s.is_empty()),
-                "bucketName" => c.bucket_name = Some(s).filter(|s| !s.is_empty()),
-                "flushSize" => c.flush_size = positive(key, &s)? as usize,
-                "scheduledInterval" => {
-                    c.scheduled_interval = Duration::from_secs(positive(key, &s)?)
-                }
-                "timeInterval" => {
-                    c.time_interval = s
-                        .parse()
-                        .map_err(|_| bad(key, format!("`{s}` is not `HOURLY` or `DAILY`")))?
-                }
-                "store" => {
-                    store_given = true;
-                    c.store = match s.to_ascii_lowercase().as_str() {
-                        "local" => StoreKind::Local,
-                        "s3" => StoreKind::S3,
-                        "memory" => StoreKind::Memory,
-                        _ => {
-                            return Err(bad(key, format!("`{s}` is not `local`, `s3` or `memory`")))
-                        }
-                    }
-                }
-                "localDir" => {
-                    if s.is_empty() {
-                        return Err(bad(key, "empty path"));
-                    }
-                    c.local_dir = PathBuf::from(s)
-                }
-                "endpoint" => {
-                    if !(s.starts_with("http://") || s.starts_with("https://")) {
-                        return Err(bad(key, format!("`{s}` is not an http:// or https:// URL")));
-                    }
-                    c.endpoint = Some(s)
-                }
-                "prefix" => {
-                    if s.starts_with('/') || s.split('/').any(|seg| seg == "." || seg == "..") {
-                        return Err(bad(
-                            key,
-                            format!("`{s}` must be relative, without `.` or `..`"),
-                        ));
-                    }
-                    c.prefix = s
-                }
-                "encoding" => c.encoding = s.parse().map_err(|e| bad(key, format!("{e}")))?,
-                "compression" => c.compression = s.parse().map_err(|e| bad(key, format!("{e}")))?,
-                "fsync" => c.fsync = s.parse().map_err(|e| bad(key, format!("{e}")))?,
-                "spoolDir" => {
-                    if s.is_empty() {
-                        return Err(bad(key, "empty path"));
-                    }
-                    c.spool_dir = PathBuf::from(s)
-                }
-                "maxBodyBytes" => c.max_body_bytes = positive(key, &s)? as usize,
-                "bindAddress" => {
-                    c.bind_address = s
-                        .trim()
-                        .parse()
-                        .map_err(|_| bad(key, format!("`{s}` is not an IP address")))?
-                }
-                "authToken" => {
-                    if s.is_empty() || s.trim() != s || s.chars().any(|c| c.is_control()) {
-                        return Err(bad(
-                            key,
-                            "must be non-empty printable text without surrounding spaces",
-                        ));
-                    }
-                    c.http.auth_token = Some(Secret(s))
-                }
-                "tlsCertFile" => {
-                    c.http.tls_cert_file =
-                        Some(PathBuf::from(s)).filter(|p| !p.as_os_str().is_empty())
-                }
-                "tlsKeyFile" => {
-                    c.http.tls_key_file =
-                        Some(PathBuf::from(s)).filter(|p| !p.as_os_str().is_empty())
-                }
-                "maxConcurrentRequests" => {
-                    c.http.max_concurrent_requests = positive(key, &s)? as usize
-                }
-                "readTimeout" => c.http.read_timeout = Duration::from_secs(positive(key, &s)?),
-                "partitionTemplate" => {
-                    s3_event_core::TemplatePartitioner::new(s.clone())
-                        .map_err(|e| bad(key, e.to_string()))?;
-                    c.partition_template = Some(s)
-                }
-                "partitionTime" => {
-                    c.partition_time = match s.to_ascii_lowercase().as_str() {
-                        "processing" => PartitionTime::Processing,
-                        "event" => PartitionTime::Event,
-                        _ => return Err(bad(key, format!("`{s}` is not `processing` or `event`"))),
-                    }
-                }
-                "objectNames" => {
-                    c.object_names = match s.to_ascii_lowercase().as_str() {
-                        "sequence" => KeyNaming::Sequence,
-                        "uuid" => KeyNaming::Uuid,
-                        _ => return Err(bad(key, format!("`{s}` is not `sequence` or `uuid`"))),
-                    }
-                }
-                "shards" => {
-                    let n = positive(key, &s)?;
-                    if n > 256 {
-                        return Err(bad(key, format!("`{s}` is more than 256")));
-                    }
-                    c.shards = n as usize
-                }
-                "acl" => c.upload.acl = Some(s),
-                "serverSideEncryption" => c.upload.server_side_encryption = Some(s),
-                "sseKmsKeyId" => c.upload.sse_kms_key_id = Some(s),
-                "storageClass" => c.upload.storage_class = Some(s),
-                _ => unreachable!("every key in CONFIG_KEYS is handled"),
-            }
-        }
-        if !store_given && c.bucket_name.is_some() {
-            c.store = StoreKind::S3;
-        }
-        for key in SECRET_KEYS {
-            let Some(v) = secrets.get(*key) else { continue };
-            let Value::String(b64) = v else {
-                return Err(bad(key, "expected a base64 string"));
-            };
-            let decoded = base64::engine::general_purpose::STANDARD
-                .decode(b64.trim())
-                .map_err(|_| bad(key, "not valid base64"))?;
-            let decoded = String::from_utf8(decoded)
-                .map_err(|_| bad(key, "the decoded value is not UTF-8"))?;
-            let secret = Some(Secret(decoded));
-            match *key {
-                "awsAccessKeyID" => c.access_key_id = secret,
-                _ => c.secret_access_key = secret,
-            }
-        }
+        file.apply(&mut c)?;
+        secrets.apply(&mut c)?;
         if c.store == StoreKind::S3 && c.bucket_name.is_none() {
             return Err(bad("bucketName", "required with `store` `s3`"));
         }
@@ -895,6 +731,303 @@ fn check_upload_values(c: &Config, first: &'static str) -> Result<(), ConfigErro
     })
 }
 
+/// `config.json` as written: every key the sink server reads, each value a
+/// string or a number (as the seed writes them), parsed by
+/// [`ConfigFile::apply`]. [`CONFIG_KEYS`] is this struct's key list.
+#[derive(Default, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ConfigFile {
+    #[serde(rename = "v_port")]
+    v_port: Option<Text>,
+    region: Option<Text>,
+    bucket_name: Option<Text>,
+    flush_size: Option<Text>,
+    scheduled_interval: Option<Text>,
+    time_interval: Option<Text>,
+    store: Option<Text>,
+    local_dir: Option<Text>,
+    endpoint: Option<Text>,
+    prefix: Option<Text>,
+    encoding: Option<Text>,
+    compression: Option<Text>,
+    fsync: Option<Text>,
+    spool_dir: Option<Text>,
+    max_body_bytes: Option<Text>,
+    bind_address: Option<Text>,
+    auth_token: Option<Text>,
+    tls_cert_file: Option<Text>,
+    tls_key_file: Option<Text>,
+    max_concurrent_requests: Option<Text>,
+    read_timeout: Option<Text>,
+    partition_template: Option<Text>,
+    partition_time: Option<Text>,
+    object_names: Option<Text>,
+    shards: Option<Text>,
+    acl: Option<Text>,
+    server_side_encryption: Option<Text>,
+    sse_kms_key_id: Option<Text>,
+    storage_class: Option<Text>,
+    tags: Option<Value>,
+}
+
+/// `secret.json`: base64 text, as in the seed.
+#[derive(Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecretFile {
+    #[serde(rename = "awsAccessKeyID")]
+    access_key_id: Option<Value>,
+    #[serde(rename = "awsSecretAccessKey")]
+    secret_access_key: Option<Value>,
+}
+
+/// Parses `key`'s value, if given, with `parse`; its error names the key.
+fn field<T>(
+    key: &'static str,
+    v: Option<Text>,
+    parse: impl FnOnce(String) -> Result<T, String>,
+) -> Result<Option<T>, ConfigError> {
+    v.map(|t| parse(t.0).map_err(|m| bad(key, m))).transpose()
+}
+
+fn positive(s: String) -> Result<u64, String> {
+    s.trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("`{s}` is not a positive integer"))
+}
+
+fn path(s: String) -> Result<PathBuf, String> {
+    if s.is_empty() {
+        return Err("empty path".into());
+    }
+    Ok(PathBuf::from(s))
+}
+
+fn one_of<T: Copy>(s: String, choices: &[(&str, T)], expected: &str) -> Result<T, String> {
+    choices
+        .iter()
+        .find(|(name, _)| s.eq_ignore_ascii_case(name))
+        .map(|(_, v)| *v)
+        .ok_or_else(|| format!("`{s}` is not {expected}"))
+}
+
+impl ConfigFile {
+    fn apply(mut self, c: &mut Config) -> Result<(), ConfigError> {
+        self.apply_http(c)?;
+        if let Some(p) = field("v_port", self.v_port.take(), |s| {
+            s.trim()
+                .parse()
+                .map_err(|_| format!("`{s}` is not a port number (0-65535)"))
+        })? {
+            c.port = p;
+        }
+        let nonempty = |s: String| Ok(Some(s).filter(|s| !s.is_empty()));
+        c.region = field("region", self.region.take(), nonempty)?.flatten();
+        c.bucket_name = field("bucketName", self.bucket_name.take(), nonempty)?.flatten();
+        if let Some(n) = field("flushSize", self.flush_size.take(), positive)? {
+            c.flush_size = n as usize;
+        }
+        if let Some(n) = field(
+            "scheduledInterval",
+            self.scheduled_interval.take(),
+            positive,
+        )? {
+            c.scheduled_interval = Duration::from_secs(n);
+        }
+        if let Some(g) = field("timeInterval", self.time_interval.take(), |s| {
+            s.parse()
+                .map_err(|_| format!("`{s}` is not `HOURLY` or `DAILY`"))
+        })? {
+            c.time_interval = g;
+        }
+        let stores = [
+            ("local", StoreKind::Local),
+            ("s3", StoreKind::S3),
+            ("memory", StoreKind::Memory),
+        ];
+        match field("store", self.store.take(), |s| {
+            one_of(s, &stores, "`local`, `s3` or `memory`")
+        })? {
+            Some(k) => c.store = k,
+            None if c.bucket_name.is_some() => c.store = StoreKind::S3,
+            None => {}
+        }
+        if let Some(d) = field("localDir", self.local_dir.take(), path)? {
+            c.local_dir = d;
+        }
+        c.endpoint = field("endpoint", self.endpoint.take(), |s| {
+            if s.starts_with("http://") || s.starts_with("https://") {
+                Ok(s)
+            } else {
+                Err(format!("`{s}` is not an http:// or https:// URL"))
+            }
+        })?;
+        if let Some(p) = field("prefix", self.prefix.take(), |s| {
+            if s.starts_with('/') || s.split('/').any(|seg| seg == "." || seg == "..") {
+                Err(format!("`{s}` must be relative, without `.` or `..`"))
+            } else {
+                Ok(s)
+            }
+        })? {
+            c.prefix = p;
+        }
+        self.apply_encoding(c)?;
+        if let Some(d) = field("spoolDir", self.spool_dir.take(), path)? {
+            c.spool_dir = d;
+        }
+        if let Some(n) = field("maxBodyBytes", self.max_body_bytes.take(), positive)? {
+            c.max_body_bytes = n as usize;
+        }
+        if let Some(a) = field("bindAddress", self.bind_address.take(), |s| {
+            s.trim()
+                .parse()
+                .map_err(|_| format!("`{s}` is not an IP address"))
+        })? {
+            c.bind_address = a;
+        }
+        self.apply_layout(c)
+    }
+
+    /// `encoding`, `compression`, `fsync`.
+    fn apply_encoding(&mut self, c: &mut Config) -> Result<(), ConfigError> {
+        let parsed = |s: String| s.parse().map_err(|e: crate::Error| e.to_string());
+        if let Some(e) = field("encoding", self.encoding.take(), parsed)? {
+            c.encoding = e;
+        }
+        if let Some(v) = field("compression", self.compression.take(), |s| {
+            s.parse().map_err(|e: crate::Error| e.to_string())
+        })? {
+            c.compression = v;
+        }
+        if let Some(f) = field("fsync", self.fsync.take(), |s| {
+            s.parse().map_err(|e: crate::Error| e.to_string())
+        })? {
+            c.fsync = f;
+        }
+        Ok(())
+    }
+
+    /// `authToken`, TLS files, `maxConcurrentRequests`, `readTimeout`.
+    fn apply_http(&mut self, c: &mut Config) -> Result<(), ConfigError> {
+        c.http.auth_token = field("authToken", self.auth_token.take(), |s| {
+            if s.is_empty() || s.trim() != s || s.chars().any(|c| c.is_control()) {
+                Err("must be non-empty printable text without surrounding spaces".into())
+            } else {
+                Ok(Secret(s))
+            }
+        })?;
+        let file = |s: String| Ok(Some(PathBuf::from(s)).filter(|p| !p.as_os_str().is_empty()));
+        c.http.tls_cert_file = field("tlsCertFile", self.tls_cert_file.take(), file)?.flatten();
+        c.http.tls_key_file = field("tlsKeyFile", self.tls_key_file.take(), file)?.flatten();
+        if let Some(n) = field(
+            "maxConcurrentRequests",
+            self.max_concurrent_requests.take(),
+            positive,
+        )? {
+            c.http.max_concurrent_requests = n as usize;
+        }
+        if let Some(n) = field("readTimeout", self.read_timeout.take(), positive)? {
+            c.http.read_timeout = Duration::from_secs(n);
+        }
+        Ok(())
+    }
+
+    /// Partitions, object names, shards and the AWS SDK upload options.
+    fn apply_layout(&mut self, c: &mut Config) -> Result<(), ConfigError> {
+        c.partition_template = field("partitionTemplate", self.partition_template.take(), |s| {
+            s3_event_core::TemplatePartitioner::new(s.clone())
+                .map(|_| s)
+                .map_err(|e| e.to_string())
+        })?;
+        let times = [
+            ("processing", PartitionTime::Processing),
+            ("event", PartitionTime::Event),
+        ];
+        if let Some(t) = field("partitionTime", self.partition_time.take(), |s| {
+            one_of(s, &times, "`processing` or `event`")
+        })? {
+            c.partition_time = t;
+        }
+        let names = [("sequence", KeyNaming::Sequence), ("uuid", KeyNaming::Uuid)];
+        if let Some(n) = field("objectNames", self.object_names.take(), |s| {
+            one_of(s, &names, "`sequence` or `uuid`")
+        })? {
+            c.object_names = n;
+        }
+        if let Some(n) = field("shards", self.shards.take(), |s| {
+            let n = positive(s.clone())?;
+            if n > 256 {
+                return Err(format!("`{s}` is more than 256"));
+            }
+            Ok(n as usize)
+        })? {
+            c.shards = n;
+        }
+        let text = |s: String| Ok(s);
+        c.upload.acl = field("acl", self.acl.take(), text)?;
+        c.upload.server_side_encryption = field(
+            "serverSideEncryption",
+            self.server_side_encryption.take(),
+            text,
+        )?;
+        c.upload.sse_kms_key_id = field("sseKmsKeyId", self.sse_kms_key_id.take(), text)?;
+        c.upload.storage_class = field("storageClass", self.storage_class.take(), text)?;
+        if let Some(v) = &self.tags.take() {
+            c.upload.tags = tags(v)?;
+        }
+        Ok(())
+    }
+}
+
+impl SecretFile {
+    fn apply(self, c: &mut Config) -> Result<(), ConfigError> {
+        c.access_key_id = decode_secret("awsAccessKeyID", self.access_key_id)?;
+        c.secret_access_key = decode_secret("awsSecretAccessKey", self.secret_access_key)?;
+        Ok(())
+    }
+}
+
+fn decode_secret(key: &'static str, v: Option<Value>) -> Result<Option<Secret>, ConfigError> {
+    let Some(v) = v else { return Ok(None) };
+    let Value::String(b64) = v else {
+        return Err(bad(key, "expected a base64 string"));
+    };
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .map_err(|_| bad(key, "not valid base64"))?;
+    let decoded =
+        String::from_utf8(decoded).map_err(|_| bad(key, "the decoded value is not UTF-8"))?;
+    Ok(Some(Secret(decoded)))
+}
+
+/// Sets every key in `keys` that the environment has to its value there.
+fn overlay(values: &mut Map<String, Value>, keys: &[&str], env: &dyn Fn(&str) -> Option<String>) {
+    for key in keys {
+        if let Some(v) = env(key) {
+            values.insert((*key).to_owned(), Value::String(v));
+        }
+    }
+}
+
+/// `values` as `T`; a value of the wrong type is an error naming its key.
+fn typed<T: serde::de::DeserializeOwned>(
+    values: Map<String, Value>,
+    keys: &'static [&'static str],
+) -> Result<T, ConfigError> {
+    serde_path_to_error::deserialize(Value::Object(values)).map_err(|e| {
+        let path = e.path().to_string();
+        let key = keys
+            .iter()
+            .copied()
+            .find(|k| *k == path)
+            .unwrap_or("config");
+        // Never the value itself (it may be a secret): serde's message says
+        // what was expected.
+        bad(key, e.into_inner().to_string())
+    })
+}
+
 fn check_keys(file: &str, m: &Map<String, Value>, known: &[&str]) -> Result<(), ConfigError> {
     for key in m.keys() {
         if !known.contains(&key.as_str()) {
@@ -912,6 +1045,20 @@ fn check_keys(file: &str, m: &Map<String, Value>, known: &[&str]) -> Result<(), 
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// The key lists are the configuration structs' own fields.
+    #[test]
+    fn key_lists_are_the_structs_fields() {
+        fn sorted<'a>(k: &[&'a str]) -> Vec<&'a str> {
+            let mut v = k.to_vec();
+            v.sort_unstable();
+            v
+        }
+        let fields = s3_event_core::config::field_names::<ConfigFile>();
+        assert_eq!(sorted(fields), sorted(CONFIG_KEYS));
+        let fields = s3_event_core::config::field_names::<SecretFile>();
+        assert_eq!(sorted(fields), sorted(SECRET_KEYS));
+    }
 
     fn obj(v: Value) -> Option<(String, Map<String, Value>)> {
         match v {
