@@ -20,7 +20,7 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use s3_event::core::{encode_key, EventRecord, Notification, Target, TargetId};
-use s3_event::targets::nats::{async_nats, NatsConfig, NatsTarget};
+use s3_event::targets::nats::{NatsConfig, NatsTarget};
 
 const SIZES: &[usize] = &[1, 64, 256];
 

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use s3_event::core::{EventRecord, Target, TargetId};
-use s3_event::targets::redis::{client as redis, Format, RedisConfig, RedisTarget};
+use s3_event::targets::redis::{Format, RedisConfig, RedisTarget};
 
 #[path = "common/records.rs"]
 mod records;

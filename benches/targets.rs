@@ -28,10 +28,10 @@ mod records;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use rskafka::client::partition::{Compression, UnknownTopicHandling};
+use rskafka::client::ClientBuilder;
+use rskafka::record::Record;
 use s3_event::core::{EventRecord, Notification, Target, TargetId};
-use s3_event::targets::kafka::rskafka::client::partition::{Compression, UnknownTopicHandling};
-use s3_event::targets::kafka::rskafka::client::ClientBuilder;
-use s3_event::targets::kafka::rskafka::record::Record;
 use s3_event::targets::kafka::{KafkaConfig, KafkaTarget};
 use s3_event::targets::postgres::{Format, PostgresConfig, PostgresTarget};
 
@@ -190,7 +190,7 @@ fn kafka(c: &mut Criterion, rt: &tokio::runtime::Runtime, records: &[EventRecord
                 key: n.key.clone().map(String::into_bytes),
                 value: Some(n.to_vec()),
                 headers: Default::default(),
-                timestamp: s3_event::targets::kafka::rskafka::chrono::Utc::now(),
+                timestamp: rskafka::chrono::Utc::now(),
             }
         })
         .collect();

@@ -14,16 +14,21 @@
 //! let n = Notification::from_slice(br#"{"Records":[]}"#).unwrap();
 //! assert!(n.records.is_empty());
 //! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 #![deny(rustdoc::broken_intra_doc_links)]
 
 pub use s3_event_core as core;
 #[cfg(feature = "sink")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sink")))]
 pub use s3_event_sink as sink;
 #[cfg(feature = "targets")]
+#[cfg_attr(docsrs, doc(cfg(feature = "targets")))]
 pub use s3_event_targets as targets;
 
 #[cfg(feature = "ingest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "ingest")))]
 pub mod ingest;
 #[cfg(feature = "relay")]
+#[cfg_attr(docsrs, doc(cfg(feature = "relay")))]
 pub mod relay;

@@ -64,11 +64,11 @@ fn print_body(body: &[u8]) {
 }
 async fn amqp(url: &str, exchange: &str, count: usize) -> Result<(), String> {
     use futures::StreamExt;
-    use s3_event::targets::amqp::lapin::options::{
+    use lapin::options::{
         BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
     };
-    use s3_event::targets::amqp::lapin::types::FieldTable;
-    use s3_event::targets::amqp::lapin::{Connection, ConnectionProperties, ExchangeKind};
+    use lapin::types::FieldTable;
+    use lapin::{Connection, ConnectionProperties, ExchangeKind};
 
     let conn = Connection::connect(url, ConnectionProperties::default())
         .await
@@ -133,7 +133,7 @@ async fn amqp(url: &str, exchange: &str, count: usize) -> Result<(), String> {
 
 async fn nats(url: &str, subject: &str, count: usize) -> Result<(), String> {
     use futures::StreamExt;
-    let client = s3_event::targets::nats::async_nats::connect(url)
+    let client = async_nats::connect(url)
         .await
         .map_err(|e| format!("connecting to {url}: {e}"))?;
     let mut sub = client
@@ -152,14 +152,14 @@ async fn nats(url: &str, subject: &str, count: usize) -> Result<(), String> {
 }
 
 async fn kafka(broker: &str, topic: &str, count: usize) -> Result<(), String> {
-    use s3_event::targets::kafka::rskafka::client::partition::{OffsetAt, UnknownTopicHandling};
-    use s3_event::targets::kafka::rskafka::client::ClientBuilder;
+    use rskafka::client::partition::{OffsetAt, UnknownTopicHandling};
+    use rskafka::client::ClientBuilder;
 
     let client = ClientBuilder::new(vec![broker.to_owned()])
         .build()
         .await
         .map_err(|e| format!("connecting to {broker}: {e}"))?;
-    let listed = |topics: &[s3_event::targets::kafka::rskafka::topic::Topic]| {
+    let listed = |topics: &[rskafka::topic::Topic]| {
         topics
             .iter()
             .find(|t| t.name == topic)
@@ -225,7 +225,7 @@ async fn kafka(broker: &str, topic: &str, count: usize) -> Result<(), String> {
 }
 
 async fn mqtt(addr: &str, topic: &str, count: usize) -> Result<(), String> {
-    use s3_event::targets::mqtt::rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
     let (host, port) = addr
         .rsplit_once(':')
         .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))

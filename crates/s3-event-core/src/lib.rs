@@ -12,6 +12,7 @@
 //!     "s3":{"bucket":{"name":"b"},"object":{"key":"a+b.txt"}}}]}"#).unwrap();
 //! assert_eq!(n.records[0].decoded_key().unwrap(), "a b.txt");
 //! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 #![deny(rustdoc::broken_intra_doc_links)]
 
@@ -21,6 +22,7 @@ pub mod config;
 mod error;
 pub mod inbound;
 #[cfg(feature = "log")]
+#[cfg_attr(docsrs, doc(cfg(feature = "log")))]
 pub mod log;
 mod name;
 mod partition;

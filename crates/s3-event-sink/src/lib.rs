@@ -19,6 +19,7 @@
 //! assert!(decoded.bad.is_empty());
 //! # Ok::<(), s3_event_sink::Error>(())
 //! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 #![deny(rustdoc::broken_intra_doc_links)]
 
@@ -38,6 +39,7 @@ mod local;
 mod pipe;
 mod report;
 #[cfg(feature = "server")]
+#[cfg_attr(docsrs, doc(cfg(feature = "server")))]
 pub mod server;
 pub mod sink;
 pub mod spool;
@@ -48,6 +50,7 @@ mod upload;
 pub use s3_event_core as core;
 
 #[cfg(feature = "aws-sdk")]
+#[cfg_attr(docsrs, doc(cfg(feature = "aws-sdk")))]
 pub use aws_sdk::{AwsSdkConfig, AwsSdkError, AwsSdkStore, UploadOptions};
 
 pub use decode::{decode, decode_with_limit, BadRecord, Decoded, DEFAULT_MAX_DECODED_BYTES};
@@ -62,6 +65,7 @@ pub use sink::{
 };
 pub use spool::{SpoolFsync, SpoolOptions};
 #[cfg(feature = "s3")]
+#[cfg_attr(docsrs, doc(cfg(feature = "s3")))]
 pub use store::S3Config;
 pub use store::StoreConfig;
 pub use target::{SinkTarget, SinkTargetConfig};

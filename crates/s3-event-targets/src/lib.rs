@@ -33,12 +33,14 @@
 //! - `conformance` (feature `conformance`, and in this crate's tests): the
 //!   shared suite every target's tests run (`publishes`, `preserves_order`,
 //!   `survives_target_restart`, `dead_letters_poison`, ...).
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 #![deny(rustdoc::broken_intra_doc_links)]
 
 pub use s3_event_core as core;
 
 #[cfg(feature = "amqp")]
+#[cfg_attr(docsrs, doc(cfg(feature = "amqp")))]
 pub mod amqp;
 #[cfg(all(test, feature = "integration"))]
 mod broker_tests;
@@ -61,29 +63,40 @@ mod db_common;
 ))]
 mod de;
 #[cfg(feature = "elasticsearch")]
+#[cfg_attr(docsrs, doc(cfg(feature = "elasticsearch")))]
 pub mod elasticsearch;
 mod error;
 #[cfg(any(feature = "receiver", feature = "poller"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "receiver", feature = "poller"))))]
 pub mod handler;
 #[cfg(feature = "kafka")]
+#[cfg_attr(docsrs, doc(cfg(feature = "kafka")))]
 pub mod kafka;
 #[cfg(feature = "mqtt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mqtt")))]
 pub mod mqtt;
 #[cfg(feature = "mysql")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mysql")))]
 pub mod mysql;
 #[cfg(feature = "nats")]
+#[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
 pub mod nats;
 pub mod notifier;
 #[cfg(feature = "nsq")]
+#[cfg_attr(docsrs, doc(cfg(feature = "nsq")))]
 pub mod nsq;
 #[cfg(feature = "poller")]
+#[cfg_attr(docsrs, doc(cfg(feature = "poller")))]
 pub mod poller;
 #[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub mod postgres;
 pub mod queue_store;
 #[cfg(feature = "receiver")]
+#[cfg_attr(docsrs, doc(cfg(feature = "receiver")))]
 pub mod receiver;
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
 #[cfg(any(
     feature = "nats",
@@ -93,24 +106,31 @@ pub mod redis;
 ))]
 mod tls;
 #[cfg(feature = "webhook")]
+#[cfg_attr(docsrs, doc(cfg(feature = "webhook")))]
 pub mod webhook;
 
 #[cfg(feature = "amqp")]
+#[cfg_attr(docsrs, doc(cfg(feature = "amqp")))]
 pub use amqp::{AmqpConfig, AmqpTarget};
 pub use config::NotifyConfig;
 pub use error::{Error, Result};
 #[cfg(feature = "kafka")]
+#[cfg_attr(docsrs, doc(cfg(feature = "kafka")))]
 pub use kafka::{KafkaConfig, KafkaTarget};
 #[cfg(feature = "mqtt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mqtt")))]
 pub use mqtt::{MqttConfig, MqttTarget};
 #[cfg(feature = "nats")]
+#[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
 pub use nats::{NatsConfig, NatsTarget};
 pub use notifier::{
     DeadLetter, DeliveryMode, FullPolicy, Notifier, NotifierBuilder, RetryPolicy, SendOutcome,
     TargetOptions, TargetStats,
 };
 #[cfg(feature = "nsq")]
+#[cfg_attr(docsrs, doc(cfg(feature = "nsq")))]
 pub use nsq::{NsqConfig, NsqTarget};
 pub use queue_store::{FsyncPolicy, QueueStore, QueueStoreOptions};
 #[cfg(feature = "webhook")]
+#[cfg_attr(docsrs, doc(cfg(feature = "webhook")))]
 pub use webhook::{verify, VerifyError, WebhookConfig, WebhookTarget};

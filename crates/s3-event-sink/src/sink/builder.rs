@@ -2,7 +2,7 @@
 
 use super::*;
 
-/// Configures and builds a [`Sink`]; see the [module docs](self).
+/// Configures and builds a [`Sink`]; see the [module docs](super).
 pub struct SinkBuilder {
     store: Option<Arc<dyn ObjectStore>>,
     prefix: String,
@@ -70,7 +70,7 @@ impl Default for SinkBuilder {
 }
 
 impl SinkBuilder {
-    /// The object store to upload to (default: a [`LocalFileSystem`] rooted at
+    /// The object store to upload to (default: a [`LocalDir`](crate::LocalDir) rooted at
     /// [`DEFAULT_DATA_DIR`], created if missing).
     pub fn with_store(mut self, store: Arc<dyn ObjectStore>) -> Self {
         self.store = Some(store);

@@ -43,10 +43,6 @@ use s3_event_core::{EventRecord, Notification, Target, TargetError, TargetId};
 
 pub use config::AmqpConfig;
 
-/// The client crate this target is built on, re-exported so that callers
-/// (and this workspace's `subscribe` example) use the same version.
-pub use lapin;
-
 use crate::de::describe;
 use crate::Result;
 

@@ -47,10 +47,6 @@ use s3_event_core::{EventRecord, Notification, Target, TargetError, TargetId};
 
 pub use config::{KafkaConfig, DEFAULT_BATCH_SIZE};
 
-/// The client crate this target is built on, re-exported so that callers
-/// (and this workspace's `subscribe` example) use the same version.
-pub use rskafka;
-
 use crate::de::describe;
 use crate::{Error, Result};
 

@@ -42,10 +42,6 @@ use tokio::sync::oneshot;
 
 pub use config::{MqttConfig, DEFAULT_KEEP_ALIVE};
 
-/// The client crate this target is built on, re-exported so that callers
-/// (and this workspace's `subscribe` example) use the same version.
-pub use rumqttc;
-
 use crate::de::describe;
 use crate::{Error, Result};
 

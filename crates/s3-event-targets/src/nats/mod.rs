@@ -40,10 +40,6 @@ use s3_event_core::{EventRecord, Notification, Target, TargetError, TargetId};
 
 pub use config::NatsConfig;
 
-/// The NATS client crate this target is built on, re-exported so that
-/// callers (and this workspace's bench baseline) use the same version.
-pub use async_nats;
-
 use crate::de::describe;
 use crate::{Error, Result};
 

@@ -34,10 +34,6 @@ use s3_event_core::{EventRecord, Target, TargetError, TargetId};
 pub use crate::db_common::Format;
 pub use config::{RedisConfig, DEFAULT_PORT};
 
-/// The `redis` client crate this target is built on, for callers that read
-/// back what the target wrote (tests, benches) with the same version.
-pub use ::redis as client;
-
 use crate::db_common::{collapse, records_doc, NsOp, MAX_BATCH};
 use crate::{Error, Result};
 
