@@ -278,6 +278,8 @@ async fn encodings_round_trip(kind: Kind) {
         (Encoding::Ndjson, Compression::None, ".ndjson"),
         (Encoding::JsonArray, Compression::gzip(), ".json.gz"),
         (Encoding::JsonArray, Compression::None, ".json"),
+        (Encoding::Ndjson, Compression::zstd(), ".ndjson.zst"),
+        (Encoding::JsonArray, Compression::zstd(), ".json.zst"),
     ] {
         let e = env(kind, "enc");
         let sink = e

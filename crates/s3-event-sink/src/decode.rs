@@ -24,6 +24,7 @@ use crate::error::{Error, Result};
 pub const DEFAULT_MAX_DECODED_BYTES: u64 = 1 << 30;
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
 /// A record that could not be read.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,6 +54,27 @@ pub struct Decoded {
     pub encoding: Encoding,
     /// Whether the object was gzip-compressed.
     pub gzip: bool,
+    /// Whether the object was zstd-compressed.
+    pub zstd: bool,
+}
+
+/// Reads a decompressor to the end, at most `max_decoded` bytes.
+fn inflate(key: &str, reader: impl Read, max_decoded: u64) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    reader
+        .take(max_decoded.saturating_add(1))
+        .read_to_end(&mut out)
+        .map_err(|source| Error::Decompress {
+            key: key.to_owned(),
+            source,
+        })?;
+    if out.len() as u64 > max_decoded {
+        return Err(Error::TooLarge {
+            key: key.to_owned(),
+            limit: max_decoded,
+        });
+    }
+    Ok(out)
 }
 
 /// Decodes an object with the default size limit ([`DEFAULT_MAX_DECODED_BYTES`]).
@@ -66,8 +88,10 @@ pub fn decode(key: &str, bytes: &[u8]) -> Result<Decoded> {
 ///
 /// - gzip (all members) is undone when the bytes start with `1f 8b` or the key
 ///   ends with `.gz`; a `.gz` key whose bytes are not gzip is
-///   [`Error::NotGzip`]. Decompressing more than `max_decoded` bytes is
-///   [`Error::TooLarge`] (a gzip bomb is an error, not an out-of-memory).
+///   [`Error::NotGzip`]. zstd likewise, by its magic `28 b5 2f fd` or a
+///   `.zst` key. Decompressing more than `max_decoded` bytes is
+///   [`Error::TooLarge`] (a decompression bomb is an error, not an
+///   out-of-memory).
 /// - A leading UTF-8 BOM is skipped. If the first non-whitespace byte is `[`
 ///   the data is one JSON array (a malformed array is one [`BadRecord`] at the
 ///   error's position), otherwise NDJSON: each non-blank line is one JSON value,
@@ -77,27 +101,21 @@ pub fn decode(key: &str, bytes: &[u8]) -> Result<Decoded> {
 ///   top-level array is read as a JSON array; records are normally objects.)
 pub fn decode_with_limit(key: &str, bytes: &[u8], max_decoded: u64) -> Result<Decoded> {
     let gzip = bytes.starts_with(&GZIP_MAGIC);
-    if !gzip && key.ends_with(".gz") {
+    let zstd = bytes.starts_with(&ZSTD_MAGIC);
+    if (!gzip && key.ends_with(".gz")) || (!zstd && key.ends_with(".zst")) {
         return Err(Error::NotGzip {
             key: key.to_owned(),
         });
     }
     let data: Cow<'_, [u8]> = if gzip {
-        let mut out = Vec::new();
-        MultiGzDecoder::new(bytes)
-            .take(max_decoded.saturating_add(1))
-            .read_to_end(&mut out)
-            .map_err(|source| Error::Decompress {
+        Cow::Owned(inflate(key, MultiGzDecoder::new(bytes), max_decoded)?)
+    } else if zstd {
+        let reader =
+            zstd::stream::read::Decoder::new(bytes).map_err(|source| Error::Decompress {
                 key: key.to_owned(),
                 source,
             })?;
-        if out.len() as u64 > max_decoded {
-            return Err(Error::TooLarge {
-                key: key.to_owned(),
-                limit: max_decoded,
-            });
-        }
-        Cow::Owned(out)
+        Cow::Owned(inflate(key, reader, max_decoded)?)
     } else {
         Cow::Borrowed(bytes)
     };
@@ -110,6 +128,7 @@ pub fn decode_with_limit(key: &str, bytes: &[u8], max_decoded: u64) -> Result<De
     let first = data.iter().find(|b| !b.is_ascii_whitespace());
     let mut decoded = Decoded {
         gzip,
+        zstd,
         ..Decoded::default()
     };
     if first == Some(&b'[') {

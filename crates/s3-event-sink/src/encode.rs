@@ -101,11 +101,20 @@ pub enum Compression {
         /// Compression level, 0 (store) to 9 (best); larger values are clamped to 9.
         level: u32,
     },
+    /// zstd (the reference library through the `zstd` crate): smaller and
+    /// faster to read back than gzip.
+    Zstd {
+        /// Compression level, 1 (fastest) to 19 (best); clamped to that range.
+        level: u32,
+    },
 }
 
 impl Compression {
     /// The gzip level used when none is configured.
     pub const DEFAULT_GZIP_LEVEL: u32 = 6;
+
+    /// The zstd level used when none is configured.
+    pub const DEFAULT_ZSTD_LEVEL: u32 = 3;
 
     /// gzip at [`Compression::DEFAULT_GZIP_LEVEL`].
     pub const fn gzip() -> Self {
@@ -114,19 +123,28 @@ impl Compression {
         }
     }
 
-    /// The extension appended after the encoding's: `.gz` or nothing.
+    /// zstd at [`Compression::DEFAULT_ZSTD_LEVEL`].
+    pub const fn zstd() -> Self {
+        Compression::Zstd {
+            level: Self::DEFAULT_ZSTD_LEVEL,
+        }
+    }
+
+    /// The extension appended after the encoding's: `.gz`, `.zst` or nothing.
     pub fn extension(self) -> &'static str {
         match self {
             Compression::None => "",
             Compression::Gzip { .. } => ".gz",
+            Compression::Zstd { .. } => ".zst",
         }
     }
 
-    /// The `Content-Encoding` header value: `Some("gzip")` or `None`.
+    /// The `Content-Encoding` header value: `gzip`, `zstd` or `None`.
     pub fn content_encoding(self) -> Option<&'static str> {
         match self {
             Compression::None => None,
             Compression::Gzip { .. } => Some("gzip"),
+            Compression::Zstd { .. } => Some("zstd"),
         }
     }
 }
@@ -134,17 +152,20 @@ impl Compression {
 impl FromStr for Compression {
     type Err = Error;
 
-    /// Parses `none` or `gzip` (ASCII case-insensitive; gzip at the default level).
+    /// Parses `none`, `gzip` or `zstd` (ASCII case-insensitive; at the
+    /// default level).
     fn from_str(s: &str) -> Result<Self> {
         if s.eq_ignore_ascii_case("none") {
             Ok(Compression::None)
         } else if s.eq_ignore_ascii_case("gzip") {
             Ok(Compression::gzip())
+        } else if s.eq_ignore_ascii_case("zstd") {
+            Ok(Compression::zstd())
         } else {
             Err(Error::InvalidConfig {
                 what: "compression",
                 value: s.to_owned(),
-                expected: "`gzip`, `none`",
+                expected: "`gzip`, `zstd`, `none`",
             })
         }
     }
@@ -155,6 +176,7 @@ impl fmt::Display for Compression {
         f.write_str(match self {
             Compression::None => "none",
             Compression::Gzip { .. } => "gzip",
+            Compression::Zstd { .. } => "zstd",
         })
     }
 }
@@ -271,9 +293,58 @@ impl GzipStream {
     }
 }
 
+/// A zstd stream into memory, fed in chunks like [`GzipStream`].
+struct ZstdStream {
+    w: zstd::stream::write::Encoder<'static, Vec<u8>>,
+    fed: usize,
+    in_at_growth: usize,
+}
+
+impl std::fmt::Debug for ZstdStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ZstdStream")
+            .field("fed", &self.fed)
+            .finish()
+    }
+}
+
+impl ZstdStream {
+    fn new(level: u32) -> Result<Self> {
+        let level = level.clamp(1, 19) as i32;
+        let w = zstd::stream::write::Encoder::new(Vec::with_capacity(8 * 1024), level)
+            .map_err(|source| Error::Compress { source })?;
+        Ok(ZstdStream {
+            w,
+            fed: 0,
+            in_at_growth: 0,
+        })
+    }
+
+    fn feed(&mut self, bytes: &[u8]) -> Result<()> {
+        let before = self.w.get_ref().len();
+        self.w
+            .write_all(bytes)
+            .map_err(|source| Error::Compress { source })?;
+        if self.w.get_ref().len() != before {
+            self.in_at_growth = self.fed;
+        }
+        self.fed += bytes.len();
+        Ok(())
+    }
+
+    fn finish(self) -> Result<Vec<u8>> {
+        self.w.finish().map_err(|source| Error::Compress { source })
+    }
+}
+
 #[derive(Debug)]
 enum Out {
     Plain(Vec<u8>),
+    Zstd {
+        stream: Box<ZstdStream>,
+        staged: Vec<u8>,
+        total_in: usize,
+    },
     Gzip {
         stream: Box<GzipStream>,
         /// Bytes not yet fed: deflate gets [`GZIP_CHUNK`] pieces, since a
@@ -289,7 +360,8 @@ enum Out {
 /// Records go in already serialized ([`push_raw`](Self::push_raw)) or as any
 /// `Serialize` value ([`push`](Self::push)); they are laid out as NDJSON lines
 /// or a JSON array (`[` first, `,` between, `]` on [`finish`](Self::finish)),
-/// optionally through gzip, into memory.
+/// optionally through gzip or zstd, into memory (zstd's size is estimated as
+/// gzip's, below).
 ///
 /// # `encoded_len`
 /// [`encoded_len`](Self::encoded_len) is the size the object would have if
@@ -324,6 +396,16 @@ impl BatchEncoder {
                     stream: Box::new(GzipStream::new(level)),
                     staged: Vec::new(),
                     total_in: 0,
+                },
+                // Creating a zstd context fails only without memory; then
+                // the batch is stored uncompressed rather than lost.
+                Compression::Zstd { level } => match ZstdStream::new(level) {
+                    Ok(stream) => Out::Zstd {
+                        stream: Box::new(stream),
+                        staged: Vec::new(),
+                        total_in: 0,
+                    },
+                    Err(_) => Out::Plain(Vec::new()),
                 },
             },
             records: 0,
@@ -433,6 +515,13 @@ impl BatchEncoder {
             Out::Gzip {
                 stream, total_in, ..
             } => gzip_estimate(stream.produced(), stream.in_at_growth(), total_in + closing),
+            Out::Zstd {
+                stream, total_in, ..
+            } => gzip_estimate(
+                stream.w.get_ref().len(),
+                stream.in_at_growth,
+                total_in + closing,
+            ),
         }
     }
 
@@ -444,6 +533,12 @@ impl BatchEncoder {
         match self.out {
             Out::Plain(v) => Ok(v),
             Out::Gzip {
+                mut stream, staged, ..
+            } => {
+                stream.feed(&staged)?;
+                stream.finish()
+            }
+            Out::Zstd {
                 mut stream, staged, ..
             } => {
                 stream.feed(&staged)?;
@@ -467,6 +562,18 @@ impl BatchEncoder {
                     staged.clear();
                 }
             }
+            Out::Zstd {
+                stream,
+                staged,
+                total_in,
+            } => {
+                staged.extend_from_slice(bytes);
+                *total_in += bytes.len();
+                if staged.len() >= GZIP_CHUNK {
+                    stream.feed(staged)?;
+                    staged.clear();
+                }
+            }
         }
         Ok(())
     }
@@ -479,11 +586,13 @@ mod tests {
     use proptest::prelude::*;
     use serde_json::{json, Value};
 
-    const ALL: [(Encoding, Compression); 4] = [
+    const ALL: [(Encoding, Compression); 6] = [
         (Encoding::Ndjson, Compression::None),
         (Encoding::Ndjson, Compression::gzip()),
+        (Encoding::Ndjson, Compression::zstd()),
         (Encoding::JsonArray, Compression::None),
         (Encoding::JsonArray, Compression::gzip()),
+        (Encoding::JsonArray, Compression::zstd()),
     ];
 
     fn record(i: usize) -> Value {
@@ -507,8 +616,9 @@ mod tests {
         );
         let e = "xml".parse::<Encoding>().unwrap_err().to_string();
         assert!(e.contains("`xml`") && e.contains("encoding"), "{e}");
-        let e = "zstd".parse::<Compression>().unwrap_err().to_string();
-        assert!(e.contains("`zstd`") && e.contains("compression"), "{e}");
+        assert_eq!("ZSTD".parse::<Compression>().unwrap(), Compression::zstd());
+        let e = "brotli".parse::<Compression>().unwrap_err().to_string();
+        assert!(e.contains("`brotli`") && e.contains("compression"), "{e}");
         for (enc, comp) in ALL {
             assert_eq!(enc.to_string().parse::<Encoding>().unwrap(), enc);
             assert_eq!(comp.to_string().parse::<Compression>().unwrap(), comp);
@@ -520,8 +630,10 @@ mod tests {
         let expect = [
             (".ndjson", "application/x-ndjson", None),
             (".ndjson.gz", "application/x-ndjson", Some("gzip")),
+            (".ndjson.zst", "application/x-ndjson", Some("zstd")),
             (".json", "application/json", None),
             (".json.gz", "application/json", Some("gzip")),
+            (".json.zst", "application/json", Some("zstd")),
         ];
         for ((enc, comp), (ext, ct, ce)) in ALL.into_iter().zip(expect) {
             let e = BatchEncoder::new(enc, comp);
@@ -534,23 +646,25 @@ mod tests {
 
     #[test]
     fn json_array_is_one_valid_document() {
-        for comp in [Compression::None, Compression::gzip()] {
+        for comp in [Compression::None, Compression::gzip(), Compression::zstd()] {
             for n in [0, 1, 5] {
                 let mut e = BatchEncoder::new(Encoding::JsonArray, comp);
                 for i in 0..n {
                     e.push(&record(i)).unwrap();
                 }
                 let bytes = e.finish().unwrap();
-                let plain = if comp == Compression::None {
-                    bytes
-                } else {
-                    let mut out = Vec::new();
-                    std::io::Read::read_to_end(
-                        &mut flate2::read::GzDecoder::new(&bytes[..]),
-                        &mut out,
-                    )
-                    .unwrap();
-                    out
+                let plain = match comp {
+                    Compression::None => bytes,
+                    Compression::Gzip { .. } => {
+                        let mut out = Vec::new();
+                        std::io::Read::read_to_end(
+                            &mut flate2::read::GzDecoder::new(&bytes[..]),
+                            &mut out,
+                        )
+                        .unwrap();
+                        out
+                    }
+                    Compression::Zstd { .. } => zstd::decode_all(&bytes[..]).unwrap(),
                 };
                 let v: Value = serde_json::from_slice(&plain).unwrap();
                 assert_eq!(v, Value::Array((0..n).map(record).collect()));
@@ -594,11 +708,15 @@ mod tests {
     }
 
     #[test]
-    fn gzip_encoded_len_tracks_final_size() {
-        // Bound: one deflate block's worth of compressed data plus the header.
+    fn compressed_encoded_len_tracks_final_size() {
+        // Bound: one block's worth of compressed data (a deflate block, or
+        // the up to 128 KiB of input zstd holds) plus the header.
         const BOUND: usize = 64 * 1024;
-        for enc in [Encoding::Ndjson, Encoding::JsonArray] {
-            let mut e = BatchEncoder::new(enc, Compression::gzip());
+        for (enc, comp) in [Encoding::Ndjson, Encoding::JsonArray]
+            .into_iter()
+            .flat_map(|e| [(e, Compression::gzip()), (e, Compression::zstd())])
+        {
+            let mut e = BatchEncoder::new(enc, comp);
             let mut plain = 0;
             for i in 0..20_000 {
                 let r = serde_json::to_vec(&record(i)).unwrap();
@@ -613,7 +731,7 @@ mod tests {
             assert!(estimate + BOUND >= fin, "estimate {estimate} final {fin}");
             assert!(
                 estimate.abs_diff(fin) * 20 <= fin,
-                "within 5%: {estimate} vs {fin}"
+                "{comp}: within 5%: {estimate} vs {fin}"
             );
         }
     }
@@ -658,7 +776,8 @@ mod tests {
                 let d = decode(&key, &bytes).unwrap();
                 prop_assert!(d.bad.is_empty(), "{:?}", d.bad);
                 prop_assert_eq!(d.encoding, enc);
-                prop_assert_eq!(d.gzip, comp != Compression::None);
+                prop_assert_eq!(d.gzip, matches!(comp, Compression::Gzip { .. }));
+                prop_assert_eq!(d.zstd, matches!(comp, Compression::Zstd { .. }));
                 prop_assert_eq!(&d.records, &records);
             }
         }

@@ -36,14 +36,14 @@ pub enum Error {
         /// The underlying error.
         source: std::io::Error,
     },
-    /// The key ends with `.gz` but the bytes are not gzip.
-    #[error("object `{key}` has a `.gz` key but its bytes are not gzip")]
+    /// The key ends with `.gz` (`.zst`) but the bytes are not gzip (zstd).
+    #[error("object `{key}`: its key's extension says compressed, but its bytes are not")]
     NotGzip {
         /// The object key.
         key: String,
     },
-    /// The object's gzip stream is corrupt or truncated.
-    #[error("object `{key}`: gzip decompression failed: {source}")]
+    /// The object's gzip or zstd stream is corrupt or truncated.
+    #[error("object `{key}`: decompression failed: {source}")]
     Decompress {
         /// The object key.
         key: String,

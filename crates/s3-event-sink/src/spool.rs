@@ -212,6 +212,7 @@ fn compression_bytes(c: Compression) -> [u8; 2] {
     match c {
         Compression::None => [0, 0],
         Compression::Gzip { level } => [1, level.min(9) as u8],
+        Compression::Zstd { level } => [2, level.clamp(1, 19) as u8],
     }
 }
 
@@ -291,6 +292,9 @@ fn parse_frame(kind: u8, body: &[u8]) -> Option<Frame<'_>> {
             let compression = match (r.u8()?, r.u8()?) {
                 (0, _) => Compression::None,
                 (1, level) => Compression::Gzip {
+                    level: u32::from(level),
+                },
+                (2, level) => Compression::Zstd {
                     level: u32::from(level),
                 },
                 _ => return None,

@@ -14,7 +14,7 @@
 //! | `endpoint` | URL of an S3-compatible store (path-style requests) | AWS |
 //! | `prefix` | put before every object key | none |
 //! | `encoding` | `ndjson` or `json` | `ndjson` |
-//! | `compression` | `gzip` or `none` | `gzip` |
+//! | `compression` | `gzip`, `zstd` or `none` | `gzip` |
 //! | `fsync` | spool fsync: `always`, `never` or an interval (`10ms`) | `10ms` |
 //! | `spoolDir` | the spool directory | `./spool` |
 //! | `maxBodyBytes` | largest request body accepted | 10 MiB |
@@ -650,10 +650,7 @@ impl Config {
                 Encoding::Ndjson => "ndjson",
                 _ => "json",
             },
-            "compression": match self.compression {
-                Compression::None => "none",
-                _ => "gzip",
-            },
+            "compression": self.compression.to_string(),
             "fsync": format!("{:?}", self.fsync),
             "spoolDir": self.spool_dir,
             "maxBodyBytes": self.max_body_bytes,
@@ -1191,7 +1188,7 @@ mod tests {
             (json!({"endpoint": "127.0.0.1:9000"}), "endpoint"),
             (json!({"prefix": "/abs"}), "prefix"),
             (json!({"encoding": "xml"}), "encoding"),
-            (json!({"compression": "zstd"}), "compression"),
+            (json!({"compression": "brotli"}), "compression"),
             (json!({"fsync": "sometimes"}), "fsync"),
             (json!({"maxBodyBytes": "lots"}), "maxBodyBytes"),
             (json!({"region": ["a"]}), "region"),
