@@ -31,6 +31,8 @@ use crate::{decode, Encoding, Error, Sink, SinkBuilder, SpoolFsync, SpoolOptions
 /// What [`Watch`] does with puts.
 const PASS: u8 = 0;
 const DENY: u8 = 1;
+/// Accept every put and keep nothing (only the sink's own memory counts).
+const DISCARD: u8 = 2;
 
 /// An in-memory store that records every object ever stored under a key
 /// (so a test can tell whether one was overwritten with other content),
@@ -76,11 +78,21 @@ impl ObjectStore for Watch {
         payload: PutPayload,
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
-        if self.mode.load(Ordering::SeqCst) == DENY {
-            return Err(object_store::Error::PermissionDenied {
-                path: location.to_string(),
-                source: "AccessDenied: the bucket policy refuses this principal".into(),
-            });
+        match self.mode.load(Ordering::SeqCst) {
+            DENY => {
+                return Err(object_store::Error::PermissionDenied {
+                    path: location.to_string(),
+                    source: "AccessDenied: the bucket policy refuses this principal".into(),
+                })
+            }
+            DISCARD => {
+                return Ok(PutResult {
+                    e_tag: None,
+                    version: None,
+                    extensions: Default::default(),
+                })
+            }
+            _ => {}
         }
         if let Some(dir) = self.spool.lock().unwrap().clone() {
             if !spooled_key(&dir, location.as_ref()) {
@@ -812,8 +824,8 @@ fn recover_in_child() {
         .build()
         .unwrap();
     rt.block_on(async {
-        // A store that keeps nothing: only the sink's own memory counts.
-        let store = Arc::new(Discard::default());
+        let store = Arc::new(Watch::default());
+        store.mode.store(DISCARD, Ordering::SeqCst);
         let sink = Sink::builder()
             .with_store(store.clone())
             .with_instance_id("i")
@@ -834,72 +846,6 @@ fn recover_in_child() {
             .to_owned();
         println!("recovered {recovered} peak {hwm}");
     });
-}
-
-/// Accepts every put and keeps nothing.
-#[derive(Debug, Default)]
-struct Discard(InMemory);
-
-impl std::fmt::Display for Discard {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Discard")
-    }
-}
-
-#[async_trait]
-impl ObjectStore for Discard {
-    async fn put_opts(
-        &self,
-        _: &Path,
-        _: PutPayload,
-        _: PutOptions,
-    ) -> object_store::Result<PutResult> {
-        Ok(PutResult {
-            e_tag: None,
-            version: None,
-            extensions: Default::default(),
-        })
-    }
-
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.0.put_multipart_opts(location, opts).await
-    }
-
-    async fn get_opts(
-        &self,
-        location: &Path,
-        options: GetOptions,
-    ) -> object_store::Result<GetResult> {
-        self.0.get_opts(location, options).await
-    }
-
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, object_store::Result<Path>>,
-    ) -> BoxStream<'static, object_store::Result<Path>> {
-        self.0.delete_stream(locations)
-    }
-
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.0.list(prefix)
-    }
-
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        self.0.list_with_delimiter(prefix).await
-    }
-
-    async fn copy_opts(
-        &self,
-        from: &Path,
-        to: &Path,
-        options: CopyOptions,
-    ) -> object_store::Result<()> {
-        self.0.copy_opts(from, to, options).await
-    }
 }
 
 /// Case 11: a store that refuses every put (access denied) makes the sink
