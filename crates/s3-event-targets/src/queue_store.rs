@@ -478,9 +478,15 @@ impl QueueStore {
     /// the next call returns the entries around it. The dropped entry's
     /// number is kept for [`Self::take_dropped`].
     pub fn peek(&self, max: usize) -> Result<Vec<(Seq, Vec<u8>)>> {
+        self.peek_after(0, max)
+    }
+
+    /// [`Self::peek`] of the unacknowledged entries numbered above `after`:
+    /// reads a queue through, a chunk at a time, without acknowledging it.
+    pub fn peek_after(&self, after: Seq, max: usize) -> Result<Vec<(Seq, Vec<u8>)>> {
         let mut st = self.state();
-        let mut out = Vec::with_capacity(max.min(st.index.len()));
-        let mut i = 0;
+        let mut i = st.index.partition_point(|s| s.seq <= after);
+        let mut out = Vec::with_capacity(max.min(st.index.len() - i));
         let mut chunk = std::mem::take(&mut st.read_buf);
         while out.len() < max && i < st.index.len() {
             // One read per run of entries in the same segment, of at most
@@ -992,6 +998,8 @@ mod tests {
         assert_eq!(store.stats().corrupt_dropped, 1);
         assert_eq!(store.take_dropped(), [2]);
         assert!(store.take_dropped().is_empty());
+        assert_eq!(store.peek_after(1, 10).unwrap(), vec![(3, entry(2))]);
+        assert!(store.peek_after(3, 10).unwrap().is_empty());
         let got = store.peek(10).unwrap();
         assert_eq!(got, vec![(1, entry(0)), (3, entry(2))]);
     }
