@@ -82,6 +82,8 @@
 mod dead_letter;
 mod layout;
 mod migrate;
+#[cfg(test)]
+mod soak_tests;
 mod worker;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};

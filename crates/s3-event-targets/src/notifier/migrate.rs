@@ -1,8 +1,8 @@
 //! Start-up moves of queues left by other layouts (see the [module
 //! docs](super#queue_dir)) into the current lanes: each source queue is
-//! read in order, a chunk at a time; a chunk is acknowledged in the source
-//! only once it is durable in its destinations, and the source is removed
-//! once empty. A crash in between moves the rest again on the next start.
+//! read through in order, a chunk at a time, each chunk made durable in
+//! its destinations, and the source removed once all of it is. A crash in
+//! between moves it again on the next start (duplicates, never loss).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -69,14 +69,16 @@ impl Batch {
         }
     }
 
-    /// Queues a record in the lane its key maps to.
-    fn record(&mut self, record: &s3_event_core::EventRecord) {
+    /// Queues a record in the lane its key maps to: `bytes` when they are
+    /// the record as queued, else the record serialized.
+    fn record(&mut self, record: &s3_event_core::EventRecord, bytes: Option<Vec<u8>>) {
         let key = record
             .decoded_key()
             .unwrap_or_else(|_| record.key().unwrap_or_default().to_owned());
         let lane = lane_of(&key, self.lanes.len());
         // Serializing an EventRecord cannot fail.
-        self.lanes[lane].push(serde_json::to_vec(record).expect("record serializes"));
+        let bytes = bytes.unwrap_or_else(|| serde_json::to_vec(record).expect("record serializes"));
+        self.lanes[lane].push(bytes);
     }
 
     /// Appends everything, then makes it durable.
@@ -101,6 +103,12 @@ impl Batch {
 /// Moves everything in the queue at `src` through `put` (which must make
 /// each chunk durable), then removes the queue with `remove`. Returns how
 /// many entries were moved.
+///
+/// The source is read through, never acknowledged, and removed only once
+/// all of it is durable elsewhere: after a crash it is moved again whole,
+/// so the copies left by the interrupted move are duplicates of its first
+/// part, and each key's first arrivals keep their order whichever of the
+/// two is moved first.
 fn drain(
     src: &Path,
     faults: Option<Arc<Faults>>,
@@ -119,8 +127,9 @@ fn drain(
         tracing::error!(dir = %src.display(), error = %e, "moving a queue: damaged entries skipped");
     }
     let mut moved = 0u64;
+    let mut after = 0;
     loop {
-        let chunk = match store.peek(CHUNK) {
+        let chunk = match store.peek_after(after, CHUNK) {
             Ok(c) => c,
             // Dropped and logged by the store.
             Err(Error::Corrupt { .. }) => continue,
@@ -129,11 +138,11 @@ fn drain(
         let Some(&(last, _)) = chunk.last() else {
             break;
         };
+        after = last;
         moved += chunk.len() as u64;
         put(chunk.into_iter().map(|(_, b)| b).collect())?;
-        store.ack(last)?;
     }
-    store.close()?;
+    drop(store);
     remove(src).map_err(|source| Error::Io {
         path: src.to_path_buf(),
         source,
@@ -227,8 +236,9 @@ pub(super) fn run(
                     |chunk| {
                         let mut b = Batch::new(dest.lanes.len());
                         for bytes in chunk {
+                            let bare = !is_wrapped(&bytes);
                             match dead_letter::decode(&bytes) {
-                                Letter::Record(d) => b.record(&d.record),
+                                Letter::Record(d) => b.record(&d.record, bare.then_some(bytes)),
                                 Letter::Undecodable { error, entry } => {
                                     b.dead.push(dead_letter::encode_undecodable(
                                         entry.as_bytes(),
@@ -272,6 +282,7 @@ impl Shared<'_> {
             .collect();
         let mut hits = Vec::new();
         for bytes in chunk {
+            let bare = !is_wrapped(&bytes);
             let d = match dead_letter::decode(&bytes) {
                 Letter::Record(d) => d,
                 Letter::Undecodable { error, entry } => {
@@ -316,7 +327,7 @@ impl Shared<'_> {
                         .dead
                         .push(dead_letter::encode(&d.record, &d.error));
                 } else {
-                    batches[m].record(&d.record);
+                    batches[m].record(&d.record, bare.then(|| bytes.clone()));
                 }
             }
         }
@@ -325,6 +336,11 @@ impl Shared<'_> {
         }
         Ok(())
     }
+}
+
+/// Whether an entry is a dead letter (not a bare record).
+fn is_wrapped(bytes: &[u8]) -> bool {
+    bytes.starts_with(br#"{"error":"#) || bytes.starts_with(br#"{"entry":"#)
 }
 
 /// Whether two paths name the same directory (compared as given when they
