@@ -1,11 +1,12 @@
 //! The worker of one lane: takes batches in order, delivers them with
 //! retries, dead-letters what the target rejects, and (with `queue_dir`)
-//! acknowledges the batch in the queue store, retrying a failed
-//! acknowledgement or dead-letter write with backoff instead of sending
-//! the batch again.
+//! acknowledges what it delivered in the queue store, retrying a failed
+//! acknowledgement or dead-letter write with backoff, never sending the
+//! delivered events again.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use s3_event_core::{EventRecord, TargetError};
 use tokio::time::Instant;
@@ -22,12 +23,56 @@ pub(super) enum Delivered {
     Dead(String),
 }
 
-/// What is left to do for a delivered batch of a durable lane.
+/// Most time a busy durable lane goes without writing its acknowledgement.
+const ACK_EVERY: Duration = Duration::from_millis(10);
+
+/// Most dead letters a durable lane holds in memory while they cannot be
+/// stored; past it the lane stops reading until they are.
+const MAX_UNSTORED_DEAD: usize = 10_000;
+
+/// What a durable lane has delivered and not yet finished.
 struct Finish {
-    /// Encoded dead letters to store durably.
+    /// Everything up to this entry was delivered or dead-lettered.
+    delivered: Seq,
+    /// Everything up to this entry is acknowledged in the store.
+    acked: Seq,
+    /// Encoded dead letters to store before the acknowledgement.
     dead: Vec<Vec<u8>>,
-    /// The last entry of the batch, to acknowledge.
-    ack: Seq,
+    last_flush: Instant,
+    /// Failed flushes in a row, and when to try again.
+    failures: u32,
+    retry_at: Option<Instant>,
+    /// Failed reads in a row.
+    read_failures: u32,
+}
+
+impl Default for Finish {
+    fn default() -> Self {
+        Finish {
+            delivered: 0,
+            acked: 0,
+            dead: Vec::new(),
+            last_flush: Instant::now(),
+            failures: 0,
+            retry_at: None,
+            read_failures: 0,
+        }
+    }
+}
+
+impl Finish {
+    fn pending(&self) -> bool {
+        self.delivered > self.acked || !self.dead.is_empty()
+    }
+
+    /// Whether to flush now, while busy.
+    fn due(&self, now: Instant) -> bool {
+        self.pending()
+            && match self.retry_at {
+                Some(t) => now >= t,
+                None => now >= self.last_flush + ACK_EVERY,
+            }
+    }
 }
 
 impl Pipeline {
@@ -70,54 +115,57 @@ impl Pipeline {
         }
     }
 
+    /// The worker of a durable lane. It reads past what it delivered
+    /// ([`QueueStore::peek_after`]), so nothing is sent twice by this
+    /// process whatever happens to the acknowledgements, which are written
+    /// when the lane is idle or at most every [`ACK_EVERY`] while busy
+    /// (after the dead letters they cover are stored), so that most fsync
+    /// rounds sync the segments alone. A failed acknowledgement or
+    /// dead-letter write is retried with backoff, counted and shown.
     async fn run_durable(&self, lane: &Lane, store: &QueueStore) {
         let max = self.target.max_batch().max(1);
-        let mut pending: Option<Finish> = None;
-        let mut failures = 0u32;
+        let mut f = Finish::default();
         loop {
-            // A delivered batch is finished (dead letters stored, ack
-            // written) before the next is read: never sent again meanwhile.
-            if let Some(f) = &mut pending {
-                match self.finish(store, f).await {
-                    Ok(()) => {
-                        pending = None;
-                        failures = 0;
-                        self.store_ok();
-                        lane.space.notify_waiters();
-                    }
-                    Err(e) => {
-                        failures += 1;
-                        let op = if f.dead.is_empty() {
-                            "acknowledge a delivered batch"
-                        } else {
-                            "store dead letters"
-                        };
-                        self.store_failed(op, &e);
-                        if !self.backoff(lane, failures).await {
-                            return;
-                        }
-                        continue;
-                    }
-                }
+            let now = Instant::now();
+            if f.due(now) {
+                self.flush(lane, store, &mut f).await;
             }
-            let entries = match store.peek(max) {
+            self.answer_dropped(lane, store);
+            // Undelivered dead letters are bounded: past the bound, wait
+            // for the dead-letter store instead of reading more.
+            let entries = if f.dead.len() >= MAX_UNSTORED_DEAD {
+                Ok(Vec::new())
+            } else {
+                store.peek_after(f.delivered, max)
+            };
+            let entries = match entries {
                 Ok(e) => e,
+                // Dropped and logged by the store; its sender is answered
+                // on the next turn.
+                Err(Error::Corrupt { .. }) => continue,
                 Err(e) => {
-                    if !matches!(e, Error::Corrupt { .. }) {
-                        // A corrupt entry is dropped (and logged) by the
-                        // store; its sender is answered below.
-                        failures += 1;
-                        self.store_failed("read", &e);
-                        if !self.backoff(lane, failures).await {
-                            return;
-                        }
+                    f.read_failures += 1;
+                    self.store_failed("read", &e);
+                    if !self.backoff(lane, f.read_failures).await {
+                        return;
                     }
-                    self.answer_dropped(lane, store);
                     continue;
                 }
             };
-            self.answer_dropped(lane, store);
+            f.read_failures = 0;
             if entries.is_empty() {
+                if f.pending() {
+                    if f.retry_at.is_none() {
+                        // Idle: acknowledge now.
+                        self.flush(lane, store, &mut f).await;
+                        continue;
+                    }
+                    if self.closing.load(Ordering::Acquire) {
+                        return; // What is unacknowledged is sent again later.
+                    }
+                    self.wait(lane, f.retry_at).await;
+                    continue;
+                }
                 if self.closing.load(Ordering::Acquire) {
                     return;
                 }
@@ -128,7 +176,6 @@ impl Pipeline {
             let mut seqs = Vec::with_capacity(entries.len());
             let mut records = Vec::with_capacity(entries.len());
             let mut outcomes = Vec::with_capacity(entries.len());
-            let mut dead = Vec::new();
             for (seq, bytes) in entries {
                 match EventRecord::from_slice(&bytes) {
                     Ok(r) => {
@@ -138,7 +185,7 @@ impl Pipeline {
                     Err(e) => {
                         tracing::error!(target_id = %self.target.id(), seq, error = %e, "undecodable queue entry dead-lettered");
                         self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
-                        dead.push(dead_letter::encode_undecodable(
+                        f.dead.push(dead_letter::encode_undecodable(
                             &bytes,
                             &format!("undecodable queue entry: {e}"),
                         ));
@@ -151,37 +198,83 @@ impl Pipeline {
                 outcomes.push(match r {
                     Delivered::Sent => (seq, Delivery::Sent),
                     Delivered::Dead(error) => {
-                        dead.push(dead_letter::encode(record, &error));
+                        f.dead.push(dead_letter::encode(record, &error));
                         (seq, Delivery::DeadLettered)
                     }
                 });
             }
             lane.finish(outcomes, last);
-            pending = Some(Finish { dead, ack: last });
+            f.delivered = last;
         }
     }
 
-    /// Stores the batch's dead letters, then acknowledges it.
-    async fn finish(&self, store: &QueueStore, f: &mut Finish) -> Result<()> {
-        if !f.dead.is_empty() {
-            let d = self
-                .dead_store
-                .as_ref()
-                .expect("a durable lane has a dead-letter store");
-            let discarded = d.append(&f.dead).await?;
-            if discarded > 0 {
-                self.counters
-                    .dead_letters_discarded
-                    .fetch_add(discarded, Ordering::Relaxed);
-                tracing::error!(
-                    target_id = %self.target.id(), discarded,
-                    limit = self.options.dead_letter_queue_limit,
-                    "dead-letter store full: the oldest dead letters were discarded"
-                );
+    /// Stores the pending dead letters, then acknowledges everything
+    /// delivered; on failure, schedules a retry with backoff.
+    async fn flush(&self, lane: &Lane, store: &QueueStore, f: &mut Finish) {
+        let res = async {
+            if !f.dead.is_empty() {
+                self.store_dead_letters(&f.dead).await?;
+                f.dead.clear();
             }
-            f.dead.clear();
+            if f.delivered > f.acked {
+                store.ack(f.delivered)?;
+                f.acked = f.delivered;
+            }
+            Ok::<(), Error>(())
         }
-        store.ack(f.ack)
+        .await;
+        f.last_flush = Instant::now();
+        match res {
+            Ok(()) => {
+                f.failures = 0;
+                f.retry_at = None;
+                self.store_ok();
+                lane.space.notify_waiters();
+            }
+            Err(e) => {
+                f.failures += 1;
+                let op = if f.dead.is_empty() {
+                    "acknowledge delivered events"
+                } else {
+                    "store dead letters"
+                };
+                self.store_failed(op, &e);
+                f.retry_at = Some(Instant::now() + self.options.retry.delay(f.failures));
+            }
+        }
+    }
+
+    /// Appends dead letters to the durable store, counting discards.
+    async fn store_dead_letters(&self, letters: &[Vec<u8>]) -> Result<()> {
+        let d = self
+            .dead_store
+            .as_ref()
+            .expect("a durable lane has a dead-letter store");
+        let discarded = d.append(letters).await?;
+        if discarded > 0 {
+            self.counters
+                .dead_letters_discarded
+                .fetch_add(discarded, Ordering::Relaxed);
+            tracing::error!(
+                target_id = %self.target.id(), discarded,
+                limit = self.options.dead_letter_queue_limit,
+                "dead-letter store full: the oldest dead letters were discarded"
+            );
+        }
+        Ok(())
+    }
+
+    /// Waits until `until` (or for new work, or shutdown).
+    async fn wait(&self, lane: &Lane, until: Option<Instant>) {
+        match until {
+            Some(t) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(t) => {}
+                    _ = lane.work.notified() => {}
+                }
+            }
+            None => lane.work.notified().await,
+        }
     }
 
     /// Answers the senders of entries the store dropped as corrupt.
