@@ -186,8 +186,8 @@ pub struct TargetOptions {
     /// the senders by a hash of their object key, so the events of one
     /// object stay in order while different objects are sent in parallel;
     /// each sender has its own share of `queue_limit` and, with
-    /// `queue_dir`, its own queue in `queue_dir/lane-<n>` (with one sender,
-    /// `queue_dir` itself).
+    /// `queue_dir`, its own queue (see [`target_dir`]). Events queued under
+    /// another number of senders are moved to the current lanes on start.
     pub senders: usize,
     /// Backoff for transient errors.
     pub retry: RetryPolicy,
@@ -512,6 +512,12 @@ impl NotifierBuilder {
                 return Err(Error::InvalidOption {
                     option: "queue_limit",
                     rule: "`queue_limit` must be > 0",
+                });
+            }
+            if options.dead_letter_queue_limit == 0 {
+                return Err(Error::InvalidOption {
+                    option: "dead_letter_queue_limit",
+                    rule: "`dead_letter_queue_limit` must be > 0",
                 });
             }
         }

@@ -443,6 +443,21 @@ async fn metrics_are_exported_periodically() {
 }
 
 #[tokio::test]
+async fn zero_dead_letter_queue_limit_fails_at_build() {
+    let e = Notifier::builder()
+        .target(
+            TestTarget::new("1"),
+            TargetOptions {
+                dead_letter_queue_limit: 0,
+                ..opts()
+            },
+        )
+        .build()
+        .unwrap_err();
+    assert!(e.to_string().contains("dead_letter_queue_limit"), "{e}");
+}
+
+#[tokio::test]
 async fn senders_out_of_range_fail_at_build() {
     for senders in [0, 65] {
         let e = Notifier::builder()
