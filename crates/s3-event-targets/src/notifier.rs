@@ -40,11 +40,14 @@
 //! - `replay/`: see [Dead letters](#dead-letters);
 //! - the layout of the versions before per-target directories (segments in
 //!   `queue_dir` itself, `queue_dir/lane-<i>`, `queue_dir/dead-letter`).
-//!   When one target uses that `queue_dir`, everything is its own. When
-//!   several do, which target an entry was queued for was not recorded:
-//!   each entry goes to every target sharing the directory whose rules
-//!   match it now, and one that matches none is dead-lettered in the
-//!   first of them (in the order targets were added), never dropped.
+//!   When one target of this notifier uses that `queue_dir`, everything
+//!   is its own. When several do, which target an entry was queued for was
+//!   not recorded: each entry goes to every target sharing the directory
+//!   whose rules match it now, and one that matches none is dead-lettered
+//!   in the first of them (in the order targets were added), never
+//!   dropped. (A notifier cannot see the targets of other processes: when
+//!   programs with different targets shared one `queue_dir`, the first to
+//!   start takes all of its old entries, by the rules above.)
 //!
 //! Moves are at least once: a crash in the middle moves the unfinished
 //! part again on the next start (duplicates, never loss).
@@ -921,7 +924,8 @@ impl Pipeline {
             },
             Some(store) => {
                 // Serializing an EventRecord cannot fail: every key is a string.
-                let bytes = serde_json::to_vec(&record).expect("record serializes");
+                let mut bytes = Vec::with_capacity(1024);
+                serde_json::to_writer(&mut bytes, &record).expect("record serializes");
                 loop {
                     // Written at once, fsynced by the log's thread: concurrent
                     // senders share fsync rounds and no runtime thread blocks.
