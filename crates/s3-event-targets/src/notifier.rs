@@ -90,9 +90,12 @@ mod soak_tests;
 mod worker;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Poll;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use s3_event_core::log::Faults;
@@ -429,6 +432,35 @@ pub fn read_dead_letters(
         .collect())
 }
 
+/// Runs `futures` concurrently on this task; their outputs in order.
+async fn join_all<F: Future + Unpin>(mut futures: Vec<F>) -> Vec<F::Output> {
+    if futures.len() == 1 {
+        let f = futures.pop().expect("one future");
+        return vec![f.await];
+    }
+    let mut out: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, o) in futures.iter_mut().zip(out.iter_mut()) {
+            if o.is_none() {
+                match Pin::new(f).poll(cx) {
+                    Poll::Ready(v) => *o = Some(v),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter()
+        .map(|o| o.expect("every future finished"))
+        .collect()
+}
+
 /// The lane of an object key (FNV-1a; stable across runs, so a durable
 /// lane's records stay in the lane that keeps their order).
 fn lane_of(key: &str, lanes: usize) -> usize {
@@ -639,6 +671,7 @@ impl Notifier {
         let mut receivers = Vec::new();
         let last = hits.len().saturating_sub(1);
         let mut record = Some(record);
+        let mut enqueues = Vec::with_capacity(hits.len());
         for (n, &hit) in hits.iter().enumerate() {
             let p = &self.pipelines[self.route[hit]];
             // Clone for all but the last target.
@@ -653,15 +686,32 @@ impl Notifier {
             } else {
                 (None, None)
             };
-            if p.enqueue(rec, &key, tx).await? {
-                outcome.queued += 1;
-                if let Some(rx) = rx {
-                    receivers.push((p, rx));
+            receivers.push((p, rx));
+            enqueues.push(Box::pin(p.enqueue(rec, &key, tx)));
+        }
+        // Queued for every target at once: with several durable targets,
+        // their fsyncs overlap instead of adding up.
+        let queued = join_all(enqueues).await;
+        let mut waits = Vec::with_capacity(receivers.len());
+        let mut first_error = None;
+        for ((p, rx), q) in receivers.into_iter().zip(queued) {
+            match q {
+                Ok(true) => {
+                    outcome.queued += 1;
+                    if let Some(rx) = rx {
+                        waits.push((p, rx));
+                    }
                 }
-            } else {
-                outcome.dropped += 1;
+                Ok(false) => outcome.dropped += 1,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
             }
         }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        let receivers = waits;
         let mut failed = None;
         for (p, rx) in receivers {
             match rx.await {

@@ -656,3 +656,42 @@ async fn full_disk_ack_does_not_resend() {
     assert_eq!(n.stats()[0].1.store_error, None);
     n.shutdown(Duration::from_secs(5)).await;
 }
+
+/// A record for two durable targets is queued for both at once (their
+/// fsyncs overlap); when one append fails, the sender gets that error and
+/// the other target still has the record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_for_two_durable_targets_reaches_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = Faults::new();
+    let (a, b) = (TestTarget::new("a"), TestTarget::new("b"));
+    let n = Notifier::builder()
+        .rules(rules(&[("a", ""), ("b", "")]))
+        .target(a.clone(), durable(dir.path()))
+        .target(
+            b.clone(),
+            TargetOptions {
+                faults: Some(faults.clone()),
+                ..durable(dir.path())
+            },
+        )
+        .build()
+        .unwrap();
+    for i in 0..20 {
+        assert_eq!(n.send(record(&format!("k{i:02}"))).await.unwrap().queued, 2);
+    }
+    wait_for(|| a.seen().len() == 20 && b.seen().len() == 20).await;
+    let want: Vec<String> = (0..20).map(|i| format!("k{i:02}")).collect();
+    assert_eq!((a.seen(), b.seen()), (want.clone(), want));
+    // Acknowledged: the next write to b's queue is the append.
+    wait_for(|| n.stats()[1].1.queued == 0).await;
+    faults.fail_writes(1, 0, io::ErrorKind::StorageFull);
+    let err = n.send(record("k20")).await.unwrap_err();
+    assert!(matches!(err, Error::Io { .. }), "{err}");
+    wait_for(|| a.seen().len() == 21).await;
+    assert_eq!(b.seen().len(), 20);
+    let s = n.stats();
+    assert_eq!((s[0].1.store_errors, s[1].1.store_errors), (0, 1));
+    assert!(s[1].1.store_error.as_deref().unwrap().contains("append"));
+    n.shutdown(Duration::from_secs(1)).await;
+}
