@@ -13,6 +13,8 @@
 //! - `queue_store_synced/C`: C tasks each appending one entry at a time
 //!   with `append_batch_synced` (what the notifier does per event), then
 //!   `peek` and `ack`: the store alone under the ingest's load.
+//! - `queue_store_blocking_pool/C`: the same with `append_durable` on
+//!   tokio's blocking pool (what the notifier did before).
 //! - `notifier_send/C`: C tasks each calling `Notifier::send`.
 //! - `receiver/C`: C tasks each handing the receiver a webhook body.
 //!
@@ -186,6 +188,31 @@ fn durable_ingest(c: &mut Criterion) {
                 store.ack(batch.last().unwrap().0).unwrap();
             })
         });
+
+        // The same with the notifier's former way: a blocking append and
+        // fsync wait on tokio's blocking pool per event.
+        let blocking = {
+            let (store, entry) = (Arc::clone(&store), Arc::new(entry.clone()));
+            Arc::new(move |_i: usize| {
+                let (store, entry) = (Arc::clone(&store), Arc::clone(&entry));
+                async move {
+                    tokio::task::spawn_blocking(move || store.append_durable(&entry))
+                        .await
+                        .unwrap()
+                        .unwrap();
+                }
+            })
+        };
+        group.bench_function(
+            BenchmarkId::new("queue_store_blocking_pool", connections),
+            |b| {
+                b.iter(|| {
+                    rt.block_on(fan_out(connections, Arc::clone(&blocking)));
+                    let batch = store.peek(usize::MAX).unwrap();
+                    store.ack(batch.last().unwrap().0).unwrap();
+                })
+            },
+        );
         drop(store);
 
         // Notifier::send, durable, async mode.
