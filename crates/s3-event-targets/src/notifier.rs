@@ -49,8 +49,11 @@
 //!   programs with different targets shared one `queue_dir`, the first to
 //!   start takes all of its old entries, by the rules above.)
 //!
-//! Moves are at least once: a crash in the middle moves the unfinished
-//! part again on the next start (duplicates, never loss).
+//! Moves are at least once: a move interrupted by a crash resumes on the
+//! next start from its last durable chunk (kept in
+//! `<queue_dir>/<type>-<id>/MOVING`), so at most a chunk arrives twice;
+//! an interrupted move of the legacy layout starts over (duplicates,
+//! never loss).
 //!
 //! # Dead letters
 //!

@@ -695,3 +695,52 @@ async fn record_for_two_durable_targets_reaches_both() {
     assert!(s[1].1.store_error.as_deref().unwrap().contains("append"));
     n.shutdown(Duration::from_secs(1)).await;
 }
+
+/// Case 14, a move interrupted by a crash: `lane-0-of-1` was being moved
+/// into two lanes, its first `k` entries are there and the marker says so.
+/// The next start resumes after `k` (each event arrives once, in order),
+/// with the same number of senders as the interrupted start or another.
+#[tokio::test]
+async fn interrupted_lane_move_resumes() {
+    for senders in [2, 3] {
+        let dir = tempfile::tempdir().unwrap();
+        let tdir = target_dir(dir.path(), &id("a"));
+        let all = numbered("k", 0..40);
+        write_legacy(&super::layout::lane_dir(&tdir, 0, 1), &all);
+        let k = 25;
+        for lane in 0..2 {
+            let mine: Vec<String> = all[..k]
+                .iter()
+                .filter(|key| super::lane_of(key, 2) == lane)
+                .cloned()
+                .collect();
+            write_legacy(&super::layout::lane_dir(&tdir, lane, 2), &mine);
+        }
+        std::fs::write(
+            tdir.join("MOVING"),
+            format!("source lane-0-of-1\nlanes 2\nupto {k}\n"),
+        )
+        .unwrap();
+        let t = TestTarget::new("a");
+        let n = Notifier::builder()
+            .rules(rules(&[("a", "")]))
+            .target(
+                t.clone(),
+                TargetOptions {
+                    senders,
+                    ..durable(dir.path())
+                },
+            )
+            .build()
+            .unwrap();
+        wait_for(|| t.seen().len() >= 40).await;
+        wait_for(|| n.stats()[0].1.queued == 0).await;
+        n.shutdown(Duration::from_secs(5)).await;
+        let mut seen = t.seen();
+        assert_eq!(seen.len(), 40, "each once with {senders} senders: {seen:?}");
+        seen.sort();
+        assert_eq!(seen, all);
+        assert!(!tdir.join("MOVING").exists());
+        assert!(!super::layout::lane_dir(&tdir, 0, 1).exists());
+    }
+}

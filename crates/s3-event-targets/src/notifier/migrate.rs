@@ -1,9 +1,12 @@
 //! Start-up moves of queues left by other layouts (see the [module
 //! docs](super#queue_dir)) into the current lanes: each source queue is
 //! read through in order, a chunk at a time, each chunk made durable in
-//! its destinations, and the source removed once all of it is. A crash in
-//! between moves it again on the next start (duplicates, never loss).
+//! its destinations, and the source removed once all of it is. Moves of a
+//! target's own stale lanes record their progress ([`Marker`]) and resume
+//! after a crash; the one-time moves of the legacy layout start over
+//! (duplicates, never loss).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -13,7 +16,7 @@ use s3_event_core::{RuleSet, Target};
 use super::dead_letter::{self, DeadLetterStore, Letter};
 use super::layout::{self, target_dir, DEAD_LETTER_DIR};
 use super::{lane_of, TargetOptions};
-use crate::queue_store::{QueueStore, QueueStoreOptions};
+use crate::queue_store::{QueueStore, QueueStoreOptions, Seq};
 use crate::{Error, Result};
 
 /// Entries moved per chunk.
@@ -100,9 +103,10 @@ impl Batch {
     }
 }
 
-/// Moves everything in the queue at `src` through `put` (which must make
-/// each chunk durable), then removes the queue with `remove`. Returns how
-/// many entries were moved.
+/// Moves everything numbered above `after` in the queue at `src` through
+/// `put` (which must make each chunk durable; it gets the chunk's last
+/// number), then removes the queue with `remove`. Returns how many entries
+/// were moved.
 ///
 /// The source is read through, never acknowledged, and removed only once
 /// all of it is durable elsewhere: after a crash it is moved again whole,
@@ -111,8 +115,9 @@ impl Batch {
 /// two is moved first.
 fn drain(
     src: &Path,
+    mut after: Seq,
     faults: Option<Arc<Faults>>,
-    mut put: impl FnMut(Vec<Vec<u8>>) -> Result<()>,
+    mut put: impl FnMut(Vec<Vec<u8>>, Seq) -> Result<()>,
     remove: impl FnOnce(&Path) -> std::io::Result<()>,
 ) -> Result<u64> {
     let store = QueueStore::open(
@@ -127,7 +132,6 @@ fn drain(
         tracing::error!(dir = %src.display(), error = %e, "moving a queue: damaged entries skipped");
     }
     let mut moved = 0u64;
-    let mut after = 0;
     loop {
         let chunk = match store.peek_after(after, CHUNK) {
             Ok(c) => c,
@@ -140,7 +144,7 @@ fn drain(
         };
         after = last;
         moved += chunk.len() as u64;
-        put(chunk.into_iter().map(|(_, b)| b).collect())?;
+        put(chunk.into_iter().map(|(_, b)| b).collect(), last)?;
     }
     drop(store);
     remove(src).map_err(|source| Error::Io {
@@ -181,7 +185,11 @@ pub(super) fn run(
             })?;
             stale.push((i, dir, s));
         }
-        if legacy.is_empty() && stale.iter().all(|(_, _, s)| s.is_empty()) {
+        if legacy.is_empty()
+            && stale
+                .iter()
+                .all(|(_, dir, s)| s.is_empty() && !dir.join(MARKER).exists())
+        {
             continue;
         }
         let dests = stale
@@ -201,24 +209,27 @@ pub(super) fn run(
             if legacy.root {
                 moved += drain(
                     queue_dir,
+                    0,
                     faults.clone(),
-                    |c| shared.put(c, false),
+                    |c, _| shared.put(c, false),
                     layout::remove_legacy_root,
                 )?;
             }
             for lane in &legacy.lanes {
                 moved += drain(
                     lane,
+                    0,
                     faults.clone(),
-                    |c| shared.put(c, false),
+                    |c, _| shared.put(c, false),
                     layout::remove_queue_dir,
                 )?;
             }
             if let Some(dead) = &legacy.dead_letter {
                 moved += drain(
                     dead,
+                    0,
                     faults.clone(),
-                    |c| shared.put(c, true),
+                    |c, _| shared.put(c, true),
                     layout::remove_queue_dir,
                 )?;
             }
@@ -228,37 +239,159 @@ pub(super) fn run(
                 "moved the queues of the layout before per-target directories"
             );
         }
-        for ((_, _, sources), dest) in stale.iter().zip(&dests) {
-            for src in sources {
-                let moved = drain(
-                    src,
-                    faults.clone(),
-                    |chunk| {
-                        let mut b = Batch::new(dest.lanes.len());
-                        for bytes in chunk {
-                            let bare = !is_wrapped(&bytes);
-                            match dead_letter::decode(&bytes) {
-                                Letter::Record(d) => b.record(&d.record, bare.then_some(bytes)),
-                                Letter::Undecodable { error, entry } => {
-                                    b.dead.push(dead_letter::encode_undecodable(
-                                        entry.as_bytes(),
-                                        &format!("{error} (found in {})", src.display()),
-                                    ))
-                                }
-                            }
-                        }
-                        b.write(dest)
-                    },
-                    layout::remove_queue_dir,
-                )?;
-                tracing::info!(
-                    from = %src.display(), target_id = %dest.id, entries = moved,
-                    "moved a queue of another layout into the current lanes"
-                );
-            }
+        for ((i, dir, sources), dest) in stale.iter().zip(&dests) {
+            move_stale(dir, targets[*i].1.senders, sources, dest, &faults)?;
         }
     }
     Ok(())
+}
+
+/// Moves the stale queues of a target's directory into its current
+/// `lanes` lanes, recording the progress of each move in [`Marker`] so
+/// that a move interrupted by a crash resumes where it was (at most one
+/// chunk is moved twice) instead of starting over: repeated crashes while
+/// moving must not multiply the queue.
+fn move_stale(
+    dir: &Path,
+    lanes: usize,
+    stale: &[PathBuf],
+    dest: &Dest,
+    faults: &Option<Arc<Faults>>,
+) -> Result<()> {
+    let io = |source| Error::Io {
+        path: dir.join(MARKER),
+        source,
+    };
+    let mut order: Vec<(PathBuf, Seq)> = Vec::new();
+    if let Some(m) = Marker::read(dir).map_err(io)? {
+        let src = dir.join(&m.source);
+        if stale.contains(&src) {
+            // The interrupted move's destination holds the first part of
+            // `src`: when it is stale too, it goes first.
+            if m.lanes != lanes {
+                for i in 0..m.lanes {
+                    let d = layout::lane_dir(dir, i, m.lanes);
+                    if stale.contains(&d) {
+                        order.push((d, 0));
+                    }
+                }
+            }
+            order.push((src, m.upto));
+        }
+    }
+    for s in stale {
+        if !order.iter().any(|(p, _)| p == s) {
+            order.push((s.clone(), 0));
+        }
+    }
+    for (src, after) in order {
+        let name = src
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mark = |upto| {
+            Marker {
+                source: name.clone(),
+                lanes,
+                upto,
+            }
+            .write(dir)
+            .map_err(io)
+        };
+        mark(after)?;
+        let moved = drain(
+            &src,
+            after,
+            faults.clone(),
+            |chunk, last| {
+                let mut b = Batch::new(dest.lanes.len());
+                for bytes in chunk {
+                    let bare = !is_wrapped(&bytes);
+                    match dead_letter::decode(&bytes) {
+                        Letter::Record(d) => b.record(&d.record, bare.then_some(bytes)),
+                        Letter::Undecodable { error, entry } => {
+                            b.dead.push(dead_letter::encode_undecodable(
+                                entry.as_bytes(),
+                                &format!("{error} (found in {})", src.display()),
+                            ))
+                        }
+                    }
+                }
+                b.write(dest)?;
+                mark(last)
+            },
+            layout::remove_queue_dir,
+        )?;
+        tracing::info!(
+            from = %src.display(), target_id = %dest.id, entries = moved, resumed_after = after,
+            "moved a queue of another layout into the current lanes"
+        );
+    }
+    Marker::remove(dir).map_err(io)
+}
+
+/// The progress file of a move in a target's directory.
+const MARKER: &str = "MOVING";
+
+/// What [`MARKER`] holds: the queue being moved (a directory name in the
+/// target's directory), into how many lanes, and up to which of its
+/// entries the move is durable.
+#[derive(Debug, PartialEq)]
+struct Marker {
+    source: String,
+    lanes: usize,
+    upto: Seq,
+}
+
+impl Marker {
+    fn read(dir: &Path) -> std::io::Result<Option<Marker>> {
+        let text = match std::fs::read_to_string(dir.join(MARKER)) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut fields = BTreeMap::new();
+        for line in text.lines() {
+            if let Some((k, v)) = line.split_once(' ') {
+                fields.insert(k, v);
+            }
+        }
+        let parsed = (|| {
+            Some(Marker {
+                source: (*fields.get("source")?).to_owned(),
+                lanes: fields.get("lanes")?.parse().ok()?,
+                upto: fields.get("upto")?.parse().ok()?,
+            })
+        })();
+        if parsed.is_none() {
+            tracing::warn!(dir = %dir.display(), "ignoring an unreadable {MARKER} file");
+        }
+        Ok(parsed)
+    }
+
+    /// Replaces the file atomically (temporary file, fsync, rename,
+    /// directory fsync).
+    fn write(&self, dir: &Path) -> std::io::Result<()> {
+        use std::io::Write;
+        let tmp = dir.join(format!("{MARKER}.tmp"));
+        let mut f = std::fs::File::create(&tmp)?;
+        write!(
+            f,
+            "source {}\nlanes {}\nupto {}\n",
+            self.source, self.lanes, self.upto
+        )?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, dir.join(MARKER))?;
+        std::fs::File::open(dir)?.sync_all()
+    }
+
+    fn remove(dir: &Path) -> std::io::Result<()> {
+        match std::fs::remove_file(dir.join(MARKER)) {
+            Ok(()) => std::fs::File::open(dir)?.sync_all(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 /// The legacy queues of a `queue_dir` and the targets that share it.

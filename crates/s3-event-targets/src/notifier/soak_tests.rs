@@ -129,6 +129,8 @@ fn notifier(
     .unwrap();
     let opts = TargetOptions {
         queue_dir: Some(dir.to_path_buf()),
+        // Not what this test is about: a full queue refuses events.
+        queue_limit: 1_000_000,
         senders,
         faults,
         retry: RetryPolicy {
