@@ -96,6 +96,17 @@ pub enum Error {
         message: String,
     },
 
+    /// Sync mode: a target neither delivered nor dead-lettered a record
+    /// that was queued for it (its queue entry was found corrupt on disk
+    /// and dropped, or its outcome is no longer known).
+    #[error("record not delivered to target `{target}`: {reason}")]
+    NotDelivered {
+        /// The target's ARN.
+        target: String,
+        /// What happened.
+        reason: String,
+    },
+
     /// The notifier is shutting down and accepts no more records.
     #[error("the notifier is shut down")]
     ShutDown,

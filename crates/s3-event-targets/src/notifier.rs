@@ -5,8 +5,8 @@
 //!   rules match its event name and decoded key.
 //! - Each target has its own pipeline: a bounded in-memory queue, or a durable
 //!   [`QueueStore`] when [`TargetOptions::queue_dir`] is set (entries are the
-//!   records serialized as JSON), and one worker task that sends batches of up
-//!   to [`Target::max_batch`] events **in order**.
+//!   records serialized as JSON), and one worker task per sender that sends
+//!   batches of up to [`Target::max_batch`] events **in order**.
 //! - Transient errors are retried with exponential backoff and jitter
 //!   (honouring `retry_after`); while the target is down it is probed with
 //!   [`Target::is_active`] and marked offline, then online again.
@@ -17,25 +17,100 @@
 //! - With `queue_dir`, entries left on disk are replayed in order as soon as
 //!   the notifier starts (no polling).
 //!
-//! The queue store is a synchronous API: durable appends run on tokio's
-//! blocking pool; `peek` and `ack` run on the worker task (they are short).
+//! # `queue_dir`
+//!
+//! Each target keeps its queues in its own sub-directory,
+//! `<queue_dir>/<type>-<id>` ([`target_dir`]), as MinIO does, so that
+//! several targets may be given the same `queue_dir`:
+//!
+//! ```text
+//! <queue_dir>/<type>-<id>/lane-<i>-of-<n>/   the queue of sender i of n
+//! <queue_dir>/<type>-<id>/dead-letter/       the dead-letter store
+//! ```
+//!
+//! Every queue directory is locked while it is open: a second notifier (in
+//! this process or another) configured with the same target and
+//! `queue_dir` fails to build, naming the process that holds it.
+//!
+//! On start, queues of other layouts are drained into the current lanes,
+//! in order, before the first event is accepted, and then removed:
+//!
+//! - lanes of another number of [`TargetOptions::senders`]
+//!   (`lane-<i>-of-<m>`): each entry goes to the lane its key maps to now;
+//! - `replay/`: see [Dead letters](#dead-letters);
+//! - the layout of the versions before per-target directories (segments in
+//!   `queue_dir` itself, `queue_dir/lane-<i>`, `queue_dir/dead-letter`).
+//!   When one target of this notifier uses that `queue_dir`, everything
+//!   is its own. When several do, which target an entry was queued for was
+//!   not recorded: each entry goes to every target sharing the directory
+//!   whose rules match it now, and one that matches none is dead-lettered
+//!   in the first of them (in the order targets were added), never
+//!   dropped. (A notifier cannot see the targets of other processes: when
+//!   programs with different targets shared one `queue_dir`, the first to
+//!   start takes all of its old entries, by the rules above.)
+//!
+//! Moves are at least once: a move interrupted by a crash resumes on the
+//! next start from its last durable chunk (kept in
+//! `<queue_dir>/<type>-<id>/MOVING`), so at most a chunk arrives twice;
+//! an interrupted move of the legacy layout starts over (duplicates,
+//! never loss).
+//!
+//! # Dead letters
+//!
+//! With `queue_dir`, dead letters are kept in a durable store, bounded by
+//! [`TargetOptions::dead_letter_queue_limit`] (beyond it the oldest are
+//! discarded, logged and counted in
+//! [`TargetStats::dead_letters_discarded`]). An event whose dead letter
+//! cannot be written (full or failing disk) stays in the queue until it
+//! can: it is never acknowledged away. To look at them and send them again:
+//!
+//! - from the program running the notifier: [`Notifier::stored_dead_letters`]
+//!   lists them (each with the error that put it there) and
+//!   [`Notifier::replay_dead_letters`] queues them again for their target;
+//! - with the notifier stopped: [`read_dead_letters`] lists them; to send
+//!   them again, rename `<queue_dir>/<type>-<id>/dead-letter` to
+//!   `<queue_dir>/<type>-<id>/replay` and start the notifier: the entries of
+//!   `replay/` are queued again (after the events already queued) and the
+//!   directory removed.
+//!
+//! # Failures of the queue's disk
+//!
+//! An append that fails is an error to the sender (and counted in
+//! [`TargetStats::store_errors`]). An acknowledgement or dead-letter write
+//! that fails after a delivery is retried with the backoff of
+//! [`TargetOptions::retry`], counted, and shown in
+//! [`TargetStats::store_error`] until it succeeds; the delivered batch is
+//! not sent again meanwhile.
+//!
+//! Durable appends wait for their fsync without blocking a runtime thread
+//! ([`QueueStore::append_batch_synced`]), so concurrent senders share fsyncs.
 
-use std::collections::{HashMap, VecDeque};
-use std::path::PathBuf;
+mod dead_letter;
+mod layout;
+mod migrate;
+#[cfg(test)]
+mod soak_tests;
+mod worker;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Poll;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use s3_event_core::{EventRecord, RuleSet, Target, TargetError, TargetId};
+use s3_event_core::log::Faults;
+use s3_event_core::{EventRecord, RuleSet, Target, TargetId};
 use tokio::sync::{oneshot, Notify};
 use tokio::task::JoinHandle;
 
 use crate::queue_store::{QueueStore, QueueStoreOptions, Seq};
 use crate::{Error, Result};
+use dead_letter::DeadLetterStore;
 
-/// Name of the sub-directory of `queue_dir` that holds the durable
-/// dead-letter store.
-pub const DEAD_LETTER_DIR: &str = "dead-letter";
+pub use layout::{target_dir, DEAD_LETTER_DIR, REPLAY_DIR};
 
 /// What `send` does when a target's queue is full.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -105,12 +180,14 @@ impl RetryPolicy {
 }
 
 /// Options of one target's pipeline.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct TargetOptions {
     /// Most events queued for the target. Default 100000, as MinIO.
     pub queue_limit: usize,
-    /// A directory for a durable queue ([`QueueStore`]); `None` (the
-    /// default) keeps the queue in memory.
+    /// A directory for durable queues ([`QueueStore`]), in the target's
+    /// own sub-directory `<queue_dir>/<type>-<id>` ([`target_dir`]), so
+    /// that targets may share one `queue_dir`; `None` (the default) keeps
+    /// the queue in memory.
     pub queue_dir: Option<PathBuf>,
     /// What `send` does when the queue is full. Default [`FullPolicy::Drop`].
     pub full_policy: FullPolicy,
@@ -118,14 +195,38 @@ pub struct TargetOptions {
     /// the senders by a hash of their object key, so the events of one
     /// object stay in order while different objects are sent in parallel;
     /// each sender has its own share of `queue_limit` and, with
-    /// `queue_dir`, its own queue in `queue_dir/lane-<n>` (with one sender,
-    /// `queue_dir` itself).
+    /// `queue_dir`, its own queue (see [`target_dir`]). Events queued under
+    /// another number of senders are moved to the current lanes on start.
     pub senders: usize,
     /// Backoff for transient errors.
     pub retry: RetryPolicy,
-    /// Most dead letters kept in memory (the oldest are forgotten first;
-    /// the durable dead-letter store keeps all). Default 1000.
+    /// Most dead letters kept in memory (the oldest are forgotten first).
+    /// Default 1000.
     pub dead_letter_limit: usize,
+    /// Most entries of the durable dead-letter store (with `queue_dir`);
+    /// beyond it the oldest are discarded, logged and counted in
+    /// [`TargetStats::dead_letters_discarded`]. Default 100000.
+    pub dead_letter_queue_limit: usize,
+    /// Faults to inject into the file operations of the durable queues
+    /// (tests and soaks; see [`Faults`]). Default none.
+    pub faults: Option<Arc<Faults>>,
+}
+
+impl PartialEq for TargetOptions {
+    fn eq(&self, other: &Self) -> bool {
+        self.queue_limit == other.queue_limit
+            && self.queue_dir == other.queue_dir
+            && self.full_policy == other.full_policy
+            && self.senders == other.senders
+            && self.retry == other.retry
+            && self.dead_letter_limit == other.dead_letter_limit
+            && self.dead_letter_queue_limit == other.dead_letter_queue_limit
+            && match (&self.faults, &other.faults) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                _ => false,
+            }
+    }
 }
 
 impl Default for TargetOptions {
@@ -137,6 +238,8 @@ impl Default for TargetOptions {
             senders: 1,
             retry: RetryPolicy::default(),
             dead_letter_limit: 1000,
+            dead_letter_queue_limit: 100_000,
+            faults: None,
         }
     }
 }
@@ -160,6 +263,18 @@ pub struct TargetStats {
     pub dead_lettered: u64,
     /// Whether the last send or probe succeeded.
     pub online: bool,
+    /// Dead letters stored now (durable store with `queue_dir`, else the
+    /// ones kept in memory).
+    pub dead_letter_queued: u64,
+    /// Dead letters discarded because the durable dead-letter store was
+    /// full ([`TargetOptions::dead_letter_queue_limit`]).
+    pub dead_letters_discarded: u64,
+    /// Failed operations on the durable queues (appends, reads,
+    /// acknowledgements, dead-letter writes); each is retried or reported.
+    pub store_errors: u64,
+    /// The last such failure, while it lasts: `None` once the operation
+    /// that failed succeeded.
+    pub store_error: Option<String>,
 }
 
 /// An event the target rejected permanently (or that exhausted
@@ -188,10 +303,13 @@ pub struct SendOutcome {
 }
 
 /// How one delivery ended, reported to a sync-mode sender.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 enum Delivery {
     Sent,
     DeadLettered,
+    /// Neither sent nor dead-lettered (its queue entry was found corrupt,
+    /// or its outcome is no longer known).
+    Failed(String),
 }
 
 type Waiter = oneshot::Sender<Delivery>;
@@ -204,7 +322,27 @@ struct Counters {
     dropped: AtomicU64,
     in_flight: AtomicU64,
     dead_lettered: AtomicU64,
+    dead_letters_discarded: AtomicU64,
+    store_errors: AtomicU64,
     online: AtomicBool,
+}
+
+/// Most outcomes kept for sync-mode senders that have not asked yet.
+const MAX_EARLY_OUTCOMES: usize = 65_536;
+
+/// Sync-mode senders of a durable lane, by sequence number.
+#[derive(Default)]
+struct Waiters {
+    waiting: HashMap<Seq, Waiter>,
+    /// Outcomes of entries the worker finished before their sender asked
+    /// (a busy worker reads an entry as soon as it is written, before the
+    /// sender's fsync returned), oldest dropped beyond a bound.
+    early: BTreeMap<Seq, Delivery>,
+    /// Every entry up to this one is finished.
+    done_upto: Seq,
+    /// The first number appended by this notifier: older entries have no
+    /// sender waiting.
+    first: Seq,
 }
 
 /// One sender's queue: the records whose key hashes to it, in order.
@@ -215,9 +353,9 @@ struct Lane {
     limit: usize,
     /// Durable queue and sync-mode waiters by sequence number.
     store: Option<Arc<QueueStore>>,
-    waiters: Mutex<HashMap<Seq, Waiter>>,
-    /// Highest sequence number the worker has finished with.
-    done_upto: AtomicU64,
+    waiters: Mutex<Waiters>,
+    /// Whether senders wait for outcomes (sync mode).
+    sync: bool,
     /// Work was queued, or shutdown began.
     work: Notify,
     /// Room was made in the queue.
@@ -230,7 +368,9 @@ struct Pipeline {
     counters: Counters,
     lanes: Vec<Lane>,
     dead: Mutex<VecDeque<DeadLetter>>,
-    dead_store: Option<QueueStore>,
+    dead_store: Option<DeadLetterStore>,
+    /// The last failure of a queue-store operation, until one succeeds.
+    store_error: Mutex<Option<String>>,
     closing: AtomicBool,
 }
 
@@ -245,6 +385,11 @@ fn export(pipelines: &[Arc<Pipeline>], invalid: u64) {
             ("s3_event_target_failed", s.failed),
             ("s3_event_target_dropped", s.dropped),
             ("s3_event_target_dead_lettered", s.dead_lettered),
+            (
+                "s3_event_target_dead_letters_discarded",
+                s.dead_letters_discarded,
+            ),
+            ("s3_event_target_store_errors", s.store_errors),
         ] {
             metrics::counter!(name, "target" => t.clone()).absolute(v);
         }
@@ -252,11 +397,71 @@ fn export(pipelines: &[Arc<Pipeline>], invalid: u64) {
             ("s3_event_target_queued", s.queued as f64),
             ("s3_event_target_in_flight", s.in_flight as f64),
             ("s3_event_target_online", if s.online { 1.0 } else { 0.0 }),
+            (
+                "s3_event_target_dead_letter_queued",
+                s.dead_letter_queued as f64,
+            ),
+            (
+                "s3_event_target_store_ok",
+                if s.store_error.is_none() { 1.0 } else { 0.0 },
+            ),
         ] {
             metrics::gauge!(name, "target" => t.clone()).set(v);
         }
     }
     metrics::counter!("s3_event_notifier_invalid_records").absolute(invalid);
+}
+
+/// Up to `max` of the oldest dead letters of `target` stored under
+/// `queue_dir` (see the [module docs](self#dead-letters)), read with the
+/// notifier stopped: while one runs on that directory this fails with
+/// [`Error::Log`] naming it (use [`Notifier::stored_dead_letters`] there).
+/// An entry that is not a record has a default record and its bytes in
+/// [`DeadLetter::error`].
+pub fn read_dead_letters(
+    queue_dir: &Path,
+    target: &TargetId,
+    max: usize,
+) -> Result<Vec<DeadLetter>> {
+    let dir = target_dir(queue_dir, target).join(DEAD_LETTER_DIR);
+    if !dir.is_dir() {
+        return Ok(Vec::new());
+    }
+    let store = DeadLetterStore::open(&dir, usize::MAX, None)?;
+    Ok(store
+        .peek(max)?
+        .into_iter()
+        .map(|(_, l)| l.into_dead_letter())
+        .collect())
+}
+
+/// Runs `futures` concurrently on this task; their outputs in order.
+async fn join_all<F: Future + Unpin>(mut futures: Vec<F>) -> Vec<F::Output> {
+    if futures.len() == 1 {
+        let f = futures.pop().expect("one future");
+        return vec![f.await];
+    }
+    let mut out: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, o) in futures.iter_mut().zip(out.iter_mut()) {
+            if o.is_none() {
+                match Pin::new(f).poll(cx) {
+                    Poll::Ready(v) => *o = Some(v),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter()
+        .map(|o| o.expect("every future finished"))
+        .collect()
 }
 
 /// The lane of an object key (FNV-1a; stable across runs, so a durable
@@ -315,21 +520,22 @@ impl NotifierBuilder {
         self
     }
 
-    /// Opens the queues and starts one worker task per target (events left
-    /// in a `queue_dir` are replayed at once). Must be called inside a tokio
-    /// runtime.
+    /// Opens the queues and starts one worker task per sender of each
+    /// target. With `queue_dir`, queues of other layouts are first moved
+    /// into the current lanes (see [`target_dir`]), and events left on disk
+    /// are replayed at once. Must be called inside a tokio runtime.
     ///
     /// Fails when a rule names a target that was not added
     /// ([`Error::UnknownTarget`]), when two targets share an id, when an
-    /// option is out of range, or when a queue directory cannot be opened.
+    /// option is out of range, or when a queue directory cannot be opened
+    /// (another notifier holds it: [`Error::Log`] naming the holder).
     pub fn build(self) -> Result<Notifier> {
         let rules = match self.rules {
             Some(r) => r,
             None => RuleSet::new(Vec::new()).expect("an empty rule set is valid"),
         };
-        let mut pipelines: Vec<Arc<Pipeline>> = Vec::with_capacity(self.targets.len());
-        for (target, options) in self.targets {
-            if pipelines.iter().any(|p| p.target.id() == target.id()) {
+        for (i, (target, options)) in self.targets.iter().enumerate() {
+            if self.targets[..i].iter().any(|(t, _)| t.id() == target.id()) {
                 return Err(Error::DuplicateTarget {
                     id: target.id().to_string(),
                 });
@@ -346,64 +552,18 @@ impl NotifierBuilder {
                     rule: "`queue_limit` must be > 0",
                 });
             }
-            let n = options.senders;
-            let limit = options.queue_limit.div_ceil(n);
-            let mut lanes = Vec::with_capacity(n);
-            for i in 0..n {
-                let store = match &options.queue_dir {
-                    Some(dir) => {
-                        let dir = if n == 1 {
-                            dir.clone()
-                        } else {
-                            dir.join(format!("lane-{i}"))
-                        };
-                        Some(Arc::new(QueueStore::open(
-                            dir,
-                            QueueStoreOptions {
-                                queue_limit: limit,
-                                ..QueueStoreOptions::default()
-                            },
-                        )?))
-                    }
-                    None => None,
-                };
-                lanes.push(Lane {
-                    queue: Mutex::new(VecDeque::new()),
-                    limit,
-                    store,
-                    waiters: Mutex::new(HashMap::new()),
-                    done_upto: AtomicU64::new(0),
-                    work: Notify::new(),
-                    space: Notify::new(),
+            if options.dead_letter_queue_limit == 0 {
+                return Err(Error::InvalidOption {
+                    option: "dead_letter_queue_limit",
+                    rule: "`dead_letter_queue_limit` must be > 0",
                 });
             }
-            let dead_store = match &options.queue_dir {
-                Some(dir) => Some(QueueStore::open(
-                    dir.join(DEAD_LETTER_DIR),
-                    QueueStoreOptions {
-                        queue_limit: usize::MAX,
-                        ..QueueStoreOptions::default()
-                    },
-                )?),
-                None => None,
-            };
-            let counters = Counters::default();
-            counters.online.store(true, Ordering::Relaxed);
-            pipelines.push(Arc::new(Pipeline {
-                target,
-                options,
-                counters,
-                lanes,
-                dead: Mutex::new(VecDeque::new()),
-                dead_store,
-                closing: AtomicBool::new(false),
-            }));
         }
         let mut route = Vec::with_capacity(rules.targets().len());
         for arn in rules.targets() {
             let idx = arn
                 .as_target_id()
-                .and_then(|id| pipelines.iter().position(|p| p.target.id() == id));
+                .and_then(|id| self.targets.iter().position(|(t, _)| t.id() == id));
             match idx {
                 Some(i) => route.push(i),
                 None => {
@@ -412,6 +572,12 @@ impl NotifierBuilder {
                     })
                 }
             }
+        }
+        migrate::run(&self.targets, &rules, &route)?;
+        let sync = self.mode == DeliveryMode::Sync;
+        let mut pipelines: Vec<Arc<Pipeline>> = Vec::with_capacity(self.targets.len());
+        for (target, options) in self.targets {
+            pipelines.push(Arc::new(Pipeline::open(target, options, sync)?));
         }
         let invalid = Arc::new(AtomicU64::new(0));
         let exporter = self.metrics_every.map(|every| {
@@ -477,11 +643,15 @@ impl Notifier {
     /// Routes `record` to every matching target and queues it there.
     ///
     /// In [`DeliveryMode::Async`] this returns once the record is queued
-    /// (appended durably when `queue_dir` is set); in
+    /// (appended and fsynced when `queue_dir` is set); in
     /// [`DeliveryMode::Sync`], once every matching target delivered or
     /// dead-lettered it. A record whose event name does not parse, or whose
     /// key does not decode, is an [`Error::InvalidRecord`] naming it (and
-    /// counted in [`Notifier::invalid_records`]). After
+    /// counted in [`Notifier::invalid_records`]). A failed durable append
+    /// is the queue store's error (the record may or may not be delivered).
+    /// In sync mode, a record that a target neither delivered nor
+    /// dead-lettered (its queue entry was found corrupt and dropped) is an
+    /// [`Error::NotDelivered`] naming the target. After
     /// [`Notifier::shutdown`] began, [`Error::ShutDown`].
     pub async fn send(&self, record: EventRecord) -> Result<SendOutcome> {
         if !self.accepting.load(Ordering::Acquire) {
@@ -506,6 +676,7 @@ impl Notifier {
         let mut receivers = Vec::new();
         let last = hits.len().saturating_sub(1);
         let mut record = Some(record);
+        let mut enqueues = Vec::with_capacity(hits.len());
         for (n, &hit) in hits.iter().enumerate() {
             let p = &self.pipelines[self.route[hit]];
             // Clone for all but the last target.
@@ -520,23 +691,50 @@ impl Notifier {
             } else {
                 (None, None)
             };
-            if p.enqueue(rec, &key, tx).await? {
-                outcome.queued += 1;
-                if let Some(rx) = rx {
-                    receivers.push(rx);
+            receivers.push((p, rx));
+            enqueues.push(Box::pin(p.enqueue(rec, &key, tx)));
+        }
+        // Queued for every target at once: with several durable targets,
+        // their fsyncs overlap instead of adding up.
+        let queued = join_all(enqueues).await;
+        let mut waits = Vec::with_capacity(receivers.len());
+        let mut first_error = None;
+        for ((p, rx), q) in receivers.into_iter().zip(queued) {
+            match q {
+                Ok(true) => {
+                    outcome.queued += 1;
+                    if let Some(rx) = rx {
+                        waits.push((p, rx));
+                    }
                 }
-            } else {
-                outcome.dropped += 1;
+                Ok(false) => outcome.dropped += 1,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
             }
         }
-        for rx in receivers {
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        let receivers = waits;
+        let mut failed = None;
+        for (p, rx) in receivers {
             match rx.await {
                 Ok(Delivery::Sent) => outcome.delivered += 1,
                 Ok(Delivery::DeadLettered) => outcome.dead_lettered += 1,
+                Ok(Delivery::Failed(reason)) => {
+                    failed.get_or_insert(Error::NotDelivered {
+                        target: p.target.id().to_string(),
+                        reason,
+                    });
+                }
                 Err(_) => {} // The worker stopped (shutdown deadline).
             }
         }
-        Ok(outcome)
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(outcome),
+        }
     }
 
     /// Records rejected by [`Notifier::send`] because their event name or
@@ -557,14 +755,17 @@ impl Notifier {
     /// Publishes [`Notifier::stats`] through the [`metrics`] crate's
     /// installed recorder, labelled `target` = the target id. Counters
     /// (set to their absolute value): `s3_event_target_total`, `_sent`,
-    /// `_failed`, `_dropped`, `_dead_lettered`; gauges: `_queued`,
-    /// `_in_flight`, `_online` (1 or 0). Call it periodically, e.g. from the
-    /// scrape handler.
+    /// `_failed`, `_dropped`, `_dead_lettered`, `_dead_letters_discarded`,
+    /// `_store_errors`; gauges: `_queued`, `_in_flight`, `_online` (1 or
+    /// 0), `_dead_letter_queued`, `_store_ok` (0 while a queue-store
+    /// operation keeps failing). Call it periodically, e.g. from the scrape
+    /// handler, or see [`NotifierBuilder::export_metrics_every`].
     pub fn export_metrics(&self) {
         export(&self.pipelines, self.invalid_records());
     }
 
-    /// The dead letters kept in memory for `target` (oldest first).
+    /// The dead letters kept in memory for `target` (oldest first, at most
+    /// [`TargetOptions::dead_letter_limit`]).
     pub fn dead_letters(&self, target: &TargetId) -> Vec<DeadLetter> {
         self.pipelines
             .iter()
@@ -573,12 +774,49 @@ impl Notifier {
             .unwrap_or_default()
     }
 
+    /// Up to `max` of the oldest stored dead letters of `target`: the
+    /// durable dead-letter store with `queue_dir`, else the ones kept in
+    /// memory. Fails with [`Error::UnknownTarget`] for a target not added.
+    pub fn stored_dead_letters(&self, target: &TargetId, max: usize) -> Result<Vec<DeadLetter>> {
+        let p = self.pipeline(target)?;
+        match &p.dead_store {
+            Some(d) => Ok(d
+                .peek(max)?
+                .into_iter()
+                .map(|(_, l)| l.into_dead_letter())
+                .collect()),
+            None => Ok(lock(&p.dead).iter().take(max).cloned().collect()),
+        }
+    }
+
+    /// Queues up to `max` of the oldest stored dead letters of `target`
+    /// again (after the events already queued, so a replayed event can
+    /// arrive after a newer event of its key) and removes them from the
+    /// dead-letter store; returns how many were queued. Stops early when
+    /// the target's queue is full. An entry that is not a record stays in
+    /// the store. Fails with [`Error::UnknownTarget`] for a target not
+    /// added, or with the queue store's error (what was queued before it
+    /// stays queued; what was not stays dead-lettered).
+    pub async fn replay_dead_letters(&self, target: &TargetId, max: usize) -> Result<usize> {
+        self.pipeline(target)?.replay_dead_letters(max).await
+    }
+
+    fn pipeline(&self, target: &TargetId) -> Result<&Arc<Pipeline>> {
+        self.pipelines
+            .iter()
+            .find(|p| p.target.id() == target)
+            .ok_or_else(|| Error::UnknownTarget {
+                arn: target.to_string(),
+            })
+    }
+
     /// Stops accepting records, lets the workers drain their queues for at
     /// most `deadline`, then stops them and closes the targets. In-memory
     /// events still queued after the deadline are lost (they remain in
     /// [`TargetStats::queued`] of the last snapshot); with `queue_dir` they
     /// stay on disk and are replayed by the next notifier built on that
-    /// directory.
+    /// directory, which may be built as soon as this returns (the queue
+    /// directories are released).
     ///
     /// Takes `&self`, so a notifier shared behind an `Arc` (an HTTP
     /// handler, a poller) can be shut down while clones are alive: from then
@@ -617,6 +855,20 @@ impl Notifier {
             if let Err(e) = p.target.close().await {
                 tracing::warn!(target_id = %p.target.id(), error = %e, "closing target failed");
             }
+            // The queue directories are released (synced, unlocked) now, not
+            // when the last reference to the notifier goes, so a new
+            // notifier can open them at once.
+            let stores = p.lanes.iter().filter_map(|l| l.store.as_deref());
+            for store in stores {
+                if let Err(e) = store.release() {
+                    tracing::error!(dir = %store.dir().display(), error = %e, "queue store: releasing its directory failed");
+                }
+            }
+            if let Some(d) = &p.dead_store {
+                if let Err(e) = d.release() {
+                    tracing::error!(error = %e, "dead-letter store: releasing its directory failed");
+                }
+            }
         }
     }
 }
@@ -638,6 +890,68 @@ impl Drop for Notifier {
 }
 
 impl Pipeline {
+    /// Opens the target's queues (after [`migrate::run`]).
+    fn open(target: Arc<dyn Target>, options: TargetOptions, sync: bool) -> Result<Pipeline> {
+        let n = options.senders;
+        let limit = options.queue_limit.div_ceil(n);
+        let dir = options
+            .queue_dir
+            .as_ref()
+            .map(|q| target_dir(q, target.id()));
+        let mut lanes = Vec::with_capacity(n);
+        for i in 0..n {
+            let store = match &dir {
+                Some(dir) => Some(Arc::new(QueueStore::open(
+                    layout::lane_dir(dir, i, n),
+                    QueueStoreOptions {
+                        queue_limit: limit,
+                        faults: options.faults.clone(),
+                        ..QueueStoreOptions::default()
+                    },
+                )?)),
+                None => None,
+            };
+            let first = match &store {
+                // An empty append assigns nothing and returns the next number.
+                Some(s) => s.append_batch::<&[u8]>(&[])?.start,
+                None => 0,
+            };
+            lanes.push(Lane {
+                queue: Mutex::new(VecDeque::new()),
+                limit,
+                store,
+                waiters: Mutex::new(Waiters {
+                    first,
+                    done_upto: first.saturating_sub(1),
+                    ..Waiters::default()
+                }),
+                sync,
+                work: Notify::new(),
+                space: Notify::new(),
+            });
+        }
+        let dead_store = match &dir {
+            Some(dir) => Some(DeadLetterStore::open(
+                &dir.join(DEAD_LETTER_DIR),
+                options.dead_letter_queue_limit,
+                options.faults.clone(),
+            )?),
+            None => None,
+        };
+        let counters = Counters::default();
+        counters.online.store(true, Ordering::Relaxed);
+        Ok(Pipeline {
+            target,
+            options,
+            counters,
+            lanes,
+            dead: Mutex::new(VecDeque::new()),
+            dead_store,
+            store_error: Mutex::new(None),
+            closing: AtomicBool::new(false),
+        })
+    }
+
     fn stats(&self) -> TargetStats {
         let c = &self.counters;
         let queued = self
@@ -648,6 +962,10 @@ impl Pipeline {
                 None => lock(&l.queue).len(),
             } as u64)
             .sum();
+        let dead_letter_queued = match &self.dead_store {
+            Some(d) => d.len(),
+            None => lock(&self.dead).len(),
+        } as u64;
         TargetStats {
             total: c.total.load(Ordering::Relaxed),
             sent: c.sent.load(Ordering::Relaxed),
@@ -657,6 +975,10 @@ impl Pipeline {
             in_flight: c.in_flight.load(Ordering::Relaxed),
             dead_lettered: c.dead_lettered.load(Ordering::Relaxed),
             online: c.online.load(Ordering::Relaxed),
+            dead_letter_queued,
+            dead_letters_discarded: c.dead_letters_discarded.load(Ordering::Relaxed),
+            store_errors: c.store_errors.load(Ordering::Relaxed),
+            store_error: lock(&self.store_error).clone(),
         }
     }
 
@@ -686,17 +1008,15 @@ impl Pipeline {
             },
             Some(store) => {
                 // Serializing an EventRecord cannot fail: every key is a string.
-                let bytes = Arc::new(serde_json::to_vec(&record).expect("record serializes"));
+                let mut bytes = Vec::with_capacity(1024);
+                serde_json::to_writer(&mut bytes, &record).expect("record serializes");
                 loop {
-                    let store2 = Arc::clone(store);
-                    let bytes2 = Arc::clone(&bytes);
-                    let res = tokio::task::spawn_blocking(move || store2.append_durable(&bytes2))
-                        .await
-                        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
-                    match res {
-                        Ok(seq) => {
+                    // Written at once, fsynced by the log's thread: concurrent
+                    // senders share fsync rounds and no runtime thread blocks.
+                    match store.append_batch_synced(&[bytes.as_slice()]).await {
+                        Ok(seqs) => {
                             if let Some(w) = waiter {
-                                lane.register_waiter(seq, w);
+                                lane.register_waiter(seqs.start, w);
                             }
                             lane.work.notify_one();
                             return Ok(true);
@@ -706,7 +1026,10 @@ impl Pipeline {
                                 return Ok(false);
                             }
                         }
-                        Err(e) => return Err(e),
+                        Err(e) => {
+                            self.store_failed("append", &e);
+                            return Err(e);
+                        }
                     }
                 }
             }
@@ -730,199 +1053,140 @@ impl Pipeline {
             }
         }
     }
+
+    /// Counts a failed queue-store operation and shows it in the stats
+    /// until one succeeds.
+    fn store_failed(&self, op: &str, e: &Error) {
+        self.counters.store_errors.fetch_add(1, Ordering::Relaxed);
+        let mut msg = format!("{op}: {e}");
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            msg.push_str(&format!(": {s}"));
+            source = s.source();
+        }
+        tracing::error!(target_id = %self.target.id(), error = %msg, "queue store operation failed");
+        *lock(&self.store_error) = Some(msg);
+    }
+
+    /// A queue-store operation succeeded: clears the shown failure.
+    fn store_ok(&self) {
+        let mut e = lock(&self.store_error);
+        if e.is_some() {
+            tracing::info!(target_id = %self.target.id(), "queue store operations succeed again");
+            *e = None;
+        }
+    }
+
+    /// Queues `record` again, without waiting for room: `Ok(false)` when
+    /// its lane is full.
+    async fn requeue(&self, record: EventRecord) -> Result<bool> {
+        let key = record
+            .decoded_key()
+            .unwrap_or_else(|_| record.key().unwrap_or_default().to_owned());
+        let lane = &self.lanes[lane_of(&key, self.lanes.len())];
+        match &lane.store {
+            None => {
+                let mut q = lock(&lane.queue);
+                if q.len() >= lane.limit {
+                    return Ok(false);
+                }
+                q.push_back((record, None));
+            }
+            Some(store) => {
+                let bytes = serde_json::to_vec(&record).expect("record serializes");
+                match store.append_batch_synced(&[bytes.as_slice()]).await {
+                    Ok(_) => {}
+                    Err(Error::QueueFull { .. }) => return Ok(false),
+                    Err(e) => {
+                        self.store_failed("append", &e);
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        self.counters.total.fetch_add(1, Ordering::Relaxed);
+        lane.work.notify_one();
+        Ok(true)
+    }
+
+    /// See [`Notifier::replay_dead_letters`].
+    async fn replay_dead_letters(&self, max: usize) -> Result<usize> {
+        let Some(store) = &self.dead_store else {
+            let mut n = 0;
+            while n < max {
+                let Some(d) = lock(&self.dead).pop_front() else {
+                    break;
+                };
+                if !self.requeue(d.record.clone()).await? {
+                    lock(&self.dead).push_front(d);
+                    break;
+                }
+                n += 1;
+            }
+            return Ok(n);
+        };
+        let mut queued = 0;
+        let mut done = None;
+        let mut kept = Vec::new();
+        for (seq, letter) in store.peek(max)? {
+            match letter {
+                dead_letter::Letter::Record(d) => {
+                    if !self.requeue(d.record).await? {
+                        break;
+                    }
+                    queued += 1;
+                }
+                dead_letter::Letter::Undecodable { error, entry } => {
+                    kept.push(dead_letter::encode_undecodable(entry.as_bytes(), &error));
+                }
+            }
+            done = Some(seq);
+        }
+        if !kept.is_empty() {
+            // Kept, at the end of the store.
+            store.append(&kept).await?;
+        }
+        if let Some(seq) = done {
+            store.ack(seq)?;
+        }
+        Ok(queued)
+    }
 }
 
 impl Lane {
+    /// Sync mode: hands `waiter` the outcome of entry `seq`, now if the
+    /// worker already finished it, else when it does.
     fn register_waiter(&self, seq: Seq, waiter: Waiter) {
         let mut w = lock(&self.waiters);
-        // The worker may already have handled `seq` (it updates `done_upto`
-        // under this lock); whether it was sent or dead-lettered is not
-        // known any more, so report it as sent.
-        if self.done_upto.load(Ordering::Acquire) >= seq {
+        if let Some(d) = w.early.remove(&seq) {
             drop(w);
-            let _ = waiter.send(Delivery::Sent);
+            let _ = waiter.send(d);
+        } else if seq <= w.done_upto {
+            // Finished, and its outcome no longer kept (more than
+            // MAX_EARLY_OUTCOMES senders had not asked yet): never guess.
+            drop(w);
+            let _ = waiter.send(Delivery::Failed(
+                "its outcome is no longer known (too many unanswered senders)".to_owned(),
+            ));
         } else {
-            w.insert(seq, waiter);
-        }
-    }
-}
-
-impl Pipeline {
-    /// The worker of lane `i`: takes its batches in order and delivers them
-    /// until shutdown and an empty queue.
-    async fn run(self: Arc<Self>, i: usize) {
-        let max = self.target.max_batch().max(1);
-        let lane = &self.lanes[i];
-        loop {
-            match &lane.store {
-                None => {
-                    let batch: Vec<_> = {
-                        let mut q = lock(&lane.queue);
-                        let n = q.len().min(max);
-                        q.drain(..n).collect()
-                    };
-                    if batch.is_empty() {
-                        if self.closing.load(Ordering::Acquire) {
-                            return;
-                        }
-                        lane.work.notified().await;
-                        continue;
-                    }
-                    lane.space.notify_waiters();
-                    let (records, waiters): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-                    let results = self.deliver(&records).await;
-                    for (w, r) in waiters.into_iter().zip(results) {
-                        if let Some(w) = w {
-                            let _ = w.send(r);
-                        }
-                    }
-                }
-                Some(store) => {
-                    let entries = match store.peek(max) {
-                        Ok(e) => e,
-                        Err(Error::Corrupt { .. }) => continue, // Dropped and logged by peek.
-                        Err(e) => {
-                            tracing::error!(target_id = %self.target.id(), error = %e, "queue store read failed");
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                            continue;
-                        }
-                    };
-                    if entries.is_empty() {
-                        if self.closing.load(Ordering::Acquire) {
-                            return;
-                        }
-                        lane.work.notified().await;
-                        continue;
-                    }
-                    let last = entries.last().map(|e| e.0).unwrap_or_default();
-                    let mut seqs = Vec::with_capacity(entries.len());
-                    let mut records = Vec::with_capacity(entries.len());
-                    for (seq, bytes) in entries {
-                        match EventRecord::from_slice(&bytes) {
-                            Ok(r) => {
-                                seqs.push(seq);
-                                records.push(r);
-                            }
-                            Err(e) => {
-                                tracing::error!(target_id = %self.target.id(), seq, error = %e, "undecodable queue entry dead-lettered");
-                                self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
-                                if let Some(d) = &self.dead_store {
-                                    let _ = d.append_durable(&bytes);
-                                }
-                            }
-                        }
-                    }
-                    let results = self.deliver(&records).await;
-                    if let Err(e) = store.ack(last) {
-                        tracing::error!(target_id = %self.target.id(), error = %e, "queue store ack failed");
-                    }
-                    lane.space.notify_waiters();
-                    let mut waiters = lock(&lane.waiters);
-                    lane.done_upto.store(last, Ordering::Release);
-                    for (seq, r) in seqs.into_iter().zip(results) {
-                        if let Some(w) = waiters.remove(&seq) {
-                            let _ = w.send(r);
-                        }
-                    }
-                }
-            }
+            w.waiting.insert(seq, waiter);
         }
     }
 
-    /// Delivers `records` in order, retrying transient errors and
-    /// dead-lettering permanent ones; returns one result per record.
-    async fn deliver(&self, records: &[EventRecord]) -> Vec<Delivery> {
-        if records.is_empty() {
-            return Vec::new();
-        }
-        let n = records.len() as u64;
-        let c = &self.counters;
-        let mut attempt = 0u32;
-        loop {
-            c.in_flight.fetch_add(n, Ordering::Relaxed);
-            let res = self.target.send_batch(records).await;
-            c.in_flight.fetch_sub(n, Ordering::Relaxed);
-            let err = match res {
-                Ok(()) => {
-                    c.sent.fetch_add(n, Ordering::Relaxed);
-                    c.online.store(true, Ordering::Relaxed);
-                    return records.iter().map(|_| Delivery::Sent).collect();
-                }
-                Err(e) => e,
-            };
-            c.failed.fetch_add(n, Ordering::Relaxed);
-            match err {
-                TargetError::Permanent { .. } if records.len() > 1 => {
-                    // Find the poison events: retry one by one.
-                    let mut out = Vec::with_capacity(records.len());
-                    for r in records {
-                        out.extend(Box::pin(self.deliver(std::slice::from_ref(r))).await);
-                    }
-                    return out;
-                }
-                TargetError::Permanent { .. } => {
-                    self.dead_letter(records, &err);
-                    return vec![Delivery::DeadLettered];
-                }
-                _ => {
-                    attempt += 1;
-                    tracing::warn!(target_id = %self.target.id(), attempt, error = %err, "send failed, retrying");
-                    if self
-                        .options
-                        .retry
-                        .max_attempts
-                        .is_some_and(|m| attempt >= m)
-                    {
-                        self.dead_letter(records, &err);
-                        return records.iter().map(|_| Delivery::DeadLettered).collect();
-                    }
-                    c.online.store(false, Ordering::Relaxed);
-                    let mut delay = self.options.retry.delay(attempt);
-                    if let Some(after) = err.retry_after() {
-                        delay = delay.max(after);
-                    }
-                    tokio::time::sleep(delay).await;
-                    // Probe until the target says it is back.
-                    let mut probe = attempt;
-                    loop {
-                        match self.target.is_active().await {
-                            Ok(true) => break,
-                            _ => {
-                                probe = probe.saturating_add(1);
-                                tokio::time::sleep(self.options.retry.delay(probe)).await;
-                            }
-                        }
-                    }
-                    c.online.store(true, Ordering::Relaxed);
+    /// Reports the outcomes of a batch; every entry up to `last` is done.
+    fn finish(&self, outcomes: impl IntoIterator<Item = (Seq, Delivery)>, last: Seq) {
+        let mut w = lock(&self.waiters);
+        for (seq, d) in outcomes {
+            if let Some(tx) = w.waiting.remove(&seq) {
+                let _ = tx.send(d);
+            } else if self.sync && seq >= w.first {
+                w.early.insert(seq, d);
+                if w.early.len() > MAX_EARLY_OUTCOMES {
+                    w.early.pop_first();
                 }
             }
         }
-    }
-
-    fn dead_letter(&self, records: &[EventRecord], err: &TargetError) {
-        self.counters
-            .dead_lettered
-            .fetch_add(records.len() as u64, Ordering::Relaxed);
-        tracing::error!(target_id = %self.target.id(), events = records.len(), error = %err, "events dead-lettered");
-        let mut dead = lock(&self.dead);
-        for r in records {
-            if let Some(store) = &self.dead_store {
-                // Serializing an EventRecord cannot fail.
-                let bytes = serde_json::to_vec(r).expect("record serializes");
-                if let Err(e) = store.append_durable(&bytes) {
-                    tracing::error!(target_id = %self.target.id(), error = %e, "dead-letter store append failed");
-                }
-            }
-            if self.options.dead_letter_limit > 0 {
-                if dead.len() >= self.options.dead_letter_limit {
-                    dead.pop_front();
-                }
-                dead.push_back(DeadLetter {
-                    record: r.clone(),
-                    error: err.to_string(),
-                });
-            }
-        }
+        w.done_upto = w.done_upto.max(last);
     }
 }
 
@@ -946,596 +1210,6 @@ fn random_unit() -> f64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use async_trait::async_trait;
-    use s3_event_core::{EventName, NotificationRule};
-    use std::sync::atomic::AtomicUsize;
-
-    fn id(n: &str) -> TargetId {
-        format!("arn:minio:sqs::{n}:webhook").parse().unwrap()
-    }
-
-    fn record(key: &str) -> EventRecord {
-        EventRecord::from_slice(
-            format!(r#"{{"eventName":"s3:ObjectCreated:Put","s3":{{"bucket":{{"name":"b"}},"object":{{"key":"{key}"}}}}}}"#)
-                .as_bytes(),
-        )
-        .unwrap()
-    }
-
-    fn keys(v: &[EventRecord]) -> Vec<String> {
-        v.iter().map(|r| r.key().unwrap().to_owned()).collect()
-    }
-
-    fn fast_retry() -> RetryPolicy {
-        RetryPolicy {
-            initial: Duration::from_millis(1),
-            max: Duration::from_millis(5),
-            ..RetryPolicy::default()
-        }
-    }
-
-    /// Collects events; fails transiently `fail` times first; rejects keys
-    /// containing "poison" permanently; down while `down` is set.
-    #[derive(Debug)]
-    struct TestTarget {
-        id: TargetId,
-        seen: Mutex<Vec<EventRecord>>,
-        fail: AtomicUsize,
-        down: AtomicBool,
-        batch: usize,
-        delay: Duration,
-    }
-
-    impl TestTarget {
-        fn new(n: &str) -> Arc<Self> {
-            Arc::new(TestTarget {
-                id: id(n),
-                seen: Mutex::new(Vec::new()),
-                fail: AtomicUsize::new(0),
-                down: AtomicBool::new(false),
-                batch: 1,
-                delay: Duration::ZERO,
-            })
-        }
-        fn seen(&self) -> Vec<String> {
-            keys(&lock(&self.seen))
-        }
-    }
-
-    #[async_trait]
-    impl Target for TestTarget {
-        fn id(&self) -> &TargetId {
-            &self.id
-        }
-        async fn send_batch(&self, events: &[EventRecord]) -> Result<(), TargetError> {
-            if !self.delay.is_zero() {
-                tokio::time::sleep(self.delay).await;
-            }
-            if self.down.load(Ordering::SeqCst) {
-                return Err(TargetError::transient(&self.id, "down"));
-            }
-            if self
-                .fail
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |f| f.checked_sub(1))
-                .is_ok()
-            {
-                return Err(TargetError::transient(&self.id, "flaky"));
-            }
-            if events.iter().any(|e| e.key().unwrap().contains("poison")) {
-                return Err(TargetError::permanent(&self.id, "poison"));
-            }
-            lock(&self.seen).extend_from_slice(events);
-            Ok(())
-        }
-        async fn is_active(&self) -> Result<bool, TargetError> {
-            Ok(!self.down.load(Ordering::SeqCst))
-        }
-        fn max_batch(&self) -> usize {
-            self.batch
-        }
-    }
-
-    fn rules(pairs: &[(&str, &str)]) -> RuleSet {
-        RuleSet::new(pairs.iter().enumerate().map(|(i, (n, prefix))| {
-            NotificationRule::new(format!("r{i}"), EventName::ObjectCreatedPut.mask(), id(n))
-                .with_prefix(*prefix)
-        }))
-        .unwrap()
-    }
-
-    fn opts() -> TargetOptions {
-        TargetOptions {
-            retry: fast_retry(),
-            ..TargetOptions::default()
-        }
-    }
-
-    async fn wait_for(mut f: impl FnMut() -> bool) {
-        for _ in 0..2000 {
-            if f() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        panic!("condition not reached");
-    }
-
-    #[tokio::test]
-    async fn routes_only_matching_events_in_order() {
-        let a = TestTarget::new("a");
-        let b = TestTarget::new("b");
-        let n = Notifier::builder()
-            .rules(rules(&[("a", "x/"), ("b", "y/"), ("b", "x/1")]))
-            .target(a.clone(), opts())
-            .target(b.clone(), opts())
-            .build()
-            .unwrap();
-        for k in ["x/1", "y/1", "z/1", "x/2", "y/2", "x/10"] {
-            n.send(record(k)).await.unwrap();
-        }
-        n.shutdown(Duration::from_secs(5)).await;
-        assert_eq!(a.seen(), ["x/1", "x/2", "x/10"]);
-        assert_eq!(b.seen(), ["x/1", "y/1", "y/2", "x/10"]);
-    }
-
-    #[tokio::test]
-    async fn invalid_event_name_is_an_error_and_counted() {
-        let a = TestTarget::new("a");
-        let n = Notifier::builder()
-            .rules(rules(&[("a", "")]))
-            .target(a, opts())
-            .build()
-            .unwrap();
-        let bad = EventRecord::from_slice(br#"{"eventName":"s3:Nope"}"#).unwrap();
-        let err = n.send(bad).await.unwrap_err();
-        assert!(err.to_string().contains("s3:Nope"), "{err}");
-        assert_eq!(n.invalid_records(), 1);
-    }
-
-    #[tokio::test]
-    async fn transient_failures_are_retried_in_order() {
-        let t = TestTarget::new("a");
-        t.fail.store(3, Ordering::SeqCst);
-        let n = Notifier::builder()
-            .rules(rules(&[("a", "")]))
-            .target(t.clone(), opts())
-            .build()
-            .unwrap();
-        for i in 0..20 {
-            n.send(record(&format!("k{i:02}"))).await.unwrap();
-        }
-        wait_for(|| t.seen().len() == 20).await;
-        let want: Vec<String> = (0..20).map(|i| format!("k{i:02}")).collect();
-        assert_eq!(t.seen(), want);
-        let stats = &n.stats()[0].1;
-        assert_eq!(stats.sent, 20);
-        assert_eq!(stats.failed, 3);
-        assert!(stats.online);
-        n.shutdown(Duration::from_secs(1)).await;
-    }
-
-    #[tokio::test]
-    async fn poison_is_dead_lettered_and_the_rest_flow() {
-        let t = Arc::new(TestTarget {
-            batch: 10,
-            ..Arc::try_unwrap(TestTarget::new("a")).unwrap()
-        });
-        let n = Notifier::builder()
-            .rules(rules(&[("a", "")]))
-            .target(t.clone(), opts())
-            .build()
-            .unwrap();
-        for k in ["a", "b", "poison", "c", "d"] {
-            n.send(record(k)).await.unwrap();
-        }
-        n.shutdown(Duration::from_secs(5)).await;
-        assert_eq!(t.seen(), ["a", "b", "c", "d"]);
-    }
-
-    #[tokio::test]
-    async fn poison_dead_letters_are_listed() {
-        let t = TestTarget::new("a");
-        let n = Notifier::builder()
-            .rules(rules(&[("a", "")]))
-            .target(t.clone(), opts())
-            .mode(DeliveryMode::Sync)
-            .build()
-            .unwrap();
-        let out = n.send(record("poison1")).await.unwrap();
-        assert_eq!(out.dead_lettered, 1);
-        let out = n.send(record("ok")).await.unwrap();
-        assert_eq!(out.delivered, 1);
-        let dead = n.dead_letters(&id("a"));
-        assert_eq!(
-            keys(&dead.iter().map(|d| d.record.clone()).collect::<Vec<_>>()),
-            ["poison1"]
-        );
-        assert_eq!(n.stats()[0].1.dead_lettered, 1);
-    }
-
-    #[tokio::test]
-    async fn queue_full_with_drop_counts_drops() {
-        let t = TestTarget::new("a");
-        t.down.store(true, Ordering::SeqCst);
-        let n = Notifier::builder()
-            .rules(rules(&[("a", "")]))
-            .target(
-                t.clone(),
-                TargetOptions {
-                    queue_limit: 3,
-                    ..opts()
-                },
-            )
-            .build()
-            .unwrap();
-        let mut dropped = 0;
-        for i in 0..10 {
-            dropped += n.send(record(&format!("k{i}"))).await.unwrap().dropped;
-        }
-        // The worker holds at most one event in flight, the queue 3.
-        let s = n.stats()[0].1.clone();
-        assert!(dropped >= 6, "dropped {dropped}");
-        assert_eq!(s.dropped, dropped as u64);
-        assert_eq!(s.total, 10);
-        wait_for(|| !n.stats()[0].1.online).await;
-        t.down.store(false, Ordering::SeqCst);
-        wait_for(|| n.stats()[0].1.online).await;
-        n.shutdown(Duration::from_secs(5)).await;
-        assert_eq!(t.seen().len(), 10 - dropped);
-    }
-
-    #[tokio::test]
-    async fn sync_mode_returns_after_delivery() {
-        let t = Arc::new(TestTarget {
-            delay: Duration::from_millis(30),
-            ..Arc::try_unwrap(TestTarget::new("a")).unwrap()
-        });
-        let n = Notifier::builder()
-            .rules(rules(&[("a", "")]))
-            .target(t.clone(), opts())
-            .mode(DeliveryMode::Sync)
-            .build()
-            .unwrap();
-        let out = n.send(record("k")).await.unwrap();
-        assert_eq!(out.delivered, 1);
-        assert_eq!(t.seen(), ["k"]);
-    }
-
-    /// A target that records (key, sequencer) and the most sends running at once.
-    #[derive(Debug)]
-    struct ParallelTarget {
-        id: TargetId,
-        seen: Mutex<Vec<(String, u64)>>,
-        running: AtomicUsize,
-        most: AtomicUsize,
-    }
-
-    #[async_trait]
-    impl Target for ParallelTarget {
-        fn id(&self) -> &TargetId {
-            &self.id
-        }
-        async fn send_batch(&self, events: &[EventRecord]) -> Result<(), TargetError> {
-            let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
-            self.most.fetch_max(now, Ordering::SeqCst);
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            let mut seen = lock(&self.seen);
-            for e in events {
-                let v = serde_json::to_value(e).unwrap();
-                let seq = v["s3"]["object"]["sequencer"]
-                    .as_str()
-                    .unwrap()
-                    .parse()
-                    .unwrap();
-                seen.push((e.key().unwrap().to_owned(), seq));
-            }
-            drop(seen);
-            self.running.fetch_sub(1, Ordering::SeqCst);
-            Ok(())
-        }
-        async fn is_active(&self) -> Result<bool, TargetError> {
-            Ok(true)
-        }
-        fn max_batch(&self) -> usize {
-            2
-        }
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn several_senders_run_in_parallel_and_keep_per_key_order() {
-        for queue_dir in [None, Some(tempfile::tempdir().unwrap())] {
-            let t = Arc::new(ParallelTarget {
-                id: id("1"),
-                seen: Mutex::new(Vec::new()),
-                running: AtomicUsize::new(0),
-                most: AtomicUsize::new(0),
-            });
-            let n = Notifier::builder()
-                .rules(rules(&[("1", "")]))
-                .target(
-                    t.clone(),
-                    TargetOptions {
-                        senders: 4,
-                        queue_dir: queue_dir.as_ref().map(|d| d.path().to_path_buf()),
-                        ..opts()
-                    },
-                )
-                .build()
-                .unwrap();
-            for seq in 0..10u64 {
-                for k in 0..8 {
-                    let r = EventRecord::from_slice(
-                        format!(r#"{{"eventName":"s3:ObjectCreated:Put","s3":{{"bucket":{{"name":"b"}},"object":{{"key":"k{k}","sequencer":"{seq}"}}}}}}"#)
-                            .as_bytes(),
-                    )
-                    .unwrap();
-                    assert_eq!(n.send(r).await.unwrap().queued, 1);
-                }
-            }
-            wait_for(|| lock(&t.seen).len() == 80).await;
-            let seen = lock(&t.seen).clone();
-            for k in 0..8 {
-                let seqs: Vec<u64> = seen
-                    .iter()
-                    .filter(|(key, _)| *key == format!("k{k}"))
-                    .map(|(_, s)| *s)
-                    .collect();
-                assert_eq!(seqs, (0..10).collect::<Vec<_>>(), "order of k{k}");
-            }
-            let most = t.most.load(Ordering::SeqCst);
-            assert!(
-                (2..=4).contains(&most),
-                "{most} sends at once with 4 senders"
-            );
-            n.shutdown(Duration::from_secs(5)).await;
-        }
-    }
-
-    /// A metric's name, labels and value.
-    type Metric = (String, Vec<(String, String)>, f64);
-
-    fn metric(snapshot: &[Metric], name: &str) -> Option<f64> {
-        snapshot
-            .iter()
-            .find(|(n, labels, _)| {
-                n == name
-                    && labels
-                        .iter()
-                        .any(|(k, v)| k == "target" && v.ends_with(":1:webhook"))
-            })
-            .map(|(_, _, v)| *v)
-    }
-
-    fn snapshot(r: &metrics_util::debugging::Snapshotter) -> Vec<Metric> {
-        use metrics_util::debugging::DebugValue;
-        r.snapshot()
-            .into_vec()
-            .into_iter()
-            .map(|(k, _, _, v)| {
-                let key = k.key();
-                let labels = key
-                    .labels()
-                    .map(|l| (l.key().to_owned(), l.value().to_owned()))
-                    .collect();
-                let v = match v {
-                    DebugValue::Counter(c) => c as f64,
-                    DebugValue::Gauge(g) => g.into_inner(),
-                    DebugValue::Histogram(_) => f64::NAN,
-                };
-                (key.name().to_owned(), labels, v)
-            })
-            .collect()
-    }
-
-    #[tokio::test]
-    async fn export_metrics_publishes_the_counters() {
-        let t = TestTarget::new("1");
-        let n = Notifier::builder()
-            .rules(rules(&[("1", "")]))
-            .target(t.clone(), opts())
-            .mode(DeliveryMode::Sync)
-            .build()
-            .unwrap();
-        for k in ["a", "b", "c"] {
-            n.send(record(k)).await.unwrap();
-        }
-        let recorder = metrics_util::debugging::DebuggingRecorder::new();
-        let snap = recorder.snapshotter();
-        metrics::with_local_recorder(&recorder, || n.export_metrics());
-        let s = snapshot(&snap);
-        assert_eq!(metric(&s, "s3_event_target_total"), Some(3.0), "{s:?}");
-        assert_eq!(metric(&s, "s3_event_target_sent"), Some(3.0));
-        assert_eq!(metric(&s, "s3_event_target_queued"), Some(0.0));
-        assert_eq!(metric(&s, "s3_event_target_online"), Some(1.0));
-        n.shutdown(Duration::from_secs(1)).await;
-    }
-
-    /// The only test in this binary that installs a global recorder.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn metrics_are_exported_periodically() {
-        let recorder = metrics_util::debugging::DebuggingRecorder::new();
-        let snap = recorder.snapshotter();
-        recorder
-            .install()
-            .expect("no other global recorder in this test binary");
-        let t = TestTarget::new("1");
-        let n = Notifier::builder()
-            .rules(rules(&[("1", "")]))
-            .target(t.clone(), opts())
-            .mode(DeliveryMode::Sync)
-            .export_metrics_every(Duration::from_millis(20))
-            .build()
-            .unwrap();
-        for k in ["a", "b"] {
-            n.send(record(k)).await.unwrap();
-        }
-        // No call to export_metrics: the background task publishes.
-        let mut sent = None;
-        for _ in 0..100 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            sent = metric(&snapshot(&snap), "s3_event_target_sent");
-            if sent == Some(2.0) {
-                break;
-            }
-        }
-        assert_eq!(sent, Some(2.0));
-        n.shutdown(Duration::from_secs(1)).await;
-    }
-
-    #[tokio::test]
-    async fn senders_out_of_range_fail_at_build() {
-        for senders in [0, 65] {
-            let e = Notifier::builder()
-                .target(TestTarget::new("1"), TargetOptions { senders, ..opts() })
-                .build()
-                .unwrap_err();
-            assert!(e.to_string().contains("senders"), "{e}");
-        }
-    }
-
-    #[tokio::test]
-    async fn queue_dir_replays_on_start() {
-        let dir = tempfile::tempdir().unwrap();
-        let o = TargetOptions {
-            queue_dir: Some(dir.path().to_path_buf()),
-            ..opts()
-        };
-        let down = TestTarget::new("a");
-        down.down.store(true, Ordering::SeqCst);
-        let n = Notifier::builder()
-            .rules(rules(&[("a", "")]))
-            .target(down.clone(), o.clone())
-            .build()
-            .unwrap();
-        for i in 0..10 {
-            n.send(record(&format!("k{i}"))).await.unwrap();
-        }
-        assert_eq!(n.stats()[0].1.queued, 10);
-        n.shutdown(Duration::from_millis(50)).await;
-        // The queue directory is locked until the notifier is dropped.
-        drop(n);
-        assert!(down.seen().is_empty());
-
-        let up = TestTarget::new("a");
-        let n = Notifier::builder()
-            .rules(rules(&[("a", "")]))
-            .target(up.clone(), o.clone())
-            .build()
-            .unwrap();
-        wait_for(|| up.seen().len() == 10).await;
-        let want: Vec<String> = (0..10).map(|i| format!("k{i}")).collect();
-        assert_eq!(up.seen(), want);
-        wait_for(|| n.stats()[0].1.queued == 0).await;
-        n.shutdown(Duration::from_secs(1)).await;
-    }
-
-    #[tokio::test]
-    async fn queue_dir_sync_mode() {
-        let dir = tempfile::tempdir().unwrap();
-        let t = TestTarget::new("a");
-        let n = Notifier::builder()
-            .rules(rules(&[("a", "")]))
-            .target(
-                t.clone(),
-                TargetOptions {
-                    queue_dir: Some(dir.path().to_path_buf()),
-                    ..opts()
-                },
-            )
-            .mode(DeliveryMode::Sync)
-            .build()
-            .unwrap();
-        for i in 0..5 {
-            let out = n.send(record(&format!("k{i}"))).await.unwrap();
-            assert_eq!(out.delivered, 1);
-        }
-        assert_eq!(t.seen().len(), 5);
-    }
-
-    #[tokio::test]
-    async fn unknown_target_is_a_build_error() {
-        let err = Notifier::builder()
-            .rules(rules(&[("a", ""), ("zzz", "")]))
-            .target(TestTarget::new("a"), opts())
-            .build()
-            .unwrap_err();
-        assert!(matches!(err, Error::UnknownTarget { .. }));
-        assert!(
-            err.to_string().contains("arn:minio:sqs::zzz:webhook"),
-            "{err}"
-        );
-    }
-
-    #[tokio::test]
-    async fn send_after_shutdown_started_is_refused() {
-        let n = Notifier::builder().build().unwrap();
-        n.accepting.store(false, Ordering::Release);
-        assert!(matches!(n.send(record("k")).await, Err(Error::ShutDown)));
-    }
-
-    #[tokio::test]
-    async fn shutdown_through_a_shared_reference_drains_and_refuses() {
-        let t = TestTarget::new("a");
-        let n = Arc::new(
-            Notifier::builder()
-                .rules(rules(&[("a", "")]))
-                .target(t.clone(), opts())
-                .build()
-                .unwrap(),
-        );
-        let other = Arc::clone(&n);
-        for i in 0..3 {
-            n.send(record(&format!("k{i}"))).await.unwrap();
-        }
-        // Two callers at once: both return once the queues are drained.
-        tokio::join!(
-            n.shutdown(Duration::from_secs(5)),
-            other.shutdown(Duration::from_secs(5))
-        );
-        assert_eq!(t.seen(), ["k0", "k1", "k2"]);
-        assert!(matches!(
-            other.send(record("k")).await,
-            Err(Error::ShutDown)
-        ));
-    }
-
-    #[tokio::test]
-    async fn queue_full_with_wait_loses_nothing() {
-        let t = Arc::new(TestTarget {
-            delay: Duration::from_millis(2),
-            ..Arc::try_unwrap(TestTarget::new("a")).unwrap()
-        });
-        let n = Notifier::builder()
-            .rules(rules(&[("a", "")]))
-            .target(
-                t.clone(),
-                TargetOptions {
-                    queue_limit: 1,
-                    full_policy: FullPolicy::Wait,
-                    ..opts()
-                },
-            )
-            .build()
-            .unwrap();
-        for i in 0..10 {
-            assert_eq!(n.send(record(&format!("k{i}"))).await.unwrap().dropped, 0);
-        }
-        n.export_metrics(); // No recorder installed: a no-op, must not panic.
-        n.shutdown(Duration::from_secs(5)).await;
-        let want: Vec<String> = (0..10).map(|i| format!("k{i}")).collect();
-        assert_eq!(t.seen(), want);
-    }
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let p = RetryPolicy {
-            jitter: 0.0,
-            ..RetryPolicy::default()
-        };
-        assert_eq!(p.delay(1), Duration::from_millis(100));
-        assert_eq!(p.delay(2), Duration::from_millis(200));
-        assert_eq!(p.delay(100), Duration::from_secs(30));
-    }
-}
+mod fault_tests;
+#[cfg(test)]
+mod tests;

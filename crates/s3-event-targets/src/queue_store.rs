@@ -99,6 +99,8 @@ const ACK_LOG: &str = "acks";
 const ACK_LOG_TMP: &str = "acks.tmp";
 const ACK_RECORD: usize = 12;
 const ACK_LOG_COMPACT_BYTES: u64 = 64 * 1024;
+/// Most dropped entry numbers kept for [`QueueStore::take_dropped`].
+const MAX_DROPPED: usize = 4096;
 /// Most bytes `peek` reads at once (unless one entry is larger).
 const READ_CHUNK: u64 = 1 << 20;
 
@@ -236,6 +238,8 @@ struct State {
     acks: SideFile,
     read_buf: Vec<u8>,
     corrupt_dropped: u64,
+    /// Numbers of the entries `peek` dropped, not yet taken.
+    dropped: VecDeque<Seq>,
 }
 
 impl QueueStore {
@@ -311,6 +315,7 @@ impl QueueStore {
                 acks,
                 read_buf: Vec::new(),
                 corrupt_dropped: 0,
+                dropped: VecDeque::new(),
             }),
             dir,
             options,
@@ -464,17 +469,31 @@ impl QueueStore {
         self.sync()
     }
 
+    /// Syncs and releases the directory (its lock) while the store may still
+    /// be shared: another store may open the directory at once. Appends
+    /// afterwards fail; reads of what is in memory go on.
+    pub fn release(&self) -> Result<()> {
+        Ok(self.log.close()?)
+    }
+
     /// Up to `max` of the oldest unacknowledged entries, in order, without
     /// removing them.
     ///
     /// Each entry's checksum is verified. If one fails (the disk changed
     /// under us), that entry is dropped from the queue, counted in
     /// [`QueueStats::corrupt_dropped`] and reported as [`Error::Corrupt`];
-    /// the next call returns the entries around it.
+    /// the next call returns the entries around it. The dropped entry's
+    /// number is kept for [`Self::take_dropped`].
     pub fn peek(&self, max: usize) -> Result<Vec<(Seq, Vec<u8>)>> {
+        self.peek_after(0, max)
+    }
+
+    /// [`Self::peek`] of the unacknowledged entries numbered above `after`:
+    /// reads a queue through, a chunk at a time, without acknowledging it.
+    pub fn peek_after(&self, after: Seq, max: usize) -> Result<Vec<(Seq, Vec<u8>)>> {
         let mut st = self.state();
-        let mut out = Vec::with_capacity(max.min(st.index.len()));
-        let mut i = 0;
+        let mut i = st.index.partition_point(|s| s.seq <= after);
+        let mut out = Vec::with_capacity(max.min(st.index.len() - i));
         let mut chunk = std::mem::take(&mut st.read_buf);
         while out.len() < max && i < st.index.len() {
             // One read per run of entries in the same segment, of at most
@@ -512,6 +531,10 @@ impl QueueStore {
                             *n -= 1;
                         }
                         st.corrupt_dropped += 1;
+                        if st.dropped.len() == MAX_DROPPED {
+                            st.dropped.pop_front();
+                        }
+                        st.dropped.push_back(slot.seq);
                         return Err(Error::Corrupt {
                             path,
                             offset: slot.offset,
@@ -526,6 +549,13 @@ impl QueueStore {
             st.read_buf = chunk;
         }
         Ok(out)
+    }
+
+    /// The sequence numbers of the entries [`Self::peek`] dropped as
+    /// corrupt since the last call, oldest first (the last
+    /// 4096 are kept), so that a caller waiting for one of them can be told.
+    pub fn take_dropped(&self) -> Vec<Seq> {
+        self.state().dropped.drain(..).collect()
     }
 
     /// Acknowledges every entry with a sequence number `<= up_to` (numbers not
@@ -973,6 +1003,10 @@ mod tests {
             "{err}"
         );
         assert_eq!(store.stats().corrupt_dropped, 1);
+        assert_eq!(store.take_dropped(), [2]);
+        assert!(store.take_dropped().is_empty());
+        assert_eq!(store.peek_after(1, 10).unwrap(), vec![(3, entry(2))]);
+        assert!(store.peek_after(3, 10).unwrap().is_empty());
         let got = store.peek(10).unwrap();
         assert_eq!(got, vec![(1, entry(0)), (3, entry(2))]);
     }

@@ -1,7 +1,6 @@
 //! An exclusive lock on a log directory, held for the log's lifetime.
 
 use std::fs::{File, OpenOptions, TryLockError};
-use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -31,19 +30,30 @@ impl DirLock {
             .truncate(false)
             .open(&path)
             .map_err(io("open lock file"))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                let mut s = String::new();
-                let _ = file.read_to_string(&mut s);
-                return Err(Error::Locked {
-                    what,
-                    dir: dir.to_owned(),
-                    lock: path,
-                    holder: holder(s.trim()),
-                });
+        // A lock this process held a moment ago can still be held by a
+        // child being started (it shares the open file until it runs its
+        // program): when the file names this process, try again briefly.
+        let mut tries = 0;
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(TryLockError::WouldBlock) => {
+                    let s = std::fs::read_to_string(&path).unwrap_or_default();
+                    let ours = s.trim().parse::<u32>().ok() == Some(std::process::id());
+                    if ours && tries < 20 {
+                        tries += 1;
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                        continue;
+                    }
+                    return Err(Error::Locked {
+                        what,
+                        dir: dir.to_owned(),
+                        lock: path,
+                        holder: holder(s.trim()),
+                    });
+                }
+                Err(TryLockError::Error(e)) => return Err(io("lock")(e)),
             }
-            Err(TryLockError::Error(e)) => return Err(io("lock")(e)),
         }
         let pid = format!("{}\n", std::process::id());
         file.set_len(0).map_err(io("write lock file"))?;

@@ -138,6 +138,12 @@ pub enum Error {
         /// The log's directory.
         dir: PathBuf,
     },
+    /// The log was closed ([`Log::close`]).
+    #[error("the log in {} is closed", dir.display())]
+    Closed {
+        /// The log's directory.
+        dir: PathBuf,
+    },
     /// A payload is larger than a frame can hold.
     #[error("an entry of {len} bytes is larger than the {max} a frame holds")]
     TooLarge {
@@ -367,6 +373,8 @@ struct State {
     dir_dirty: bool,
     /// A segment was removed and the directory fsync after it failed.
     removal_unsynced: bool,
+    /// [`Log::close`] was called: no more writes.
+    closed: bool,
     buf: Vec<u8>,
     failed_writes: u64,
 }
@@ -400,7 +408,8 @@ struct Shared {
     done: Condvar,
     /// Signalled when the syncer thread has work.
     work: Condvar,
-    _lock: lock::DirLock,
+    /// Held until the log is closed or dropped.
+    lock: Mutex<Option<lock::DirLock>>,
 }
 
 /// A durable log in a directory; see the [module docs](self).
@@ -409,7 +418,7 @@ struct Shared {
 #[derive(Debug)]
 pub struct Log {
     shared: Arc<Shared>,
-    syncer: Option<JoinHandle<()>>,
+    syncer: Mutex<Option<JoinHandle<()>>>,
 }
 
 fn segment_path(dir: &Path, suffix: &str, segment: u64) -> PathBuf {
@@ -574,13 +583,14 @@ impl Log {
                 dirty_other: Vec::new(),
                 dir_dirty,
                 removal_unsynced: false,
+                closed: false,
                 buf: Vec::new(),
                 failed_writes: 0,
             }),
             sync: Mutex::new(SyncState::default()),
             done: Condvar::new(),
             work: Condvar::new(),
-            _lock: lock,
+            lock: Mutex::new(Some(lock)),
             opts,
         });
         let syncer = if shared.opts.fsync == FsyncPolicy::Never {
@@ -595,7 +605,13 @@ impl Log {
                     .map_err(io_err("start the fsync thread", &shared.dir))?,
             )
         };
-        Ok((Log { shared, syncer }, recovery))
+        Ok((
+            Log {
+                shared,
+                syncer: Mutex::new(syncer),
+            },
+            recovery,
+        ))
     }
 
     /// The log's directory.
@@ -626,6 +642,11 @@ impl Log {
             total += frame_len(len);
         }
         let mut st = sh.state();
+        if st.closed {
+            return Err(Error::Closed {
+                dir: sh.dir.clone(),
+            });
+        }
         let rotate = match st.segments.back() {
             None => true,
             Some(a) => st.sealed || (a.len > a.start && a.len + total > sh.opts.segment_bytes),
@@ -911,6 +932,37 @@ impl Log {
         ))
     }
 
+    /// Closes the log without dropping it (a notifier shut down through a
+    /// shared reference): syncs what was written, stops the fsync thread and
+    /// releases the directory's lock, so another opener may take it. Appends
+    /// afterwards fail with [`Error::Closed`].
+    pub fn close(&self) -> Result<()> {
+        let synced = self.sync();
+        self.stop_syncer();
+        self.shared.state().closed = true;
+        drop(
+            self.shared
+                .lock
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
+        synced
+    }
+
+    fn stop_syncer(&self) {
+        self.shared.sync_state().stop = true;
+        self.shared.work.notify_all();
+        let t = self
+            .syncer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(t) = t {
+            let _ = t.join();
+        }
+    }
+
     /// Counters.
     pub fn stats(&self) -> LogStats {
         let (segments, disk_bytes, failed_writes) = {
@@ -934,11 +986,7 @@ impl Log {
 
 impl Drop for Log {
     fn drop(&mut self) {
-        self.shared.sync_state().stop = true;
-        self.shared.work.notify_all();
-        if let Some(t) = self.syncer.take() {
-            let _ = t.join();
-        }
+        self.stop_syncer();
     }
 }
 

@@ -398,3 +398,20 @@ fn side_files_append_and_replace_durably() {
     let (_, contents) = log.side_file("acks").unwrap();
     assert_eq!(contents, b"fresh");
 }
+
+#[test]
+fn close_releases_the_directory_without_dropping() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = opts(FsyncPolicy::Always);
+    let (log, _) = Log::open(dir.path(), o.clone(), |_| {}).unwrap();
+    log.append(&["kept"], 0).unwrap();
+    log.close().unwrap();
+    assert!(matches!(
+        log.append(&["late"], 1),
+        Err(Error::Closed { .. })
+    ));
+    // Another opener gets the directory while the closed log still exists.
+    let (seen, _) = read_all(dir.path(), o);
+    assert_eq!(seen, v(&["kept"]));
+    drop(log);
+}

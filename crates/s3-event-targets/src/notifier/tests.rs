@@ -1,0 +1,613 @@
+//! Unit tests of the notifier; helpers shared with the fault tests.
+
+use super::*;
+use async_trait::async_trait;
+use s3_event_core::{EventName, NotificationRule, TargetError};
+use std::sync::atomic::AtomicUsize;
+
+pub(super) fn id(n: &str) -> TargetId {
+    format!("arn:minio:sqs::{n}:webhook").parse().unwrap()
+}
+
+pub(super) fn record(key: &str) -> EventRecord {
+    EventRecord::from_slice(
+        format!(r#"{{"eventName":"s3:ObjectCreated:Put","s3":{{"bucket":{{"name":"b"}},"object":{{"key":"{key}"}}}}}}"#)
+            .as_bytes(),
+    )
+    .unwrap()
+}
+
+pub(super) fn keys(v: &[EventRecord]) -> Vec<String> {
+    v.iter().map(|r| r.key().unwrap().to_owned()).collect()
+}
+
+pub(super) fn fast_retry() -> RetryPolicy {
+    RetryPolicy {
+        initial: Duration::from_millis(1),
+        max: Duration::from_millis(5),
+        ..RetryPolicy::default()
+    }
+}
+
+/// Collects events; fails transiently `fail` times first; rejects keys
+/// containing "poison" permanently; down while `down` is set.
+#[derive(Debug)]
+pub(super) struct TestTarget {
+    pub(super) id: TargetId,
+    pub(super) seen: Mutex<Vec<EventRecord>>,
+    pub(super) fail: AtomicUsize,
+    pub(super) down: AtomicBool,
+    pub(super) batch: usize,
+    pub(super) delay: Duration,
+    /// Whether keys containing "poison" are rejected (default true).
+    pub(super) reject_poison: AtomicBool,
+}
+
+impl TestTarget {
+    pub(super) fn new(n: &str) -> Arc<Self> {
+        Arc::new(TestTarget {
+            id: id(n),
+            seen: Mutex::new(Vec::new()),
+            fail: AtomicUsize::new(0),
+            down: AtomicBool::new(false),
+            batch: 1,
+            delay: Duration::ZERO,
+            reject_poison: AtomicBool::new(true),
+        })
+    }
+    pub(super) fn seen(&self) -> Vec<String> {
+        keys(&lock(&self.seen))
+    }
+}
+
+#[async_trait]
+impl Target for TestTarget {
+    fn id(&self) -> &TargetId {
+        &self.id
+    }
+    async fn send_batch(&self, events: &[EventRecord]) -> Result<(), TargetError> {
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
+        if self.down.load(Ordering::SeqCst) {
+            return Err(TargetError::transient(&self.id, "down"));
+        }
+        if self
+            .fail
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |f| f.checked_sub(1))
+            .is_ok()
+        {
+            return Err(TargetError::transient(&self.id, "flaky"));
+        }
+        if self.reject_poison.load(Ordering::SeqCst)
+            && events.iter().any(|e| e.key().unwrap().contains("poison"))
+        {
+            return Err(TargetError::permanent(&self.id, "poison"));
+        }
+        lock(&self.seen).extend_from_slice(events);
+        Ok(())
+    }
+    async fn is_active(&self) -> Result<bool, TargetError> {
+        Ok(!self.down.load(Ordering::SeqCst))
+    }
+    fn max_batch(&self) -> usize {
+        self.batch
+    }
+}
+
+pub(super) fn rules(pairs: &[(&str, &str)]) -> RuleSet {
+    RuleSet::new(pairs.iter().enumerate().map(|(i, (n, prefix))| {
+        NotificationRule::new(format!("r{i}"), EventName::ObjectCreatedPut.mask(), id(n))
+            .with_prefix(*prefix)
+    }))
+    .unwrap()
+}
+
+pub(super) fn opts() -> TargetOptions {
+    TargetOptions {
+        retry: fast_retry(),
+        ..TargetOptions::default()
+    }
+}
+
+pub(super) async fn wait_for(mut f: impl FnMut() -> bool) {
+    for _ in 0..2000 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("condition not reached");
+}
+
+#[tokio::test]
+async fn routes_only_matching_events_in_order() {
+    let a = TestTarget::new("a");
+    let b = TestTarget::new("b");
+    let n = Notifier::builder()
+        .rules(rules(&[("a", "x/"), ("b", "y/"), ("b", "x/1")]))
+        .target(a.clone(), opts())
+        .target(b.clone(), opts())
+        .build()
+        .unwrap();
+    for k in ["x/1", "y/1", "z/1", "x/2", "y/2", "x/10"] {
+        n.send(record(k)).await.unwrap();
+    }
+    n.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(a.seen(), ["x/1", "x/2", "x/10"]);
+    assert_eq!(b.seen(), ["x/1", "y/1", "y/2", "x/10"]);
+}
+
+#[tokio::test]
+async fn invalid_event_name_is_an_error_and_counted() {
+    let a = TestTarget::new("a");
+    let n = Notifier::builder()
+        .rules(rules(&[("a", "")]))
+        .target(a, opts())
+        .build()
+        .unwrap();
+    let bad = EventRecord::from_slice(br#"{"eventName":"s3:Nope"}"#).unwrap();
+    let err = n.send(bad).await.unwrap_err();
+    assert!(err.to_string().contains("s3:Nope"), "{err}");
+    assert_eq!(n.invalid_records(), 1);
+}
+
+#[tokio::test]
+async fn transient_failures_are_retried_in_order() {
+    let t = TestTarget::new("a");
+    t.fail.store(3, Ordering::SeqCst);
+    let n = Notifier::builder()
+        .rules(rules(&[("a", "")]))
+        .target(t.clone(), opts())
+        .build()
+        .unwrap();
+    for i in 0..20 {
+        n.send(record(&format!("k{i:02}"))).await.unwrap();
+    }
+    wait_for(|| t.seen().len() == 20).await;
+    let want: Vec<String> = (0..20).map(|i| format!("k{i:02}")).collect();
+    assert_eq!(t.seen(), want);
+    let stats = &n.stats()[0].1;
+    assert_eq!(stats.sent, 20);
+    assert_eq!(stats.failed, 3);
+    assert!(stats.online);
+    n.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn poison_is_dead_lettered_and_the_rest_flow() {
+    let t = Arc::new(TestTarget {
+        batch: 10,
+        ..Arc::try_unwrap(TestTarget::new("a")).unwrap()
+    });
+    let n = Notifier::builder()
+        .rules(rules(&[("a", "")]))
+        .target(t.clone(), opts())
+        .build()
+        .unwrap();
+    for k in ["a", "b", "poison", "c", "d"] {
+        n.send(record(k)).await.unwrap();
+    }
+    n.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(t.seen(), ["a", "b", "c", "d"]);
+}
+
+#[tokio::test]
+async fn poison_dead_letters_are_listed() {
+    let t = TestTarget::new("a");
+    let n = Notifier::builder()
+        .rules(rules(&[("a", "")]))
+        .target(t.clone(), opts())
+        .mode(DeliveryMode::Sync)
+        .build()
+        .unwrap();
+    let out = n.send(record("poison1")).await.unwrap();
+    assert_eq!(out.dead_lettered, 1);
+    let out = n.send(record("ok")).await.unwrap();
+    assert_eq!(out.delivered, 1);
+    let dead = n.dead_letters(&id("a"));
+    assert_eq!(
+        keys(&dead.iter().map(|d| d.record.clone()).collect::<Vec<_>>()),
+        ["poison1"]
+    );
+    assert_eq!(n.stats()[0].1.dead_lettered, 1);
+}
+
+#[tokio::test]
+async fn queue_full_with_drop_counts_drops() {
+    let t = TestTarget::new("a");
+    t.down.store(true, Ordering::SeqCst);
+    let n = Notifier::builder()
+        .rules(rules(&[("a", "")]))
+        .target(
+            t.clone(),
+            TargetOptions {
+                queue_limit: 3,
+                ..opts()
+            },
+        )
+        .build()
+        .unwrap();
+    let mut dropped = 0;
+    for i in 0..10 {
+        dropped += n.send(record(&format!("k{i}"))).await.unwrap().dropped;
+    }
+    // The worker holds at most one event in flight, the queue 3.
+    let s = n.stats()[0].1.clone();
+    assert!(dropped >= 6, "dropped {dropped}");
+    assert_eq!(s.dropped, dropped as u64);
+    assert_eq!(s.total, 10);
+    wait_for(|| !n.stats()[0].1.online).await;
+    t.down.store(false, Ordering::SeqCst);
+    wait_for(|| n.stats()[0].1.online).await;
+    n.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(t.seen().len(), 10 - dropped);
+}
+
+#[tokio::test]
+async fn sync_mode_returns_after_delivery() {
+    let t = Arc::new(TestTarget {
+        delay: Duration::from_millis(30),
+        ..Arc::try_unwrap(TestTarget::new("a")).unwrap()
+    });
+    let n = Notifier::builder()
+        .rules(rules(&[("a", "")]))
+        .target(t.clone(), opts())
+        .mode(DeliveryMode::Sync)
+        .build()
+        .unwrap();
+    let out = n.send(record("k")).await.unwrap();
+    assert_eq!(out.delivered, 1);
+    assert_eq!(t.seen(), ["k"]);
+}
+
+/// A target that records (key, sequencer) and the most sends running at once.
+#[derive(Debug)]
+struct ParallelTarget {
+    id: TargetId,
+    seen: Mutex<Vec<(String, u64)>>,
+    running: AtomicUsize,
+    most: AtomicUsize,
+}
+
+#[async_trait]
+impl Target for ParallelTarget {
+    fn id(&self) -> &TargetId {
+        &self.id
+    }
+    async fn send_batch(&self, events: &[EventRecord]) -> Result<(), TargetError> {
+        let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let mut seen = lock(&self.seen);
+        for e in events {
+            let v = serde_json::to_value(e).unwrap();
+            let seq = v["s3"]["object"]["sequencer"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            seen.push((e.key().unwrap().to_owned(), seq));
+        }
+        drop(seen);
+        self.running.fetch_sub(1, Ordering::SeqCst);
+        Ok(())
+    }
+    async fn is_active(&self) -> Result<bool, TargetError> {
+        Ok(true)
+    }
+    fn max_batch(&self) -> usize {
+        2
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_senders_run_in_parallel_and_keep_per_key_order() {
+    for queue_dir in [None, Some(tempfile::tempdir().unwrap())] {
+        let t = Arc::new(ParallelTarget {
+            id: id("1"),
+            seen: Mutex::new(Vec::new()),
+            running: AtomicUsize::new(0),
+            most: AtomicUsize::new(0),
+        });
+        let n = Notifier::builder()
+            .rules(rules(&[("1", "")]))
+            .target(
+                t.clone(),
+                TargetOptions {
+                    senders: 4,
+                    queue_dir: queue_dir.as_ref().map(|d| d.path().to_path_buf()),
+                    ..opts()
+                },
+            )
+            .build()
+            .unwrap();
+        for seq in 0..10u64 {
+            for k in 0..8 {
+                let r = EventRecord::from_slice(
+                    format!(r#"{{"eventName":"s3:ObjectCreated:Put","s3":{{"bucket":{{"name":"b"}},"object":{{"key":"k{k}","sequencer":"{seq}"}}}}}}"#)
+                        .as_bytes(),
+                )
+                .unwrap();
+                assert_eq!(n.send(r).await.unwrap().queued, 1);
+            }
+        }
+        wait_for(|| lock(&t.seen).len() == 80).await;
+        let seen = lock(&t.seen).clone();
+        for k in 0..8 {
+            let seqs: Vec<u64> = seen
+                .iter()
+                .filter(|(key, _)| *key == format!("k{k}"))
+                .map(|(_, s)| *s)
+                .collect();
+            assert_eq!(seqs, (0..10).collect::<Vec<_>>(), "order of k{k}");
+        }
+        let most = t.most.load(Ordering::SeqCst);
+        assert!(
+            (2..=4).contains(&most),
+            "{most} sends at once with 4 senders"
+        );
+        n.shutdown(Duration::from_secs(5)).await;
+    }
+}
+
+/// A metric's name, labels and value.
+type Metric = (String, Vec<(String, String)>, f64);
+
+fn metric(snapshot: &[Metric], name: &str) -> Option<f64> {
+    snapshot
+        .iter()
+        .find(|(n, labels, _)| {
+            n == name
+                && labels
+                    .iter()
+                    .any(|(k, v)| k == "target" && v.ends_with(":1:webhook"))
+        })
+        .map(|(_, _, v)| *v)
+}
+
+fn snapshot(r: &metrics_util::debugging::Snapshotter) -> Vec<Metric> {
+    use metrics_util::debugging::DebugValue;
+    r.snapshot()
+        .into_vec()
+        .into_iter()
+        .map(|(k, _, _, v)| {
+            let key = k.key();
+            let labels = key
+                .labels()
+                .map(|l| (l.key().to_owned(), l.value().to_owned()))
+                .collect();
+            let v = match v {
+                DebugValue::Counter(c) => c as f64,
+                DebugValue::Gauge(g) => g.into_inner(),
+                DebugValue::Histogram(_) => f64::NAN,
+            };
+            (key.name().to_owned(), labels, v)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn export_metrics_publishes_the_counters() {
+    let t = TestTarget::new("1");
+    let n = Notifier::builder()
+        .rules(rules(&[("1", "")]))
+        .target(t.clone(), opts())
+        .mode(DeliveryMode::Sync)
+        .build()
+        .unwrap();
+    for k in ["a", "b", "c"] {
+        n.send(record(k)).await.unwrap();
+    }
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    let snap = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || n.export_metrics());
+    let s = snapshot(&snap);
+    assert_eq!(metric(&s, "s3_event_target_total"), Some(3.0), "{s:?}");
+    assert_eq!(metric(&s, "s3_event_target_sent"), Some(3.0));
+    assert_eq!(metric(&s, "s3_event_target_queued"), Some(0.0));
+    assert_eq!(metric(&s, "s3_event_target_online"), Some(1.0));
+    n.shutdown(Duration::from_secs(1)).await;
+}
+
+/// The only test in this binary that installs a global recorder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_exported_periodically() {
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    let snap = recorder.snapshotter();
+    recorder
+        .install()
+        .expect("no other global recorder in this test binary");
+    let t = TestTarget::new("1");
+    let n = Notifier::builder()
+        .rules(rules(&[("1", "")]))
+        .target(t.clone(), opts())
+        .mode(DeliveryMode::Sync)
+        .export_metrics_every(Duration::from_millis(20))
+        .build()
+        .unwrap();
+    for k in ["a", "b"] {
+        n.send(record(k)).await.unwrap();
+    }
+    // No call to export_metrics: the background task publishes.
+    let mut sent = None;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        sent = metric(&snapshot(&snap), "s3_event_target_sent");
+        if sent == Some(2.0) {
+            break;
+        }
+    }
+    assert_eq!(sent, Some(2.0));
+    n.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn zero_dead_letter_queue_limit_fails_at_build() {
+    let e = Notifier::builder()
+        .target(
+            TestTarget::new("1"),
+            TargetOptions {
+                dead_letter_queue_limit: 0,
+                ..opts()
+            },
+        )
+        .build()
+        .unwrap_err();
+    assert!(e.to_string().contains("dead_letter_queue_limit"), "{e}");
+}
+
+#[tokio::test]
+async fn senders_out_of_range_fail_at_build() {
+    for senders in [0, 65] {
+        let e = Notifier::builder()
+            .target(TestTarget::new("1"), TargetOptions { senders, ..opts() })
+            .build()
+            .unwrap_err();
+        assert!(e.to_string().contains("senders"), "{e}");
+    }
+}
+
+#[tokio::test]
+async fn queue_dir_replays_on_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = TargetOptions {
+        queue_dir: Some(dir.path().to_path_buf()),
+        ..opts()
+    };
+    let down = TestTarget::new("a");
+    down.down.store(true, Ordering::SeqCst);
+    let n = Notifier::builder()
+        .rules(rules(&[("a", "")]))
+        .target(down.clone(), o.clone())
+        .build()
+        .unwrap();
+    for i in 0..10 {
+        n.send(record(&format!("k{i}"))).await.unwrap();
+    }
+    assert_eq!(n.stats()[0].1.queued, 10);
+    n.shutdown(Duration::from_millis(50)).await;
+    // The queue directory is locked until the notifier is dropped.
+    drop(n);
+    assert!(down.seen().is_empty());
+
+    let up = TestTarget::new("a");
+    let n = Notifier::builder()
+        .rules(rules(&[("a", "")]))
+        .target(up.clone(), o.clone())
+        .build()
+        .unwrap();
+    wait_for(|| up.seen().len() == 10).await;
+    let want: Vec<String> = (0..10).map(|i| format!("k{i}")).collect();
+    assert_eq!(up.seen(), want);
+    wait_for(|| n.stats()[0].1.queued == 0).await;
+    n.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn queue_dir_sync_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = TestTarget::new("a");
+    let n = Notifier::builder()
+        .rules(rules(&[("a", "")]))
+        .target(
+            t.clone(),
+            TargetOptions {
+                queue_dir: Some(dir.path().to_path_buf()),
+                ..opts()
+            },
+        )
+        .mode(DeliveryMode::Sync)
+        .build()
+        .unwrap();
+    for i in 0..5 {
+        let out = n.send(record(&format!("k{i}"))).await.unwrap();
+        assert_eq!(out.delivered, 1);
+    }
+    assert_eq!(t.seen().len(), 5);
+}
+
+#[tokio::test]
+async fn unknown_target_is_a_build_error() {
+    let err = Notifier::builder()
+        .rules(rules(&[("a", ""), ("zzz", "")]))
+        .target(TestTarget::new("a"), opts())
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, Error::UnknownTarget { .. }));
+    assert!(
+        err.to_string().contains("arn:minio:sqs::zzz:webhook"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn send_after_shutdown_started_is_refused() {
+    let n = Notifier::builder().build().unwrap();
+    n.accepting.store(false, Ordering::Release);
+    assert!(matches!(n.send(record("k")).await, Err(Error::ShutDown)));
+}
+
+#[tokio::test]
+async fn queue_full_with_wait_loses_nothing() {
+    let t = Arc::new(TestTarget {
+        delay: Duration::from_millis(2),
+        ..Arc::try_unwrap(TestTarget::new("a")).unwrap()
+    });
+    let n = Notifier::builder()
+        .rules(rules(&[("a", "")]))
+        .target(
+            t.clone(),
+            TargetOptions {
+                queue_limit: 1,
+                full_policy: FullPolicy::Wait,
+                ..opts()
+            },
+        )
+        .build()
+        .unwrap();
+    for i in 0..10 {
+        assert_eq!(n.send(record(&format!("k{i}"))).await.unwrap().dropped, 0);
+    }
+    n.export_metrics(); // No recorder installed: a no-op, must not panic.
+    n.shutdown(Duration::from_secs(5)).await;
+    let want: Vec<String> = (0..10).map(|i| format!("k{i}")).collect();
+    assert_eq!(t.seen(), want);
+}
+
+#[test]
+fn backoff_grows_and_is_capped() {
+    let p = RetryPolicy {
+        jitter: 0.0,
+        ..RetryPolicy::default()
+    };
+    assert_eq!(p.delay(1), Duration::from_millis(100));
+    assert_eq!(p.delay(2), Duration::from_millis(200));
+    assert_eq!(p.delay(100), Duration::from_secs(30));
+}
+
+#[tokio::test]
+async fn shutdown_through_a_shared_reference_drains_and_refuses() {
+    let t = TestTarget::new("a");
+    let n = Arc::new(
+        Notifier::builder()
+            .rules(rules(&[("a", "")]))
+            .target(t.clone(), opts())
+            .build()
+            .unwrap(),
+    );
+    let other = Arc::clone(&n);
+    for i in 0..3 {
+        n.send(record(&format!("k{i}"))).await.unwrap();
+    }
+    // Two callers at once: both return once the queues are drained.
+    tokio::join!(
+        n.shutdown(Duration::from_secs(5)),
+        other.shutdown(Duration::from_secs(5))
+    );
+    assert_eq!(t.seen(), ["k0", "k1", "k2"]);
+    assert!(matches!(
+        other.send(record("k")).await,
+        Err(Error::ShutDown)
+    ));
+}
