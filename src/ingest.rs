@@ -54,11 +54,11 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::core::EventRecord;
+use crate::inputs::poller::{Poller, PollerConfig};
+use crate::inputs::receiver::{AuthToken, Receiver, ReceiverConfig};
 use crate::sink::ingest::ingest_object;
 use crate::sink::server::HttpOptions;
 use crate::sink::{Compression, Encoding, Sink, SinkStats, SpoolFsync, SpoolOptions, StoreConfig};
-use crate::targets::poller::{Poller, PollerConfig};
-use crate::targets::receiver::{AuthToken, Receiver, ReceiverConfig};
 
 /// How many ingested keys are remembered to skip an object announced both
 /// by a notification and by the poller.

@@ -19,6 +19,9 @@
 #![deny(rustdoc::broken_intra_doc_links)]
 
 pub use s3_event_core as core;
+#[cfg(feature = "inputs")]
+#[cfg_attr(docsrs, doc(cfg(feature = "inputs")))]
+pub use s3_event_inputs as inputs;
 #[cfg(feature = "sink")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sink")))]
 pub use s3_event_sink as sink;

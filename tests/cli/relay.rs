@@ -16,7 +16,7 @@ use base64::Engine as _;
 use rsa::pkcs8::DecodePrivateKey;
 use rsa::signature::{SignatureEncoding, Signer as _};
 use s3_event::core::inbound::SnsMessage;
-use s3_event::targets::receiver::canonical_string;
+use s3_event::inputs::receiver::canonical_string;
 use serde_json::{json, Value};
 
 use crate::util::{free_port, wait_for_port, ChildGuard};

@@ -41,13 +41,13 @@
 //! counts.
 //!
 //! ```no_run
-//! use s3_event_targets::receiver::{Receiver, ReceiverConfig, AuthToken};
+//! use s3_event_inputs::receiver::{Receiver, ReceiverConfig, AuthToken};
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let config = ReceiverConfig {
 //!     auth_token: Some(AuthToken::new("s3cr3t")),
 //!     ..Default::default()
 //! };
-//! let receiver = Receiver::new(config, |records: Vec<s3_event_targets::core::EventRecord>| async move {
+//! let receiver = Receiver::new(config, |records: Vec<s3_event_inputs::core::EventRecord>| async move {
 //!     println!("{} records", records.len());
 //!     Ok::<(), std::convert::Infallible>(())
 //! })?;
@@ -867,5 +867,8 @@ fn sqs_messages(inbound: &Inbound) -> Option<&[SqsMessage]> {
     }
 }
 
+#[cfg(any(test, feature = "testing"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub mod testing;
 #[cfg(test)]
 mod tests;

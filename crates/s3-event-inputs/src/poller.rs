@@ -24,14 +24,14 @@
 //!
 //! ```no_run
 //! use std::sync::Arc;
-//! use s3_event_targets::poller::{Poller, PollerConfig};
+//! use s3_event_inputs::poller::{Poller, PollerConfig};
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let store = Arc::new(object_store::local::LocalFileSystem::new_with_prefix("/srv/bucket")?);
 //! let config = PollerConfig::new("bucket", "/var/lib/s3-event/poller.cursor");
 //! let poller = Poller::open(store, config)?;
 //! poller
 //!     .run(
-//!         |records: Vec<s3_event_targets::core::EventRecord>| async move {
+//!         |records: Vec<s3_event_inputs::core::EventRecord>| async move {
 //!             println!("{} records", records.len());
 //!             Ok::<(), std::convert::Infallible>(())
 //!         },

@@ -104,11 +104,11 @@ use serde_json::{Map, Value};
 use crate::core::{
     EventMask, EventRecord, NotificationConfiguration, NotificationRule, RuleSet, Target,
 };
+use crate::inputs::poller::{Poller, PollerConfig};
+use crate::inputs::receiver::{Receiver, ReceiverConfig};
 use crate::sink::server::HttpOptions;
 use crate::sink::{SinkTarget, SinkTargetConfig, StoreConfig};
 use crate::targets::notifier::{DeliveryMode, Notifier, TargetOptions};
-use crate::targets::poller::{Poller, PollerConfig};
-use crate::targets::receiver::{Receiver, ReceiverConfig};
 use crate::targets::NotifyConfig;
 
 /// The relay's configuration; see the [module docs](self).
@@ -735,3 +735,6 @@ impl Relay {
         served
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,7 +1,6 @@
 //! [`RecordsHandler`]: where the receivers and the poller hand the records
-//! they produce (for example a closure calling [`Notifier::send`]).
-//!
-//! [`Notifier::send`]: crate::Notifier::send
+//! they produce (for example a closure calling the notifier's `send`, or
+//! the sink's `push_batch`).
 
 use std::fmt::Display;
 use std::future::Future;
@@ -21,8 +20,8 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// Result<(), E>>` with `E: Display`:
 ///
 /// ```
-/// # use s3_event_targets::handler::RecordsHandler;
-/// let h = |records: Vec<s3_event_targets::core::EventRecord>| async move {
+/// # use s3_event_inputs::handler::RecordsHandler;
+/// let h = |records: Vec<s3_event_inputs::core::EventRecord>| async move {
 ///     println!("{} records", records.len());
 ///     Ok::<(), std::convert::Infallible>(())
 /// };
