@@ -54,6 +54,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::core::EventRecord;
+use crate::inputs::handler::HandlerError;
 use crate::inputs::poller::{Poller, PollerConfig};
 use crate::inputs::receiver::{AuthToken, Receiver, ReceiverConfig};
 use crate::sink::ingest::ingest_object;
@@ -245,7 +246,7 @@ struct Pipeline {
 impl Pipeline {
     /// Every `ObjectCreated` under the prefix is read and its valid records
     /// pushed (durable when this returns `Ok`).
-    async fn handle(&self, records: Vec<EventRecord>) -> Result<(), String> {
+    async fn handle(&self, records: Vec<EventRecord>) -> Result<(), HandlerError> {
         for r in records {
             let created = r
                 .event_name_str()
@@ -293,7 +294,10 @@ impl Pipeline {
         Ok(())
     }
 
-    async fn ingest(&self, key: &str) -> Result<(), String> {
+    /// Reads `key` and pushes its valid records. Reading and pushing fail
+    /// transiently (a store or spool that is down, backpressure); a record
+    /// that cannot be serialized fails permanently.
+    async fn ingest(&self, key: &str) -> Result<(), HandlerError> {
         let today = chrono::Utc::now().date_naive();
         let outcome = match ingest_object(&*self.input, key, today).await {
             Ok(o) => o,
@@ -303,19 +307,18 @@ impl Pipeline {
                 tracing::warn!(key, "object gone before it could be read; skipped");
                 return Ok(());
             }
-            Err(e) => return Err(format!("reading `{key}`: {e}")),
+            Err(e) => return Err(HandlerError::transient(format!("reading `{key}`: {e}"))),
         };
         let values: Vec<serde_json::Value> = outcome
             .valid
             .iter()
             .map(serde_json::to_value)
             .collect::<Result<_, _>>()
-            .map_err(|e| e.to_string())?;
+            .map_err(HandlerError::permanent)?;
         if !values.is_empty() {
-            self.sink
-                .push_batch(&values)
-                .await
-                .map_err(|e| format!("forwarding the records of `{key}`: {e}"))?;
+            self.sink.push_batch(&values).await.map_err(|e| {
+                HandlerError::transient(format!("forwarding the records of `{key}`: {e}"))
+            })?;
         }
         match &outcome.report_key {
             Some(report) => tracing::warn!(

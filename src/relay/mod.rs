@@ -104,6 +104,7 @@ use serde_json::{Map, Value};
 use crate::core::{
     EventMask, EventRecord, NotificationConfiguration, NotificationRule, RuleSet, Target,
 };
+use crate::inputs::handler::HandlerError;
 use crate::inputs::poller::{Poller, PollerConfig};
 use crate::inputs::receiver::{Receiver, ReceiverConfig};
 use crate::sink::server::HttpOptions;
@@ -463,18 +464,25 @@ impl std::fmt::Debug for Relay {
     }
 }
 
-/// Hands records to the notifier; `Ok` once every one is queued.
-async fn deliver(notifier: &Notifier, records: Vec<EventRecord>) -> Result<(), String> {
+/// Hands records to the notifier; `Ok` once every one is queued. A full
+/// queue is transient; a record too large for a queue entry is permanent.
+async fn deliver(notifier: &Notifier, records: Vec<EventRecord>) -> Result<(), HandlerError> {
     for record in records {
         match notifier.send(record).await {
             Ok(o) if o.dropped > 0 => {
-                return Err(format!("queue full for {} target(s)", o.dropped));
+                return Err(HandlerError::transient(format!(
+                    "queue full for {} target(s)",
+                    o.dropped
+                )));
             }
             Ok(_) => {}
             Err(crate::targets::Error::InvalidRecord { event_name, source }) => {
                 tracing::warn!(event_name, error = %source, "record skipped");
             }
-            Err(e) => return Err(e.to_string()),
+            Err(e @ crate::targets::Error::EntryTooLarge { .. }) => {
+                return Err(HandlerError::permanent(e))
+            }
+            Err(e) => return Err(HandlerError::transient(e)),
         }
     }
     Ok(())

@@ -58,7 +58,7 @@ use s3_event_core::{
 };
 use serde_json::json;
 
-use crate::handler::RecordsHandler;
+use crate::handler::{HandlerError, RecordsHandler};
 
 const CURSOR_FORMAT: &str = "s3-event-poller-cursor";
 
@@ -189,13 +189,14 @@ pub enum PollerError {
         /// What is wrong.
         reason: String,
     },
-    /// The handler refused a batch; it is offered again on the next poll.
+    /// The handler refused a batch; it is offered again on the next poll
+    /// (whatever the error's kind: the poller has nowhere else to put it).
     #[error("handler refused {count} records: {reason}")]
     Handler {
         /// Records in the refused batch.
         count: usize,
         /// The handler's error.
-        reason: String,
+        reason: HandlerError,
     },
 }
 

@@ -21,8 +21,8 @@
 //!   refuses the whole body with a 403. SQS bodies still need the
 //!   `auth_token` when one is set.
 //!
-//! Records go to a [`RecordsHandler`]; its error turns into a 503 so that the
-//! sender retries.
+//! Records go to a [`RecordsHandler`]; its error ([`HandlerError`],
+//! transient or permanent) turns into a 503 so that the sender retries.
 //!
 //! | Outcome | Status |
 //! |---|---|
@@ -74,7 +74,7 @@ use axum::Router;
 use s3_event_core::inbound::{self, Inbound, Origin, SnsMessage, SqsContent, SqsMessage};
 use subtle::ConstantTimeEq;
 
-use crate::handler::{BoxFuture, RecordsHandler};
+use crate::handler::{BoxFuture, HandlerError, RecordsHandler};
 
 pub use sns::{
     canonical_string, check_cert_url, check_subscribe_url, is_sns_host, SigningCertificate,
@@ -339,8 +339,9 @@ pub enum Outcome {
     Unsubscribed,
     /// Refused.
     Rejected(Rejection),
-    /// The handler failed; the sender should retry (503).
-    HandlerFailed(String),
+    /// The handler failed, transiently or permanently; the sender should
+    /// retry (503 either way: a 4xx would make it drop the notification).
+    HandlerFailed(HandlerError),
 }
 
 impl Outcome {
@@ -625,7 +626,11 @@ impl Receiver {
             }
             Outcome::HandlerFailed(e) => {
                 s.handler_failed.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %e, "notification handler failed");
+                if e.is_transient() {
+                    tracing::warn!(error = %e, kind = e.kind(), "notification handler failed");
+                } else {
+                    tracing::error!(error = %e, kind = e.kind(), "notification handler failed");
+                }
             }
             _ => {}
         }
