@@ -11,7 +11,8 @@
 //! Objects are found by a poller (a listing of the prefix every
 //! `pollIntervalMillis`, diffed against a cursor file) and, when `listen` is
 //! set, also by S3 notifications POSTed there (MinIO/AIStor webhooks, SNS,
-//! SQS bodies, `{"Records": [...]}`).
+//! SQS bodies, `{"Records": [...]}`); that address also answers
+//! `GET /health` and `GET /metrics` (the one router of [`Routes`]).
 //!
 //! Delivery is at least once: an object's valid records are fsynced to the
 //! sink's spool before the poller records the object in its cursor, so a
@@ -55,10 +56,10 @@ use serde::Deserialize;
 
 use crate::core::EventRecord;
 use crate::inputs::handler::HandlerError;
+use crate::inputs::http::{serve, tls_config, HttpOptions, Routes};
 use crate::inputs::poller::{Poller, PollerConfig};
 use crate::inputs::receiver::{AuthToken, Receiver, ReceiverConfig};
 use crate::sink::ingest::ingest_object;
-use crate::sink::server::HttpOptions;
 use crate::sink::{Compression, Encoding, Sink, SinkStats, SpoolFsync, SpoolOptions, StoreConfig};
 
 /// How many ingested keys are remembered to skip an object announced both
@@ -382,7 +383,7 @@ impl Ingest {
         // One object per handler call: a failure holds back only that object.
         pc.batch_size = 1;
         let poller = Poller::open(Arc::clone(&input), pc).map_err(runtime)?;
-        crate::sink::server::http::tls_config(&config.http).map_err(|e| cfg("http", &e))?;
+        tls_config(&config.http).map_err(|e| cfg("http", &e))?;
         let listener = match config.listen {
             Some(addr) => Some(
                 std::net::TcpListener::bind(addr)
@@ -474,16 +475,9 @@ impl Ingest {
             .map_err(runtime)?;
             let rx = stop_rx.clone();
             let http = config.http.clone();
+            let app = Routes::new().input(receiver.router()).into_router();
             tasks.push(tokio::spawn(async move {
-                if let Err(e) = crate::sink::server::serve(
-                    listener,
-                    receiver.router(),
-                    &http,
-                    "ingest",
-                    stopped(rx),
-                )
-                .await
-                {
+                if let Err(e) = serve(listener, app, &http, "ingest", stopped(rx)).await {
                     tracing::error!(error = %e, "the notification server failed");
                 }
             }));

@@ -13,15 +13,27 @@
 //!   and SQS bodies.
 //! - `poller` (feature `poller`): a bucket poller over `object_store` that
 //!   turns listing differences into `ObjectCreated:Put`/`ObjectRemoved:Delete`.
+//! - `cloudevents` (feature `cloudevents`): the CloudEvents HTTP input's
+//!   parsing: a request into structured-mode CloudEvents, or a rejection
+//!   naming the bad attribute.
+//! - `http` (feature `http`): what every HTTP input is served with: a
+//!   bearer token, rustls TLS, a concurrency bound and a read timeout, the
+//!   Prometheus recorder, and the shutdown signal.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 #![deny(rustdoc::broken_intra_doc_links)]
 
 pub use s3_event_core as core;
 
+#[cfg(feature = "cloudevents")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cloudevents")))]
+pub mod cloudevents;
 #[cfg(feature = "handler")]
 #[cfg_attr(docsrs, doc(cfg(feature = "handler")))]
 pub mod handler;
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub mod http;
 #[cfg(feature = "poller")]
 #[cfg_attr(docsrs, doc(cfg(feature = "poller")))]
 pub mod poller;

@@ -15,7 +15,7 @@
 //! Every event is checked before any is accepted, so a request is taken
 //! whole or not at all.
 
-use axum::http::{header, HeaderMap, StatusCode};
+use ::http::{header, HeaderMap, StatusCode};
 use base64::Engine as _;
 use serde_json::{Map, Value};
 
@@ -75,7 +75,7 @@ impl Rejection {
         self
     }
 
-    pub(crate) fn unsupported(message: impl Into<String>) -> Rejection {
+    fn unsupported(message: impl Into<String>) -> Rejection {
         Rejection {
             status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
             reason: "unsupported_media_type",
@@ -422,7 +422,7 @@ fn s3(body: &[u8]) -> Result<Vec<Value>, Rejection> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::HeaderValue;
+    use ::http::HeaderValue;
     use serde_json::json;
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
