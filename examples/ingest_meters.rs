@@ -32,7 +32,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     // Ctrl-C or SIGTERM: finish the running poll, upload, return.
     let stats = ingest
-        .run(s3_event::sink::server::shutdown_signal())
+        .run(s3_event::inputs::http::shutdown_signal())
         .await?;
     println!(
         "{} records forwarded in {} objects",

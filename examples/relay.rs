@@ -45,6 +45,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     // Ctrl-C or SIGTERM: stop accepting, drain the targets, return.
-    relay.run(s3_event::sink::server::shutdown_signal()).await?;
+    relay.run(s3_event::inputs::http::shutdown_signal()).await?;
     Ok(())
 }

@@ -7,7 +7,7 @@
 //! cargo run --example s3_sink                 # port 8080 on loopback, gzip NDJSON under ./data/
 //! ```
 
-use s3_event::sink::server::{shutdown_signal, Config, Server};
+use s3_event::sink_server::{shutdown_signal, Config, Server};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -11,7 +11,8 @@
 //! Objects are found by a poller (a listing of the prefix every
 //! `pollIntervalMillis`, diffed against a cursor file) and, when `listen` is
 //! set, also by S3 notifications POSTed there (MinIO/AIStor webhooks, SNS,
-//! SQS bodies, `{"Records": [...]}`).
+//! SQS bodies, `{"Records": [...]}`); that address also answers
+//! `GET /health` and `GET /metrics` (the one router of [`Routes`]).
 //!
 //! Delivery is at least once: an object's valid records are fsynced to the
 //! sink's spool before the poller records the object in its cursor, so a
@@ -54,11 +55,12 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::core::EventRecord;
+use crate::inputs::handler::HandlerError;
+use crate::inputs::http::{serve, tls_config, HttpOptions, Routes};
+use crate::inputs::poller::{Poller, PollerConfig};
+use crate::inputs::receiver::{AuthToken, Receiver, ReceiverConfig};
 use crate::sink::ingest::ingest_object;
-use crate::sink::server::HttpOptions;
 use crate::sink::{Compression, Encoding, Sink, SinkStats, SpoolFsync, SpoolOptions, StoreConfig};
-use crate::targets::poller::{Poller, PollerConfig};
-use crate::targets::receiver::{AuthToken, Receiver, ReceiverConfig};
 
 /// How many ingested keys are remembered to skip an object announced both
 /// by a notification and by the poller.
@@ -245,7 +247,7 @@ struct Pipeline {
 impl Pipeline {
     /// Every `ObjectCreated` under the prefix is read and its valid records
     /// pushed (durable when this returns `Ok`).
-    async fn handle(&self, records: Vec<EventRecord>) -> Result<(), String> {
+    async fn handle(&self, records: Vec<EventRecord>) -> Result<(), HandlerError> {
         for r in records {
             let created = r
                 .event_name_str()
@@ -293,7 +295,10 @@ impl Pipeline {
         Ok(())
     }
 
-    async fn ingest(&self, key: &str) -> Result<(), String> {
+    /// Reads `key` and pushes its valid records. Reading and pushing fail
+    /// transiently (a store or spool that is down, backpressure); a record
+    /// that cannot be serialized fails permanently.
+    async fn ingest(&self, key: &str) -> Result<(), HandlerError> {
         let today = chrono::Utc::now().date_naive();
         let outcome = match ingest_object(&*self.input, key, today).await {
             Ok(o) => o,
@@ -303,19 +308,18 @@ impl Pipeline {
                 tracing::warn!(key, "object gone before it could be read; skipped");
                 return Ok(());
             }
-            Err(e) => return Err(format!("reading `{key}`: {e}")),
+            Err(e) => return Err(HandlerError::transient(format!("reading `{key}`: {e}"))),
         };
         let values: Vec<serde_json::Value> = outcome
             .valid
             .iter()
             .map(serde_json::to_value)
             .collect::<Result<_, _>>()
-            .map_err(|e| e.to_string())?;
+            .map_err(HandlerError::permanent)?;
         if !values.is_empty() {
-            self.sink
-                .push_batch(&values)
-                .await
-                .map_err(|e| format!("forwarding the records of `{key}`: {e}"))?;
+            self.sink.push_batch(&values).await.map_err(|e| {
+                HandlerError::transient(format!("forwarding the records of `{key}`: {e}"))
+            })?;
         }
         match &outcome.report_key {
             Some(report) => tracing::warn!(
@@ -379,7 +383,7 @@ impl Ingest {
         // One object per handler call: a failure holds back only that object.
         pc.batch_size = 1;
         let poller = Poller::open(Arc::clone(&input), pc).map_err(runtime)?;
-        crate::sink::server::http::tls_config(&config.http).map_err(|e| cfg("http", &e))?;
+        tls_config(&config.http).map_err(|e| cfg("http", &e))?;
         let listener = match config.listen {
             Some(addr) => Some(
                 std::net::TcpListener::bind(addr)
@@ -471,16 +475,9 @@ impl Ingest {
             .map_err(runtime)?;
             let rx = stop_rx.clone();
             let http = config.http.clone();
+            let app = Routes::new().input(receiver.router()).into_router();
             tasks.push(tokio::spawn(async move {
-                if let Err(e) = crate::sink::server::serve(
-                    listener,
-                    receiver.router(),
-                    &http,
-                    "ingest",
-                    stopped(rx),
-                )
-                .await
-                {
+                if let Err(e) = serve(listener, app, &http, "ingest", stopped(rx)).await {
                     tracing::error!(error = %e, "the notification server failed");
                 }
             }));

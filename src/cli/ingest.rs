@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use s3_event::ingest::{Ingest, IngestConfig, IngestError};
-use s3_event::sink::server::shutdown_signal;
+use s3_event::inputs::http::shutdown_signal;
 
 use super::{print_json, runtime, Exit};
 

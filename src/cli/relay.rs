@@ -3,8 +3,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use s3_event::inputs::http::shutdown_signal;
 use s3_event::relay::{Relay, RelayConfig, RelayError};
-use s3_event::sink::server::shutdown_signal;
 
 use super::{print_json, runtime, Exit};
 

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use s3_event::sink::server::{shutdown_signal, Config, Server, ServerError, Sources};
+use s3_event::sink_server::{shutdown_signal, Config, Server, ServerError, Sources};
 
 use super::{print_json, runtime, Exit};
 

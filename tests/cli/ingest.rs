@@ -114,7 +114,7 @@ impl Running {
                 .arg("--config")
                 .arg(&cfg)
                 .current_dir(dir)
-                .env("RUST_LOG", "info,s3_event_targets::poller=debug")
+                .env("RUST_LOG", "info,s3_event_inputs::poller=debug")
                 .stdout(Stdio::from(File::create(&stdout).unwrap()))
                 .stderr(Stdio::from(File::create(&stderr).unwrap())),
         );

@@ -9,14 +9,11 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use rsa::pkcs8::DecodePrivateKey;
-use rsa::signature::{SignatureEncoding, Signer as _};
 use s3_event::core::inbound::SnsMessage;
-use s3_event::targets::receiver::canonical_string;
+use s3_event::inputs::receiver::testing::{now, signed, signer, TOPIC};
 use serde_json::{json, Value};
 
 use crate::util::{free_port, wait_for_port, ChildGuard};
@@ -25,10 +22,6 @@ use crate::util::{free_port, wait_for_port, ChildGuard};
 /// `test-bucket/image.jpg`).
 const MINIO_PAYLOAD: &str =
     include_str!("../../crates/s3-event-core/tests/fixtures/minio-aistor-put.json");
-
-const CERT_URL: &str =
-    "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-0000000000000000000000.pem";
-const TOPIC: &str = "arn:aws:sns:us-east-1:123456789012:uploads";
 
 fn redis_addr() -> String {
     std::env::var("S3E_REDIS_ADDR").unwrap_or_else(|_| "127.0.0.1:6379".into())
@@ -317,50 +310,6 @@ fn minio_webhook_reaches_redis_with_auth_token_checked() {
     let _: () = redis::cmd("DEL").arg(&key).query(&mut redis()).unwrap();
 }
 
-/// A key pair and self-signed certificate, made once.
-struct SnsSigner {
-    key: rsa::RsaPrivateKey,
-    cert_pem: String,
-}
-
-fn sns_signer() -> &'static SnsSigner {
-    static S: OnceLock<SnsSigner> = OnceLock::new();
-    S.get_or_init(|| {
-        let key =
-            rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)
-                .unwrap();
-        let params = rcgen::CertificateParams::new(vec!["sns.amazonaws.com".to_owned()]).unwrap();
-        let cert = params.self_signed(&key).unwrap();
-        SnsSigner {
-            key: rsa::RsaPrivateKey::from_pkcs8_der(&key.serialize_der()).unwrap(),
-            cert_pem: cert.pem(),
-        }
-    })
-}
-
-fn sns_now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
-/// Signs `m` with SignatureVersion `version` and returns it as JSON text.
-fn sns_signed(mut m: SnsMessage, version: &str) -> Value {
-    m.signature_version = Some(version.to_owned());
-    m.signing_cert_url = Some(CERT_URL.to_owned());
-    let canonical = canonical_string(&m).unwrap();
-    let key = sns_signer().key.clone();
-    let sig = if version == "1" {
-        rsa::pkcs1v15::SigningKey::<sha1::Sha1>::new(key)
-            .sign(canonical.as_bytes())
-            .to_vec()
-    } else {
-        rsa::pkcs1v15::SigningKey::<rsa::sha2::Sha256>::new(key)
-            .sign(canonical.as_bytes())
-            .to_vec()
-    };
-    m.signature = Some(base64::engine::general_purpose::STANDARD.encode(sig));
-    serde_json::to_value(&m).unwrap()
-}
-
 fn sns_notification(id: &str, object: &str) -> SnsMessage {
     let mut records: Value = serde_json::from_str(MINIO_PAYLOAD).unwrap();
     records["Records"][0]["s3"]["object"]["key"] = object.into();
@@ -370,7 +319,7 @@ fn sns_notification(id: &str, object: &str) -> SnsMessage {
         topic_arn: Some(TOPIC.into()),
         subject: Some("Amazon S3 Notification".into()),
         message: Some(json!({"Records": records["Records"]}).to_string()),
-        timestamp: Some(sns_now()),
+        timestamp: Some(now()),
         unsubscribe_url: Some("https://sns.us-east-1.amazonaws.com/?Action=Unsubscribe".into()),
         ..Default::default()
     }
@@ -380,7 +329,7 @@ fn sns_notification(id: &str, object: &str) -> SnsMessage {
 fn sns_signed_accepted_tampered_refused_confirmation_not_followed_to_local_host() {
     let dir = tempfile::tempdir().unwrap();
     let cert = dir.path().join("sns.pem");
-    std::fs::write(&cert, &sns_signer().cert_pem).unwrap();
+    std::fs::write(&cert, &signer().cert_pem).unwrap();
     // A local HTTP server standing in for a SubscribeURL: the relay must
     // not visit it (not an sns.<region>.amazonaws.com host).
     let trap = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -400,24 +349,24 @@ fn sns_signed_accepted_tampered_refused_confirmation_not_followed_to_local_host(
     let (status, body) = post(
         addr,
         None,
-        &sns_signed(sns_notification("m-1", "sns/one.jpg"), "1").to_string(),
+        &signed(sns_notification("m-1", "sns/one.jpg"), "1").to_string(),
     );
     assert_eq!(status, 200, "{body}");
     let (status, body) = post(
         addr,
         None,
-        &sns_signed(sns_notification("m-2", "sns/two.jpg"), "2").to_string(),
+        &signed(sns_notification("m-2", "sns/two.jpg"), "2").to_string(),
     );
     assert_eq!(status, 200, "{body}");
     // The same message again is a replay.
     let (status, body) = post(
         addr,
         None,
-        &sns_signed(sns_notification("m-2", "sns/two.jpg"), "2").to_string(),
+        &signed(sns_notification("m-2", "sns/two.jpg"), "2").to_string(),
     );
     assert_eq!(status, 409, "{body}");
     // Tampered: the Message changed after signing.
-    let mut v = sns_signed(sns_notification("m-3", "sns/three.jpg"), "2");
+    let mut v = signed(sns_notification("m-3", "sns/three.jpg"), "2");
     v["Message"] = v["Message"]
         .as_str()
         .unwrap()
@@ -431,7 +380,7 @@ fn sns_signed_accepted_tampered_refused_confirmation_not_followed_to_local_host(
         "Body": v.to_string()}]});
     assert_eq!(post(addr, Some("Bearer s3cr3t"), &sqs.to_string()).0, 403);
     let sqs = json!({"Messages": [{"MessageId": "q-2", "ReceiptHandle": "r",
-        "Body": sns_signed(sns_notification("m-4", "sns/four.jpg"), "2").to_string()}]});
+        "Body": signed(sns_notification("m-4", "sns/four.jpg"), "2").to_string()}]});
     let (status, body) = post(addr, Some("Bearer s3cr3t"), &sqs.to_string());
     assert_eq!(status, 200, "{body}");
 
@@ -444,21 +393,17 @@ fn sns_signed_accepted_tampered_refused_confirmation_not_followed_to_local_host(
         topic_arn: Some(TOPIC.into()),
         message: Some("You have chosen to subscribe to the topic".into()),
         subscribe_url: Some(trap_url.clone()),
-        timestamp: Some(sns_now()),
+        timestamp: Some(now()),
         ..Default::default()
     };
-    let (status, body) = post(
-        addr,
-        None,
-        &sns_signed(confirmation.clone(), "2").to_string(),
-    );
+    let (status, body) = post(addr, None, &signed(confirmation.clone(), "2").to_string());
     assert_eq!(status, 200, "{body}");
     assert!(
         body.contains("subscription confirmation not followed"),
         "{body}"
     );
     // A tampered confirmation is refused before anything else.
-    let mut forged = sns_signed(confirmation, "2");
+    let mut forged = signed(confirmation, "2");
     forged["SubscribeURL"] =
         "https://sns.us-east-1.amazonaws.com/?Action=ConfirmSubscription&x=1".into();
     assert_eq!(post(addr, None, &forged.to_string()).0, 403);

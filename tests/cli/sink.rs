@@ -3,7 +3,7 @@
 //! on a free loopback port, driven with `curl`, stopped with SIGTERM, and
 //! checked through the objects it left in its local directory. The request
 //! handling itself is tested in-process in
-//! `crates/s3-event-sink/src/server/tests.rs`; these tests cover what only
+//! `src/sink_server/tests.rs`; these tests cover what only
 //! the program does: its command line, its configuration files, its exit
 //! codes, its logs and what is on disk after it stopped.
 
@@ -38,7 +38,7 @@ const PATH_VARS: &[&str] = &["v_config_path", "v_secret_path"];
 fn command(dir: &Path) -> Command {
     let mut cmd = crate::util::s3_event("sink");
     cmd.current_dir(dir).env("RUST_LOG", "info");
-    use s3_event::sink::server::config::{CONFIG_KEYS, SECRET_KEYS};
+    use s3_event::sink_server::config::{CONFIG_KEYS, SECRET_KEYS};
     for k in CONFIG_KEYS.iter().chain(SECRET_KEYS).chain(PATH_VARS) {
         cmd.env_remove(k);
     }

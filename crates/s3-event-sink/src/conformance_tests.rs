@@ -1,135 +1,17 @@
-//! The sink's behaviour, written once and run against every store: memory,
-//! a local directory and (feature `integration`) the real S3-compatible
-//! server from `scripts/services.sh` (SeaweedFS on 127.0.0.1:18333, bucket
-//! `s3e-test`; override with `S3E_S3_ENDPOINT`, `S3E_S3_BUCKET`,
-//! `S3E_S3_ACCESS_KEY`, `S3E_S3_SECRET_KEY`).
+//! The sink's behaviour, written once and run against every store of
+//! [`crate::testing`]: memory, a local directory and (feature
+//! `integration`) the real S3-compatible server from `scripts/services.sh`.
 
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use futures::stream::BoxStream;
-use futures::TryStreamExt;
 use object_store::path::Path;
-use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, PutResult,
-};
+use object_store::{ObjectStore, ObjectStoreExt, PutOptions, PutPayload};
 use s3_event_core::{Granularity, TimePartitioner, TimeSource};
 use serde_json::{json, Value};
 
-use crate::{
-    decode, Compression, Encoding, Sink, SinkBuilder, SpoolFsync, SpoolOptions, StoreConfig,
-};
-
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Kind {
-    Memory,
-    /// Memory, with gzip compressed in the background
-    /// ([`SinkBuilder::with_background_compression`]).
-    MemoryBackground,
-    Local,
-    #[cfg(feature = "integration")]
-    S3,
-    #[cfg(all(feature = "integration", feature = "aws-sdk"))]
-    AwsSdk,
-}
-
-/// A store under test, with a prefix of its own.
-pub(crate) struct Env {
-    pub store: Arc<dyn ObjectStore>,
-    pub prefix: String,
-    pub kind: Kind,
-    _dir: Option<tempfile::TempDir>,
-}
-
-fn unique(test: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{test}-{nanos:x}-{}", std::process::id())
-}
-
-#[cfg(feature = "integration")]
-pub(crate) fn s3_config() -> crate::S3Config {
-    let var = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_owned());
-    crate::S3Config {
-        bucket: var("S3E_S3_BUCKET", "s3e-test"),
-        region: Some("us-east-1".into()),
-        endpoint: Some(var("S3E_S3_ENDPOINT", "http://127.0.0.1:18333")),
-        access_key_id: Some(var("S3E_S3_ACCESS_KEY", "testkey")),
-        secret_access_key: Some(var("S3E_S3_SECRET_KEY", "testsecret")),
-        session_token: None,
-        allow_http: true,
-        virtual_hosted_style: false,
-    }
-}
-
-/// The same server through the AWS SDK store, with `upload` on every put.
-#[cfg(all(feature = "integration", feature = "aws-sdk"))]
-pub(crate) fn aws_sdk_config(upload: crate::UploadOptions) -> crate::AwsSdkConfig {
-    let c = s3_config();
-    crate::AwsSdkConfig {
-        bucket: c.bucket,
-        region: c.region,
-        endpoint: c.endpoint,
-        access_key_id: c.access_key_id,
-        secret_access_key: c.secret_access_key,
-        session_token: None,
-        allow_http: true,
-        virtual_hosted_style: false,
-        upload,
-    }
-}
-
-pub(crate) fn env(kind: Kind, test: &str) -> Env {
-    let prefix = format!("{}/", unique(test));
-    match kind {
-        Kind::Memory | Kind::MemoryBackground => Env {
-            store: StoreConfig::Memory.build().unwrap(),
-            prefix,
-            kind,
-            _dir: None,
-        },
-        Kind::Local => {
-            let dir = tempfile::tempdir().unwrap();
-            Env {
-                store: StoreConfig::Local {
-                    dir: dir.path().into(),
-                }
-                .build()
-                .unwrap(),
-                prefix,
-                kind,
-                _dir: Some(dir),
-            }
-        }
-        #[cfg(feature = "integration")]
-        Kind::S3 => Env {
-            store: StoreConfig::S3(s3_config()).build().unwrap(),
-            prefix,
-            kind,
-            _dir: None,
-        },
-        // With the options Amberflo's buckets need, so every conformance
-        // test also shows the server takes them.
-        #[cfg(all(feature = "integration", feature = "aws-sdk"))]
-        Kind::AwsSdk => Env {
-            store: StoreConfig::AwsSdk(aws_sdk_config(crate::UploadOptions {
-                acl: Some("bucket-owner-full-control".into()),
-                tags: vec![("source".into(), "conformance".into())],
-                ..crate::UploadOptions::default()
-            }))
-            .build()
-            .unwrap(),
-            prefix,
-            kind,
-            _dir: None,
-        },
-    }
-}
+pub(crate) use crate::testing::*;
+use crate::{decode, Compression, Encoding, Sink, SinkBuilder, SpoolFsync, SpoolOptions};
 
 impl Env {
     fn builder(&self) -> SinkBuilder {
@@ -139,23 +21,6 @@ impl Env {
             .with_instance_id("inst")
             .with_background_compression(matches!(self.kind, Kind::MemoryBackground))
     }
-
-    /// Every object under the prefix, sorted by key, with its bytes.
-    pub async fn objects(&self) -> Vec<(String, Vec<u8>)> {
-        objects(&*self.store, &self.prefix).await
-    }
-}
-
-pub(crate) async fn objects(store: &dyn ObjectStore, prefix: &str) -> Vec<(String, Vec<u8>)> {
-    let p = Path::from(prefix.trim_end_matches('/'));
-    let metas: Vec<ObjectMeta> = store.list(Some(&p)).try_collect().await.unwrap();
-    let mut out = Vec::new();
-    for m in metas {
-        let b = store.get(&m.location).await.unwrap().bytes().await.unwrap();
-        out.push((m.location.to_string(), b.to_vec()));
-    }
-    out.sort();
-    out
 }
 
 /// The `n` of every record in the objects, in key order, and the records per object.
@@ -350,108 +215,6 @@ async fn multipart_for_large_batch(kind: Kind) {
         (0..12_000).collect::<Vec<_>>(),
         "{kind:?}"
     );
-}
-
-/// A store that can be switched to fail every put, or to store and then
-/// report a failure (as when a response is lost after the write).
-#[derive(Debug)]
-pub(crate) struct Flaky {
-    inner: Arc<dyn ObjectStore>,
-    mode: AtomicU8,
-}
-
-pub(crate) const OK: u8 = 0;
-pub(crate) const DOWN: u8 = 1;
-pub(crate) const LOSE_REPLY: u8 = 2;
-/// Every put refused as a bucket policy refuses it (access denied).
-pub(crate) const DENIED: u8 = 3;
-
-impl Flaky {
-    pub fn new(inner: Arc<dyn ObjectStore>, mode: u8) -> Arc<Flaky> {
-        Arc::new(Flaky {
-            inner,
-            mode: AtomicU8::new(mode),
-        })
-    }
-
-    fn fail() -> object_store::Error {
-        object_store::Error::Generic {
-            store: "Flaky",
-            source: "the store is down".into(),
-        }
-    }
-}
-
-impl std::fmt::Display for Flaky {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Flaky({})", self.inner)
-    }
-}
-
-#[async_trait]
-impl ObjectStore for Flaky {
-    async fn put_opts(
-        &self,
-        location: &Path,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> object_store::Result<PutResult> {
-        match self.mode.load(Ordering::SeqCst) {
-            DOWN => Err(Self::fail()),
-            DENIED => Err(object_store::Error::PermissionDenied {
-                path: location.to_string(),
-                source: "AccessDenied".into(),
-            }),
-            LOSE_REPLY => {
-                self.inner.put_opts(location, payload, opts).await?;
-                Err(Self::fail())
-            }
-            _ => self.inner.put_opts(location, payload, opts).await,
-        }
-    }
-
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        match self.mode.load(Ordering::SeqCst) {
-            OK => self.inner.put_multipart_opts(location, opts).await,
-            _ => Err(Self::fail()),
-        }
-    }
-
-    async fn get_opts(
-        &self,
-        location: &Path,
-        options: GetOptions,
-    ) -> object_store::Result<GetResult> {
-        self.inner.get_opts(location, options).await
-    }
-
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, object_store::Result<Path>>,
-    ) -> BoxStream<'static, object_store::Result<Path>> {
-        self.inner.delete_stream(locations)
-    }
-
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.inner.list(prefix)
-    }
-
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        self.inner.list_with_delimiter(prefix).await
-    }
-
-    async fn copy_opts(
-        &self,
-        from: &Path,
-        to: &Path,
-        options: CopyOptions,
-    ) -> object_store::Result<()> {
-        self.inner.copy_opts(from, to, options).await
-    }
 }
 
 async fn spool_uploads_exactly_once_after_a_crash(kind: Kind) {
@@ -678,7 +441,7 @@ async fn full_spool_is_backpressure() {
         "a refused push accepted nothing"
     );
     assert!(st.spool_bytes >= 64 * 1024, "{st:?}");
-    flaky.mode.store(OK, Ordering::SeqCst);
+    flaky.set_mode(OK);
     sink.shutdown().await.unwrap();
     let (ns, _) = numbers(&e.objects().await);
     assert_eq!(ns.len() as u64, accepted);

@@ -38,13 +38,13 @@ pub mod ingest;
 mod local;
 mod pipe;
 mod report;
-#[cfg(feature = "server")]
-#[cfg_attr(docsrs, doc(cfg(feature = "server")))]
-pub mod server;
 pub mod sink;
 pub mod spool;
 mod store;
 pub mod target;
+#[cfg(any(test, feature = "testing"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub mod testing;
 mod upload;
 
 pub use s3_event_core as core;

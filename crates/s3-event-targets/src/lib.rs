@@ -25,11 +25,6 @@
 //! - `nats` (feature `nats`): the NATS target, core NATS or JetStream.
 //! - `nsq` (feature `nsq`): the NSQ target (`PUB`/`MPUB` over nsqd's TCP
 //!   protocol), tested against an emulator of the protocol only.
-//! - `receiver` (feature `receiver`): an axum router receiving S3
-//!   notifications from MinIO/AIStor webhooks, AWS SNS (signatures verified)
-//!   and SQS bodies.
-//! - `poller` (feature `poller`): a bucket poller over `object_store` that
-//!   turns listing differences into `ObjectCreated:Put`/`ObjectRemoved:Delete`.
 //! - `conformance` (feature `conformance`, and in this crate's tests): the
 //!   shared suite every target's tests run (`publishes`, `preserves_order`,
 //!   `survives_target_restart`, `dead_letters_poison`, ...).
@@ -66,9 +61,6 @@ mod de;
 #[cfg_attr(docsrs, doc(cfg(feature = "elasticsearch")))]
 pub mod elasticsearch;
 mod error;
-#[cfg(any(feature = "receiver", feature = "poller"))]
-#[cfg_attr(docsrs, doc(cfg(any(feature = "receiver", feature = "poller"))))]
-pub mod handler;
 #[cfg(feature = "kafka")]
 #[cfg_attr(docsrs, doc(cfg(feature = "kafka")))]
 pub mod kafka;
@@ -85,16 +77,10 @@ pub mod notifier;
 #[cfg(feature = "nsq")]
 #[cfg_attr(docsrs, doc(cfg(feature = "nsq")))]
 pub mod nsq;
-#[cfg(feature = "poller")]
-#[cfg_attr(docsrs, doc(cfg(feature = "poller")))]
-pub mod poller;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub mod postgres;
 pub mod queue_store;
-#[cfg(feature = "receiver")]
-#[cfg_attr(docsrs, doc(cfg(feature = "receiver")))]
-pub mod receiver;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;

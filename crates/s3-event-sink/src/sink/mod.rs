@@ -465,7 +465,7 @@ impl Sink {
 
     /// Stops the sink as a crash would: its tasks die, nothing is flushed;
     /// returns once the spool (and its lock) is released.
-    #[cfg(test)]
+    #[cfg(any(test, feature = "testing"))]
     pub(crate) async fn crash(self) {
         let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
         for t in tasks {

@@ -24,14 +24,14 @@
 //!
 //! ```no_run
 //! use std::sync::Arc;
-//! use s3_event_targets::poller::{Poller, PollerConfig};
+//! use s3_event_inputs::poller::{Poller, PollerConfig};
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let store = Arc::new(object_store::local::LocalFileSystem::new_with_prefix("/srv/bucket")?);
 //! let config = PollerConfig::new("bucket", "/var/lib/s3-event/poller.cursor");
 //! let poller = Poller::open(store, config)?;
 //! poller
 //!     .run(
-//!         |records: Vec<s3_event_targets::core::EventRecord>| async move {
+//!         |records: Vec<s3_event_inputs::core::EventRecord>| async move {
 //!             println!("{} records", records.len());
 //!             Ok::<(), std::convert::Infallible>(())
 //!         },
@@ -58,7 +58,7 @@ use s3_event_core::{
 };
 use serde_json::json;
 
-use crate::handler::RecordsHandler;
+use crate::handler::{HandlerError, RecordsHandler};
 
 const CURSOR_FORMAT: &str = "s3-event-poller-cursor";
 
@@ -189,13 +189,14 @@ pub enum PollerError {
         /// What is wrong.
         reason: String,
     },
-    /// The handler refused a batch; it is offered again on the next poll.
+    /// The handler refused a batch; it is offered again on the next poll
+    /// (whatever the error's kind: the poller has nowhere else to put it).
     #[error("handler refused {count} records: {reason}")]
     Handler {
         /// Records in the refused batch.
         count: usize,
         /// The handler's error.
-        reason: String,
+        reason: HandlerError,
     },
 }
 

@@ -10,7 +10,7 @@
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let config = RelayConfig::from_json(&std::fs::read_to_string("relay.json")?)?;
 //! let relay = Relay::start(config).await?;
-//! relay.run(s3_event::sink::server::shutdown_signal()).await?;
+//! relay.run(s3_event::inputs::http::shutdown_signal()).await?;
 //! # Ok(()) }
 //! ```
 //!
@@ -43,8 +43,8 @@
 //! ```
 //!
 //! - `listen`: the HTTP address (`POST /` receives, `GET /health`,
-//!   `GET /metrics`); default `127.0.0.1:8090`, `null` for no HTTP at all
-//!   (a poller-only relay). Loopback by default: a notification endpoint
+//!   `GET /metrics`: the one router of [`Routes`]); default
+//!   `127.0.0.1:8090`, `null` for no HTTP at all (a poller-only relay). Loopback by default: a notification endpoint
 //!   reachable from elsewhere should have `receiver.auth_token` and TLS.
 //! - `region`: the region of the targets' ARNs
 //!   (`arn:minio:sqs:<region>:<id>:<type>`; default `us-east-1`).
@@ -95,8 +95,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::routing::get;
-use axum::Router;
 use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
@@ -104,11 +102,12 @@ use serde_json::{Map, Value};
 use crate::core::{
     EventMask, EventRecord, NotificationConfiguration, NotificationRule, RuleSet, Target,
 };
-use crate::sink::server::HttpOptions;
+use crate::inputs::handler::{HandlerError, RecordsHandler};
+use crate::inputs::http::{prometheus, serve, tls_config, HttpOptions, Routes};
+use crate::inputs::poller::{Poller, PollerConfig};
+use crate::inputs::receiver::{Receiver, ReceiverConfig};
 use crate::sink::{SinkTarget, SinkTargetConfig, StoreConfig};
 use crate::targets::notifier::{DeliveryMode, Notifier, TargetOptions};
-use crate::targets::poller::{Poller, PollerConfig};
-use crate::targets::receiver::{Receiver, ReceiverConfig};
 use crate::targets::NotifyConfig;
 
 /// The relay's configuration; see the [module docs](self).
@@ -463,18 +462,25 @@ impl std::fmt::Debug for Relay {
     }
 }
 
-/// Hands records to the notifier; `Ok` once every one is queued.
-async fn deliver(notifier: &Notifier, records: Vec<EventRecord>) -> Result<(), String> {
+/// Hands records to the notifier; `Ok` once every one is queued. A full
+/// queue is transient; a record too large for a queue entry is permanent.
+async fn deliver(notifier: &Notifier, records: Vec<EventRecord>) -> Result<(), HandlerError> {
     for record in records {
         match notifier.send(record).await {
             Ok(o) if o.dropped > 0 => {
-                return Err(format!("queue full for {} target(s)", o.dropped));
+                return Err(HandlerError::transient(format!(
+                    "queue full for {} target(s)",
+                    o.dropped
+                )));
             }
             Ok(_) => {}
             Err(crate::targets::Error::InvalidRecord { event_name, source }) => {
                 tracing::warn!(event_name, error = %source, "record skipped");
             }
-            Err(e) => return Err(e.to_string()),
+            Err(e @ crate::targets::Error::EntryTooLarge { .. }) => {
+                return Err(HandlerError::permanent(e))
+            }
+            Err(e) => return Err(HandlerError::transient(e)),
         }
     }
     Ok(())
@@ -489,80 +495,108 @@ async fn probe(target: &Arc<dyn Target>) -> Result<bool, String> {
     }
 }
 
+/// Completes once `rx` says stop.
+async fn stopped(mut rx: tokio::sync::watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+/// The records handler of the receiver and the poller: [`deliver`] to
+/// `notifier`.
+fn handler(notifier: &Arc<Notifier>) -> impl RecordsHandler {
+    let n = Arc::clone(notifier);
+    move |records: Vec<EventRecord>| {
+        let n = Arc::clone(&n);
+        async move { deliver(&n, records).await }
+    }
+}
+
+/// A target and its options.
+type Configured = (Arc<dyn Target>, TargetOptions);
+
+/// The configured targets and the built-in `directory` output, with their
+/// options; at least one.
+fn build_targets(config: &RelayConfig) -> Result<Vec<Configured>, RelayError> {
+    let mut targets = config
+        .notify_config()?
+        .build_targets()
+        .map_err(|e| config_err(format!("`targets`: {e}")))?;
+    if let Some(d) = &config.directory {
+        let t = SinkTarget::from_config(d, &config.region)
+            .map_err(|e| config_err(format!("`directory`: {e}")))?;
+        let options = TargetOptions {
+            queue_dir: d.queue_dir.clone(),
+            ..TargetOptions::default()
+        };
+        targets.push((Arc::new(t) as Arc<dyn Target>, options));
+    }
+    if targets.is_empty() {
+        return Err(config_err("`targets`: no enabled target"));
+    }
+    Ok(targets)
+}
+
+/// The notifier over `targets`, with the configured rules (or every event
+/// to every target) and delivery mode.
+fn build_notifier(
+    config: &RelayConfig,
+    targets: Vec<Configured>,
+) -> Result<Arc<Notifier>, RelayError> {
+    let rules = match config.rules()? {
+        Some(r) => RuleSet::from_config(&r).map_err(|e| config_err(format!("`rules`: {e}")))?,
+        None => RuleSet::new(targets.iter().enumerate().map(|(n, (t, _))| {
+            NotificationRule::new(format!("all-{n}"), EventMask::ALL, t.id().clone())
+        }))
+        .map_err(|e| config_err(format!("rules: {e}")))?,
+    };
+    let mut builder = Notifier::builder().rules(rules).mode(config.mode());
+    for (t, o) in targets {
+        builder = builder.target(t, o);
+    }
+    Ok(Arc::new(builder.build().map_err(config_err)?))
+}
+
+/// The poller, when configured, and its store for people.
+fn open_poller(config: &RelayConfig) -> Result<Option<(Poller, String)>, RelayError> {
+    let Some(p) = &config.poller else {
+        return Ok(None);
+    };
+    let store = p
+        .store
+        .build()
+        .map_err(|e| config_err(format!("`poller.store`: {e}")))?;
+    let mut pc = p.config.clone();
+    if pc.region.is_empty() {
+        pc.region = config.region.clone();
+    }
+    let poller = Poller::open(store, pc).map_err(|e| config_err(format!("`poller`: {e}")))?;
+    Ok(Some((poller, p.store.to_string())))
+}
+
 impl Relay {
     /// Builds the targets (each probed once: one that is down is logged,
     /// and the relay still starts, its queue holding the events), the
     /// notifier, the receiver and the poller, and binds `listen`.
     pub async fn start(config: RelayConfig) -> Result<Relay, RelayError> {
         config.validate()?;
-        crate::sink::server::prometheus();
-        let mut targets = config
-            .notify_config()?
-            .build_targets()
-            .map_err(|e| config_err(format!("`targets`: {e}")))?;
-        if let Some(d) = &config.directory {
-            let t = SinkTarget::from_config(d, &config.region)
-                .map_err(|e| config_err(format!("`directory`: {e}")))?;
-            let options = TargetOptions {
-                queue_dir: d.queue_dir.clone(),
-                ..TargetOptions::default()
-            };
-            targets.push((Arc::new(t) as Arc<dyn Target>, options));
-        }
-        if targets.is_empty() {
-            return Err(config_err("`targets`: no enabled target"));
-        }
+        prometheus();
+        let targets = build_targets(&config)?;
         let probes = futures::future::join_all(targets.iter().map(|(t, _)| probe(t))).await;
         let described = targets
             .iter()
             .zip(probes)
             .map(|((t, o), up)| (t.id().to_string(), o.queue_dir.clone(), up))
             .collect();
-        let rules = match config.rules()? {
-            Some(r) => RuleSet::from_config(&r).map_err(|e| config_err(format!("`rules`: {e}")))?,
-            None => RuleSet::new(targets.iter().enumerate().map(|(n, (t, _))| {
-                NotificationRule::new(format!("all-{n}"), EventMask::ALL, t.id().clone())
-            }))
-            .map_err(|e| config_err(format!("rules: {e}")))?,
-        };
-        let mut builder = Notifier::builder().rules(rules).mode(config.mode());
-        for (t, o) in targets {
-            builder = builder.target(t, o);
-        }
-        let notifier = Arc::new(builder.build().map_err(config_err)?);
-        let handler = {
-            let n = Arc::clone(&notifier);
-            move |records: Vec<EventRecord>| {
-                let n = Arc::clone(&n);
-                async move { deliver(&n, records).await }
-            }
-        };
-        let poller = match &config.poller {
-            Some(p) => {
-                let store = p
-                    .store
-                    .build()
-                    .map_err(|e| config_err(format!("`poller.store`: {e}")))?;
-                let mut pc = p.config.clone();
-                if pc.region.is_empty() {
-                    pc.region = config.region.clone();
-                }
-                let poller =
-                    Poller::open(store, pc).map_err(|e| config_err(format!("`poller`: {e}")))?;
-                Some((poller, p.store.to_string()))
-            }
-            None => None,
-        };
+        let notifier = build_notifier(&config, targets)?;
+        let poller = open_poller(&config)?;
         let receiver = if config.receiver.enable && config.listen.is_some() {
             Some(
-                Receiver::new(config.receiver.config.clone(), handler)
+                Receiver::new(config.receiver.config.clone(), handler(&notifier))
                     .map_err(|e| config_err(format!("`receiver`: {e}")))?,
             )
         } else {
             None
         };
-        crate::sink::server::http::tls_config(&config.http)
-            .map_err(|e| config_err(format!("`http`: {e}")))?;
+        tls_config(&config.http).map_err(|e| config_err(format!("`http`: {e}")))?;
         let listener = match config.listen {
             Some(addr) => Some(
                 std::net::TcpListener::bind(addr)
@@ -646,11 +680,7 @@ impl Relay {
             .collect()
     }
 
-    /// Serves until `shutdown` completes; see the [module docs](self).
-    pub async fn run(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<(), RelayError> {
+    fn warn_targets_down(&self) {
         for (id, _, up) in &self.targets {
             if !matches!(up, Ok(true)) {
                 let error = match up {
@@ -660,6 +690,14 @@ impl Relay {
                 tracing::warn!(target_id = %id, error, "target down at start; its events are queued");
             }
         }
+    }
+
+    /// Serves until `shutdown` completes; see the [module docs](self).
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), RelayError> {
+        self.warn_targets_down();
         let Relay {
             config,
             notifier,
@@ -669,16 +707,8 @@ impl Relay {
             ..
         } = self;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|s| *s).await;
-        };
         let poller_task = poller.map(|(poller, _)| {
-            let n = Arc::clone(&notifier);
-            let handler = move |records: Vec<EventRecord>| {
-                let n = Arc::clone(&n);
-                async move { deliver(&n, records).await }
-            };
-            tokio::spawn(poller.run(handler, stopped(stop_rx.clone())))
+            tokio::spawn(poller.run(handler(&notifier), stopped(stop_rx.clone())))
         });
         let stop_tx = Arc::new(stop_tx);
         let stopper = {
@@ -690,25 +720,13 @@ impl Relay {
         };
         let served = match listener {
             Some(listener) => {
-                let metrics = crate::sink::server::prometheus();
                 let n = Arc::clone(&notifier);
-                let mut app = Router::new()
-                    .route("/health", get(|| async { "ok\n" }))
-                    .route(
-                        "/metrics",
-                        get(move || {
-                            let n = Arc::clone(&n);
-                            let m = metrics.clone();
-                            async move {
-                                n.export_metrics();
-                                m.render()
-                            }
-                        }),
-                    );
+                let mut routes = Routes::new().export(move || n.export_metrics());
                 if let Some(r) = &receiver {
-                    app = app.merge(r.router());
+                    routes = routes.input(r.router());
                 }
-                crate::sink::server::serve(
+                let app = routes.into_router();
+                serve(
                     listener,
                     app,
                     &config.http,
@@ -735,3 +753,6 @@ impl Relay {
         served
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -21,8 +21,8 @@
 //!   refuses the whole body with a 403. SQS bodies still need the
 //!   `auth_token` when one is set.
 //!
-//! Records go to a [`RecordsHandler`]; its error turns into a 503 so that the
-//! sender retries.
+//! Records go to a [`RecordsHandler`]; its error ([`HandlerError`],
+//! transient or permanent) turns into a 503 so that the sender retries.
 //!
 //! | Outcome | Status |
 //! |---|---|
@@ -41,13 +41,13 @@
 //! counts.
 //!
 //! ```no_run
-//! use s3_event_targets::receiver::{Receiver, ReceiverConfig, AuthToken};
+//! use s3_event_inputs::receiver::{Receiver, ReceiverConfig, AuthToken};
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let config = ReceiverConfig {
 //!     auth_token: Some(AuthToken::new("s3cr3t")),
 //!     ..Default::default()
 //! };
-//! let receiver = Receiver::new(config, |records: Vec<s3_event_targets::core::EventRecord>| async move {
+//! let receiver = Receiver::new(config, |records: Vec<s3_event_inputs::core::EventRecord>| async move {
 //!     println!("{} records", records.len());
 //!     Ok::<(), std::convert::Infallible>(())
 //! })?;
@@ -74,7 +74,7 @@ use axum::Router;
 use s3_event_core::inbound::{self, Inbound, Origin, SnsMessage, SqsContent, SqsMessage};
 use subtle::ConstantTimeEq;
 
-use crate::handler::{BoxFuture, RecordsHandler};
+use crate::handler::{BoxFuture, HandlerError, RecordsHandler};
 
 pub use sns::{
     canonical_string, check_cert_url, check_subscribe_url, is_sns_host, SigningCertificate,
@@ -339,8 +339,9 @@ pub enum Outcome {
     Unsubscribed,
     /// Refused.
     Rejected(Rejection),
-    /// The handler failed; the sender should retry (503).
-    HandlerFailed(String),
+    /// The handler failed, transiently or permanently; the sender should
+    /// retry (503 either way: a 4xx would make it drop the notification).
+    HandlerFailed(HandlerError),
 }
 
 impl Outcome {
@@ -625,106 +626,116 @@ impl Receiver {
             }
             Outcome::HandlerFailed(e) => {
                 s.handler_failed.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %e, "notification handler failed");
+                if e.is_transient() {
+                    tracing::warn!(error = %e, kind = e.kind(), "notification handler failed");
+                } else {
+                    tracing::error!(error = %e, kind = e.kind(), "notification handler failed");
+                }
             }
             _ => {}
         }
         outcome
     }
 
+    /// The checks in order (token, body, SNS signatures, replay), then the
+    /// handler.
     async fn receive_inner(&self, headers: &HeaderMap, body: &[u8]) -> Outcome {
-        let config = &self.inner.config;
-        // A wrong token is refused before the body is looked at; a missing
-        // one only matters for bodies that are not verified SNS messages.
-        let token_ok = match (&config.auth_token, headers.get(header::AUTHORIZATION)) {
-            (None, _) => true,
-            (Some(t), Some(v)) => {
-                if !t.matches(v.as_bytes()) {
-                    return Outcome::Rejected(Rejection::Unauthorized);
-                }
-                true
-            }
-            (Some(_), None) => false,
+        let token_ok = match self.token_ok(headers) {
+            Ok(ok) => ok,
+            Err(r) => return Outcome::Rejected(r),
         };
         let inbound = match inbound::parse(body) {
             Ok(i) => i,
             Err(e) => return Outcome::Rejected(Rejection::BadPayload(e.to_string())),
         };
-        let sns_message = match &inbound {
-            Inbound::Records {
-                origin: Origin::Sns { message, .. },
-                ..
-            }
-            | Inbound::TestEvent {
-                origin: Origin::Sns { message, .. },
-                ..
-            } => Some(&**message),
-            Inbound::SnsSubscriptionConfirmation { message }
-            | Inbound::SnsUnsubscribeConfirmation { message } => Some(message),
-            _ => None,
+        if let Err(r) = self.verify_sqs_wrapped(&inbound).await {
+            return Outcome::Rejected(r);
+        }
+        let reserved = match self.admit(&inbound, token_ok).await {
+            Ok(reserved) => reserved,
+            Err(r) => return Outcome::Rejected(r),
         };
-        if config.sns.verify_signatures && config.sns.verify_sqs_wrapped {
-            if let Some(messages) = sqs_messages(&inbound) {
-                for m in messages {
-                    let wrapped = match &m.content {
-                        SqsContent::Records {
-                            origin: Origin::Sns { message, .. },
-                            ..
-                        }
-                        | SqsContent::TestEvent {
-                            origin: Origin::Sns { message, .. },
-                            ..
-                        } => Some(&**message),
-                        SqsContent::SnsConfirmation(message) => Some(message),
-                        _ => None,
-                    };
-                    if let Some(message) = wrapped {
-                        if let Err(r) = self.verify_sns_signature(message, false).await {
-                            let id = m.message_id.as_deref().unwrap_or_default();
-                            return Outcome::Rejected(match r {
-                                Rejection::Forged(e) => {
-                                    Rejection::Forged(format!("SQS message `{id}`: {e}"))
-                                }
-                                other => other,
-                            });
-                        }
-                    }
-                }
+        let outcome = self.dispatch(inbound).await;
+        if let (Some(id), Outcome::HandlerFailed(_)) = (&reserved, &outcome) {
+            // SNS retries with the same MessageId: let the retry through.
+            self.inner.replay.lock().expect("replay lock").remove(id);
+        }
+        outcome
+    }
+
+    /// Whether the request carries the token (always true without one). A
+    /// wrong token is refused before the body is looked at; a missing one
+    /// only matters for bodies that are not verified SNS messages.
+    fn token_ok(&self, headers: &HeaderMap) -> Result<bool, Rejection> {
+        match (
+            &self.inner.config.auth_token,
+            headers.get(header::AUTHORIZATION),
+        ) {
+            (None, _) => Ok(true),
+            (Some(t), Some(v)) if t.matches(v.as_bytes()) => Ok(true),
+            (Some(_), Some(_)) => Err(Rejection::Unauthorized),
+            (Some(_), None) => Ok(false),
+        }
+    }
+
+    /// The signatures of the SNS envelopes inside an SQS body, when
+    /// [`SnsConfig::verify_sqs_wrapped`] is on: one bad one refuses the body.
+    async fn verify_sqs_wrapped(&self, inbound: &Inbound) -> Result<(), Rejection> {
+        let sns = &self.inner.config.sns;
+        if !(sns.verify_signatures && sns.verify_sqs_wrapped) {
+            return Ok(());
+        }
+        for m in sqs_messages(inbound).unwrap_or_default() {
+            let Some(message) = sqs_wrapped_sns(&m.content) else {
+                continue;
+            };
+            if let Err(r) = self.verify_sns_signature(message, false).await {
+                let id = m.message_id.as_deref().unwrap_or_default();
+                return Err(match r {
+                    Rejection::Forged(e) => Rejection::Forged(format!("SQS message `{id}`: {e}")),
+                    other => other,
+                });
             }
         }
-        let mut reserved = None;
-        if let Some(message) = sns_message {
-            if config.sns.verify_signatures {
-                if let Err(r) = self.verify_sns(message).await {
-                    return Outcome::Rejected(r);
-                }
-                // Record the id once verified, so that a forged copy cannot
-                // block the real message.
-                if message.message_type.as_deref() == Some("Notification") {
-                    let id = message.message_id.clone().unwrap_or_default();
-                    if !self.inner.replay.lock().expect("replay lock").insert(&id) {
-                        return Outcome::Rejected(Rejection::Replayed(format!(
-                            "MessageId `{id}` was already received"
-                        )));
-                    }
-                    reserved = Some(id);
-                }
-            } else if !token_ok {
-                return Outcome::Rejected(Rejection::Unauthorized);
-            }
-        } else if !token_ok {
-            return Outcome::Rejected(Rejection::Unauthorized);
+        Ok(())
+    }
+
+    /// Whether the request may go on: a direct SNS message must verify (its
+    /// `MessageId` is then reserved against replays and returned), anything
+    /// else must carry the token when one is set.
+    async fn admit(&self, inbound: &Inbound, token_ok: bool) -> Result<Option<String>, Rejection> {
+        let verify = self.inner.config.sns.verify_signatures;
+        let message = match sns_message(inbound) {
+            Some(message) if verify => message,
+            _ if token_ok => return Ok(None),
+            _ => return Err(Rejection::Unauthorized),
+        };
+        self.verify_sns(message).await?;
+        // Record the id once verified, so that a forged copy cannot block
+        // the real message.
+        if message.message_type.as_deref() != Some("Notification") {
+            return Ok(None);
         }
-        let outcome = match inbound {
+        let id = message.message_id.clone().unwrap_or_default();
+        if !self.inner.replay.lock().expect("replay lock").insert(&id) {
+            return Err(Rejection::Replayed(format!(
+                "MessageId `{id}` was already received"
+            )));
+        }
+        Ok(Some(id))
+    }
+
+    /// Hands the records to the handler, or answers what is not records.
+    async fn dispatch(&self, inbound: Inbound) -> Outcome {
+        match inbound {
             Inbound::Records { notification, .. } => {
                 let n = notification.records.len();
                 if n == 0 {
-                    Outcome::Accepted { records: 0 }
-                } else {
-                    match self.inner.handler.handle(notification.records).await {
-                        Ok(()) => Outcome::Accepted { records: n },
-                        Err(e) => Outcome::HandlerFailed(e),
-                    }
+                    return Outcome::Accepted { records: 0 };
+                }
+                match self.inner.handler.handle(notification.records).await {
+                    Ok(()) => Outcome::Accepted { records: n },
+                    Err(e) => Outcome::HandlerFailed(e),
                 }
             }
             Inbound::TestEvent { .. } => Outcome::TestEvent,
@@ -738,12 +749,7 @@ impl Receiver {
                 );
                 Outcome::Unsubscribed
             }
-        };
-        if let (Some(id), Outcome::HandlerFailed(_)) = (&reserved, &outcome) {
-            // SNS retries with the same MessageId: let the retry through.
-            self.inner.replay.lock().expect("replay lock").remove(id);
         }
-        outcome
     }
 
     /// What to do with a verified `SubscriptionConfirmation`.
@@ -852,6 +858,39 @@ impl Receiver {
     }
 }
 
+/// The SNS message of a direct SNS delivery (not one inside an SQS body).
+fn sns_message(inbound: &Inbound) -> Option<&SnsMessage> {
+    match inbound {
+        Inbound::Records {
+            origin: Origin::Sns { message, .. },
+            ..
+        }
+        | Inbound::TestEvent {
+            origin: Origin::Sns { message, .. },
+            ..
+        } => Some(&**message),
+        Inbound::SnsSubscriptionConfirmation { message }
+        | Inbound::SnsUnsubscribeConfirmation { message } => Some(message),
+        _ => None,
+    }
+}
+
+/// The SNS envelope inside an SQS message, if its body is one.
+fn sqs_wrapped_sns(content: &SqsContent) -> Option<&SnsMessage> {
+    match content {
+        SqsContent::Records {
+            origin: Origin::Sns { message, .. },
+            ..
+        }
+        | SqsContent::TestEvent {
+            origin: Origin::Sns { message, .. },
+            ..
+        } => Some(&**message),
+        SqsContent::SnsConfirmation(message) => Some(message),
+        _ => None,
+    }
+}
+
 /// The SQS messages of an SQS body, if `inbound` is one.
 fn sqs_messages(inbound: &Inbound) -> Option<&[SqsMessage]> {
     match inbound {
@@ -867,5 +906,8 @@ fn sqs_messages(inbound: &Inbound) -> Option<&[SqsMessage]> {
     }
 }
 
+#[cfg(any(test, feature = "testing"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub mod testing;
 #[cfg(test)]
 mod tests;

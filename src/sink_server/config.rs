@@ -1,5 +1,5 @@
 //! The server's configuration: the seed's `config.json` and `secret.json`,
-//! environment variables, and this crate's own keys.
+//! environment variables, and this program's own keys.
 //!
 //! | Key | Meaning | Default |
 //! |---|---|---|
@@ -35,7 +35,7 @@
 //!
 //! The last five need the `s3` store and the crate feature `aws-sdk`: with
 //! any of them set, uploads go through the AWS SDK
-//! ([`AwsSdkStore`](crate::AwsSdkStore)) instead of `object_store`, which
+//! ([`AwsSdkStore`](crate::sink::AwsSdkStore)) instead of `object_store`, which
 //! cannot send them. Without the feature they are refused at start, naming
 //! the key, rather than ignored.
 //!
@@ -55,28 +55,26 @@
 //! bad values are errors naming the key; secrets never appear in messages,
 //! logs or `Debug` output.
 
-use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::core::config::Text;
+use crate::core::{Granularity, TemplatePartitioner, TimePartitioner, TimeSource};
 use base64::Engine as _;
-use s3_event_core::config::Text;
-use s3_event_core::{Granularity, TemplatePartitioner, TimePartitioner, TimeSource};
 use serde_json::{Map, Value};
 
-use super::http::HttpOptions;
-use crate::{Compression, Encoding, KeyNaming, SinkBuilder, SpoolFsync, SpoolOptions, StoreConfig};
+use crate::inputs::http::HttpOptions;
+pub use crate::inputs::http::{Secret, DEFAULT_MAX_CONCURRENT_REQUESTS, DEFAULT_READ_TIMEOUT};
+use crate::sink::{
+    Compression, Encoding, KeyNaming, SinkBuilder, SpoolFsync, SpoolOptions, StoreConfig,
+};
 
 /// Default port (`v_port`).
 pub const DEFAULT_PORT: u16 = 8080;
 /// Default largest request body (`maxBodyBytes`), 10 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
-/// Default `maxConcurrentRequests`.
-pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 1024;
-/// Default `readTimeout`.
-pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default spool directory (`spoolDir`).
 pub const DEFAULT_SPOOL_DIR: &str = "./spool";
 /// The seed's configuration file location.
@@ -119,7 +117,6 @@ pub const CONFIG_KEYS: &[&str] = &[
 ];
 
 /// A secret's text, for a store configuration.
-#[cfg(any(feature = "s3", feature = "aws-sdk"))]
 fn expose(secret: &Option<Secret>) -> Option<String> {
     secret.as_ref().map(|s| s.expose().to_owned())
 }
@@ -167,55 +164,13 @@ pub enum ConfigError {
     },
     /// The store could not be built.
     #[error("store: {0}")]
-    Store(#[from] crate::Error),
+    Store(#[from] crate::sink::Error),
 }
 
 fn bad(key: &'static str, message: impl Into<String>) -> ConfigError {
     ConfigError::BadValue {
         key,
         message: message.into(),
-    }
-}
-
-/// A secret string: `Debug` and `Display` print `<redacted>`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// The secret itself.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl Secret {
-    /// Wraps `value`.
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Secret {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = <String as serde::Deserialize>::deserialize(d)?;
-        if s.is_empty() || s.trim() != s {
-            return Err(serde::de::Error::custom(
-                "a secret must be non-empty, without surrounding spaces",
-            ));
-        }
-        Ok(Secret(s))
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
     }
 }
 
@@ -304,7 +259,7 @@ pub struct Config {
 }
 
 /// Per-object options of the `s3` store that need the AWS SDK; the fields
-/// mirror [`UploadOptions`](crate::UploadOptions) (feature `aws-sdk`).
+/// mirror [`UploadOptions`](crate::sink::UploadOptions) (feature `aws-sdk`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Upload {
     /// `acl`.
@@ -326,8 +281,8 @@ impl Upload {
     }
 
     #[cfg(feature = "aws-sdk")]
-    fn options(&self) -> crate::UploadOptions {
-        crate::UploadOptions {
+    fn options(&self) -> crate::sink::UploadOptions {
+        crate::sink::UploadOptions {
             acl: self.acl.clone(),
             server_side_encryption: self.server_side_encryption.clone(),
             sse_kms_key_id: self.sse_kms_key_id.clone(),
@@ -376,11 +331,11 @@ impl Default for Config {
             port: DEFAULT_PORT,
             region: None,
             bucket_name: None,
-            flush_size: crate::DEFAULT_FLUSH_SIZE,
-            scheduled_interval: crate::DEFAULT_FLUSH_INTERVAL,
+            flush_size: crate::sink::DEFAULT_FLUSH_SIZE,
+            scheduled_interval: crate::sink::DEFAULT_FLUSH_INTERVAL,
             time_interval: Granularity::Hourly,
             store: StoreKind::Local,
-            local_dir: PathBuf::from(crate::DEFAULT_DATA_DIR),
+            local_dir: PathBuf::from(crate::sink::DEFAULT_DATA_DIR),
             endpoint: None,
             prefix: String::new(),
             encoding: Encoding::Ndjson,
@@ -506,7 +461,6 @@ impl Config {
     }
 
     /// Whether the endpoint is plain `http://` (loopback test servers).
-    #[cfg(any(feature = "s3", feature = "aws-sdk"))]
     fn plain_http(&self) -> bool {
         self.endpoint
             .as_deref()
@@ -515,7 +469,7 @@ impl Config {
 
     #[cfg(feature = "aws-sdk")]
     fn sdk_store_config(&self) -> StoreConfig {
-        StoreConfig::AwsSdk(crate::AwsSdkConfig {
+        StoreConfig::AwsSdk(crate::sink::AwsSdkConfig {
             bucket: self.bucket_name.clone().unwrap_or_default(),
             region: self.region.clone(),
             endpoint: self.endpoint.clone(),
@@ -528,9 +482,8 @@ impl Config {
         })
     }
 
-    #[cfg(feature = "s3")]
     fn s3_store_config(&self) -> StoreConfig {
-        StoreConfig::S3(crate::S3Config {
+        StoreConfig::S3(crate::sink::S3Config {
             bucket: self.bucket_name.clone().unwrap_or_default(),
             region: self.region.clone(),
             endpoint: self.endpoint.clone(),
@@ -542,19 +495,9 @@ impl Config {
         })
     }
 
-    #[cfg(not(feature = "s3"))]
-    fn s3_store_config(&self) -> StoreConfig {
-        StoreConfig::Memory
-    }
-
     /// A [`SinkBuilder`] configured from this: store, prefix, partitioner,
     /// encoding, compression, flush size and interval, spool.
     pub fn sink_builder(&self) -> Result<SinkBuilder, ConfigError> {
-        #[cfg(not(feature = "s3"))]
-        if self.store == StoreKind::S3 && (cfg!(not(feature = "aws-sdk")) || self.upload.is_empty())
-        {
-            return Err(bad("store", "`s3` needs the crate feature `s3`"));
-        }
         let store = self.store_config().build()?;
         let time_source = match self.partition_time {
             PartitionTime::Processing => TimeSource::Processing,
@@ -562,7 +505,7 @@ impl Config {
                 fallback_to_processing: true,
             },
         };
-        let partitioner: Arc<dyn s3_event_core::Partitioner> = match &self.partition_template {
+        let partitioner: Arc<dyn crate::core::Partitioner> = match &self.partition_template {
             Some(t) => Arc::new(
                 TemplatePartitioner::builder(t.clone())
                     .with_time_source(time_source)
@@ -715,7 +658,7 @@ fn check_upload_values(_: &Config, first: &'static str) -> Result<(), ConfigErro
 fn check_upload_values(c: &Config, first: &'static str) -> Result<(), ConfigError> {
     c.upload.options().validate().map_err(|e| {
         let key = match &e {
-            crate::Error::InvalidConfig { what, .. } => match *what {
+            crate::sink::Error::InvalidConfig { what, .. } => match *what {
                 "acl" => "acl",
                 "server_side_encryption" => "serverSideEncryption",
                 "sse_kms_key_id" => "sseKmsKeyId",
@@ -888,17 +831,17 @@ impl ConfigFile {
 
     /// `encoding`, `compression`, `fsync`.
     fn apply_encoding(&mut self, c: &mut Config) -> Result<(), ConfigError> {
-        let parsed = |s: String| s.parse().map_err(|e: crate::Error| e.to_string());
+        let parsed = |s: String| s.parse().map_err(|e: crate::sink::Error| e.to_string());
         if let Some(e) = field("encoding", self.encoding.take(), parsed)? {
             c.encoding = e;
         }
         if let Some(v) = field("compression", self.compression.take(), |s| {
-            s.parse().map_err(|e: crate::Error| e.to_string())
+            s.parse().map_err(|e: crate::sink::Error| e.to_string())
         })? {
             c.compression = v;
         }
         if let Some(f) = field("fsync", self.fsync.take(), |s| {
-            s.parse().map_err(|e: crate::Error| e.to_string())
+            s.parse().map_err(|e: crate::sink::Error| e.to_string())
         })? {
             c.fsync = f;
         }
@@ -911,7 +854,7 @@ impl ConfigFile {
             if s.is_empty() || s.trim() != s || s.chars().any(|c| c.is_control()) {
                 Err("must be non-empty printable text without surrounding spaces".into())
             } else {
-                Ok(Secret(s))
+                Ok(Secret::new(s))
             }
         })?;
         let file = |s: String| Ok(Some(PathBuf::from(s)).filter(|p| !p.as_os_str().is_empty()));
@@ -933,7 +876,7 @@ impl ConfigFile {
     /// Partitions, object names, shards and the AWS SDK upload options.
     fn apply_layout(&mut self, c: &mut Config) -> Result<(), ConfigError> {
         c.partition_template = field("partitionTemplate", self.partition_template.take(), |s| {
-            s3_event_core::TemplatePartitioner::new(s.clone())
+            crate::core::TemplatePartitioner::new(s.clone())
                 .map(|_| s)
                 .map_err(|e| e.to_string())
         })?;
@@ -995,7 +938,7 @@ fn decode_secret(key: &'static str, v: Option<Value>) -> Result<Option<Secret>, 
         .map_err(|_| bad(key, "not valid base64"))?;
     let decoded =
         String::from_utf8(decoded).map_err(|_| bad(key, "the decoded value is not UTF-8"))?;
-    Ok(Some(Secret(decoded)))
+    Ok(Some(Secret::new(decoded)))
 }
 
 /// Sets every key in `keys` that the environment has to its value there.
@@ -1051,9 +994,9 @@ mod tests {
             v.sort_unstable();
             v
         }
-        let fields = s3_event_core::config::field_names::<ConfigFile>();
+        let fields = crate::core::config::field_names::<ConfigFile>();
         assert_eq!(sorted(fields), sorted(CONFIG_KEYS));
-        let fields = s3_event_core::config::field_names::<SecretFile>();
+        let fields = crate::core::config::field_names::<SecretFile>();
         assert_eq!(sorted(fields), sorted(SECRET_KEYS));
     }
 
@@ -1290,12 +1233,9 @@ mod tests {
         // The store is built without contacting anything.
         c.sink_builder().unwrap();
         // Without the options, the plain S3 store stays in use.
-        #[cfg(feature = "s3")]
-        {
-            let plain =
-                Config::from_parts(obj(json!({"bucketName": "meters"})), None, &no_env).unwrap();
-            assert!(matches!(plain.store_config(), StoreConfig::S3(_)));
-        }
+        let plain =
+            Config::from_parts(obj(json!({"bucketName": "meters"})), None, &no_env).unwrap();
+        assert!(matches!(plain.store_config(), StoreConfig::S3(_)));
     }
 
     #[test]

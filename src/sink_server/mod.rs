@@ -1,9 +1,14 @@
 //! The CloudEvents HTTP sink server (feature `server`): the seed's S3 sink,
 //! receiving CloudEvents over HTTP and batching them into object storage
-//! through a [`Sink`] with a durable spool.
+//! through a [`Sink`] with a durable spool. `s3-event sink` is this module
+//! behind a command line. It joins the CloudEvents HTTP input
+//! ([`cloudevents`](crate::inputs::cloudevents)) to the sink, and serves
+//! them with the one router and exposure layer of
+//! [`inputs::http`](crate::inputs::http).
 //!
 //! - `POST /`: CloudEvents in structured, binary or batch mode (spec 1.0 and
-//!   0.3), or raw S3 notification JSON (see [`event`]). Answers `200` with
+//!   0.3), or raw S3 notification JSON (see
+//!   [`cloudevents`](crate::inputs::cloudevents)). Answers `200` with
 //!   `{"accepted": n}` only once the events are in the spool; `400` with a
 //!   JSON body naming the bad attribute; `415` for other content types; `413`
 //!   past `maxBodyBytes`; `503` with `Retry-After` when the spool stays full
@@ -12,15 +17,15 @@
 //! - `GET /health`: `{"status": "ok", ...}` with the sink's counters; `503`
 //!   with `{"status": "degraded", "reason": ...}` while uploads fail in a way
 //!   retrying will not fix (refused credentials, a missing bucket).
-//! - `GET /metrics`: Prometheus text, from the `metrics` crate and
-//!   `metrics-exporter-prometheus`.
+//! - `GET /metrics`: Prometheus text ([`prometheus`]), the sink's counters
+//!   among them.
 //!
 //! [`Server::run`] stops accepting on the shutdown signal, lets requests in
 //! flight finish, then [`Sink::shutdown`] flushes every batch and waits for
 //! the uploads.
 //!
 //! ```no_run
-//! use s3_event_sink::server::{shutdown_signal, Config, Server, Sources};
+//! use s3_event::sink_server::{shutdown_signal, Config, Server, Sources};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let config = Config::load(&Sources::default())?;
@@ -32,136 +37,84 @@
 //! ```
 
 pub mod config;
-pub mod event;
-pub mod http;
+mod receive;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Once};
+use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::Router;
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde_json::{json, Value};
 
 pub use config::{Config, ConfigError, PartitionTime, Secret, Sources, StoreKind};
-pub use event::{Mode, Rejection};
-pub use http::{serve, HttpOptions};
+pub use receive::{RouterOptions, DEFAULT_PUSH_WAIT};
 
-use crate::{Error, Sink};
+pub use crate::inputs::cloudevents::{Mode, Rejection};
+use crate::inputs::http::Routes;
+pub use crate::inputs::http::{prometheus, serve, shutdown_signal, HttpOptions};
+use crate::sink::{Error, Sink};
 
-/// Default for [`RouterOptions::push_wait`].
-pub const DEFAULT_PUSH_WAIT: Duration = Duration::from_secs(5);
-
-/// What [`router`] needs besides the sink.
-#[derive(Clone, Debug)]
-pub struct RouterOptions {
-    /// Largest request body; larger ones get `413`.
-    pub max_body_bytes: usize,
-    /// How long a request waits for spool space before `503`.
-    pub push_wait: Duration,
-}
-
-impl Default for RouterOptions {
-    fn default() -> Self {
-        RouterOptions {
-            max_body_bytes: config::DEFAULT_MAX_BODY_BYTES,
-            push_wait: DEFAULT_PUSH_WAIT,
-        }
-    }
-}
-
-#[derive(Clone)]
-struct AppState {
-    sink: Arc<Sink>,
-    metrics: PrometheusHandle,
-    push_wait: Duration,
-}
-
+/// The request latency histogram of `POST /`.
 const LATENCY: &str = "s3_sink_request_duration_seconds";
 
-/// The process-wide Prometheus recorder, installed on first use. If another
-/// global recorder is installed already, `/metrics` shows nothing.
-pub fn prometheus() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let builder = PrometheusBuilder::new()
-                .set_buckets_for_metric(
-                    Matcher::Full(LATENCY.to_owned()),
-                    &[
-                        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-                        5.0, 10.0,
-                    ],
-                )
-                .expect("the bucket list is not empty");
-            let recorder = builder.build_recorder();
-            let handle = recorder.handle();
-            if metrics::set_global_recorder(recorder).is_err() {
-                tracing::warn!("another metrics recorder is installed; /metrics will be empty");
-            }
-            describe_metrics();
-            handle
-        })
-        .clone()
-}
-
+/// The `# HELP` lines of the sink server's metrics, registered once with
+/// the [`prometheus`] recorder.
 fn describe_metrics() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
-    describe_counter!(
-        "s3_sink_events_received_total",
-        "Events parsed from requests"
-    );
-    describe_counter!(
-        "s3_sink_events_accepted_total",
-        "Events acknowledged (in the spool)"
-    );
-    describe_counter!(
-        "s3_sink_events_rejected_total",
-        "Events (or requests, when unparsable) refused, by reason"
-    );
-    describe_counter!(
-        "s3_sink_objects_uploaded_total",
-        "Objects uploaded to the store"
-    );
-    describe_counter!(
-        "s3_sink_bytes_uploaded_total",
-        Unit::Bytes,
-        "Bytes uploaded"
-    );
-    describe_counter!(
-        "s3_sink_upload_retries_total",
-        "Failed upload attempts (each retried)"
-    );
-    describe_counter!(
-        "s3_sink_events_recovered_total",
-        "Events found in the spool at start"
-    );
-    describe_gauge!("s3_sink_spool_bytes", Unit::Bytes, "Size of the spool");
-    describe_gauge!("s3_sink_open_batches", "Batches open");
-    describe_gauge!("s3_sink_pending_uploads", "Closed batches not uploaded yet");
-    describe_histogram!(LATENCY, Unit::Seconds, "POST / latency");
+    static ONCE: Once = Once::new();
+    prometheus();
+    ONCE.call_once(|| {
+        describe_counter!(
+            "s3_sink_events_received_total",
+            "Events parsed from requests"
+        );
+        describe_counter!(
+            "s3_sink_events_accepted_total",
+            "Events acknowledged (in the spool)"
+        );
+        describe_counter!(
+            "s3_sink_events_rejected_total",
+            "Events (or requests, when unparsable) refused, by reason"
+        );
+        describe_counter!(
+            "s3_sink_objects_uploaded_total",
+            "Objects uploaded to the store"
+        );
+        describe_counter!(
+            "s3_sink_bytes_uploaded_total",
+            Unit::Bytes,
+            "Bytes uploaded"
+        );
+        describe_counter!(
+            "s3_sink_upload_retries_total",
+            "Failed upload attempts (each retried)"
+        );
+        describe_counter!(
+            "s3_sink_events_recovered_total",
+            "Events found in the spool at start"
+        );
+        describe_gauge!("s3_sink_spool_bytes", Unit::Bytes, "Size of the spool");
+        describe_gauge!("s3_sink_open_batches", "Batches open");
+        describe_gauge!("s3_sink_pending_uploads", "Closed batches not uploaded yet");
+        describe_histogram!(LATENCY, Unit::Seconds, "POST / latency");
+    });
 }
 
-/// The HTTP routes over `sink`; see the [module docs](self).
+/// The HTTP routes over `sink`; see the [module docs](self): the
+/// CloudEvents input on `POST /`, mounted on [`Routes`] with the sink's
+/// health and counters.
 pub fn router(sink: Arc<Sink>, opts: RouterOptions) -> Router {
-    let state = AppState {
-        sink,
-        metrics: prometheus(),
-        push_wait: opts.push_wait,
-    };
-    Router::new()
-        .route("/", post(receive))
-        .route("/health", get(health))
-        .route("/metrics", get(metrics_text))
-        .layer(DefaultBodyLimit::max(opts.max_body_bytes))
-        .with_state(state)
+    describe_metrics();
+    let input = receive::router(Arc::clone(&sink), &opts);
+    let health_sink = Arc::clone(&sink);
+    Routes::new()
+        .input(input)
+        .health(move || health(&health_sink))
+        .export(move || export_metrics(&sink))
+        .into_router()
 }
 
 fn json_response(status: StatusCode, body: &Value) -> Response {
@@ -176,114 +129,11 @@ fn json_response(status: StatusCode, body: &Value) -> Response {
         .into_response()
 }
 
-fn reject(r: &Rejection, events: u64) -> Response {
-    metrics::counter!("s3_sink_events_rejected_total", "reason" => r.reason).increment(events);
-    tracing::debug!(status = %r.status, reason = r.reason, error = %r.message, "request rejected");
-    let mut resp = json_response(r.status, &r.body());
-    if r.status == StatusCode::SERVICE_UNAVAILABLE {
-        resp.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    }
-    resp
-}
-
-async fn receive(
-    State(st): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let started = Instant::now();
-    let (mode, resp) = receive_inner(&st, &headers, body).await;
-    metrics::histogram!(LATENCY, "mode" => mode, "status" => resp.status().as_str().to_owned())
-        .record(started.elapsed().as_secs_f64());
-    resp
-}
-
-async fn receive_inner(
-    st: &AppState,
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> (&'static str, Response) {
-    let mode = match event::mode(headers) {
-        Ok(m) => m,
-        Err(r) => return ("unknown", reject(&r, 1)),
-    };
-    let label = mode.as_str();
-    let body = match body {
-        Ok(b) => b,
-        Err(e) => {
-            let too_large = e.status() == StatusCode::PAYLOAD_TOO_LARGE;
-            let r = Rejection {
-                status: if too_large {
-                    StatusCode::PAYLOAD_TOO_LARGE
-                } else {
-                    StatusCode::BAD_REQUEST
-                },
-                reason: if too_large { "too_large" } else { "bad_body" },
-                message: if too_large {
-                    "the body is larger than `maxBodyBytes`".to_owned()
-                } else {
-                    format!("the body could not be read: {e}")
-                },
-                attribute: None,
-                index: None,
-            };
-            return (label, reject(&r, 1));
-        }
-    };
-    let events = match event::parse(mode, headers, &body) {
-        Ok(evs) => evs,
-        Err(r) => return (label, reject(&r, 1)),
-    };
-    let n = events.len() as u64;
-    metrics::counter!("s3_sink_events_received_total", "mode" => label).increment(n);
-    if events.is_empty() {
-        return (
-            label,
-            json_response(StatusCode::OK, &json!({"accepted": 0})),
-        );
-    }
-    match st.sink.push_batch_within(&events, st.push_wait).await {
-        Ok(()) => {
-            metrics::counter!("s3_sink_events_accepted_total").increment(n);
-            tracing::debug!(mode = label, events = n, "events accepted");
-            (
-                label,
-                json_response(StatusCode::OK, &json!({"accepted": n})),
-            )
-        }
-        Err(e @ (Error::Backpressure | Error::Shutdown)) => {
-            let reason = if matches!(e, Error::Backpressure) {
-                "backpressure"
-            } else {
-                "shutdown"
-            };
-            let r = Rejection {
-                status: StatusCode::SERVICE_UNAVAILABLE,
-                reason,
-                message: e.to_string(),
-                attribute: None,
-                index: None,
-            };
-            (label, reject(&r, n))
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "sink: push failed");
-            let r = Rejection {
-                status: StatusCode::INTERNAL_SERVER_ERROR,
-                reason: "internal",
-                message: e.to_string(),
-                attribute: None,
-                index: None,
-            };
-            (label, reject(&r, n))
-        }
-    }
-}
-
-async fn health(State(st): State<AppState>) -> Response {
-    let s = st.sink.stats();
-    let degraded = st.sink.degraded();
+/// `GET /health`: the sink's counters; `503 degraded` with the reason while
+/// uploads fail in a way retrying will not fix.
+fn health(sink: &Sink) -> Response {
+    let s = sink.stats();
+    let degraded = sink.degraded();
     let (code, status) = match &degraded {
         // Uploads fail in a way retrying will not fix: events are still
         // accepted and kept, but an operator must act.
@@ -306,31 +156,20 @@ async fn health(State(st): State<AppState>) -> Response {
     )
 }
 
-async fn metrics_text(State(st): State<AppState>) -> Response {
-    let s = st.sink.stats();
+/// Before a `/metrics` render: the sink's own counters and gauges.
+fn export_metrics(sink: &Sink) {
+    let s = sink.stats();
     metrics::counter!("s3_sink_objects_uploaded_total").absolute(s.objects_uploaded);
     metrics::counter!("s3_sink_bytes_uploaded_total").absolute(s.bytes_uploaded);
     metrics::counter!("s3_sink_upload_retries_total").absolute(s.upload_retries);
     metrics::counter!("s3_sink_events_recovered_total").absolute(s.events_recovered);
     metrics::counter!("s3_sink_upload_permanent_errors_total").absolute(s.upload_permanent_errors);
     metrics::counter!("s3_sink_key_collisions_total").absolute(s.key_collisions);
-    metrics::gauge!("s3_sink_degraded").set(if st.sink.degraded().is_some() {
-        1.0
-    } else {
-        0.0
-    });
+    let degraded = if sink.degraded().is_some() { 1.0 } else { 0.0 };
+    metrics::gauge!("s3_sink_degraded").set(degraded);
     metrics::gauge!("s3_sink_spool_bytes").set(s.spool_bytes as f64);
     metrics::gauge!("s3_sink_open_batches").set(s.open_batches as f64);
     metrics::gauge!("s3_sink_pending_uploads").set(s.pending_uploads as f64);
-    st.metrics.run_upkeep();
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4"),
-        )],
-        st.metrics.render(),
-    )
-        .into_response()
 }
 
 /// Starting or running the server failed.
@@ -468,8 +307,8 @@ pub async fn check_store(
     let path = object_store::path::Path::from(key.as_str());
     let probe = async {
         let listed = store.list(Some(&object_store::path::Path::from(prefix)));
-        futures_util::pin_mut!(listed);
-        if let Some(Err(e)) = futures_util::StreamExt::next(&mut listed).await {
+        futures::pin_mut!(listed);
+        if let Some(Err(e)) = futures::StreamExt::next(&mut listed).await {
             return Err(if prefix.is_empty() {
                 format!("listing the bucket failed: {e}")
             } else {
@@ -538,30 +377,6 @@ fn log_config(c: &Config) {
             bindAddress = %c.bind_address,
             "listening beyond loopback without `authToken`: anyone who reaches the port writes into the store"
         );
-    }
-}
-
-/// Completes on SIGINT (Ctrl-C) or, on Unix, SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => tracing::info!("SIGINT received"),
-        _ = term => tracing::info!("SIGTERM received"),
     }
 }
 

@@ -1,8 +1,10 @@
-//! Serving an HTTP input so that it can be exposed: a bearer token, TLS
-//! (rustls, certificate and key from PEM files), a bound on concurrent
-//! requests and a read timeout. Used by the sink server and by every other
-//! HTTP input of the workspace (the relay's receiver, the ingest
-//! notifications), so they all refuse the same way:
+//! Serving HTTP inputs: one router for all of them ([`Routes`]: the inputs
+//! mounted, `GET /health`, `GET /metrics` from the process-wide
+//! [`prometheus`] recorder), and one way to expose it ([`serve`]): a bearer
+//! token, TLS (rustls, certificate and key from PEM files), a bound on
+//! concurrent requests and a read timeout. The three HTTP programs (the sink
+//! server, the relay, the ingest notifications) are served this way, so
+//! they all answer and refuse the same way:
 //!
 //! | Refusal | Status | Counter `s3_event_http_refused_total{server, reason}` |
 //! |---|---|---|
@@ -14,20 +16,24 @@
 //! no request at all) get the connection closed; a TLS handshake has 10 s.
 //!
 //! ```no_run
-//! use s3_event_sink::server::http::{serve, HttpOptions};
+//! use s3_event_inputs::http::{serve, shutdown_signal, HttpOptions, Routes};
 //!
-//! # async fn run(app: axum::Router) -> Result<(), Box<dyn std::error::Error>> {
+//! # async fn run(input: axum::Router) -> Result<(), Box<dyn std::error::Error>> {
+//! let app = Routes::new().input(input).into_router();
 //! let opts = HttpOptions { auth_token: Some("s3cr3t".into()), ..HttpOptions::default() };
 //! let listener = std::net::TcpListener::bind("127.0.0.1:8080")?;
-//! serve(listener, app, &opts, "mine", std::future::pending()).await?;
+//! serve(listener, app, &opts, "mine", shutdown_signal()).await?;
 //! # Ok(()) }
 //! ```
 
+mod routes;
+
+use std::fmt;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -38,12 +44,60 @@ use axum::http::{header, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::{BoxError, Router};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use subtle::ConstantTimeEq;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::load_shed::LoadShedLayer;
 use tower::ServiceBuilder;
 
-use super::config::{Secret, DEFAULT_MAX_CONCURRENT_REQUESTS, DEFAULT_READ_TIMEOUT};
+pub use routes::Routes;
+
+/// Default [`HttpOptions::max_concurrent_requests`].
+pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 1024;
+/// Default [`HttpOptions::read_timeout`].
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A secret string (a token, a key): `Debug` and `Display` print
+/// `<redacted>`. Deserializes from a non-empty string without surrounding
+/// spaces.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps `value`.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <String as serde::Deserialize>::deserialize(d)?;
+        if s.is_empty() || s.trim() != s {
+            return Err(serde::de::Error::custom(
+                "a secret must be non-empty, without surrounding spaces",
+            ));
+        }
+        Ok(Secret(s))
+    }
+}
 
 /// How an HTTP input is exposed; see the [module docs](self).
 /// Deserializes from the field names (`read_timeout` as
@@ -356,4 +410,58 @@ async fn reload_on_sighup(
     }
     #[cfg(not(unix))]
     let _ = (rustls, opts, server);
+}
+
+/// The buckets (seconds) of every `*_request_duration_seconds` histogram.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The process-wide Prometheus recorder, installed on first use; what
+/// `GET /metrics` renders. Histograms named `*_request_duration_seconds`
+/// get latency buckets from 0.5 ms to 10 s. If another global recorder is
+/// installed already, `/metrics` shows nothing.
+pub fn prometheus() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Suffix("_request_duration_seconds".to_owned()),
+                    LATENCY_BUCKETS,
+                )
+                .expect("the bucket list is not empty");
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("another metrics recorder is installed; /metrics will be empty");
+            }
+            handle
+        })
+        .clone()
+}
+
+/// Completes on SIGINT (Ctrl-C) or, on Unix, SIGTERM: the shutdown signal
+/// of the `s3-event` programs.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT received"),
+        _ = term => tracing::info!("SIGTERM received"),
+    }
 }

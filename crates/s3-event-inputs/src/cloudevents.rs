@@ -15,7 +15,7 @@
 //! Every event is checked before any is accepted, so a request is taken
 //! whole or not at all.
 
-use axum::http::{header, HeaderMap, StatusCode};
+use ::http::{header, HeaderMap, StatusCode};
 use base64::Engine as _;
 use serde_json::{Map, Value};
 
@@ -75,7 +75,7 @@ impl Rejection {
         self
     }
 
-    pub(crate) fn unsupported(message: impl Into<String>) -> Rejection {
+    fn unsupported(message: impl Into<String>) -> Rejection {
         Rejection {
             status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
             reason: "unsupported_media_type",
@@ -211,17 +211,7 @@ pub fn validate(event: Value) -> Result<Value, Rejection> {
             "a CloudEvent must be a JSON object",
         ));
     };
-    let spec = required_string(&m, "specversion")?;
-    let v03 = match spec {
-        "1.0" => false,
-        "0.3" => true,
-        other => {
-            return Err(Rejection::invalid(
-                Some("specversion"),
-                format!("unsupported specversion `{other}`: expected `1.0` or `0.3`"),
-            ))
-        }
-    };
+    let v03 = is_v03(&m)?;
     for name in ["id", "source", "type"] {
         required_string(&m, name)?;
     }
@@ -238,41 +228,74 @@ pub fn validate(event: Value) -> Result<Value, Rejection> {
         }
     }
     if v03 {
-        if let Some(enc) = optional_string(&m, "datacontentencoding")? {
-            if !enc.eq_ignore_ascii_case("base64") {
-                return Err(Rejection::invalid(
-                    Some("datacontentencoding"),
-                    format!("unsupported datacontentencoding `{enc}`: expected `base64`"),
-                ));
-            }
-            match m.get("data") {
-                Some(Value::String(s)) if base64_ok(s) => {}
-                _ => {
-                    return Err(Rejection::invalid(
-                        Some("data"),
-                        "with datacontentencoding `base64`, `data` must be a base64 string",
-                    ))
-                }
-            }
-        }
-    } else if let Some(b64) = m.get("data_base64") {
-        match b64 {
-            Value::String(s) if base64_ok(s) => {}
-            _ => {
-                return Err(Rejection::invalid(
-                    Some("data_base64"),
-                    "attribute `data_base64` must be a base64 string",
-                ))
-            }
-        }
-        if m.contains_key("data") {
+        check_v03_encoding(&m)?;
+    } else {
+        check_data_base64(&m)?;
+    }
+    check_extensions(&m, v03)?;
+    Ok(Value::Object(m))
+}
+
+/// `specversion`: `0.3` (true) or `1.0` (false).
+fn is_v03(m: &Map<String, Value>) -> Result<bool, Rejection> {
+    match required_string(m, "specversion")? {
+        "1.0" => Ok(false),
+        "0.3" => Ok(true),
+        other => Err(Rejection::invalid(
+            Some("specversion"),
+            format!("unsupported specversion `{other}`: expected `1.0` or `0.3`"),
+        )),
+    }
+}
+
+/// Spec 0.3: a `datacontentencoding` must be `base64`, and `data` then a
+/// base64 string.
+fn check_v03_encoding(m: &Map<String, Value>) -> Result<(), Rejection> {
+    let Some(enc) = optional_string(m, "datacontentencoding")? else {
+        return Ok(());
+    };
+    if !enc.eq_ignore_ascii_case("base64") {
+        return Err(Rejection::invalid(
+            Some("datacontentencoding"),
+            format!("unsupported datacontentencoding `{enc}`: expected `base64`"),
+        ));
+    }
+    match m.get("data") {
+        Some(Value::String(s)) if base64_ok(s) => Ok(()),
+        _ => Err(Rejection::invalid(
+            Some("data"),
+            "with datacontentencoding `base64`, `data` must be a base64 string",
+        )),
+    }
+}
+
+/// Spec 1.0: a `data_base64` must be a base64 string, and not beside `data`.
+fn check_data_base64(m: &Map<String, Value>) -> Result<(), Rejection> {
+    let Some(b64) = m.get("data_base64") else {
+        return Ok(());
+    };
+    match b64 {
+        Value::String(s) if base64_ok(s) => {}
+        _ => {
             return Err(Rejection::invalid(
                 Some("data_base64"),
-                "an event must not have both `data` and `data_base64`",
-            ));
+                "attribute `data_base64` must be a base64 string",
+            ))
         }
     }
-    for (name, value) in &m {
+    if m.contains_key("data") {
+        return Err(Rejection::invalid(
+            Some("data_base64"),
+            "an event must not have both `data` and `data_base64`",
+        ));
+    }
+    Ok(())
+}
+
+/// Every attribute the spec does not name is an extension: a valid name
+/// and a string, number or boolean.
+fn check_extensions(m: &Map<String, Value>, v03: bool) -> Result<(), Rejection> {
+    for (name, value) in m {
         let known = matches!(
             name.as_str(),
             "specversion"
@@ -304,7 +327,7 @@ pub fn validate(event: Value) -> Result<Value, Rejection> {
             ));
         }
     }
-    Ok(Value::Object(m))
+    Ok(())
 }
 
 fn base64_ok(s: &str) -> bool {
@@ -422,7 +445,7 @@ fn s3(body: &[u8]) -> Result<Vec<Value>, Rejection> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::HeaderValue;
+    use ::http::HeaderValue;
     use serde_json::json;
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {

@@ -11,9 +11,12 @@ use chrono::Utc;
 use serde_json::{json, Value};
 use tower::ServiceExt as _;
 
+use axum::http::HeaderMap;
+use axum::Router;
+use s3_event_sink::testing::{crash, env, objects, Env, Flaky, Kind, DENIED, DOWN};
+
 use super::*;
-use crate::conformance_tests::{env, objects, Env, Flaky, Kind, DOWN};
-use crate::{decode, SpoolFsync, SpoolOptions};
+use crate::sink::{decode, SpoolFsync, SpoolOptions, StoreConfig};
 
 /// The seed's `curl -d` body, byte for byte.
 const SEED_BODY: &str = r#"{"specversion":"0.3","id":"b25e2717-a470-45a0-8231-985a99aa9416","type":"com.github.pull.create","source":"https://github.com/cloudevents/spec/pull/123","time":"2019-07-04T17:31:00.000Z","datacontenttype":"application/json","data":{"much":"wow"}}"#;
@@ -359,7 +362,7 @@ async fn full_spool_answers_503_with_retry_after() {
     assert_eq!(sink.stats().events_accepted, accepted);
     assert!(accepted > 0);
     drop(app);
-    Arc::into_inner(sink).unwrap().crash().await;
+    crash(Arc::into_inner(sink).unwrap()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -729,7 +732,7 @@ async fn partition_template_event_time_and_uuid_names_from_the_configuration() {
 #[cfg(feature = "integration")]
 #[tokio::test]
 async fn check_store_names_bad_credentials_and_missing_buckets() {
-    let good = crate::conformance_tests::s3_config();
+    let good = s3_event_sink::testing::s3_config();
     let endpoint = good.endpoint.clone().unwrap();
     use base64::Engine as _;
     let config = |bucket: &str, secret: &str| {
@@ -783,8 +786,6 @@ async fn check_store_names_bad_credentials_and_missing_buckets() {
         assert!(!e.contains("not-the-secret"), "{e}");
     }
 }
-
-use crate::StoreConfig;
 
 // ---------------------------------------------------------------------------
 // kill -9 mid-stream
@@ -841,7 +842,7 @@ async fn start_child(config: &Value, secret: Option<&Value>, dir: &std::path::Pa
     let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
     cmd.args([
         "--exact",
-        "server::tests::child_server",
+        "sink_server::tests::child_server",
         "--ignored",
         "--nocapture",
         "--test-threads=1",
@@ -932,7 +933,7 @@ async fn kill_9_mid_stream(kind: Kind) {
         #[cfg(feature = "integration")]
         Kind::S3 => {
             use base64::Engine as _;
-            let c = crate::conformance_tests::s3_config();
+            let c = s3_event_sink::testing::s3_config();
             let b64 = |s: &Option<String>| {
                 base64::engine::general_purpose::STANDARD.encode(s.as_deref().unwrap())
             };
@@ -1033,10 +1034,7 @@ async fn kill_9_mid_stream_s3() {
 /// `s3_sink_degraded` gauge; the events stay accepted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_reports_a_degraded_sink() {
-    let flaky = crate::conformance_tests::Flaky::new(
-        Arc::new(object_store::memory::InMemory::new()),
-        crate::conformance_tests::DENIED,
-    );
+    let flaky = Flaky::new(Arc::new(object_store::memory::InMemory::new()), DENIED);
     let spool = tempfile::tempdir().unwrap();
     let sink = Arc::new(
         Sink::builder()
