@@ -38,7 +38,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use s3_event::core::{
     EventName, EventRecord, NotificationRule, RuleSet, Target, TargetError, TargetId,
 };
-use s3_event::targets::receiver::{Outcome, Receiver, ReceiverConfig};
+use s3_event::inputs::receiver::{Outcome, Receiver, ReceiverConfig};
 use s3_event::targets::{DeliveryMode, Notifier, QueueStore, QueueStoreOptions, TargetOptions};
 
 /// Events per connection per iteration.

@@ -23,7 +23,7 @@ impl DirLock {
             let path = path.clone();
             move |source| Error::Io { op, path, source }
         };
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
