@@ -109,7 +109,7 @@ pub enum Error {
 
     /// The notifier is shutting down and accepts no more records.
     #[error("the notifier is shut down")]
-    ShutDown,
+    Shutdown,
 
     /// A target's configuration has a key its type does not know.
     #[error("{target}: unknown key `{key}`")]

@@ -99,7 +99,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Poll;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use s3_event_core::log::Faults;
 use s3_event_core::{EventRecord, RuleSet, Target, TargetId};
@@ -135,49 +135,8 @@ pub enum DeliveryMode {
     Sync,
 }
 
-/// Exponential backoff with jitter for transient errors.
-#[derive(Clone, Debug, PartialEq)]
-pub struct RetryPolicy {
-    /// Delay before the first retry. Default 100 ms.
-    pub initial: Duration,
-    /// Largest delay between retries. Default 30 s.
-    pub max: Duration,
-    /// Factor applied to the delay after each failure. Default 2.
-    pub multiplier: f64,
-    /// Fraction of the delay randomized, in `0.0..=1.0`: the delay is
-    /// multiplied by a factor in `1 - jitter ..= 1 + jitter`. Default 0.2.
-    pub jitter: f64,
-    /// Attempts after which a batch failing transiently is dead-lettered;
-    /// `None` (the default) retries forever and never drops an event.
-    pub max_attempts: Option<u32>,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            initial: Duration::from_millis(100),
-            max: Duration::from_secs(30),
-            multiplier: 2.0,
-            jitter: 0.2,
-            max_attempts: None,
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// The delay before retry number `attempt` (1-based), jitter included.
-    pub fn delay(&self, attempt: u32) -> Duration {
-        let base = self.initial.as_secs_f64()
-            * self
-                .multiplier
-                .max(1.0)
-                .powi(attempt.saturating_sub(1).min(64) as i32);
-        let base = base.min(self.max.as_secs_f64());
-        let jitter = self.jitter.clamp(0.0, 1.0);
-        let factor = 1.0 + jitter * (2.0 * random_unit() - 1.0);
-        Duration::from_secs_f64((base * factor).clamp(0.0, self.max.as_secs_f64()))
-    }
-}
+/// Backoff for transient errors: the workspace's one retry policy.
+pub use s3_event_core::retry::RetryPolicy;
 
 /// Options of one target's pipeline.
 #[derive(Clone, Debug)]
@@ -652,10 +611,10 @@ impl Notifier {
     /// In sync mode, a record that a target neither delivered nor
     /// dead-lettered (its queue entry was found corrupt and dropped) is an
     /// [`Error::NotDelivered`] naming the target. After
-    /// [`Notifier::shutdown`] began, [`Error::ShutDown`].
+    /// [`Notifier::shutdown`] began, [`Error::Shutdown`].
     pub async fn send(&self, record: EventRecord) -> Result<SendOutcome> {
         if !self.accepting.load(Ordering::Acquire) {
-            return Err(Error::ShutDown);
+            return Err(Error::Shutdown);
         }
         let invalid = |source| {
             self.invalid.fetch_add(1, Ordering::Relaxed);
@@ -820,7 +779,7 @@ impl Notifier {
     ///
     /// Takes `&self`, so a notifier shared behind an `Arc` (an HTTP
     /// handler, a poller) can be shut down while clones are alive: from then
-    /// on their [`Notifier::send`] fails with [`Error::ShutDown`]. A second
+    /// on their [`Notifier::send`] fails with [`Error::Shutdown`]. A second
     /// call waits for the first to finish and then returns.
     pub async fn shutdown(&self, deadline: Duration) {
         let mut workers = self.workers.lock().await;
@@ -1188,25 +1147,6 @@ impl Lane {
         }
         w.done_upto = w.done_upto.max(last);
     }
-}
-
-/// A number in `0.0..1.0` for jitter (not cryptographic).
-fn random_unit() -> f64 {
-    use std::cell::Cell;
-    thread_local! {
-        static STATE: Cell<u64> = Cell::new(
-            SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1) | 1,
-        );
-    }
-    STATE.with(|s| {
-        // xorshift64*
-        let mut x = s.get();
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        s.set(x);
-        (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
-    })
 }
 
 #[cfg(test)]

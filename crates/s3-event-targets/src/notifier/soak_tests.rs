@@ -240,8 +240,8 @@ fn notifier_soak_survives_kill9_with_faults() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| {
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
                 .unwrap()
                 .as_nanos() as u64
                 | 1

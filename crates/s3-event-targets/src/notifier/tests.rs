@@ -545,7 +545,7 @@ async fn unknown_target_is_a_build_error() {
 async fn send_after_shutdown_started_is_refused() {
     let n = Notifier::builder().build().unwrap();
     n.accepting.store(false, Ordering::Release);
-    assert!(matches!(n.send(record("k")).await, Err(Error::ShutDown)));
+    assert!(matches!(n.send(record("k")).await, Err(Error::Shutdown)));
 }
 
 #[tokio::test]
@@ -608,6 +608,6 @@ async fn shutdown_through_a_shared_reference_drains_and_refuses() {
     assert_eq!(t.seen(), ["k0", "k1", "k2"]);
     assert!(matches!(
         other.send(record("k")).await,
-        Err(Error::ShutDown)
+        Err(Error::Shutdown)
     ));
 }
