@@ -387,20 +387,7 @@ impl EventBridgeEvent {
             .as_ref()
             .ok_or("EventBridge event has no `detail`")?;
         let (event_name, event_version) = eventbridge_event_name(detail_type, detail)?;
-        let bucket_name = detail
-            .bucket
-            .as_ref()
-            .and_then(|b| b.name.clone())
-            .ok_or("EventBridge event has no `detail.bucket.name`")?;
-        let object = detail
-            .object
-            .as_ref()
-            .ok_or("EventBridge event has no `detail.object`")?;
-        let key = object
-            .key
-            .clone()
-            .ok_or("EventBridge event has no `detail.object.key`")?;
-
+        let s3 = self.s3_entity(detail)?;
         let restore = (detail.restore_expiry_time.is_some()
             || detail.source_storage_class.is_some())
             && event_name == "ObjectRestore:Completed";
@@ -425,23 +412,7 @@ impl EventBridgeEvent {
                 x_amz_request_id: Some(id),
                 ..Default::default()
             }),
-            s3: Some(S3Entity {
-                s3_schema_version: Some("1.0".into()),
-                bucket: Some(Bucket {
-                    name: Some(bucket_name),
-                    arn: self.resources.as_ref().and_then(|r| r.first().cloned()),
-                    ..Default::default()
-                }),
-                object: Some(Object {
-                    key: Some(key),
-                    size: object.size,
-                    e_tag: object.etag.clone(),
-                    version_id: object.version_id.clone(),
-                    sequencer: object.sequencer.clone(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
+            s3: Some(s3),
             glacier_event_data: restore.then(|| GlacierEventData {
                 restore_event_data: Some(RestoreEventData {
                     lifecycle_restoration_expiry_time: detail.restore_expiry_time.clone(),
@@ -464,6 +435,41 @@ impl EventBridgeEvent {
                     destination_access_tier: Some(t),
                     ..Default::default()
                 }
+            }),
+            ..Default::default()
+        })
+    }
+
+    /// The record's `s3` section: bucket (its ARN from `resources`) and
+    /// object, which must have a bucket name and a key.
+    fn s3_entity(&self, detail: &EventBridgeDetail) -> std::result::Result<S3Entity, String> {
+        let bucket_name = detail
+            .bucket
+            .as_ref()
+            .and_then(|b| b.name.clone())
+            .ok_or("EventBridge event has no `detail.bucket.name`")?;
+        let object = detail
+            .object
+            .as_ref()
+            .ok_or("EventBridge event has no `detail.object`")?;
+        let key = object
+            .key
+            .clone()
+            .ok_or("EventBridge event has no `detail.object.key`")?;
+        Ok(S3Entity {
+            s3_schema_version: Some("1.0".into()),
+            bucket: Some(Bucket {
+                name: Some(bucket_name),
+                arn: self.resources.as_ref().and_then(|r| r.first().cloned()),
+                ..Default::default()
+            }),
+            object: Some(Object {
+                key: Some(key),
+                size: object.size,
+                e_tag: object.etag.clone(),
+                version_id: object.version_id.clone(),
+                sequencer: object.sequencer.clone(),
+                ..Default::default()
             }),
             ..Default::default()
         })

@@ -425,6 +425,170 @@ fn segment_path(dir: &Path, suffix: &str, segment: u64) -> PathBuf {
     dir.join(format!("{segment:020}.{suffix}"))
 }
 
+/// The bytes `payloads` take as frames; an error if one is too large.
+fn encoded_len<P: AsRef<[u8]>>(payloads: &[P]) -> Result<u64> {
+    let mut total = 0u64;
+    for p in payloads {
+        let len = p.as_ref().len();
+        if len > MAX_PAYLOAD {
+            return Err(Error::TooLarge {
+                len,
+                max: MAX_PAYLOAD,
+            });
+        }
+        total += frame_len(len);
+    }
+    Ok(total)
+}
+
+/// The numbers of the segments in `dir` (files `<digits>.<suffix>`),
+/// oldest first.
+fn segment_numbers(dir: &Path, suffix: &str) -> Result<Vec<u64>> {
+    let mut numbers = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io_err("list", dir))? {
+        let entry = entry.map_err(io_err("list", dir))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(n) = name
+            .strip_suffix(suffix)
+            .and_then(|s| s.strip_suffix('.'))
+            .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|s| s.parse::<u64>().ok())
+        {
+            numbers.push(n);
+        }
+    }
+    numbers.sort_unstable();
+    Ok(numbers)
+}
+
+/// How a segment found on disk is read, from its first bytes.
+struct Layout {
+    /// Frame number of its first frame.
+    base: u64,
+    /// Where its frames start.
+    start: usize,
+    crc: Crc,
+    /// Written in the current format (so it may be appended to).
+    current: bool,
+}
+
+impl Layout {
+    /// The layout of segment `number` holding `data`; `None` when it is too
+    /// short to hold a header (it was being started when the process died).
+    /// A segment with an unknown header is recorded as corrupt and skipped
+    /// whole.
+    fn of(
+        data: &[u8],
+        number: u64,
+        opts: &LogOptions,
+        path: &Path,
+        recovery: &mut Recovery,
+    ) -> Option<Layout> {
+        let legacy = |start, crc| Layout {
+            base: number,
+            start,
+            crc,
+            current: false,
+        };
+        if let Some(base) = frame::read_header(data, &opts.magic) {
+            return Some(Layout {
+                base,
+                start: SEGMENT_HEADER,
+                crc: Crc::LenAndPayload,
+                current: true,
+            });
+        }
+        match opts.legacy {
+            Some(Legacy::MagicPayloadCrc(m)) if data.starts_with(&m) => {
+                Some(legacy(m.len(), Crc::PayloadOnly))
+            }
+            Some(Legacy::Headerless) if !data.starts_with(&opts.magic) => {
+                Some(legacy(0, Crc::LenAndPayload))
+            }
+            _ if data.len() < SEGMENT_HEADER => None,
+            _ => {
+                tracing::error!(
+                    path = %path.display(),
+                    "{}: segment with an unknown header, skipped", opts.what
+                );
+                recovery.corrupt.push(Damage {
+                    path: path.to_owned(),
+                    offset: 0,
+                    bytes: data.len() as u64,
+                    reason: "unknown segment header",
+                });
+                Some(legacy(data.len(), Crc::LenAndPayload))
+            }
+        }
+    }
+}
+
+impl Recovery {
+    /// Records a bad frame found on open. With `cut` (the newest segment,
+    /// written in the current format: a write the process died in) the file
+    /// is cut back to its last good frame and the cut made durable;
+    /// otherwise the rest of the segment is skipped.
+    fn bad_frame(
+        &mut self,
+        damage: Damage,
+        cut: Option<(&Io, &File)>,
+        opts: &LogOptions,
+    ) -> Result<()> {
+        let path = &damage.path;
+        let Some((io, file)) = cut else {
+            tracing::warn!(
+                path = %path.display(), offset = damage.offset, bytes = damage.bytes,
+                reason = damage.reason,
+                "{}: a bad frame ends this segment; the rest of it is skipped", opts.what
+            );
+            self.corrupt.push(damage);
+            return Ok(());
+        };
+        tracing::warn!(
+            path = %path.display(), offset = damage.offset, bytes = damage.bytes,
+            reason = damage.reason, "{}: cutting a torn tail", opts.what
+        );
+        io.set_len(file, path, damage.offset)
+            .map_err(io_err("truncate", path))?;
+        if opts.fsync != FsyncPolicy::Never {
+            io.sync(file, path).map_err(io_err("fsync", path))?;
+        }
+        self.truncated = Some(damage);
+        Ok(())
+    }
+}
+
+/// Calls `visit` for each good frame of a segment, in order, up to the
+/// first bad one; returns the length of the good part, the number of good
+/// frames and why the rest is bad (if there is a rest).
+fn read_frames(
+    data: &[u8],
+    segment: u64,
+    layout: &Layout,
+    visit: &mut impl FnMut(FrameRef<'_>),
+) -> (usize, u64, Option<&'static str>) {
+    let mut pos = layout.start;
+    let mut index = 0u64;
+    while pos < data.len() {
+        match frame::check(&data[pos..], layout.crc) {
+            Ok(len) => {
+                visit(FrameRef {
+                    segment,
+                    base: layout.base,
+                    offset: pos as u64,
+                    index,
+                    payload: &data[pos + FRAME_HEADER..pos + FRAME_HEADER + len],
+                });
+                index += 1;
+                pos += FRAME_HEADER + len;
+            }
+            Err(reason) => return (pos, index, Some(reason)),
+        }
+    }
+    (pos, index, None)
+}
+
 fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Error {
     let path = path.to_owned();
     move |source| Error::Io { op, path, source }
@@ -445,22 +609,7 @@ impl Log {
         let io = Io {
             faults: opts.faults.clone(),
         };
-        let mut numbers = Vec::new();
-        for entry in std::fs::read_dir(&dir).map_err(io_err("list", &dir))? {
-            let entry = entry.map_err(io_err("list", &dir))?;
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
-            if let Some(n) = name
-                .strip_suffix(opts.suffix)
-                .and_then(|s| s.strip_suffix('.'))
-                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|s| s.parse::<u64>().ok())
-            {
-                numbers.push(n);
-            }
-        }
-        numbers.sort_unstable();
-
+        let numbers = segment_numbers(&dir, opts.suffix)?;
         let mut recovery = Recovery::default();
         let mut segments = VecDeque::with_capacity(numbers.len() + 1);
         let mut sealed = false;
@@ -469,62 +618,17 @@ impl Log {
             let newest = i + 1 == numbers.len();
             let path = segment_path(&dir, opts.suffix, number);
             let data = std::fs::read(&path).map_err(io_err("read", &path))?;
-            let (base, start, crc, current) = match frame::read_header(&data, &opts.magic) {
-                Some(base) => (base, SEGMENT_HEADER, Crc::LenAndPayload, true),
-                None => match opts.legacy {
-                    Some(Legacy::MagicPayloadCrc(m)) if data.starts_with(&m) => {
-                        (number, m.len(), Crc::PayloadOnly, false)
-                    }
-                    Some(Legacy::Headerless) if !data.starts_with(&opts.magic) => {
-                        (number, 0, Crc::LenAndPayload, false)
-                    }
-                    _ if data.len() < SEGMENT_HEADER => {
-                        // A segment being started when the process died:
-                        // nothing can have been written after its header.
-                        io.remove(&path).map_err(io_err("remove", &path))?;
-                        recovery.removed_headless += 1;
-                        dir_dirty = true;
-                        continue;
-                    }
-                    _ => {
-                        tracing::error!(
-                            path = %path.display(),
-                            "{}: segment with an unknown header, skipped", opts.what
-                        );
-                        recovery.corrupt.push(Damage {
-                            path: path.clone(),
-                            offset: 0,
-                            bytes: data.len() as u64,
-                            reason: "unknown segment header",
-                        });
-                        (number, data.len(), Crc::LenAndPayload, false)
-                    }
-                },
+            let Some(layout) = Layout::of(&data, number, &opts, &path, &mut recovery) else {
+                // A segment being started when the process died: nothing
+                // can have been written after its header.
+                io.remove(&path).map_err(io_err("remove", &path))?;
+                recovery.removed_headless += 1;
+                dir_dirty = true;
+                continue;
             };
             recovery.segments += 1;
-            let mut pos = start;
-            let mut index = 0u64;
-            let mut bad = None;
-            while pos < data.len() {
-                match frame::check(&data[pos..], crc) {
-                    Ok(len) => {
-                        visit(FrameRef {
-                            segment: number,
-                            base,
-                            offset: pos as u64,
-                            index,
-                            payload: &data[pos + FRAME_HEADER..pos + FRAME_HEADER + len],
-                        });
-                        index += 1;
-                        pos += FRAME_HEADER + len;
-                    }
-                    Err(reason) => {
-                        bad = Some(reason);
-                        break;
-                    }
-                }
-            }
-            recovery.frames += index;
+            let (len, frames, bad) = read_frames(&data, number, &layout, &mut visit);
+            recovery.frames += frames;
             let file = OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -533,60 +637,54 @@ impl Log {
             if let Some(reason) = bad {
                 let damage = Damage {
                     path: path.clone(),
-                    offset: pos as u64,
-                    bytes: (data.len() - pos) as u64,
+                    offset: len as u64,
+                    bytes: (data.len() - len) as u64,
                     reason,
                 };
-                if newest && current {
-                    tracing::warn!(
-                        path = %path.display(), offset = pos, bytes = damage.bytes, reason,
-                        "{}: cutting a torn tail", opts.what
-                    );
-                    io.set_len(&file, &path, pos as u64)
-                        .map_err(io_err("truncate", &path))?;
-                    if opts.fsync != FsyncPolicy::Never {
-                        io.sync(&file, &path).map_err(io_err("fsync", &path))?;
-                    }
-                    recovery.truncated = Some(damage);
-                } else {
-                    tracing::warn!(
-                        path = %path.display(), offset = pos, bytes = damage.bytes, reason,
-                        "{}: a bad frame ends this segment; the rest of it is skipped", opts.what
-                    );
-                    recovery.corrupt.push(damage);
-                }
+                let cut = (newest && layout.current).then_some((&io, &file));
+                recovery.bad_frame(damage, cut, &opts)?;
             }
-            if newest && !current {
-                sealed = true;
-            }
+            sealed |= newest && !layout.current;
             segments.push_back(Segment {
                 segment: number,
-                base,
+                base: layout.base,
                 path,
                 file: Arc::new(file),
-                len: pos as u64,
-                frames: index,
-                crc,
-                start: start as u64,
+                len: len as u64,
+                frames,
+                crc: layout.crc,
+                start: layout.start as u64,
             });
         }
-        let next_segment = numbers.last().map_or(0, |n| n + 1);
+        let state = State {
+            segments,
+            sealed,
+            next_segment: numbers.last().map_or(0, |n| n + 1),
+            gen: u64::from(dir_dirty),
+            dirty_active: false,
+            dirty_other: Vec::new(),
+            dir_dirty,
+            removal_unsynced: false,
+            closed: false,
+            buf: Vec::new(),
+            failed_writes: 0,
+        };
+        Ok((Log::start(dir, opts, io, state, lock)?, recovery))
+    }
+
+    /// Shares an opened log's state and starts its fsync thread (none when
+    /// the policy is never to fsync).
+    fn start(
+        dir: PathBuf,
+        opts: LogOptions,
+        io: Io,
+        state: State,
+        lock: lock::DirLock,
+    ) -> Result<Log> {
         let shared = Arc::new(Shared {
             dir,
             io,
-            state: Mutex::new(State {
-                segments,
-                sealed,
-                next_segment,
-                gen: u64::from(dir_dirty),
-                dirty_active: false,
-                dirty_other: Vec::new(),
-                dir_dirty,
-                removal_unsynced: false,
-                closed: false,
-                buf: Vec::new(),
-                failed_writes: 0,
-            }),
+            state: Mutex::new(state),
             sync: Mutex::new(SyncState::default()),
             done: Condvar::new(),
             work: Condvar::new(),
@@ -605,13 +703,10 @@ impl Log {
                     .map_err(io_err("start the fsync thread", &shared.dir))?,
             )
         };
-        Ok((
-            Log {
-                shared,
-                syncer: Mutex::new(syncer),
-            },
-            recovery,
-        ))
+        Ok(Log {
+            shared,
+            syncer: Mutex::new(syncer),
+        })
     }
 
     /// The log's directory.
@@ -630,17 +725,7 @@ impl Log {
     /// back (if it can be), the segment sealed, and the error returned.
     pub fn append<P: AsRef<[u8]>>(&self, payloads: &[P], base: u64) -> Result<Appended> {
         let sh = &*self.shared;
-        let mut total = 0u64;
-        for p in payloads {
-            let len = p.as_ref().len();
-            if len > MAX_PAYLOAD {
-                return Err(Error::TooLarge {
-                    len,
-                    max: MAX_PAYLOAD,
-                });
-            }
-            total += frame_len(len);
-        }
+        let total = encoded_len(payloads)?;
         let mut st = sh.state();
         if st.closed {
             return Err(Error::Closed {
@@ -672,24 +757,8 @@ impl Log {
         }
         let a = st.segments.back().expect("an active segment");
         if let Err(source) = sh.io.write_at(&a.file, &a.path, &buf, a.len) {
-            // Cut what may have been written, so no frame ever follows a
-            // partial one; the segment is sealed either way (if the cut
-            // failed, open skips the rest of it).
-            if let Err(e) = sh.io.set_len(&a.file, &a.path, a.len) {
-                tracing::error!(
-                    path = %a.path.display(), error = %e,
-                    "{}: could not cut a failed write back", sh.opts.what
-                );
-            }
-            let path = a.path.clone();
-            st.sealed = true;
-            st.failed_writes += 1;
             st.buf = buf;
-            return Err(Error::Io {
-                op: "write",
-                path,
-                source,
-            });
+            return Err(st.failed_write(sh, source));
         }
         st.buf = buf;
         let n = payloads.len() as u64;
@@ -1122,6 +1191,27 @@ impl SyncState {
 }
 
 impl State {
+    /// After a failed write to the active segment: cuts what may have been
+    /// written, so no frame ever follows a partial one, and seals the
+    /// segment either way (if the cut failed, open skips the rest of it).
+    fn failed_write(&mut self, sh: &Shared, source: io::Error) -> Error {
+        let a = self.segments.back().expect("an active segment");
+        if let Err(e) = sh.io.set_len(&a.file, &a.path, a.len) {
+            tracing::error!(
+                path = %a.path.display(), error = %e,
+                "{}: could not cut a failed write back", sh.opts.what
+            );
+        }
+        let path = a.path.clone();
+        self.sealed = true;
+        self.failed_writes += 1;
+        Error::Io {
+            op: "write",
+            path,
+            source,
+        }
+    }
+
     /// Starts a new segment with base `base`; the old one is fsynced with
     /// the next round.
     fn rotate(&mut self, sh: &Shared, base: u64) -> Result<()> {
