@@ -233,13 +233,40 @@ impl AwsSdkConfig {
             return Err(invalid("bucket", "", "a bucket name"));
         }
         let upload = self.upload.parse()?;
-        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         let region = self
             .region
             .clone()
             .or_else(|| env("AWS_REGION"))
             .or_else(|| env("AWS_DEFAULT_REGION"))
             .unwrap_or_else(|| "us-east-1".to_owned());
+        let endpoint = self.endpoint()?;
+        let mut b = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(region))
+            .force_path_style(!self.virtual_hosted_style)
+            // S3-compatible stores differ in their support for the
+            // flexible-checksum trailers; send checksums only where S3
+            // requires them.
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            .credentials_provider(self.credentials()?);
+        if let Some(e) = &endpoint {
+            b = b.endpoint_url(e);
+        }
+        Ok(AwsSdkStore {
+            inner: Arc::new(Inner {
+                client: Client::from_conf(b.build()),
+                bucket: self.bucket.clone(),
+                endpoint,
+                upload,
+            }),
+        })
+    }
+
+    /// The endpoint from the config or the environment
+    /// (`AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL`), if any: an https:// URL,
+    /// or http:// with `allow_http`.
+    fn endpoint(&self) -> Result<Option<String>> {
         let endpoint = self
             .endpoint
             .clone()
@@ -257,6 +284,12 @@ impl AwsSdkConfig {
                 return Err(invalid("endpoint", e, "an http:// or https:// URL"));
             }
         }
+        Ok(endpoint)
+    }
+
+    /// Static credentials from the config or the environment; both the key
+    /// id and the secret are required.
+    fn credentials(&self) -> Result<Credentials> {
         let key_id = self
             .access_key_id
             .clone()
@@ -269,54 +302,31 @@ impl AwsSdkConfig {
             .session_token
             .clone()
             .or_else(|| env("AWS_SESSION_TOKEN"));
-        let mut b = aws_sdk_s3::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new(region))
-            .force_path_style(!self.virtual_hosted_style)
-            // S3-compatible stores differ in their support for the
-            // flexible-checksum trailers; send checksums only where S3
-            // requires them.
-            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
         match (key_id, secret) {
-            (Some(k), Some(s)) => {
-                b = b.credentials_provider(Credentials::new(k, s, token, None, "s3-event-sink"));
-            }
-            (None, None) => {
-                return Err(invalid(
-                    "credentials",
-                    "",
-                    "access_key_id and secret_access_key, in the config or as \
-                     AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY",
-                ))
-            }
-            (Some(_), None) => {
-                return Err(invalid(
-                    "secret_access_key",
-                    "",
-                    "a secret access key with the access key id",
-                ))
-            }
-            (None, Some(_)) => {
-                return Err(invalid(
-                    "access_key_id",
-                    "",
-                    "an access key id with the secret access key",
-                ))
-            }
+            (Some(k), Some(s)) => Ok(Credentials::new(k, s, token, None, "s3-event-sink")),
+            (None, None) => Err(invalid(
+                "credentials",
+                "",
+                "access_key_id and secret_access_key, in the config or as \
+                 AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY",
+            )),
+            (Some(_), None) => Err(invalid(
+                "secret_access_key",
+                "",
+                "a secret access key with the access key id",
+            )),
+            (None, Some(_)) => Err(invalid(
+                "access_key_id",
+                "",
+                "an access key id with the secret access key",
+            )),
         }
-        if let Some(e) = &endpoint {
-            b = b.endpoint_url(e);
-        }
-        Ok(AwsSdkStore {
-            inner: Arc::new(Inner {
-                client: Client::from_conf(b.build()),
-                bucket: self.bucket.clone(),
-                endpoint,
-                upload,
-            }),
-        })
     }
+}
+
+/// An environment variable's value, unless unset or empty.
+fn env(key: &str) -> Option<String> {
+    std::env::var(key).ok().filter(|v| !v.is_empty())
 }
 
 struct Inner {
@@ -877,32 +887,7 @@ impl ObjectStore for AwsSdkStore {
         if let Some(t) = out.content_encoding() {
             attributes.insert(Attribute::ContentEncoding, t.to_owned().into());
         }
-        let key2 = key.clone();
-        let body = stream::unfold(Some(out.body), move |body| {
-            let key = key2.clone();
-            async move {
-                let mut body = body?;
-                match body.next().await {
-                    None => None,
-                    Some(Ok(b)) => Some((Ok(b), Some(body))),
-                    Some(Err(e)) => Some((
-                        Err(object_store::Error::Generic {
-                            store: STORE,
-                            source: Box::new(AwsSdkError {
-                                operation: "GetObject",
-                                key,
-                                status: None,
-                                code: None,
-                                message: e.to_string(),
-                                transient: true,
-                            }),
-                        }),
-                        None,
-                    )),
-                }
-            }
-        })
-        .boxed();
+        let body = body_stream(key, out.body);
         Ok(GetResult {
             payload: GetResultPayload::Stream(body),
             meta,
@@ -1010,6 +995,36 @@ impl ObjectStore for AwsSdkStore {
             .map_err(|e| map_err("CopyObject", &src, e))?;
         Ok(())
     }
+}
+
+/// A GetObject body as object_store's stream of chunks; a failed read ends
+/// the stream with a transient error naming the key.
+fn body_stream(key: String, body: ByteStream) -> BoxStream<'static, object_store::Result<Bytes>> {
+    stream::unfold(Some(body), move |body| {
+        let key = key.clone();
+        async move {
+            let mut body = body?;
+            match body.next().await {
+                None => None,
+                Some(Ok(b)) => Some((Ok(b), Some(body))),
+                Some(Err(e)) => Some((
+                    Err(object_store::Error::Generic {
+                        store: STORE,
+                        source: Box::new(AwsSdkError {
+                            operation: "GetObject",
+                            key,
+                            status: None,
+                            code: None,
+                            message: e.to_string(),
+                            transient: true,
+                        }),
+                    }),
+                    None,
+                )),
+            }
+        }
+    })
+    .boxed()
 }
 
 /// Characters escaped in `x-amz-copy-source`: everything but unreserved

@@ -53,6 +53,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -223,6 +224,9 @@ pub(crate) fn relock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// A serialized record's partition and its range in the push's buffer.
+type Placed = (String, Range<usize>);
+
 impl Inner {
     /// The delay before retry `attempt` (0-based) of a spool write or an
     /// upload.
@@ -235,6 +239,45 @@ impl Inner {
             dir: self.spool_dir.clone(),
             source,
         }
+    }
+
+    /// Serializes `events` into one buffer (one allocation, not one per
+    /// record), checking each as the encoder would and partitioning it
+    /// (time partitions at the current time); returns the buffer and each
+    /// record's partition and range in it. An error names the first event
+    /// that cannot be stored, and nothing is kept.
+    fn serialize<T: Serialize + PartitionEvent>(
+        &self,
+        events: &[T],
+    ) -> Result<(Vec<u8>, Vec<Placed>)> {
+        let now = Utc::now();
+        let mut buf = Vec::new();
+        let mut records = Vec::with_capacity(events.len());
+        for (index, event) in events.iter().enumerate() {
+            let start = buf.len();
+            serde_json::to_writer(&mut buf, event)
+                .map_err(|source| Error::Serialize { index, source })?;
+            self.check_record(index, &buf[start..])?;
+            if index == 0 {
+                // Room for the rest, if they are about the first one's size.
+                buf.reserve(buf.len().saturating_mul(events.len() - 1));
+            }
+            let partition = self
+                .partitioner
+                .partition(event, now)
+                .map_err(|source| Error::Partition { source })?
+                .into_string();
+            let len = self.prefix.len() + partition.len() + self.name_len;
+            if len > MAX_KEY_BYTES {
+                return Err(Error::KeyTooLong {
+                    index,
+                    len,
+                    max: MAX_KEY_BYTES,
+                });
+            }
+            records.push((partition, start..buf.len()));
+        }
+        Ok((buf, records))
     }
 }
 
@@ -304,35 +347,7 @@ impl Sink {
         // take part in tokio's cooperative budget so pushers in a loop
         // cannot starve the sink's own timer and upload tasks.
         tokio::task::coop::consume_budget().await;
-        let now = Utc::now();
-        // All records serialized into one buffer: one allocation, not one
-        // per record.
-        let mut buf = Vec::new();
-        let mut records = Vec::with_capacity(events.len());
-        for (index, event) in events.iter().enumerate() {
-            let start = buf.len();
-            serde_json::to_writer(&mut buf, event)
-                .map_err(|source| Error::Serialize { index, source })?;
-            inner.check_record(index, &buf[start..])?;
-            if index == 0 {
-                // Room for the rest, if they are about the first one's size.
-                buf.reserve(buf.len().saturating_mul(events.len() - 1));
-            }
-            let partition = inner
-                .partitioner
-                .partition(event, now)
-                .map_err(|source| Error::Partition { source })?
-                .into_string();
-            let len = inner.prefix.len() + partition.len() + inner.name_len;
-            if len > MAX_KEY_BYTES {
-                return Err(Error::KeyTooLong {
-                    index,
-                    len,
-                    max: MAX_KEY_BYTES,
-                });
-            }
-            records.push((partition, start..buf.len()));
-        }
+        let (buf, records) = inner.serialize(events)?;
         let bytes = buf.len() as u64;
         let pos = loop {
             let space = inner.space.notified();
