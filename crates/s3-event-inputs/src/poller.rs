@@ -651,6 +651,11 @@ mod tests {
         (name.to_owned(), key.to_owned())
     }
 
+    fn sequencer(r: &EventRecord) -> String {
+        let object = r.s3.as_ref().unwrap().object.as_ref().unwrap();
+        object.sequencer.clone().unwrap()
+    }
+
     /// Creates, changes, removals and a restart against `store`, under
     /// `prefix`.
     async fn lifecycle(store: Arc<dyn ObjectStore>, prefix: &str, cursor_dir: &FsPath) {
@@ -667,19 +672,7 @@ mod tests {
         let s = p.poll_once(&c.handler()).await.unwrap();
         assert_eq!((s.listed, s.created, s.removed), (3, 3, 0));
         let got = c.got.lock().unwrap().clone();
-        let mut seqs: Vec<_> = got
-            .iter()
-            .map(|r| {
-                r.s3.as_ref()
-                    .unwrap()
-                    .object
-                    .as_ref()
-                    .unwrap()
-                    .sequencer
-                    .clone()
-                    .unwrap()
-            })
-            .collect();
+        let mut seqs: Vec<_> = got.iter().map(sequencer).collect();
         let sorted = {
             let mut s = seqs.clone();
             s.sort();
@@ -721,15 +714,7 @@ mod tests {
         assert_eq!((s.created, s.removed), (2, 1));
         let got = c.got.lock().unwrap().clone();
         for r in &got {
-            let seq =
-                r.s3.as_ref()
-                    .unwrap()
-                    .object
-                    .as_ref()
-                    .unwrap()
-                    .sequencer
-                    .clone()
-                    .unwrap();
+            let seq = sequencer(r);
             assert!(seq > last_seq, "{seq} > {last_seq}");
         }
         let del = got
