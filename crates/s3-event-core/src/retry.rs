@@ -60,12 +60,14 @@ impl RetryPolicy {
     }
 
     /// The delay before the next attempt after a failure classified as
-    /// `retry` (attempt `attempt`, 1-based): the server's `Retry-After` when
-    /// it gave one (capped at `max`), else [`RetryPolicy::delay`].
+    /// `retry` (attempt `attempt`, 1-based): [`RetryPolicy::delay`], or the
+    /// server's `Retry-After` when it asked for longer (a server that says
+    /// when to come back is not asked again sooner).
     pub fn delay_for(&self, retry: &Retry, attempt: u32) -> Duration {
+        let delay = self.delay(attempt);
         match retry {
-            Retry::After(d) => (*d).min(self.max),
-            _ => self.delay(attempt),
+            Retry::After(after) => delay.max(*after),
+            _ => delay,
         }
     }
 
@@ -129,10 +131,15 @@ mod tests {
                 );
             }
         }
+        // A server's Retry-After is a floor: longer than the backoff wins,
+        // shorter does not shorten it.
         assert_eq!(
             p.delay_for(&Retry::After(Duration::from_secs(120)), 1),
-            Duration::from_secs(30)
+            Duration::from_secs(120)
         );
+        let d = p.delay_for(&Retry::After(Duration::from_millis(1)), 12);
+        assert!(d >= Duration::from_secs(24), "{d:?}");
+        assert!(p.delay_for(&Retry::Transient, 1) <= Duration::from_millis(120));
         assert!(!p.exhausted(100));
         let limited = RetryPolicy {
             max_attempts: Some(3),

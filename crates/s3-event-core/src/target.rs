@@ -30,6 +30,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::retry::Retry;
 use crate::{EventRecord, TargetId};
 
 /// Why a delivery failed, and whether retrying can help.
@@ -87,6 +88,20 @@ impl TargetError {
         match self {
             TargetError::Transient { retry_after, .. } => *retry_after,
             TargetError::Permanent { .. } => None,
+        }
+    }
+
+    /// How the notifier retries it: [`Retry::Permanent`] (dead-lettered),
+    /// [`Retry::After`] when the server asked for a delay, else
+    /// [`Retry::Transient`].
+    pub fn retry(&self) -> Retry {
+        match self {
+            TargetError::Transient {
+                retry_after: Some(after),
+                ..
+            } => Retry::After(*after),
+            TargetError::Transient { .. } => Retry::Transient,
+            TargetError::Permanent { message, .. } => Retry::Permanent(message.clone()),
         }
     }
 }

@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use s3_event_core::retry::Retry;
 use s3_event_core::{EventRecord, TargetError};
 use tokio::time::Instant;
 
@@ -329,8 +330,8 @@ impl Pipeline {
                 Err(e) => e,
             };
             c.failed.fetch_add(n, Ordering::Relaxed);
-            match err {
-                TargetError::Permanent { .. } if records.len() > 1 => {
+            match err.retry() {
+                Retry::Permanent(_) if records.len() > 1 => {
                     // Find the poison events: retry one by one.
                     let mut out = Vec::with_capacity(records.len());
                     for r in records {
@@ -338,25 +339,17 @@ impl Pipeline {
                     }
                     return out;
                 }
-                TargetError::Permanent { .. } => {
+                Retry::Permanent(_) => {
                     return self.dead_letter(records, &err);
                 }
-                _ => {
+                class => {
                     attempt += 1;
                     tracing::warn!(target_id = %self.target.id(), attempt, error = %err, "send failed, retrying");
-                    if self
-                        .options
-                        .retry
-                        .max_attempts
-                        .is_some_and(|m| attempt >= m)
-                    {
+                    if self.options.retry.exhausted(attempt) {
                         return self.dead_letter(records, &err);
                     }
                     c.online.store(false, Ordering::Relaxed);
-                    let mut delay = self.options.retry.delay(attempt);
-                    if let Some(after) = err.retry_after() {
-                        delay = delay.max(after);
-                    }
+                    let delay = self.options.retry.delay_for(&class, attempt);
                     tokio::time::sleep(delay).await;
                     // Probe until the target says it is back.
                     let mut probe = attempt;
