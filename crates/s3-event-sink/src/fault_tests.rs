@@ -50,6 +50,8 @@ struct Watch {
     /// is recorded in `early`.
     spool: Mutex<Option<PathBuf>>,
     early: Mutex<Vec<String>>,
+    /// When set, every stored put makes the next spool write fail.
+    fail_after_put: Mutex<Option<Arc<Faults>>>,
 }
 
 impl std::fmt::Display for Watch {
@@ -108,6 +110,9 @@ impl ObjectStore for Watch {
         let r = self.inner.put_opts(location, payload, opts).await?;
         if before.is_some_and(|b| b != bytes) {
             self.overwritten.lock().unwrap().push(location.to_string());
+        }
+        if let Some(f) = &*self.fail_after_put.lock().unwrap() {
+            f.fail_writes(1, 3, ErrorKind::Other);
         }
         self.stored
             .lock()
@@ -465,6 +470,45 @@ async fn case_02_segments_are_deleted_after_failed_writes() {
     sink.shutdown().await.unwrap();
     assert_exactly_once(&store, &acked).await;
     assert!(faults.injected().0 >= 8, "{:?}", faults.injected());
+}
+
+/// Case 2, the uploaded frame alone: every batch's uploaded frame write
+/// fails once (nothing else is written while they upload); it is written
+/// again, so the segments still empty out and are deleted. (The test above
+/// reaches an uploaded frame only when its injected failures happen to land
+/// on one.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn case_02_a_failed_uploaded_frame_is_written_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = Faults::new();
+    let store = Arc::new(Watch::default());
+    let opts = SpoolOptions::new(dir.path())
+        .with_fsync(SpoolFsync::Never)
+        .with_segment_bytes(4096)
+        .with_faults(Arc::clone(&faults));
+    let sink = builder(Arc::clone(&store), opts)
+        .with_flush_interval(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    // The store refuses puts while events are pushed, so that no upload
+    // (and no uploaded frame) comes between the pushes' writes.
+    store.mode.store(DENY, Ordering::SeqCst);
+    let acked: Vec<u64> = (0..200).collect();
+    for &n in &acked {
+        sink.push(&event(n)).await.unwrap();
+    }
+    assert!(crate::spool::segment_files(dir.path()) > 3);
+    *store.fail_after_put.lock().unwrap() = Some(Arc::clone(&faults));
+    store.mode.store(PASS, Ordering::SeqCst);
+    sink.flush().await.unwrap();
+    assert!(faults.injected().0 >= 1, "{:?}", faults.injected());
+    wait_for("the spool to shrink", || {
+        crate::spool::segment_files(dir.path()) <= 2
+    })
+    .await;
+    *store.fail_after_put.lock().unwrap() = None;
+    sink.shutdown().await.unwrap();
+    assert_exactly_once(&store, &acked).await;
 }
 
 /// Case 3: a close frame whose write fails holds its batch back: no object
