@@ -117,6 +117,7 @@ struct SyncedUpload {
 struct LocalDirRef {
     file: PathBuf,
     root: PathBuf,
+    hook: Option<Hook>,
 }
 
 #[async_trait]
@@ -128,7 +129,8 @@ impl MultipartUpload for SyncedUpload {
     async fn complete(&mut self) -> object_store::Result<PutResult> {
         let r = self.inner.complete().await?;
         let (file, root) = (self.store.file.clone(), self.store.root.clone());
-        tokio::task::spawn_blocking(move || fsync_up(&file, &root, None))
+        let hook = self.store.hook.clone();
+        tokio::task::spawn_blocking(move || fsync_up(&file, &root, hook.as_ref().map(|h| &*h.0)))
             .await
             .map_err(|e| object_store::Error::Generic {
                 store: "LocalFileSystem",
@@ -170,6 +172,7 @@ impl ObjectStore for LocalDir {
             store: Arc::new(LocalDirRef {
                 file: self.inner.path_to_filesystem(location)?,
                 root: self.root.clone(),
+                hook: self.hook.clone(),
             }),
             location: location.clone(),
         }))
