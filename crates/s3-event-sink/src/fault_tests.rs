@@ -276,6 +276,7 @@ async fn case_01_a_full_disk_loses_nothing_and_overwrites_nothing() {
     std::fs::write(&filler, vec![0u8; free]).unwrap();
     let mut acked = Vec::new();
     let mut refused = 0;
+    let mut refused_events = Vec::new();
     let mut n = 0;
     while refused < 20 && n < 100_000 {
         let batch: Vec<Value> = (n..n + 3).map(event).collect();
@@ -284,7 +285,10 @@ async fn case_01_a_full_disk_loses_nothing_and_overwrites_nothing() {
             .await
         {
             Ok(()) => acked.extend(n..n + 3),
-            Err(Error::Spool { .. } | Error::Backpressure) => refused += 1,
+            Err(Error::Spool { .. } | Error::Backpressure) => {
+                refused += 1;
+                refused_events.extend(n..n + 3);
+            }
             Err(e) => panic!("{e}"),
         }
         n += 3;
@@ -317,6 +321,14 @@ async fn case_01_a_full_disk_loses_nothing_and_overwrites_nothing() {
     let sink = builder(Arc::clone(&store), opts).build().unwrap();
     sink.shutdown().await.unwrap();
     assert_exactly_once(&store, &acked).await;
+    // A refused push accepted none of its events: none may come back.
+    let seen = census(&*store).await;
+    let back: Vec<u64> = refused_events
+        .iter()
+        .copied()
+        .filter(|n| seen.contains_key(n))
+        .collect();
+    assert!(back.is_empty(), "events of refused pushes stored: {back:?}");
     eprintln!(
         "case 1: {} acknowledged, {refused} pushes refused on a full 4 MiB tmpfs, all stored exactly once",
         acked.len()
@@ -671,7 +683,22 @@ async fn case_06_a_second_sink_on_one_spool_is_refused() {
         e.contains("in use by") && e.contains(&std::process::id().to_string()),
         "{e}"
     );
-    // Another process.
+    sink.push(&event(1)).await.unwrap();
+    sink.shutdown().await.unwrap();
+    assert_exactly_once(&store, &[1]).await;
+}
+
+/// Case 6, across processes: a sink in another process (a rolling deploy
+/// on a shared volume) is refused, naming this process as the holder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn case_06_a_second_process_on_one_spool_is_refused() {
+    if std::env::var_os("S3E_FAULT_CHILD").is_some() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Watch::default());
+    let opts = SpoolOptions::new(dir.path()).with_fsync(SpoolFsync::Never);
+    let sink = builder(Arc::clone(&store), opts).build().unwrap();
     let out = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "fault_tests::second_process",
