@@ -177,15 +177,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// An error's message with its causes, on one line (for the targets built
 /// on client libraries, whose errors keep the useful part in a cause).
-#[cfg_attr(
-    not(any(
-        feature = "amqp",
-        feature = "kafka",
-        feature = "mqtt",
-        feature = "nats"
-    )),
-    allow(dead_code)
-)]
+#[allow(dead_code)] // Unused when no such target is compiled in.
 pub(crate) fn describe(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cause = e.source();

@@ -1195,7 +1195,8 @@ mod key_tests {
                 // The loader reads it, in both spellings and from the
                 // environment.
                 for written in [key.to_string(), camel_case(key)] {
-                    let read = normalize_keys(kind, "1", imp, one(&written)).unwrap();
+                    let read = normalize_keys(kind, "1", imp, one(&written))
+                        .unwrap_or_else(|e| panic!("{kind}: `{written}`: {e}"));
                     assert_eq!(read, one(key), "{kind}: `{written}`");
                 }
                 let var = format!(
@@ -1208,7 +1209,8 @@ mod key_tests {
             }
             for (key, legacy) in &docs[kind] {
                 if let Some(legacy) = legacy {
-                    let read = normalize_keys(kind, "1", imp, one(legacy)).unwrap();
+                    let read = normalize_keys(kind, "1", imp, one(legacy))
+                        .unwrap_or_else(|e| panic!("{kind}: legacy `{legacy}`: {e}"));
                     assert_eq!(read, one(key), "{kind}: legacy `{legacy}`");
                 }
             }

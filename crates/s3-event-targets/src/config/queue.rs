@@ -79,6 +79,7 @@ impl QueueConfig {
     }
 
     /// Checks the block; `target` is `"<type> <id>"`. Messages name the key.
+    #[allow(dead_code)] // Unused with no target feature on.
     pub(crate) fn validate(&self, target: &str) -> Result<()> {
         if self.queue_limit == 0 {
             return Err(Error::InvalidConfig {
@@ -140,6 +141,7 @@ pub(crate) fn keys<T: TargetConfig>() -> Vec<&'static str> {
 /// Implements [`TargetConfig`] and `Deserialize` for a configuration
 /// struct that derives `Deserialize` with `#[serde(remote = "Self",
 /// deny_unknown_fields)]` and holds `#[serde(skip)] pub queue: QueueConfig`.
+#[allow(unused_macros)] // Unused with no target feature on.
 macro_rules! target_config {
     ($config:ty) => {
         impl $crate::config::queue::TargetConfig for $config {
@@ -165,4 +167,5 @@ macro_rules! target_config {
         }
     };
 }
+#[allow(unused_imports)] // Unused with no target feature on.
 pub(crate) use target_config;
