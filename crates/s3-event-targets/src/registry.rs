@@ -28,6 +28,16 @@ pub(crate) trait TargetType {
     /// without being listed).
     const LEGACY_KEYS: &'static [(&'static str, &'static str)] = &[];
 
+    /// Keys whose whole value is a secret, shown as `***` by
+    /// [`NotifyConfig::redacted_json`](crate::NotifyConfig::redacted_json).
+    const SECRET_KEYS: &'static [&'static str] = &[];
+
+    /// Keys whose value is a URL or connection string that may hold a
+    /// password (`scheme://user:password@…`, `user:password@…`, libpq's
+    /// `password=…`), shown with the password as `***`; a key named
+    /// `endpoint` is shown as scheme, host and port only.
+    const URL_KEYS: &'static [&'static str] = &[];
+
     /// MinIO's legacy nested or list forms: `written` with `value`, when it
     /// is one, as `(as written, current key, value)` triples; `None` when
     /// it is not (the key is then read as usual). `target` is
@@ -64,6 +74,10 @@ pub(crate) struct Imp {
     pub keys: fn() -> Vec<&'static str>,
     /// [`TargetType::LEGACY_KEYS`].
     pub legacy_keys: &'static [(&'static str, &'static str)],
+    /// [`TargetType::SECRET_KEYS`].
+    pub secret_keys: &'static [&'static str],
+    /// [`TargetType::URL_KEYS`].
+    pub url_keys: &'static [&'static str],
     /// [`TargetType::legacy_form`].
     pub legacy_form: fn(&str, &str, &Value) -> LegacyForm,
     /// Reads the keys (`senders` included) and builds the target.
@@ -76,6 +90,8 @@ impl Imp {
         Imp {
             keys: keys::<T::Config>,
             legacy_keys: T::LEGACY_KEYS,
+            secret_keys: T::SECRET_KEYS,
+            url_keys: T::URL_KEYS,
             legacy_form: T::legacy_form,
             build: build::<T>,
         }

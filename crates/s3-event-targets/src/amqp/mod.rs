@@ -87,6 +87,8 @@ const PERMANENT_CODES: &[u16] = &[403, 404, 406, 530, 311, 540, 503];
 impl crate::registry::TargetType for AmqpTarget {
     type Config = AmqpConfig;
 
+    const URL_KEYS: &'static [&'static str] = &["url"];
+
     fn build(
         id: TargetId,
         config: AmqpConfig,

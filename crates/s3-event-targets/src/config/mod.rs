@@ -274,11 +274,13 @@ impl NotifyConfig {
     pub fn redacted_json(&self) -> Value {
         let mut out = Map::new();
         for (kind, ids) in &self.targets {
+            // Every type held was known and compiled in when it was read.
+            let Ok(imp) = known_type(kind) else { continue };
             let mut section = Map::new();
             for (id, keys) in ids {
                 let mut target = Map::new();
                 for (k, v) in keys {
-                    target.insert(k.clone(), redact_value(k, v));
+                    target.insert(k.clone(), redact_value(imp, k, v));
                 }
                 section.insert(id.clone(), Value::Object(target));
             }
@@ -564,32 +566,24 @@ fn mc_pairs(text: &str) -> std::result::Result<Vec<(String, String)>, String> {
     }
 }
 
-/// Keys whose whole value is a secret.
-const SECRET_KEYS: &[&str] = &[
-    "password",
-    "auth_token",
-    "token",
-    "nkey_seed",
-    "signature_key",
-    "sasl_password",
-];
-
-/// Keys whose value is a URL or connection string that may hold a password.
-const URL_KEYS: &[&str] = &["url", "connection_string", "dsn_string", "endpoint"];
-
-/// `v` as it may be shown: secrets as `***`, passwords inside URLs and
-/// connection strings as `***`, a webhook endpoint without its path.
-fn redact_value(key: &str, v: &Value) -> Value {
+/// `v` as it may be shown: secrets ([`TargetType::SECRET_KEYS`]) as `***`,
+/// passwords inside URLs and connection strings
+/// ([`TargetType::URL_KEYS`]) as `***`, a webhook endpoint without its
+/// path.
+///
+/// [`TargetType::SECRET_KEYS`]: crate::registry::TargetType::SECRET_KEYS
+/// [`TargetType::URL_KEYS`]: crate::registry::TargetType::URL_KEYS
+fn redact_value(imp: &Imp, key: &str, v: &Value) -> Value {
     let Value::String(s) = v else {
         return v.clone();
     };
     if s.is_empty() {
         return v.clone();
     }
-    if SECRET_KEYS.contains(&key) {
+    if imp.secret_keys.contains(&key) {
         return Value::String("***".into());
     }
-    if !URL_KEYS.contains(&key) {
+    if !imp.url_keys.contains(&key) {
         return v.clone();
     }
     if key == "endpoint" {
@@ -1206,6 +1200,20 @@ mod key_tests {
                 );
                 let c = NotifyConfig::from_env_vars([(var.clone(), String::new())], "").unwrap();
                 assert_eq!(c.targets[kind]["X"], one(key), "{var}");
+            }
+            // Secrets are declared on real keys, and a key named like a
+            // secret is declared one.
+            for key in imp.secret_keys.iter().chain(imp.url_keys) {
+                assert!(keys.contains(key), "{kind}: `{key}` is no key");
+            }
+            for key in &keys {
+                let secret_like = ["password", "token", "seed", "secret", "signature_key"]
+                    .iter()
+                    .any(|s| key.contains(s));
+                assert!(
+                    !secret_like || imp.secret_keys.contains(key),
+                    "{kind}: `{key}` looks like a secret: list it in SECRET_KEYS"
+                );
             }
             for (key, legacy) in &docs[kind] {
                 if let Some(legacy) = legacy {

@@ -108,6 +108,9 @@ fn excerpt(text: &str) -> String {
 impl crate::registry::TargetType for ElasticsearchTarget {
     type Config = ElasticsearchConfig;
 
+    const SECRET_KEYS: &'static [&'static str] = &["password"];
+    const URL_KEYS: &'static [&'static str] = &["url"];
+
     fn build(
         id: TargetId,
         config: ElasticsearchConfig,

@@ -96,6 +96,8 @@ impl fmt::Debug for KafkaTarget {
 impl crate::registry::TargetType for KafkaTarget {
     type Config = KafkaConfig;
 
+    const SECRET_KEYS: &'static [&'static str] = &["sasl_password"];
+
     const LEGACY_KEYS: &'static [(&'static str, &'static str)] = &[("tlsSkipVerify", "tls_skip_verify")];
 
     /// `"tls": {"enable", "skipVerify", "clientAuth"}`, `"sasl": {"enable",

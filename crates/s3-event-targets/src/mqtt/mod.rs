@@ -214,6 +214,8 @@ static CLIENT_SEQ: AtomicU64 = AtomicU64::new(0);
 impl crate::registry::TargetType for MqttTarget {
     type Config = MqttConfig;
 
+    const SECRET_KEYS: &'static [&'static str] = &["password"];
+
     fn build(
         id: TargetId,
         config: MqttConfig,

@@ -96,6 +96,9 @@ fn event_time(record: &EventRecord) -> Option<String> {
 impl crate::registry::TargetType for MySqlTarget {
     type Config = MySqlConfig;
 
+    const SECRET_KEYS: &'static [&'static str] = &["password"];
+    const URL_KEYS: &'static [&'static str] = &["dsn_string"];
+
     const LEGACY_KEYS: &'static [(&'static str, &'static str)] = &[("user", "username"), ("dsnString", "dsn_string")];
 
     fn build(

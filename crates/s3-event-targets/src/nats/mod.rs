@@ -81,6 +81,8 @@ impl fmt::Debug for NatsTarget {
 impl crate::registry::TargetType for NatsTarget {
     type Config = NatsConfig;
 
+    const SECRET_KEYS: &'static [&'static str] = &["password", "token", "nkey_seed"];
+
     const LEGACY_KEYS: &'static [(&'static str, &'static str)] = &[("secure", "tls"), ("user", "username")];
 
     /// `"streaming": {"enable": false, ...}` (NATS Streaming off) is read

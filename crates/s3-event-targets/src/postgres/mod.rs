@@ -89,6 +89,9 @@ fn transient_sqlstate(code: &str) -> bool {
 impl crate::registry::TargetType for PostgresTarget {
     type Config = PostgresConfig;
 
+    const SECRET_KEYS: &'static [&'static str] = &["password"];
+    const URL_KEYS: &'static [&'static str] = &["connection_string"];
+
     const LEGACY_KEYS: &'static [(&'static str, &'static str)] = &[("user", "username")];
 
     fn build(

@@ -95,6 +95,8 @@ impl fmt::Debug for RedisTarget {
 impl crate::registry::TargetType for RedisTarget {
     type Config = RedisConfig;
 
+    const SECRET_KEYS: &'static [&'static str] = &["password"];
+
     fn build(
         id: TargetId,
         config: RedisConfig,

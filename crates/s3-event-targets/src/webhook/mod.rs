@@ -176,6 +176,9 @@ impl fmt::Debug for WebhookTarget {
 impl crate::registry::TargetType for WebhookTarget {
     type Config = WebhookConfig;
 
+    const SECRET_KEYS: &'static [&'static str] = &["auth_token", "signature_key"];
+    const URL_KEYS: &'static [&'static str] = &["endpoint"];
+
     fn build(
         id: TargetId,
         config: WebhookConfig,
