@@ -17,7 +17,7 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
-use super::values::{default_true, flag, opt_path, opt_u64};
+use super::values::{default_true, flag, named, opt_path, opt_u64};
 use crate::notifier::TargetOptions;
 use crate::{Error, Result};
 
@@ -32,7 +32,7 @@ pub struct QueueConfig {
     /// (also `"true"`/`"false"`); an empty string is off. Default `true`:
     /// a configured target is used unless switched off, so notifications
     /// never go silent because of a default.
-    #[serde(default = "default_true", deserialize_with = "flag")]
+    #[serde(default = "default_true", deserialize_with = "enable")]
     pub enable: bool,
 
     /// Directory of the durable queue; unset keeps the queue in memory.
@@ -59,9 +59,14 @@ fn default_queue_limit() -> usize {
     DEFAULT_QUEUE_LIMIT
 }
 
+/// `enable`: a [`flag`].
+fn enable<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<bool, D::Error> {
+    named("enable", flag(d))
+}
+
 /// `queue_limit`: `0` or unset is [`DEFAULT_QUEUE_LIMIT`].
 fn queue_limit<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<usize, D::Error> {
-    Ok(match opt_u64(d)? {
+    Ok(match named("queue_limit", opt_u64(d))? {
         None | Some(0) => DEFAULT_QUEUE_LIMIT,
         Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
     })

@@ -15,6 +15,12 @@ use std::time::Duration;
 use s3_event_core::config::{parse_duration, parse_flag, Text};
 use serde::{Deserialize, Deserializer};
 
+/// `r`, its error prefixed with the key it is about (for values whose
+/// messages have always named their key).
+pub(crate) fn named<T, E: serde::de::Error>(key: &str, r: Result<T, E>) -> Result<T, E> {
+    r.map_err(|e| E::custom(format!("`{key}` {e}")))
+}
+
 /// The text of a value given as a string, number or bool; `None` for
 /// `null`, an empty or blank string.
 fn text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
@@ -25,8 +31,15 @@ fn text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
 
 /// A flag: a bool or `"on"`/`"off"` (also `"true"`/`"false"`, `"yes"`/`"no"`,
 /// `"1"`/`"0"`, any case); empty is `false` (as MinIO reads `enable`).
+/// `null` is refused: it must not turn `enable` off without anyone writing
+/// "off".
 pub(crate) fn flag<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
-    match text(d)? {
+    let Some(Text(s)) = Option::<Text>::deserialize(d)? else {
+        return Err(serde::de::Error::custom(
+            "must be a bool or \"on\"/\"off\", not null",
+        ));
+    };
+    match Some(s).filter(|s| !s.trim().is_empty()) {
         None => Ok(false),
         Some(s) => parse_flag(&s).ok_or_else(|| {
             serde::de::Error::custom(format!(
@@ -120,6 +133,7 @@ mod tests {
         assert!(!x.f);
         assert_eq!((x.n, x.d), (Some(7), Some(Duration::from_secs(3))));
         assert!(v(json!({"f": "maybe"})).is_err());
+        assert!(v(json!({"f": null})).is_err());
         assert!(v(json!({"n": "many"})).is_err());
         assert!(v(json!({"d": "often"})).is_err());
     }

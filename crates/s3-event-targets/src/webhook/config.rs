@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 use crate::config::queue::target_config;
-use crate::config::values::{opt_duration, opt_path, opt_string, redact};
+use crate::config::values::{named, opt_duration, opt_path, opt_string, redact};
 use crate::config::QueueConfig;
 use crate::{Error, Result};
 
@@ -79,7 +79,7 @@ fn default_timeout() -> Duration {
 
 /// `timeout`: a duration; empty is the default.
 fn de_timeout<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Duration, D::Error> {
-    Ok(opt_duration(d)?.unwrap_or(DEFAULT_TIMEOUT))
+    Ok(named("timeout", opt_duration(d))?.unwrap_or(DEFAULT_TIMEOUT))
 }
 
 target_config!(WebhookConfig);
