@@ -1,18 +1,12 @@
 //! What the database and search targets (`redis`, `postgresql`, `mysql`,
-//! `elasticsearch`) share: MinIO's `namespace`/`access` formats, the
-//! documents they store, and the configuration value parsers.
+//! `elasticsearch`) share: MinIO's `namespace`/`access` formats and the
+//! documents they store.
 
 use std::collections::HashMap;
 use std::fmt;
-use std::path::PathBuf;
 
 use s3_event_core::{EventRecord, TargetError, TargetId};
 use serde::{Deserialize, Deserializer};
-
-use crate::notifier::TargetOptions;
-
-/// Default `queue_limit`, as MinIO.
-pub const DEFAULT_QUEUE_LIMIT: usize = 100_000;
 
 /// Largest batch these targets take in one `send_batch`: one round trip
 /// (pipeline, statement, transaction or `_bulk` request) per batch.
@@ -125,88 +119,6 @@ pub(crate) fn collapse<'a>(
             (k, op)
         })
         .collect())
-}
-
-/// `"***"` for a set secret, so `Debug` shows whether it is set.
-pub(crate) fn redact(secret: &Option<String>) -> Option<&'static str> {
-    secret.as_ref().map(|_| "***")
-}
-
-/// `TargetOptions` for `queue_dir` and `queue_limit`, the rest default.
-pub(crate) fn target_options(queue_dir: &Option<PathBuf>, queue_limit: usize) -> TargetOptions {
-    TargetOptions {
-        queue_limit,
-        queue_dir: queue_dir.clone(),
-        ..TargetOptions::default()
-    }
-}
-
-pub(crate) fn default_enable() -> bool {
-    true
-}
-
-pub(crate) fn default_queue_limit() -> usize {
-    DEFAULT_QUEUE_LIMIT
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum BoolOrString {
-    Bool(bool),
-    String(String),
-}
-
-/// MinIO's `"on"`/`"off"` (also bools, `"true"`/`"false"`).
-pub(crate) fn de_enable<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
-    match BoolOrString::deserialize(d)? {
-        BoolOrString::Bool(b) => Ok(b),
-        BoolOrString::String(s) => match s.trim().to_ascii_lowercase().as_str() {
-            "on" | "true" | "yes" | "1" => Ok(true),
-            "off" | "false" | "no" | "0" | "" => Ok(false),
-            other => Err(serde::de::Error::custom(format!(
-                "`enable` must be a bool or \"on\"/\"off\", not {other:?}"
-            ))),
-        },
-    }
-}
-
-/// An optional string; MinIO writes unset keys as `""`.
-pub(crate) fn de_opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    Ok(Option::<String>::deserialize(d)?.filter(|s| !s.is_empty()))
-}
-
-/// An optional path; `""` is unset.
-pub(crate) fn de_opt_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
-    Ok(de_opt_string(d)?.map(PathBuf::from))
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum NumOrString {
-    Num(u64),
-    String(String),
-}
-
-/// A number or numeric string; `""` is 0.
-pub(crate) fn de_u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    match NumOrString::deserialize(d)? {
-        NumOrString::Num(n) => Ok(n),
-        NumOrString::String(s) if s.trim().is_empty() => Ok(0),
-        NumOrString::String(s) => s
-            .trim()
-            .parse()
-            .map_err(|_| serde::de::Error::custom(format!("must be a number, not {s:?}"))),
-    }
-}
-
-/// `queue_limit`: a number; `0` or `""` means the default, 100000.
-pub(crate) fn de_queue_limit<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
-    let n = de_u64(d)?;
-    Ok(if n == 0 {
-        DEFAULT_QUEUE_LIMIT
-    } else {
-        usize::try_from(n).unwrap_or(usize::MAX)
-    })
 }
 
 /// A per-test unique name for tables, keys and indexes.

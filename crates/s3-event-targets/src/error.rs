@@ -174,3 +174,20 @@ impl From<s3_event_core::log::Error> for Error {
 
 /// `Result` with this crate's [`Error`] as the default error type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An error's message with its causes, on one line (for the targets built
+/// on client libraries, whose errors keep the useful part in a cause).
+#[allow(dead_code)] // Unused when no such target is compiled in.
+pub(crate) fn describe(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let c_text = c.to_string();
+        if !s.contains(&c_text) {
+            s.push_str(": ");
+            s.push_str(&c_text);
+        }
+        cause = c.source();
+    }
+    s
+}

@@ -34,89 +34,41 @@
 
 pub use s3_event_core as core;
 
-#[cfg(feature = "amqp")]
-#[cfg_attr(docsrs, doc(cfg(feature = "amqp")))]
-pub mod amqp;
+#[macro_use]
+mod registry;
+
 #[cfg(all(test, feature = "integration"))]
 mod broker_tests;
 pub mod config;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
-#[cfg(any(
-    feature = "redis",
-    feature = "postgres",
-    feature = "mysql",
-    feature = "elasticsearch"
-))]
+#[cfg(feature = "db-formats")]
 mod db_common;
-#[cfg(any(
-    feature = "nats",
-    feature = "amqp",
-    feature = "mqtt",
-    feature = "kafka",
-    feature = "nsq"
-))]
-mod de;
-#[cfg(feature = "elasticsearch")]
-#[cfg_attr(docsrs, doc(cfg(feature = "elasticsearch")))]
-pub mod elasticsearch;
 mod error;
-#[cfg(feature = "kafka")]
-#[cfg_attr(docsrs, doc(cfg(feature = "kafka")))]
-pub mod kafka;
-#[cfg(feature = "mqtt")]
-#[cfg_attr(docsrs, doc(cfg(feature = "mqtt")))]
-pub mod mqtt;
-#[cfg(feature = "mysql")]
-#[cfg_attr(docsrs, doc(cfg(feature = "mysql")))]
-pub mod mysql;
-#[cfg(feature = "nats")]
-#[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
-pub mod nats;
 pub mod notifier;
-#[cfg(feature = "nsq")]
-#[cfg_attr(docsrs, doc(cfg(feature = "nsq")))]
-pub mod nsq;
-#[cfg(feature = "postgres")]
-#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
-pub mod postgres;
 pub mod queue_store;
-#[cfg(feature = "redis")]
-#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-pub mod redis;
-#[cfg(any(
-    feature = "nats",
-    feature = "mqtt",
-    feature = "kafka",
-    feature = "postgres"
-))]
+#[cfg(feature = "tls-client")]
 mod tls;
-#[cfg(feature = "webhook")]
-#[cfg_attr(docsrs, doc(cfg(feature = "webhook")))]
-pub mod webhook;
 
-#[cfg(feature = "amqp")]
-#[cfg_attr(docsrs, doc(cfg(feature = "amqp")))]
-pub use amqp::{AmqpConfig, AmqpTarget};
+// The targets: one line each (module: target, type name, cargo feature).
+// See `CONTRIBUTING.md` for adding one.
+targets! {
+    amqp: AmqpTarget, type "amqp", feature "amqp";
+    elasticsearch: ElasticsearchTarget, type "elasticsearch", feature "elasticsearch";
+    kafka: KafkaTarget, type "kafka", feature "kafka";
+    mqtt: MqttTarget, type "mqtt", feature "mqtt";
+    mysql: MySqlTarget, type "mysql", feature "mysql";
+    nats: NatsTarget, type "nats", feature "nats";
+    nsq: NsqTarget, type "nsq", feature "nsq";
+    postgres: PostgresTarget, type "postgresql", feature "postgres";
+    redis: RedisTarget, type "redis", feature "redis";
+    webhook: WebhookTarget, type "webhook", feature "webhook";
+}
+
 pub use config::NotifyConfig;
 pub use error::{Error, Result};
-#[cfg(feature = "kafka")]
-#[cfg_attr(docsrs, doc(cfg(feature = "kafka")))]
-pub use kafka::{KafkaConfig, KafkaTarget};
-#[cfg(feature = "mqtt")]
-#[cfg_attr(docsrs, doc(cfg(feature = "mqtt")))]
-pub use mqtt::{MqttConfig, MqttTarget};
-#[cfg(feature = "nats")]
-#[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
-pub use nats::{NatsConfig, NatsTarget};
 pub use notifier::{
     DeadLetter, DeliveryMode, FullPolicy, Notifier, NotifierBuilder, RetryPolicy, SendOutcome,
     TargetOptions, TargetStats,
 };
-#[cfg(feature = "nsq")]
-#[cfg_attr(docsrs, doc(cfg(feature = "nsq")))]
-pub use nsq::{NsqConfig, NsqTarget};
 pub use queue_store::{FsyncPolicy, QueueStore, QueueStoreOptions};
-#[cfg(feature = "webhook")]
-#[cfg_attr(docsrs, doc(cfg(feature = "webhook")))]
-pub use webhook::{verify, VerifyError, WebhookConfig, WebhookTarget};

@@ -141,7 +141,9 @@ pub use s3_event_core::retry::RetryPolicy;
 /// Options of one target's pipeline.
 #[derive(Clone, Debug)]
 pub struct TargetOptions {
-    /// Most events queued for the target. Default 100000, as MinIO.
+    /// Most events queued for the target. Default
+    /// [`DEFAULT_QUEUE_LIMIT`](crate::config::DEFAULT_QUEUE_LIMIT), 100000
+    /// as in MinIO.
     pub queue_limit: usize,
     /// A directory for durable queues ([`QueueStore`]), in the target's
     /// own sub-directory `<queue_dir>/<type>-<id>` ([`target_dir`]), so
@@ -191,7 +193,7 @@ impl PartialEq for TargetOptions {
 impl Default for TargetOptions {
     fn default() -> Self {
         TargetOptions {
-            queue_limit: 100_000,
+            queue_limit: crate::config::DEFAULT_QUEUE_LIMIT,
             queue_dir: None,
             full_policy: FullPolicy::Drop,
             senders: 1,

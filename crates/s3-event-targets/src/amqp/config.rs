@@ -1,12 +1,12 @@
 //! The AMQP target's configuration, under MinIO's key names.
 
 use std::fmt;
-use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::de::*;
-use crate::notifier::TargetOptions;
+use crate::config::queue::target_config;
+use crate::config::values::*;
+use crate::config::QueueConfig;
 use crate::{Error, Result};
 
 /// Configuration of one AMQP 0-9-1 target, as one entry of MinIO's
@@ -21,12 +21,12 @@ use crate::{Error, Result};
 /// supported. Empty strings mean "not set". Unknown keys are rejected.
 ///
 /// `Debug` never prints the password of `url`.
-#[derive(Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Default, PartialEq, Deserialize)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct AmqpConfig {
-    /// Whether the target is enabled: a bool or `"on"`/`"off"`. Default on.
-    #[serde(default = "default_true", deserialize_with = "de_enable")]
-    pub enable: bool,
+    /// `enable`, `queue_dir`, `queue_limit`.
+    #[serde(skip)]
+    pub queue: QueueConfig,
 
     /// `amqp://user:password@host:port/vhost` (`amqps://` for TLS).
     /// Required. Secret (it holds the password).
@@ -40,7 +40,7 @@ pub struct AmqpConfig {
 
     /// `direct`, `fanout`, `topic`, `headers` or a plugin's type; default
     /// `direct`. The exchange is declared with it on every connection.
-    #[serde(default, deserialize_with = "de_opt_string")]
+    #[serde(default, deserialize_with = "opt_string")]
     pub exchange_type: Option<String>,
 
     /// The routing key of every message.
@@ -49,69 +49,42 @@ pub struct AmqpConfig {
 
     /// Ask the broker to return unroutable messages. With
     /// `publisher_confirms` a returned message fails permanently.
-    #[serde(default, deserialize_with = "de_bool")]
+    #[serde(default, deserialize_with = "flag")]
     pub mandatory: bool,
 
     /// AMQP's `immediate` flag; RabbitMQ does not implement it, so only
     /// `off` is accepted.
-    #[serde(default, deserialize_with = "de_bool")]
+    #[serde(default, deserialize_with = "flag")]
     pub immediate: bool,
 
     /// Declare the exchange durable.
-    #[serde(default, deserialize_with = "de_bool")]
+    #[serde(default, deserialize_with = "flag")]
     pub durable: bool,
 
     /// Declare the exchange internal.
-    #[serde(default, deserialize_with = "de_bool")]
+    #[serde(default, deserialize_with = "flag")]
     pub internal: bool,
 
     /// Declare the exchange without waiting for the broker's answer.
-    #[serde(default, deserialize_with = "de_bool")]
+    #[serde(default, deserialize_with = "flag")]
     pub no_wait: bool,
 
     /// Declare the exchange auto-deleted.
-    #[serde(default, deserialize_with = "de_bool")]
+    #[serde(default, deserialize_with = "flag")]
     pub auto_deleted: bool,
 
     /// `1` (transient) or `2` (persistent); `0`/unset leaves it unset.
-    #[serde(default, deserialize_with = "de_opt_u64")]
+    #[serde(default, deserialize_with = "opt_u64")]
     pub delivery_mode: Option<u64>,
 
     /// Use publisher confirms: an event counts as delivered once the broker
     /// confirmed it. Strongly recommended.
-    #[serde(default, deserialize_with = "de_bool")]
+    #[serde(default, deserialize_with = "flag")]
     pub publisher_confirms: bool,
 
-    /// Directory of the durable queue; unset keeps the queue in memory.
-    #[serde(default, deserialize_with = "de_opt_path")]
-    pub queue_dir: Option<PathBuf>,
-
-    /// Most events queued; `0` means the default, 100000.
-    #[serde(default = "default_queue_limit", deserialize_with = "de_queue_limit")]
-    pub queue_limit: usize,
 }
 
-impl Default for AmqpConfig {
-    fn default() -> Self {
-        AmqpConfig {
-            enable: true,
-            url: String::new(),
-            exchange: String::new(),
-            exchange_type: None,
-            routing_key: String::new(),
-            mandatory: false,
-            immediate: false,
-            durable: false,
-            internal: false,
-            no_wait: false,
-            auto_deleted: false,
-            delivery_mode: None,
-            publisher_confirms: false,
-            queue_dir: None,
-            queue_limit: DEFAULT_QUEUE_LIMIT,
-        }
-    }
-}
+target_config!(AmqpConfig);
 
 /// `url` with its password replaced by `***`.
 pub(crate) fn redact_url(url: &str) -> String {
@@ -136,7 +109,7 @@ pub(crate) fn redact_url(url: &str) -> String {
 impl fmt::Debug for AmqpConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AmqpConfig")
-            .field("enable", &self.enable)
+            .field("queue", &self.queue)
             .field("url", &redact_url(&self.url))
             .field("exchange", &self.exchange)
             .field("exchange_type", &self.exchange_type)
@@ -149,8 +122,6 @@ impl fmt::Debug for AmqpConfig {
             .field("auto_deleted", &self.auto_deleted)
             .field("delivery_mode", &self.delivery_mode)
             .field("publisher_confirms", &self.publisher_confirms)
-            .field("queue_dir", &self.queue_dir)
-            .field("queue_limit", &self.queue_limit)
             .finish()
     }
 }
@@ -206,21 +177,10 @@ impl AmqpConfig {
                 "`routing_key` is required with the default exchange (empty `exchange`)".into(),
             ));
         }
-        if self.queue_limit == 0 {
-            return Err(err("queue_limit", "`queue_limit` must be > 0".into()));
-        }
+        self.queue.validate(&format!("amqp {id}"))?;
         Ok(())
     }
 
-    /// The pipeline options this configuration implies (`queue_dir`,
-    /// `queue_limit`).
-    pub fn target_options(&self) -> TargetOptions {
-        TargetOptions {
-            queue_limit: self.queue_limit,
-            queue_dir: self.queue_dir.clone(),
-            ..TargetOptions::default()
-        }
-    }
 }
 
 #[cfg(test)]

@@ -43,7 +43,7 @@ use s3_event_core::{EventRecord, Notification, Target, TargetError, TargetId};
 
 pub use config::AmqpConfig;
 
-use crate::de::describe;
+use crate::error::describe;
 use crate::Result;
 
 /// Largest batch handed to [`AmqpTarget::send_batch`].
@@ -81,6 +81,21 @@ impl fmt::Debug for AmqpTarget {
 /// `NOT_FOUND`, `PRECONDITION_FAILED`, `NOT_ALLOWED`, `CONTENT_TOO_LARGE`,
 /// `NOT_IMPLEMENTED`, `COMMAND_INVALID`.
 const PERMANENT_CODES: &[u16] = &[403, 404, 406, 530, 311, 540, 503];
+
+
+/// Registered in `lib.rs`'s `targets!` list.
+impl crate::registry::TargetType for AmqpTarget {
+    type Config = AmqpConfig;
+
+    const URL_KEYS: &'static [&'static str] = &["url"];
+
+    fn build(
+        id: TargetId,
+        config: AmqpConfig,
+    ) -> crate::Result<std::sync::Arc<dyn s3_event_core::Target>> {
+        Ok(std::sync::Arc::new(AmqpTarget::new(id, config)?))
+    }
+}
 
 impl AmqpTarget {
     /// Validates `config` (errors name the target and the key) and builds

@@ -1,15 +1,13 @@
 //! The Elasticsearch target's configuration, under MinIO's key names.
 
 use std::fmt;
-use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::db_common::{
-    de_enable, de_opt_path, de_opt_string, de_queue_limit, default_enable, default_queue_limit,
-    redact, Format, DEFAULT_QUEUE_LIMIT,
-};
-use crate::notifier::TargetOptions;
+use crate::db_common::Format;
+use crate::config::queue::target_config;
+use crate::config::values::*;
+use crate::config::QueueConfig;
 use crate::{Error, Result};
 
 /// Configuration of one Elasticsearch (or OpenSearch) target, as one entry
@@ -22,11 +20,12 @@ use crate::{Error, Result};
 ///
 /// `Debug` never prints `password` nor a password inside `url`.
 #[derive(Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct ElasticsearchConfig {
-    /// Whether the target is enabled (`"on"`/`"off"` or a bool); default on.
-    #[serde(default = "default_enable", deserialize_with = "de_enable")]
-    pub enable: bool,
+    /// `enable`, `queue_dir`, `queue_limit`.
+    #[serde(skip)]
+    pub queue: QueueConfig,
+
     /// `namespace` (one document per object, default) or `access` (one
     /// document per event).
     #[serde(default)]
@@ -38,30 +37,24 @@ pub struct ElasticsearchConfig {
     #[serde(default)]
     pub index: String,
     /// Basic-auth user; requires `password`.
-    #[serde(default, deserialize_with = "de_opt_string")]
+    #[serde(default, deserialize_with = "opt_string")]
     pub username: Option<String>,
     /// Basic-auth password; requires `username`.
-    #[serde(default, deserialize_with = "de_opt_string")]
+    #[serde(default, deserialize_with = "opt_string")]
     pub password: Option<String>,
-    /// Directory of the durable queue; unset keeps the queue in memory.
-    #[serde(default, deserialize_with = "de_opt_path")]
-    pub queue_dir: Option<PathBuf>,
-    /// Most events queued for the target; `0` means 100000 (as MinIO).
-    #[serde(default = "default_queue_limit", deserialize_with = "de_queue_limit")]
-    pub queue_limit: usize,
 }
+
+target_config!(ElasticsearchConfig);
 
 impl Default for ElasticsearchConfig {
     fn default() -> Self {
         ElasticsearchConfig {
-            enable: true,
+            queue: QueueConfig::default(),
             format: Format::Namespace,
             url: String::new(),
             index: String::new(),
             username: None,
             password: None,
-            queue_dir: None,
-            queue_limit: DEFAULT_QUEUE_LIMIT,
         }
     }
 }
@@ -82,14 +75,12 @@ pub(crate) fn redact_url(url: &str) -> String {
 impl fmt::Debug for ElasticsearchConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ElasticsearchConfig")
-            .field("enable", &self.enable)
+            .field("queue", &self.queue)
             .field("format", &self.format)
             .field("url", &redact_url(&self.url))
             .field("index", &self.index)
             .field("username", &self.username)
             .field("password", &redact(&self.password))
-            .field("queue_dir", &self.queue_dir)
-            .field("queue_limit", &self.queue_limit)
             .finish()
     }
 }
@@ -164,7 +155,7 @@ impl ElasticsearchConfig {
             }
             _ => {}
         }
-        if self.queue_dir.as_ref().is_some_and(|d| !d.is_absolute()) {
+        if self.queue.queue_dir.as_ref().is_some_and(|d| !d.is_absolute()) {
             return Err(err(
                 "queue_dir",
                 "`queue_dir` must be an absolute path".into(),
@@ -173,9 +164,4 @@ impl ElasticsearchConfig {
         Ok(())
     }
 
-    /// The pipeline options this configuration implies (`queue_dir`,
-    /// `queue_limit`).
-    pub fn target_options(&self) -> TargetOptions {
-        crate::db_common::target_options(&self.queue_dir, self.queue_limit)
-    }
 }

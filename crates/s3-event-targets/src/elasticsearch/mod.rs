@@ -103,6 +103,22 @@ fn excerpt(text: &str) -> String {
         .to_owned()
 }
 
+
+/// Registered in `lib.rs`'s `targets!` list.
+impl crate::registry::TargetType for ElasticsearchTarget {
+    type Config = ElasticsearchConfig;
+
+    const SECRET_KEYS: &'static [&'static str] = &["password"];
+    const URL_KEYS: &'static [&'static str] = &["url"];
+
+    fn build(
+        id: TargetId,
+        config: ElasticsearchConfig,
+    ) -> crate::Result<std::sync::Arc<dyn s3_event_core::Target>> {
+        Ok(std::sync::Arc::new(ElasticsearchTarget::new(id, config)?))
+    }
+}
+
 impl ElasticsearchTarget {
     /// Validates `config` (errors name the target id and the key) and
     /// builds the target. Nothing is contacted until the first send.

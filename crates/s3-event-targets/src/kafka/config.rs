@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::de::*;
-use crate::notifier::TargetOptions;
+use crate::config::queue::target_config;
+use crate::config::values::*;
+use crate::config::QueueConfig;
 use crate::{Error, Result};
 
 /// Default `batch_size`: events produced in one request per partition.
@@ -29,12 +30,12 @@ pub const DEFAULT_BATCH_SIZE: usize = 100;
 /// Empty strings mean "not set". Unknown keys are rejected.
 ///
 /// `Debug` never prints `sasl_password`.
-#[derive(Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Default, PartialEq, Deserialize)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct KafkaConfig {
-    /// Whether the target is enabled: a bool or `"on"`/`"off"`. Default on.
-    #[serde(default = "default_true", deserialize_with = "de_enable")]
-    pub enable: bool,
+    /// `enable`, `queue_dir`, `queue_limit`.
+    #[serde(skip)]
+    pub queue: QueueConfig,
 
     /// Bootstrap brokers, `host:port` separated by commas. Required.
     #[serde(default)]
@@ -44,106 +45,72 @@ pub struct KafkaConfig {
     #[serde(default)]
     pub topic: String,
 
-    /// Directory of the durable queue; unset keeps the queue in memory.
-    #[serde(default, deserialize_with = "de_opt_path")]
-    pub queue_dir: Option<PathBuf>,
-
-    /// Most events queued; `0` means the default, 100000.
-    #[serde(default = "default_queue_limit", deserialize_with = "de_queue_limit")]
-    pub queue_limit: usize,
-
     /// Connect with TLS.
-    #[serde(default, deserialize_with = "de_bool")]
+    #[serde(default, deserialize_with = "flag")]
     pub tls: bool,
 
     /// Accept any broker certificate (testing only).
-    #[serde(default, deserialize_with = "de_bool")]
+    #[serde(default, deserialize_with = "flag")]
     pub tls_skip_verify: bool,
 
     /// Accepted, without effect (see the type's docs).
-    #[serde(default, deserialize_with = "de_opt_u64")]
+    #[serde(default, deserialize_with = "opt_u64")]
     pub tls_client_auth: Option<u64>,
 
     /// PEM client certificate for mutual TLS; requires `client_tls_key`.
-    #[serde(default, deserialize_with = "de_opt_path")]
+    #[serde(default, deserialize_with = "opt_path")]
     pub client_tls_cert: Option<PathBuf>,
 
     /// PEM private key of `client_tls_cert`.
-    #[serde(default, deserialize_with = "de_opt_path")]
+    #[serde(default, deserialize_with = "opt_path")]
     pub client_tls_key: Option<PathBuf>,
 
     /// Authenticate with SASL.
-    #[serde(default, deserialize_with = "de_bool")]
+    #[serde(default, deserialize_with = "flag")]
     pub sasl: bool,
 
     /// SASL user name.
-    #[serde(default, deserialize_with = "de_opt_string")]
+    #[serde(default, deserialize_with = "opt_string")]
     pub sasl_username: Option<String>,
 
     /// SASL password. Secret.
-    #[serde(default, deserialize_with = "de_opt_string")]
+    #[serde(default, deserialize_with = "opt_string")]
     pub sasl_password: Option<String>,
 
     /// `plain` (default), `sha256` or `sha512` (SCRAM), as MinIO.
-    #[serde(default, deserialize_with = "de_opt_string")]
+    #[serde(default, deserialize_with = "opt_string")]
     pub sasl_mechanism: Option<String>,
 
     /// Accepted, without effect (see the type's docs).
-    #[serde(default, deserialize_with = "de_opt_string")]
+    #[serde(default, deserialize_with = "opt_string")]
     pub version: Option<String>,
 
     /// Most events in one `send_batch` (one produce request per
     /// partition); default 100.
-    #[serde(default, deserialize_with = "de_opt_u64")]
+    #[serde(default, deserialize_with = "opt_u64")]
     pub batch_size: Option<u64>,
 
     /// Accepted, without effect (see the type's docs).
-    #[serde(default, deserialize_with = "de_opt_duration")]
+    #[serde(default, deserialize_with = "opt_duration")]
     pub batch_commit_timeout: Option<Duration>,
 
     /// `none` (default), `gzip`, `snappy`, `lz4` or `zstd`.
-    #[serde(default, deserialize_with = "de_opt_string")]
+    #[serde(default, deserialize_with = "opt_string")]
     pub compression_codec: Option<String>,
 
     /// Accepted, without effect (see the type's docs).
-    #[serde(default, deserialize_with = "de_opt_u64")]
+    #[serde(default, deserialize_with = "opt_u64")]
     pub compression_level: Option<u64>,
 }
 
-impl Default for KafkaConfig {
-    fn default() -> Self {
-        KafkaConfig {
-            enable: true,
-            brokers: String::new(),
-            topic: String::new(),
-            queue_dir: None,
-            queue_limit: DEFAULT_QUEUE_LIMIT,
-            tls: false,
-            tls_skip_verify: false,
-            tls_client_auth: None,
-            client_tls_cert: None,
-            client_tls_key: None,
-            sasl: false,
-            sasl_username: None,
-            sasl_password: None,
-            sasl_mechanism: None,
-            version: None,
-            batch_size: None,
-            batch_commit_timeout: None,
-            compression_codec: None,
-            compression_level: None,
-        }
-    }
-}
+target_config!(KafkaConfig);
 
 impl fmt::Debug for KafkaConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KafkaConfig")
-            .field("enable", &self.enable)
+            .field("queue", &self.queue)
             .field("brokers", &self.brokers)
             .field("topic", &self.topic)
-            .field("queue_dir", &self.queue_dir)
-            .field("queue_limit", &self.queue_limit)
             .field("tls", &self.tls)
             .field("tls_skip_verify", &self.tls_skip_verify)
             .field("tls_client_auth", &self.tls_client_auth)
@@ -235,21 +202,10 @@ impl KafkaConfig {
         if self.batch_size == Some(0) {
             return Err(err("batch_size", "`batch_size` must be > 0"));
         }
-        if self.queue_limit == 0 {
-            return Err(err("queue_limit", "`queue_limit` must be > 0"));
-        }
+        self.queue.validate(&format!("kafka {id}"))?;
         Ok(())
     }
 
-    /// The pipeline options this configuration implies (`queue_dir`,
-    /// `queue_limit`).
-    pub fn target_options(&self) -> TargetOptions {
-        TargetOptions {
-            queue_limit: self.queue_limit,
-            queue_dir: self.queue_dir.clone(),
-            ..TargetOptions::default()
-        }
-    }
 }
 
 #[cfg(test)]

@@ -47,7 +47,7 @@ use s3_event_core::{EventRecord, Notification, Target, TargetError, TargetId};
 
 pub use config::{KafkaConfig, DEFAULT_BATCH_SIZE};
 
-use crate::de::describe;
+use crate::error::describe;
 use crate::{Error, Result};
 
 /// How long connecting or a produce request may take (retries included)
@@ -88,6 +88,73 @@ impl fmt::Debug for KafkaTarget {
             .field("id", &self.id)
             .field("config", &self.config)
             .finish_non_exhaustive()
+    }
+}
+
+
+/// Registered in `lib.rs`'s `targets!` list.
+impl crate::registry::TargetType for KafkaTarget {
+    type Config = KafkaConfig;
+
+    const SECRET_KEYS: &'static [&'static str] = &["sasl_password"];
+
+    const LEGACY_KEYS: &'static [(&'static str, &'static str)] = &[("tlsSkipVerify", "tls_skip_verify")];
+
+    /// `"tls": {"enable", "skipVerify", "clientAuth"}`, `"sasl": {"enable",
+    /// "username", "password", "mechanism"}` and `"brokers": [...]`.
+    fn legacy_form(
+        target: &str,
+        written: &str,
+        value: &serde_json::Value,
+    ) -> crate::registry::LegacyForm {
+        use serde_json::Value;
+        match (written, value) {
+            ("tls" | "sasl", Value::Object(inner)) => Some(
+                inner
+                    .iter()
+                    .map(|(k, v)| {
+                        let key = match (written, k.as_str()) {
+                            (p, "enable") => p.to_owned(),
+                            ("tls", "skipVerify" | "skip_verify") => "tls_skip_verify".into(),
+                            ("tls", "clientAuth" | "client_auth") => "tls_client_auth".into(),
+                            ("sasl", "username" | "password" | "mechanism") => format!("sasl_{k}"),
+                            _ => {
+                                return Err(Error::UnknownKey {
+                                    target: target.to_owned(),
+                                    key: format!("{written}.{k}"),
+                                })
+                            }
+                        };
+                        Ok((format!("{written}.{k}"), key, v.clone()))
+                    })
+                    .collect(),
+            ),
+            ("brokers", Value::Array(list)) => Some(
+                list.iter()
+                    .map(|b| match b {
+                        Value::String(s) => Ok(s.as_str()),
+                        other => Err(Error::InvalidNotifyConfig {
+                            message: format!("{target}: `brokers` must hold strings, not {other}"),
+                        }),
+                    })
+                    .collect::<crate::Result<Vec<&str>>>()
+                    .map(|brokers| {
+                        vec![(
+                            "brokers".to_owned(),
+                            "brokers".to_owned(),
+                            Value::String(brokers.join(",")),
+                        )]
+                    }),
+            ),
+            _ => None,
+        }
+    }
+
+    fn build(
+        id: TargetId,
+        config: KafkaConfig,
+    ) -> crate::Result<std::sync::Arc<dyn s3_event_core::Target>> {
+        Ok(std::sync::Arc::new(KafkaTarget::new(id, config)?))
     }
 }
 

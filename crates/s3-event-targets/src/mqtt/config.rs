@@ -1,13 +1,13 @@
 //! The MQTT target's configuration, under MinIO's key names.
 
 use std::fmt;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::de::*;
-use crate::notifier::TargetOptions;
+use crate::config::queue::target_config;
+use crate::config::values::*;
+use crate::config::QueueConfig;
 use crate::{Error, Result};
 
 /// Default `keep_alive_interval`.
@@ -23,12 +23,12 @@ pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(10);
 /// Empty strings mean "not set". Unknown keys are rejected.
 ///
 /// `Debug` never prints `password`.
-#[derive(Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Default, PartialEq, Deserialize)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct MqttConfig {
-    /// Whether the target is enabled: a bool or `"on"`/`"off"`. Default on.
-    #[serde(default = "default_true", deserialize_with = "de_enable")]
-    pub enable: bool,
+    /// `enable`, `queue_dir`, `queue_limit`.
+    #[serde(skip)]
+    pub queue: QueueConfig,
 
     /// `tcp://host:port` (also `mqtt://`), or `ssl://`/`tls://`/`mqtts://`
     /// for TLS; the port defaults to 1883 (8883 with TLS). Required.
@@ -41,56 +41,34 @@ pub struct MqttConfig {
 
     /// 0, 1 or 2. With 1 or 2 an event counts once the broker acknowledged
     /// it (`PUBACK`, or `PUBCOMP` for 2); with 0 once written. Default 0.
-    #[serde(default, deserialize_with = "de_opt_u64")]
+    #[serde(default, deserialize_with = "opt_u64")]
     pub qos: Option<u64>,
 
     /// User name.
-    #[serde(default, deserialize_with = "de_opt_string")]
+    #[serde(default, deserialize_with = "opt_string")]
     pub username: Option<String>,
 
     /// Password. Secret.
-    #[serde(default, deserialize_with = "de_opt_string")]
+    #[serde(default, deserialize_with = "opt_string")]
     pub password: Option<String>,
 
     /// MQTT keep-alive: seconds or a duration such as `"10s"`; default 10 s.
-    #[serde(default, deserialize_with = "de_opt_duration")]
+    #[serde(default, deserialize_with = "opt_duration")]
     pub keep_alive_interval: Option<Duration>,
 
     /// Least time between two connection attempts after a failure (the
     /// notifier's retry backoff paces them otherwise). Unset: none.
-    #[serde(default, deserialize_with = "de_opt_duration")]
+    #[serde(default, deserialize_with = "opt_duration")]
     pub reconnect_interval: Option<Duration>,
 
-    /// Directory of the durable queue; unset keeps the queue in memory.
-    #[serde(default, deserialize_with = "de_opt_path")]
-    pub queue_dir: Option<PathBuf>,
-
-    /// Most events queued; `0` means the default, 100000.
-    #[serde(default = "default_queue_limit", deserialize_with = "de_queue_limit")]
-    pub queue_limit: usize,
 }
 
-impl Default for MqttConfig {
-    fn default() -> Self {
-        MqttConfig {
-            enable: true,
-            broker: String::new(),
-            topic: String::new(),
-            qos: None,
-            username: None,
-            password: None,
-            keep_alive_interval: None,
-            reconnect_interval: None,
-            queue_dir: None,
-            queue_limit: DEFAULT_QUEUE_LIMIT,
-        }
-    }
-}
+target_config!(MqttConfig);
 
 impl fmt::Debug for MqttConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MqttConfig")
-            .field("enable", &self.enable)
+            .field("queue", &self.queue)
             .field("broker", &self.broker)
             .field("topic", &self.topic)
             .field("qos", &self.qos)
@@ -98,8 +76,6 @@ impl fmt::Debug for MqttConfig {
             .field("password", &redact(&self.password))
             .field("keep_alive_interval", &self.keep_alive_interval)
             .field("reconnect_interval", &self.reconnect_interval)
-            .field("queue_dir", &self.queue_dir)
-            .field("queue_limit", &self.queue_limit)
             .finish()
     }
 }
@@ -195,21 +171,10 @@ impl MqttConfig {
                 "`keep_alive_interval` must be at least 1s".into(),
             ));
         }
-        if self.queue_limit == 0 {
-            return Err(err("queue_limit", "`queue_limit` must be > 0".into()));
-        }
+        self.queue.validate(&format!("mqtt {id}"))?;
         Ok(())
     }
 
-    /// The pipeline options this configuration implies (`queue_dir`,
-    /// `queue_limit`).
-    pub fn target_options(&self) -> TargetOptions {
-        TargetOptions {
-            queue_limit: self.queue_limit,
-            queue_dir: self.queue_dir.clone(),
-            ..TargetOptions::default()
-        }
-    }
 }
 
 #[cfg(test)]

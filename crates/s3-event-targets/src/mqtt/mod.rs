@@ -42,7 +42,7 @@ use tokio::sync::oneshot;
 
 pub use config::{MqttConfig, DEFAULT_KEEP_ALIVE};
 
-use crate::de::describe;
+use crate::error::describe;
 use crate::{Error, Result};
 
 /// Largest batch handed to [`MqttTarget::send_batch`].
@@ -208,6 +208,21 @@ async fn drive(
 }
 
 static CLIENT_SEQ: AtomicU64 = AtomicU64::new(0);
+
+
+/// Registered in `lib.rs`'s `targets!` list.
+impl crate::registry::TargetType for MqttTarget {
+    type Config = MqttConfig;
+
+    const SECRET_KEYS: &'static [&'static str] = &["password"];
+
+    fn build(
+        id: TargetId,
+        config: MqttConfig,
+    ) -> crate::Result<std::sync::Arc<dyn s3_event_core::Target>> {
+        Ok(std::sync::Arc::new(MqttTarget::new(id, config)?))
+    }
+}
 
 impl MqttTarget {
     /// Validates `config` (errors name the target and the key) and builds

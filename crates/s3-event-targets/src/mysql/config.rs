@@ -2,15 +2,13 @@
 //! Go-driver DSN form.
 
 use std::fmt;
-use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::db_common::{
-    de_enable, de_opt_path, de_opt_string, de_queue_limit, de_u64, default_enable,
-    default_queue_limit, redact, Format, DEFAULT_QUEUE_LIMIT,
-};
-use crate::notifier::TargetOptions;
+use crate::db_common::Format;
+use crate::config::queue::target_config;
+use crate::config::values::*;
+use crate::config::QueueConfig;
 use crate::{Error, Result};
 
 /// Default `max_open_connections`, as MinIO.
@@ -29,51 +27,48 @@ pub const DEFAULT_MAX_OPEN_CONNECTIONS: usize = 2;
 ///
 /// `Debug` never prints `password` nor the password inside `dsn_string`.
 #[derive(Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct MySqlConfig {
-    /// Whether the target is enabled (`"on"`/`"off"` or a bool); default on.
-    #[serde(default = "default_enable", deserialize_with = "de_enable")]
-    pub enable: bool,
+    /// `enable`, `queue_dir`, `queue_limit`.
+    #[serde(skip)]
+    pub queue: QueueConfig,
+
     /// `namespace` (one row per object, default) or `access` (one row per
     /// event).
     #[serde(default)]
     pub format: Format,
     /// `user:password@tcp(host:port)/database[?params]`.
-    #[serde(default, deserialize_with = "de_opt_string")]
+    #[serde(default, deserialize_with = "opt_string")]
     pub dsn_string: Option<String>,
     /// The table, created with MinIO's schema when missing. Required.
     #[serde(default)]
     pub table: String,
     /// Host, when `dsn_string` is empty.
-    #[serde(default, deserialize_with = "de_opt_string")]
+    #[serde(default, deserialize_with = "opt_string")]
     pub host: Option<String>,
     /// Port, when `dsn_string` is empty.
-    #[serde(default, deserialize_with = "de_u64")]
+    #[serde(default, deserialize_with = "u64_or_zero")]
     pub port: u64,
     /// User name, when `dsn_string` is empty.
-    #[serde(default, deserialize_with = "de_opt_string")]
+    #[serde(default, deserialize_with = "opt_string")]
     pub username: Option<String>,
     /// Password, when `dsn_string` is empty.
-    #[serde(default, deserialize_with = "de_opt_string")]
+    #[serde(default, deserialize_with = "opt_string")]
     pub password: Option<String>,
     /// Database, when `dsn_string` is empty.
-    #[serde(default, deserialize_with = "de_opt_string")]
+    #[serde(default, deserialize_with = "opt_string")]
     pub database: Option<String>,
-    /// Directory of the durable queue; unset keeps the queue in memory.
-    #[serde(default, deserialize_with = "de_opt_path")]
-    pub queue_dir: Option<PathBuf>,
-    /// Most events queued for the target; `0` means 100000 (as MinIO).
-    #[serde(default = "default_queue_limit", deserialize_with = "de_queue_limit")]
-    pub queue_limit: usize,
     /// Most connections open at once; `0` means 2 (as MinIO).
-    #[serde(default, deserialize_with = "de_u64")]
+    #[serde(default, deserialize_with = "u64_or_zero")]
     pub max_open_connections: u64,
 }
+
+target_config!(MySqlConfig);
 
 impl Default for MySqlConfig {
     fn default() -> Self {
         MySqlConfig {
-            enable: true,
+            queue: QueueConfig::default(),
             format: Format::Namespace,
             dsn_string: None,
             table: String::new(),
@@ -82,8 +77,6 @@ impl Default for MySqlConfig {
             username: None,
             password: None,
             database: None,
-            queue_dir: None,
-            queue_limit: DEFAULT_QUEUE_LIMIT,
             max_open_connections: 0,
         }
     }
@@ -92,7 +85,7 @@ impl Default for MySqlConfig {
 impl fmt::Debug for MySqlConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MySqlConfig")
-            .field("enable", &self.enable)
+            .field("queue", &self.queue)
             .field("format", &self.format)
             .field("dsn_string", &self.dsn_string.as_deref().map(redact_dsn))
             .field("table", &self.table)
@@ -101,8 +94,6 @@ impl fmt::Debug for MySqlConfig {
             .field("username", &self.username)
             .field("password", &redact(&self.password))
             .field("database", &self.database)
-            .field("queue_dir", &self.queue_dir)
-            .field("queue_limit", &self.queue_limit)
             .field("max_open_connections", &self.max_open_connections)
             .finish()
     }
@@ -338,7 +329,7 @@ impl MySqlConfig {
             ));
         }
         self.dsn(id)?;
-        if self.queue_dir.as_ref().is_some_and(|d| !d.is_absolute()) {
+        if self.queue.queue_dir.as_ref().is_some_and(|d| !d.is_absolute()) {
             return Err(err("queue_dir", "`queue_dir` must be an absolute path"));
         }
         Ok(())
@@ -352,9 +343,4 @@ impl MySqlConfig {
         }
     }
 
-    /// The pipeline options this configuration implies (`queue_dir`,
-    /// `queue_limit`).
-    pub fn target_options(&self) -> TargetOptions {
-        crate::db_common::target_options(&self.queue_dir, self.queue_limit)
-    }
 }

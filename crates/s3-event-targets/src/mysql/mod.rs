@@ -91,6 +91,24 @@ fn event_time(record: &EventRecord) -> Option<String> {
     })
 }
 
+
+/// Registered in `lib.rs`'s `targets!` list.
+impl crate::registry::TargetType for MySqlTarget {
+    type Config = MySqlConfig;
+
+    const SECRET_KEYS: &'static [&'static str] = &["password"];
+    const URL_KEYS: &'static [&'static str] = &["dsn_string"];
+
+    const LEGACY_KEYS: &'static [(&'static str, &'static str)] = &[("user", "username"), ("dsnString", "dsn_string")];
+
+    fn build(
+        id: TargetId,
+        config: MySqlConfig,
+    ) -> crate::Result<std::sync::Arc<dyn s3_event_core::Target>> {
+        Ok(std::sync::Arc::new(MySqlTarget::new(id, config)?))
+    }
+}
+
 impl MySqlTarget {
     /// Validates `config` (errors name the target id and the key) and
     /// builds the target. Nothing is contacted until the first send.

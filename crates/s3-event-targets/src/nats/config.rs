@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::de::*;
-use crate::notifier::TargetOptions;
+use crate::config::queue::target_config;
+use crate::config::values::*;
+use crate::config::QueueConfig;
 use crate::{Error, Result};
 
 /// Configuration of one NATS target, as one entry of MinIO's
@@ -22,12 +23,12 @@ use crate::{Error, Result};
 /// `jetstream`). Empty strings mean "not set". Unknown keys are rejected.
 ///
 /// `Debug` never prints `password`, `token` or `nkey_seed`.
-#[derive(Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Default, PartialEq, Deserialize)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct NatsConfig {
-    /// Whether the target is enabled: a bool or `"on"`/`"off"`. Default on.
-    #[serde(default = "default_true", deserialize_with = "de_enable")]
-    pub enable: bool,
+    /// `enable`, `queue_dir`, `queue_limit`.
+    #[serde(skip)]
+    pub queue: QueueConfig,
 
     /// The server, `host:port` or `nats://host:port` (`tls://` for TLS);
     /// several may be given separated by commas. Required.
@@ -39,98 +40,68 @@ pub struct NatsConfig {
     pub subject: String,
 
     /// User name, with `password`.
-    #[serde(default, deserialize_with = "de_opt_string")]
+    #[serde(default, deserialize_with = "opt_string")]
     pub username: Option<String>,
 
     /// Password of `username`. Secret.
-    #[serde(default, deserialize_with = "de_opt_string")]
+    #[serde(default, deserialize_with = "opt_string")]
     pub password: Option<String>,
 
     /// Authentication token. Secret.
-    #[serde(default, deserialize_with = "de_opt_string")]
+    #[serde(default, deserialize_with = "opt_string")]
     pub token: Option<String>,
 
     /// NKey seed (`SU…`) to sign the server's nonce with. Secret.
-    #[serde(default, deserialize_with = "de_opt_string")]
+    #[serde(default, deserialize_with = "opt_string")]
     pub nkey_seed: Option<String>,
 
     /// A `.creds` file (JWT and NKey seed).
-    #[serde(default, deserialize_with = "de_opt_path")]
+    #[serde(default, deserialize_with = "opt_path")]
     pub user_credentials: Option<PathBuf>,
 
     /// Require TLS.
-    #[serde(default, deserialize_with = "de_bool")]
+    #[serde(default, deserialize_with = "flag")]
     pub tls: bool,
 
     /// Accept any server certificate (testing only).
-    #[serde(default, deserialize_with = "de_bool")]
+    #[serde(default, deserialize_with = "flag")]
     pub tls_skip_verify: bool,
 
     /// Start TLS before the server's `INFO` (servers with
     /// `handshake_first`).
-    #[serde(default, deserialize_with = "de_bool")]
+    #[serde(default, deserialize_with = "flag")]
     pub tls_handshake_first: bool,
 
     /// PEM file of the CA certificates to trust instead of the system's.
-    #[serde(default, deserialize_with = "de_opt_path")]
+    #[serde(default, deserialize_with = "opt_path")]
     pub cert_authority: Option<PathBuf>,
 
     /// PEM client certificate for mutual TLS; requires `client_key`.
-    #[serde(default, deserialize_with = "de_opt_path")]
+    #[serde(default, deserialize_with = "opt_path")]
     pub client_cert: Option<PathBuf>,
 
     /// PEM private key of `client_cert`.
-    #[serde(default, deserialize_with = "de_opt_path")]
+    #[serde(default, deserialize_with = "opt_path")]
     pub client_key: Option<PathBuf>,
 
     /// Interval of the client's pings: seconds, or a duration such as
     /// `"30s"`; unset or `0` keeps the client's default (1 minute).
-    #[serde(default, deserialize_with = "de_opt_duration")]
+    #[serde(default, deserialize_with = "opt_duration")]
     pub ping_interval: Option<Duration>,
 
     /// Publish through JetStream: an event counts as delivered once the
     /// stream acknowledged it. A stream must capture `subject`.
-    #[serde(default, deserialize_with = "de_bool")]
+    #[serde(default, deserialize_with = "flag")]
     pub jetstream: bool,
 
-    /// Directory of the durable queue; unset keeps the queue in memory.
-    #[serde(default, deserialize_with = "de_opt_path")]
-    pub queue_dir: Option<PathBuf>,
-
-    /// Most events queued; `0` means the default, 100000.
-    #[serde(default = "default_queue_limit", deserialize_with = "de_queue_limit")]
-    pub queue_limit: usize,
 }
 
-impl Default for NatsConfig {
-    fn default() -> Self {
-        NatsConfig {
-            enable: true,
-            address: String::new(),
-            subject: String::new(),
-            username: None,
-            password: None,
-            token: None,
-            nkey_seed: None,
-            user_credentials: None,
-            tls: false,
-            tls_skip_verify: false,
-            tls_handshake_first: false,
-            cert_authority: None,
-            client_cert: None,
-            client_key: None,
-            ping_interval: None,
-            jetstream: false,
-            queue_dir: None,
-            queue_limit: DEFAULT_QUEUE_LIMIT,
-        }
-    }
-}
+target_config!(NatsConfig);
 
 impl fmt::Debug for NatsConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NatsConfig")
-            .field("enable", &self.enable)
+            .field("queue", &self.queue)
             .field("address", &self.address)
             .field("subject", &self.subject)
             .field("username", &self.username)
@@ -146,8 +117,6 @@ impl fmt::Debug for NatsConfig {
             .field("client_key", &self.client_key)
             .field("ping_interval", &self.ping_interval)
             .field("jetstream", &self.jetstream)
-            .field("queue_dir", &self.queue_dir)
-            .field("queue_limit", &self.queue_limit)
             .finish()
     }
 }
@@ -203,21 +172,10 @@ impl NatsConfig {
                 "`client_cert` and `client_key` must be set together",
             ));
         }
-        if self.queue_limit == 0 {
-            return Err(err("queue_limit", "`queue_limit` must be > 0"));
-        }
+        self.queue.validate(&format!("nats {id}"))?;
         Ok(())
     }
 
-    /// The pipeline options this configuration implies (`queue_dir`,
-    /// `queue_limit`).
-    pub fn target_options(&self) -> TargetOptions {
-        TargetOptions {
-            queue_limit: self.queue_limit,
-            queue_dir: self.queue_dir.clone(),
-            ..TargetOptions::default()
-        }
-    }
 
     /// Whether any TLS key asks for TLS.
     pub(crate) fn wants_tls(&self) -> bool {
@@ -258,9 +216,9 @@ mod tests {
             "ping_interval": "0", "jetstream": "on", "queue_dir": "", "queue_limit": "0"
         }))
         .unwrap();
-        assert!(c.enable && c.jetstream && !c.tls);
+        assert!(c.queue.enable && c.jetstream && !c.tls);
         assert_eq!(c.username, None);
-        assert_eq!(c.queue_limit, DEFAULT_QUEUE_LIMIT);
+        assert_eq!(c.queue.queue_limit, crate::config::DEFAULT_QUEUE_LIMIT);
         c.validate("1").unwrap();
     }
 

@@ -40,7 +40,7 @@ use s3_event_core::{EventRecord, Notification, Target, TargetError, TargetId};
 
 pub use config::NatsConfig;
 
-use crate::de::describe;
+use crate::error::describe;
 use crate::{Error, Result};
 
 /// Largest batch handed to [`NatsTarget::send_batch`].
@@ -73,6 +73,51 @@ impl fmt::Debug for NatsTarget {
             .field("id", &self.id)
             .field("config", &self.config)
             .finish_non_exhaustive()
+    }
+}
+
+
+/// Registered in `lib.rs`'s `targets!` list.
+impl crate::registry::TargetType for NatsTarget {
+    type Config = NatsConfig;
+
+    const SECRET_KEYS: &'static [&'static str] = &["password", "token", "nkey_seed"];
+
+    const LEGACY_KEYS: &'static [(&'static str, &'static str)] = &[("secure", "tls"), ("user", "username")];
+
+    /// `"streaming": {"enable": false, ...}` (NATS Streaming off) is read
+    /// and ignored; NATS Streaming on is refused.
+    fn legacy_form(
+        target: &str,
+        written: &str,
+        value: &serde_json::Value,
+    ) -> crate::registry::LegacyForm {
+        use serde_json::Value;
+        let ("streaming", Value::Object(inner)) = (written, value) else {
+            return None;
+        };
+        let on = inner.get("enable").is_some_and(|e| match e {
+            Value::Bool(b) => *b,
+            Value::String(s) => s3_event_core::config::parse_flag(s) == Some(true),
+            _ => false,
+        });
+        if on {
+            return Some(Err(Error::InvalidConfig {
+                target: target.to_owned(),
+                key: "streaming",
+                message: "NATS Streaming reached its end of life and is not supported; \
+                          use `jetstream`"
+                    .into(),
+            }));
+        }
+        Some(Ok(Vec::new()))
+    }
+
+    fn build(
+        id: TargetId,
+        config: NatsConfig,
+    ) -> crate::Result<std::sync::Arc<dyn s3_event_core::Target>> {
+        Ok(std::sync::Arc::new(NatsTarget::new(id, config)?))
     }
 }
 

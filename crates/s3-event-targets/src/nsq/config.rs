@@ -1,11 +1,11 @@
 //! The NSQ target's configuration, under MinIO's key names.
 
-use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::de::*;
-use crate::notifier::TargetOptions;
+use crate::config::queue::target_config;
+use crate::config::values::*;
+use crate::config::QueueConfig;
 use crate::{Error, Result};
 
 /// Configuration of one NSQ target, as one entry of MinIO's
@@ -15,12 +15,12 @@ use crate::{Error, Result};
 /// `tls_skip_verify`, `queue_dir`, `queue_limit`. TLS (negotiated through
 /// NSQ's `IDENTIFY`) is not implemented: `tls` must be off. Empty strings
 /// mean "not set". Unknown keys are rejected.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct NsqConfig {
-    /// Whether the target is enabled: a bool or `"on"`/`"off"`. Default on.
-    #[serde(default = "default_true", deserialize_with = "de_enable")]
-    pub enable: bool,
+    /// `enable`, `queue_dir`, `queue_limit`.
+    #[serde(skip)]
+    pub queue: QueueConfig,
 
     /// The nsqd TCP address, `host:port` (nsqd's default port is 4150).
     /// Required.
@@ -33,35 +33,16 @@ pub struct NsqConfig {
     pub topic: String,
 
     /// TLS; not implemented, must be off.
-    #[serde(default, deserialize_with = "de_bool")]
+    #[serde(default, deserialize_with = "flag")]
     pub tls: bool,
 
     /// Accepted for compatibility; only meaningful with `tls`.
-    #[serde(default, deserialize_with = "de_bool")]
+    #[serde(default, deserialize_with = "flag")]
     pub tls_skip_verify: bool,
 
-    /// Directory of the durable queue; unset keeps the queue in memory.
-    #[serde(default, deserialize_with = "de_opt_path")]
-    pub queue_dir: Option<PathBuf>,
-
-    /// Most events queued; `0` means the default, 100000.
-    #[serde(default = "default_queue_limit", deserialize_with = "de_queue_limit")]
-    pub queue_limit: usize,
 }
 
-impl Default for NsqConfig {
-    fn default() -> Self {
-        NsqConfig {
-            enable: true,
-            nsqd_address: String::new(),
-            topic: String::new(),
-            tls: false,
-            tls_skip_verify: false,
-            queue_dir: None,
-            queue_limit: DEFAULT_QUEUE_LIMIT,
-        }
-    }
-}
+target_config!(NsqConfig);
 
 /// Whether `topic` is a valid NSQ topic name.
 pub(crate) fn valid_topic(topic: &str) -> bool {
@@ -104,21 +85,10 @@ impl NsqConfig {
         if self.tls {
             return Err(err("tls", "`tls` is not supported by this NSQ client"));
         }
-        if self.queue_limit == 0 {
-            return Err(err("queue_limit", "`queue_limit` must be > 0"));
-        }
+        self.queue.validate(&format!("nsq {id}"))?;
         Ok(())
     }
 
-    /// The pipeline options this configuration implies (`queue_dir`,
-    /// `queue_limit`).
-    pub fn target_options(&self) -> TargetOptions {
-        TargetOptions {
-            queue_limit: self.queue_limit,
-            queue_dir: self.queue_dir.clone(),
-            ..TargetOptions::default()
-        }
-    }
 }
 
 #[cfg(test)]

@@ -96,6 +96,19 @@ impl From<std::io::Error> for Failure {
     }
 }
 
+
+/// Registered in `lib.rs`'s `targets!` list.
+impl crate::registry::TargetType for NsqTarget {
+    type Config = NsqConfig;
+
+    fn build(
+        id: TargetId,
+        config: NsqConfig,
+    ) -> crate::Result<std::sync::Arc<dyn s3_event_core::Target>> {
+        Ok(std::sync::Arc::new(NsqTarget::new(id, config)?))
+    }
+}
+
 impl NsqTarget {
     /// Validates `config` (errors name the target and the key) and builds
     /// the target. Nothing is contacted.

@@ -5,11 +5,10 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::db_common::{
-    de_enable, de_opt_path, de_opt_string, de_queue_limit, de_u64, default_enable,
-    default_queue_limit, redact, Format, DEFAULT_QUEUE_LIMIT,
-};
-use crate::notifier::TargetOptions;
+use crate::db_common::Format;
+use crate::config::queue::target_config;
+use crate::config::values::*;
+use crate::config::QueueConfig;
 use crate::{Error, Result};
 
 /// Default `max_open_connections`, as MinIO.
@@ -29,51 +28,48 @@ pub const DEFAULT_MAX_OPEN_CONNECTIONS: usize = 2;
 /// `Debug` never prints `password` nor a password inside
 /// `connection_string`.
 #[derive(Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct PostgresConfig {
-    /// Whether the target is enabled (`"on"`/`"off"` or a bool); default on.
-    #[serde(default = "default_enable", deserialize_with = "de_enable")]
-    pub enable: bool,
+    /// `enable`, `queue_dir`, `queue_limit`.
+    #[serde(skip)]
+    pub queue: QueueConfig,
+
     /// `namespace` (one row per object, default) or `access` (one row per
     /// event).
     #[serde(default)]
     pub format: Format,
     /// libpq key/value string or `postgresql://` URL.
-    #[serde(default, deserialize_with = "de_opt_string")]
+    #[serde(default, deserialize_with = "opt_string")]
     pub connection_string: Option<String>,
     /// The table, created with MinIO's schema when missing. Required.
     #[serde(default)]
     pub table: String,
     /// Host, when `connection_string` is empty.
-    #[serde(default, deserialize_with = "de_opt_string")]
+    #[serde(default, deserialize_with = "opt_string")]
     pub host: Option<String>,
     /// Port, when `connection_string` is empty.
-    #[serde(default, deserialize_with = "de_u64")]
+    #[serde(default, deserialize_with = "u64_or_zero")]
     pub port: u64,
     /// User name, when `connection_string` is empty.
-    #[serde(default, deserialize_with = "de_opt_string")]
+    #[serde(default, deserialize_with = "opt_string")]
     pub username: Option<String>,
     /// Password, when `connection_string` is empty.
-    #[serde(default, deserialize_with = "de_opt_string")]
+    #[serde(default, deserialize_with = "opt_string")]
     pub password: Option<String>,
     /// Database, when `connection_string` is empty.
-    #[serde(default, deserialize_with = "de_opt_string")]
+    #[serde(default, deserialize_with = "opt_string")]
     pub database: Option<String>,
-    /// Directory of the durable queue; unset keeps the queue in memory.
-    #[serde(default, deserialize_with = "de_opt_path")]
-    pub queue_dir: Option<PathBuf>,
-    /// Most events queued for the target; `0` means 100000 (as MinIO).
-    #[serde(default = "default_queue_limit", deserialize_with = "de_queue_limit")]
-    pub queue_limit: usize,
     /// Most connections open at once; `0` means 2 (as MinIO).
-    #[serde(default, deserialize_with = "de_u64")]
+    #[serde(default, deserialize_with = "u64_or_zero")]
     pub max_open_connections: u64,
 }
+
+target_config!(PostgresConfig);
 
 impl Default for PostgresConfig {
     fn default() -> Self {
         PostgresConfig {
-            enable: true,
+            queue: QueueConfig::default(),
             format: Format::Namespace,
             connection_string: None,
             table: String::new(),
@@ -82,8 +78,6 @@ impl Default for PostgresConfig {
             username: None,
             password: None,
             database: None,
-            queue_dir: None,
-            queue_limit: DEFAULT_QUEUE_LIMIT,
             max_open_connections: 0,
         }
     }
@@ -305,7 +299,7 @@ pub(crate) fn redact_connection_string(s: &str) -> String {
 impl fmt::Debug for PostgresConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PostgresConfig")
-            .field("enable", &self.enable)
+            .field("queue", &self.queue)
             .field("format", &self.format)
             .field(
                 "connection_string",
@@ -320,8 +314,6 @@ impl fmt::Debug for PostgresConfig {
             .field("username", &self.username)
             .field("password", &redact(&self.password))
             .field("database", &self.database)
-            .field("queue_dir", &self.queue_dir)
-            .field("queue_limit", &self.queue_limit)
             .field("max_open_connections", &self.max_open_connections)
             .finish()
     }
@@ -419,7 +411,7 @@ impl PostgresConfig {
             ));
         }
         self.pg_config(id)?;
-        if self.queue_dir.as_ref().is_some_and(|d| !d.is_absolute()) {
+        if self.queue.queue_dir.as_ref().is_some_and(|d| !d.is_absolute()) {
             return Err(err("queue_dir", "`queue_dir` must be an absolute path"));
         }
         Ok(())
@@ -433,9 +425,4 @@ impl PostgresConfig {
         }
     }
 
-    /// The pipeline options this configuration implies (`queue_dir`,
-    /// `queue_limit`).
-    pub fn target_options(&self) -> TargetOptions {
-        crate::db_common::target_options(&self.queue_dir, self.queue_limit)
-    }
 }

@@ -84,6 +84,24 @@ fn transient_sqlstate(code: &str) -> bool {
         || matches!(code, "40001" | "40P01" | "55P03" | "55006")
 }
 
+
+/// Registered in `lib.rs`'s `targets!` list.
+impl crate::registry::TargetType for PostgresTarget {
+    type Config = PostgresConfig;
+
+    const SECRET_KEYS: &'static [&'static str] = &["password"];
+    const URL_KEYS: &'static [&'static str] = &["connection_string"];
+
+    const LEGACY_KEYS: &'static [(&'static str, &'static str)] = &[("user", "username")];
+
+    fn build(
+        id: TargetId,
+        config: PostgresConfig,
+    ) -> crate::Result<std::sync::Arc<dyn s3_event_core::Target>> {
+        Ok(std::sync::Arc::new(PostgresTarget::new(id, config)?))
+    }
+}
+
 impl PostgresTarget {
     /// Validates `config` (errors name the target id and the key) and
     /// builds the target. Nothing is contacted until the first send.

@@ -1,15 +1,13 @@
 //! The Redis target's configuration, under MinIO's key names.
 
 use std::fmt;
-use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::db_common::{
-    de_enable, de_opt_path, de_opt_string, de_queue_limit, default_enable, default_queue_limit,
-    redact, Format, DEFAULT_QUEUE_LIMIT,
-};
-use crate::notifier::TargetOptions;
+use crate::db_common::Format;
+use crate::config::queue::target_config;
+use crate::config::values::*;
+use crate::config::QueueConfig;
 use crate::{Error, Result};
 
 /// The port used when `address` has none.
@@ -25,11 +23,12 @@ pub const DEFAULT_PORT: u16 = 6379;
 ///
 /// `Debug` never prints `password`.
 #[derive(Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct RedisConfig {
-    /// Whether the target is enabled (`"on"`/`"off"` or a bool); default on.
-    #[serde(default = "default_enable", deserialize_with = "de_enable")]
-    pub enable: bool,
+    /// `enable`, `queue_dir`, `queue_limit`.
+    #[serde(skip)]
+    pub queue: QueueConfig,
+
     /// `namespace` (a hash `key` of `bucket/object` → event, default) or
     /// `access` (a list `key` of events, appended).
     #[serde(default)]
@@ -38,34 +37,28 @@ pub struct RedisConfig {
     #[serde(default)]
     pub address: String,
     /// The password (`AUTH`), if any.
-    #[serde(default, deserialize_with = "de_opt_string")]
+    #[serde(default, deserialize_with = "opt_string")]
     pub password: Option<String>,
     /// The ACL user name (`AUTH user password`), if any.
-    #[serde(default, deserialize_with = "de_opt_string")]
+    #[serde(default, deserialize_with = "opt_string")]
     pub user: Option<String>,
     /// The hash (namespace) or list (access) events are written to.
     /// Required.
     #[serde(default)]
     pub key: String,
-    /// Directory of the durable queue; unset keeps the queue in memory.
-    #[serde(default, deserialize_with = "de_opt_path")]
-    pub queue_dir: Option<PathBuf>,
-    /// Most events queued for the target; `0` means 100000 (as MinIO).
-    #[serde(default = "default_queue_limit", deserialize_with = "de_queue_limit")]
-    pub queue_limit: usize,
 }
+
+target_config!(RedisConfig);
 
 impl Default for RedisConfig {
     fn default() -> Self {
         RedisConfig {
-            enable: true,
+            queue: QueueConfig::default(),
             format: Format::Namespace,
             address: String::new(),
             password: None,
             user: None,
             key: String::new(),
-            queue_dir: None,
-            queue_limit: DEFAULT_QUEUE_LIMIT,
         }
     }
 }
@@ -73,14 +66,12 @@ impl Default for RedisConfig {
 impl fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisConfig")
-            .field("enable", &self.enable)
+            .field("queue", &self.queue)
             .field("format", &self.format)
             .field("address", &self.address)
             .field("password", &redact(&self.password))
             .field("user", &self.user)
             .field("key", &self.key)
-            .field("queue_dir", &self.queue_dir)
-            .field("queue_limit", &self.queue_limit)
             .finish()
     }
 }
@@ -149,15 +140,10 @@ impl RedisConfig {
         if self.user.is_some() && self.password.is_none() {
             return Err(err("password", "`password` is required when `user` is set"));
         }
-        if self.queue_dir.as_ref().is_some_and(|d| !d.is_absolute()) {
+        if self.queue.queue_dir.as_ref().is_some_and(|d| !d.is_absolute()) {
             return Err(err("queue_dir", "`queue_dir` must be an absolute path"));
         }
         Ok(())
     }
 
-    /// The pipeline options this configuration implies (`queue_dir`,
-    /// `queue_limit`).
-    pub fn target_options(&self) -> TargetOptions {
-        crate::db_common::target_options(&self.queue_dir, self.queue_limit)
-    }
 }

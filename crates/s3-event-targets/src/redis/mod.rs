@@ -90,6 +90,21 @@ impl fmt::Debug for RedisTarget {
     }
 }
 
+
+/// Registered in `lib.rs`'s `targets!` list.
+impl crate::registry::TargetType for RedisTarget {
+    type Config = RedisConfig;
+
+    const SECRET_KEYS: &'static [&'static str] = &["password"];
+
+    fn build(
+        id: TargetId,
+        config: RedisConfig,
+    ) -> crate::Result<std::sync::Arc<dyn s3_event_core::Target>> {
+        Ok(std::sync::Arc::new(RedisTarget::new(id, config)?))
+    }
+}
+
 impl RedisTarget {
     /// Validates `config` (errors name the target id and the key) and
     /// builds the target. Nothing is contacted until the first send.
@@ -279,7 +294,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.format, Format::Access);
         assert_eq!(c.password, None);
-        assert_eq!(c.queue_limit, crate::db_common::DEFAULT_QUEUE_LIMIT);
+        assert_eq!(c.queue.queue_limit, crate::config::DEFAULT_QUEUE_LIMIT);
         assert_eq!(c.host_port("1").unwrap(), ("127.0.0.1".into(), 6380));
     }
 

@@ -6,11 +6,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::notifier::TargetOptions;
+use crate::config::queue::target_config;
+use crate::config::values::{named, opt_duration, opt_path, opt_string, redact};
+use crate::config::QueueConfig;
 use crate::{Error, Result};
-
-/// Default `queue_limit`, as MinIO.
-pub const DEFAULT_QUEUE_LIMIT: usize = 100_000;
 
 /// Default request `timeout`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -28,18 +27,11 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// `endpoint` that can carry a token (user info, path, query, fragment):
 /// see [`redact_endpoint`].
 #[derive(Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct WebhookConfig {
-    /// Whether the target is enabled: a JSON bool or MinIO's `"on"`/`"off"`
-    /// (also `"true"`/`"false"`). Default `true`: a configured target is
-    /// used unless switched off, so notifications never go silent because
-    /// of a default.
-    #[serde(
-        rename = "enable",
-        default = "default_enable",
-        deserialize_with = "de_enable"
-    )]
-    pub enable: bool,
+    /// `enable`, `queue_dir`, `queue_limit`.
+    #[serde(skip)]
+    pub queue: QueueConfig,
 
     /// The URL events are POSTed to; `http` or `https`. Required.
     #[serde(rename = "endpoint", default)]
@@ -48,44 +40,31 @@ pub struct WebhookConfig {
     /// Sent as `Authorization: Bearer <token>` when it is a bare token, as
     /// is when it already holds a scheme (contains a space, e.g.
     /// `"Basic eHl6"`).
-    #[serde(rename = "auth_token", default, deserialize_with = "de_opt_string")]
+    #[serde(rename = "auth_token", default, deserialize_with = "opt_string")]
     pub auth_token: Option<String>,
 
     /// PEM client certificate for mutual TLS; requires `client_key`.
-    #[serde(rename = "client_cert", default, deserialize_with = "de_opt_path")]
+    #[serde(rename = "client_cert", default, deserialize_with = "opt_path")]
     pub client_cert: Option<PathBuf>,
 
     /// PEM private key of `client_cert`; requires `client_cert`.
-    #[serde(rename = "client_key", default, deserialize_with = "de_opt_path")]
+    #[serde(rename = "client_key", default, deserialize_with = "opt_path")]
     pub client_key: Option<PathBuf>,
 
     /// PEM bundle of certificate authorities trusted for the endpoint, in
     /// addition to the built-in web roots (this crate's key; MinIO uses the
     /// system store). For endpoints with a private CA.
-    #[serde(rename = "ca_cert", default, deserialize_with = "de_opt_path")]
+    #[serde(rename = "ca_cert", default, deserialize_with = "opt_path")]
     pub ca_cert: Option<PathBuf>,
-
-    /// Directory of the durable queue; unset keeps the queue in memory.
-    #[serde(rename = "queue_dir", default, deserialize_with = "de_opt_path")]
-    pub queue_dir: Option<PathBuf>,
-
-    /// Most events queued for the target: a number or a numeric string;
-    /// `0` means the default, 100000 (as MinIO).
-    #[serde(
-        rename = "queue_limit",
-        default = "default_queue_limit",
-        deserialize_with = "de_queue_limit"
-    )]
-    pub queue_limit: usize,
 
     /// HMAC-SHA256 key: when set, every request carries
     /// `X-S3Event-Timestamp` and `X-S3Event-Signature` (see
     /// [`verify`](super::verify)).
-    #[serde(rename = "signature_key", default, deserialize_with = "de_opt_string")]
+    #[serde(rename = "signature_key", default, deserialize_with = "opt_string")]
     pub signature_key: Option<String>,
 
     /// Per-request timeout: seconds as a number, or a string such as
-    /// `"10s"`, `"500ms"`, `"10"`. Default 10 s.
+    /// `"10s"`, `"500ms"`, `"2m"`, `"10"`. Default 10 s.
     #[serde(
         rename = "timeout",
         default = "default_timeout",
@@ -94,29 +73,26 @@ pub struct WebhookConfig {
     pub timeout: Duration,
 }
 
-fn default_enable() -> bool {
-    true
-}
-
-fn default_queue_limit() -> usize {
-    DEFAULT_QUEUE_LIMIT
-}
-
 fn default_timeout() -> Duration {
     DEFAULT_TIMEOUT
 }
 
+/// `timeout`: a duration; empty is the default.
+fn de_timeout<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Duration, D::Error> {
+    Ok(named("timeout", opt_duration(d))?.unwrap_or(DEFAULT_TIMEOUT))
+}
+
+target_config!(WebhookConfig);
+
 impl Default for WebhookConfig {
     fn default() -> Self {
         WebhookConfig {
-            enable: default_enable(),
+            queue: QueueConfig::default(),
             endpoint: String::new(),
             auth_token: None,
             client_cert: None,
             client_key: None,
             ca_cert: None,
-            queue_dir: None,
-            queue_limit: DEFAULT_QUEUE_LIMIT,
             signature_key: None,
             timeout: DEFAULT_TIMEOUT,
         }
@@ -125,17 +101,14 @@ impl Default for WebhookConfig {
 
 impl fmt::Debug for WebhookConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let secret = |s: &Option<String>| s.as_ref().map(|_| "***");
         f.debug_struct("WebhookConfig")
-            .field("enable", &self.enable)
+            .field("queue", &self.queue)
             .field("endpoint", &redact_endpoint(&self.endpoint))
-            .field("auth_token", &secret(&self.auth_token))
+            .field("auth_token", &redact(&self.auth_token))
             .field("client_cert", &self.client_cert)
             .field("client_key", &self.client_key)
             .field("ca_cert", &self.ca_cert)
-            .field("queue_dir", &self.queue_dir)
-            .field("queue_limit", &self.queue_limit)
-            .field("signature_key", &secret(&self.signature_key))
+            .field("signature_key", &redact(&self.signature_key))
             .field("timeout", &self.timeout)
             .finish()
     }
@@ -228,10 +201,7 @@ impl WebhookConfig {
         if self.timeout.is_zero() {
             return Err(err("timeout", "`timeout` must be > 0".into()));
         }
-        if self.queue_limit == 0 {
-            return Err(err("queue_limit", "`queue_limit` must be > 0".into()));
-        }
-        Ok(())
+        self.queue.validate(&format!("webhook {id}"))
     }
 
     /// The `Authorization` header value: `Bearer <token>` for a bare token,
@@ -245,90 +215,31 @@ impl WebhookConfig {
             }
         })
     }
+}
 
-    /// The pipeline options this configuration implies (`queue_dir`,
-    /// `queue_limit`), other options at their defaults.
-    pub fn target_options(&self) -> TargetOptions {
-        TargetOptions {
-            queue_limit: self.queue_limit,
-            queue_dir: self.queue_dir.clone(),
-            ..TargetOptions::default()
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeout_takes_what_the_shared_duration_parser_takes() {
+        let timeout = |v: serde_json::Value| {
+            serde_json::from_value::<WebhookConfig>(serde_json::json!({ "timeout": v }))
+                .map(|c| c.timeout)
+        };
+        for (v, d) in [
+            (serde_json::json!("500ms"), Duration::from_millis(500)),
+            (serde_json::json!("10s"), Duration::from_secs(10)),
+            (serde_json::json!("2m"), Duration::from_secs(120)),
+            (serde_json::json!("1h"), Duration::from_secs(3600)),
+            (serde_json::json!("1.5s"), Duration::from_millis(1500)),
+            (serde_json::json!("7"), Duration::from_secs(7)),
+            (serde_json::json!(3), Duration::from_secs(3)),
+            (serde_json::json!(""), DEFAULT_TIMEOUT),
+        ] {
+            assert_eq!(timeout(v.clone()).unwrap(), d, "{v}");
         }
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum BoolOrString {
-    Bool(bool),
-    String(String),
-}
-
-fn de_enable<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
-    match BoolOrString::deserialize(d)? {
-        BoolOrString::Bool(b) => Ok(b),
-        BoolOrString::String(s) => match s.trim().to_ascii_lowercase().as_str() {
-            "on" | "true" | "yes" | "1" => Ok(true),
-            "off" | "false" | "no" | "0" | "" => Ok(false),
-            other => Err(serde::de::Error::custom(format!(
-                "`enable` must be a bool or \"on\"/\"off\", not {other:?}"
-            ))),
-        },
-    }
-}
-
-fn de_opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    Ok(Option::<String>::deserialize(d)?.filter(|s| !s.is_empty()))
-}
-
-fn de_opt_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
-    Ok(de_opt_string(d)?.map(PathBuf::from))
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum NumOrString {
-    Num(u64),
-    String(String),
-}
-
-fn de_queue_limit<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
-    let n = match NumOrString::deserialize(d)? {
-        NumOrString::Num(n) => n,
-        NumOrString::String(s) if s.trim().is_empty() => 0,
-        NumOrString::String(s) => s.trim().parse().map_err(|_| {
-            serde::de::Error::custom(format!("`queue_limit` must be a number, not {s:?}"))
-        })?,
-    };
-    Ok(if n == 0 {
-        DEFAULT_QUEUE_LIMIT
-    } else {
-        usize::try_from(n).unwrap_or(usize::MAX)
-    })
-}
-
-fn de_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let bad = |s: &str| {
-        serde::de::Error::custom(format!(
-            "`timeout` must be seconds or a duration like \"10s\" or \"500ms\", not {s:?}"
-        ))
-    };
-    match NumOrString::deserialize(d)? {
-        NumOrString::Num(n) => Ok(Duration::from_secs(n)),
-        NumOrString::String(s) => {
-            let t = s.trim();
-            if t.is_empty() {
-                return Ok(DEFAULT_TIMEOUT);
-            }
-            let (num, unit) = if let Some(n) = t.strip_suffix("ms") {
-                (n, 1)
-            } else if let Some(n) = t.strip_suffix('s') {
-                (n, 1000)
-            } else {
-                (t, 1000)
-            };
-            let n: u64 = num.trim().parse().map_err(|_| bad(&s))?;
-            Ok(Duration::from_millis(n.saturating_mul(unit)))
-        }
+        let e = timeout(serde_json::json!("soon")).unwrap_err().to_string();
+        assert!(e.contains("\"soon\""), "{e}");
     }
 }

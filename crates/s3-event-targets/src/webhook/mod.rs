@@ -25,7 +25,7 @@ use reqwest::StatusCode;
 use s3_event_core::{EventRecord, Notification, Target, TargetError, TargetId};
 use sha2::Sha256;
 
-pub use config::{redact_endpoint, WebhookConfig, DEFAULT_QUEUE_LIMIT, DEFAULT_TIMEOUT};
+pub use config::{redact_endpoint, WebhookConfig, DEFAULT_TIMEOUT};
 
 use crate::{Error, Result};
 
@@ -168,6 +168,22 @@ impl fmt::Debug for WebhookTarget {
             .field("signature_key", &self.signature_key.as_ref().map(|_| "***"))
             .field("timeout", &self.timeout)
             .finish()
+    }
+}
+
+
+/// Registered in `lib.rs`'s `targets!` list.
+impl crate::registry::TargetType for WebhookTarget {
+    type Config = WebhookConfig;
+
+    const SECRET_KEYS: &'static [&'static str] = &["auth_token", "signature_key"];
+    const URL_KEYS: &'static [&'static str] = &["endpoint"];
+
+    fn build(
+        id: TargetId,
+        config: WebhookConfig,
+    ) -> crate::Result<std::sync::Arc<dyn s3_event_core::Target>> {
+        Ok(std::sync::Arc::new(WebhookTarget::new(id, config)?))
     }
 }
 
@@ -699,23 +715,23 @@ mod tests {
                 "client_key":"","queue_dir":"/tmp/q","queue_limit":"0","timeout":"500ms"}"#,
         )
         .unwrap();
-        assert!(c.enable);
+        assert!(c.queue.enable);
         assert_eq!(c.auth_token, None);
         assert_eq!(c.client_cert, None);
-        assert_eq!(c.queue_limit, DEFAULT_QUEUE_LIMIT);
+        assert_eq!(c.queue.queue_limit, crate::config::DEFAULT_QUEUE_LIMIT);
         assert_eq!(c.timeout, Duration::from_millis(500));
         assert_eq!(
-            c.target_options().queue_dir.as_deref(),
+            c.queue.target_options().queue_dir.as_deref(),
             Some("/tmp/q".as_ref())
         );
         c.validate("1").unwrap();
         let off: WebhookConfig =
             serde_json::from_str(r#"{"enable":false,"endpoint":"http://h","queue_limit":5}"#)
                 .unwrap();
-        assert!(!off.enable);
-        assert_eq!(off.queue_limit, 5);
+        assert!(!off.queue.enable);
+        assert_eq!(off.queue.queue_limit, 5);
         let off: WebhookConfig = serde_json::from_str(r#"{"enable":"off"}"#).unwrap();
-        assert!(!off.enable);
+        assert!(!off.queue.enable);
         let e = serde_json::from_str::<WebhookConfig>(r#"{"endpoint":"http://h","nope":1}"#)
             .unwrap_err();
         assert!(e.to_string().contains("nope"), "{e}");

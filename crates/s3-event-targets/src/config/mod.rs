@@ -13,8 +13,15 @@
 //! ```
 //!
 //! The document may also be wrapped as `{"notify": {…}}`. Keys are those of
-//! the target's configuration struct (for `webhook`: `WebhookConfig`);
-//! unknown keys are rejected with an error naming the target and the key.
+//! the target's configuration struct (for `webhook`: `WebhookConfig`),
+//! whose [`QueueConfig`] block every type shares (`enable`, `queue_dir`,
+//! `queue_limit`); unknown keys are rejected with an error naming the
+//! target and the key. Values are read as MinIO writes them (strings for
+//! everything, `"on"`/`"off"`, `"5s"`, `""` for unset), by the parsers of
+//! [`s3_event_core::config`]. The types, their keys and their
+//! constructors come from the target registry (the `targets!` list in
+//! `lib.rs`): adding a type changes nothing in this module but the key
+//! table below.
 //!
 //! # Environment variables
 //!
@@ -82,54 +89,19 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use s3_event_core::config::{parse_flag, Text};
 use s3_event_core::{NotificationConfiguration, RuleSet, Target};
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::notifier::{DeliveryMode, Notifier, TargetOptions};
-use crate::{Error, Result};
+use crate::registry::Imp;
+use crate::{Error, Result, TARGET_TYPES};
 
-/// The target types this crate knows, with the cargo feature that compiles
-/// each in, and its configuration keys.
-const TARGET_TYPES: &[(&str, &str, &[&str])] = &[
-    ("webhook", "webhook", WEBHOOK_KEYS),
-    ("redis", "redis", REDIS_KEYS),
-    ("postgresql", "postgres", POSTGRES_KEYS),
-    ("mysql", "mysql", MYSQL_KEYS),
-    ("elasticsearch", "elasticsearch", ELASTICSEARCH_KEYS),
-    ("nats", "nats", NATS_KEYS),
-    ("amqp", "amqp", AMQP_KEYS),
-    ("mqtt", "mqtt", MQTT_KEYS),
-    ("kafka", "kafka", KAFKA_KEYS),
-    ("nsq", "nsq", NSQ_KEYS),
-];
+pub(crate) mod queue;
+pub(crate) mod values;
 
-/// The keys of an `elasticsearch` target (see `ElasticsearchConfig`).
-const ELASTICSEARCH_KEYS: &[&str] = &[
-    "enable",
-    "format",
-    "url",
-    "index",
-    "username",
-    "password",
-    "queue_dir",
-    "queue_limit",
-];
-
-/// The keys of a `mysql` target (see `MySqlConfig`).
-const MYSQL_KEYS: &[&str] = &[
-    "enable",
-    "format",
-    "dsn_string",
-    "table",
-    "host",
-    "port",
-    "username",
-    "password",
-    "database",
-    "queue_dir",
-    "queue_limit",
-    "max_open_connections",
-];
+pub use queue::{QueueConfig, DEFAULT_QUEUE_LIMIT};
 
 /// MinIO's other spellings of a type: its environment variables say
 /// `POSTGRES` where its JSON and ARNs say `postgresql`.
@@ -139,137 +111,6 @@ fn canonical_kind(kind: String) -> String {
         _ => kind,
     }
 }
-
-/// The keys of a `postgresql` target (see `PostgresConfig`).
-const POSTGRES_KEYS: &[&str] = &[
-    "enable",
-    "format",
-    "connection_string",
-    "table",
-    "host",
-    "port",
-    "username",
-    "password",
-    "database",
-    "queue_dir",
-    "queue_limit",
-    "max_open_connections",
-];
-
-/// The keys of a `redis` target (see `RedisConfig`).
-const REDIS_KEYS: &[&str] = &[
-    "enable",
-    "format",
-    "address",
-    "password",
-    "user",
-    "key",
-    "queue_dir",
-    "queue_limit",
-];
-
-/// The keys of a `webhook` target (see `WebhookConfig`).
-const WEBHOOK_KEYS: &[&str] = &[
-    "enable",
-    "endpoint",
-    "auth_token",
-    "client_cert",
-    "client_key",
-    "ca_cert",
-    "queue_dir",
-    "queue_limit",
-    "signature_key",
-    "timeout",
-];
-
-/// The keys of a `nats` target (see `NatsConfig`).
-const NATS_KEYS: &[&str] = &[
-    "enable",
-    "address",
-    "subject",
-    "username",
-    "password",
-    "token",
-    "nkey_seed",
-    "user_credentials",
-    "tls",
-    "tls_skip_verify",
-    "tls_handshake_first",
-    "cert_authority",
-    "client_cert",
-    "client_key",
-    "ping_interval",
-    "jetstream",
-    "queue_dir",
-    "queue_limit",
-];
-
-/// The keys of an `amqp` target (see `AmqpConfig`).
-const AMQP_KEYS: &[&str] = &[
-    "enable",
-    "url",
-    "exchange",
-    "exchange_type",
-    "routing_key",
-    "mandatory",
-    "immediate",
-    "durable",
-    "internal",
-    "no_wait",
-    "auto_deleted",
-    "delivery_mode",
-    "publisher_confirms",
-    "queue_dir",
-    "queue_limit",
-];
-
-/// The keys of an `mqtt` target (see `MqttConfig`).
-const MQTT_KEYS: &[&str] = &[
-    "enable",
-    "broker",
-    "topic",
-    "qos",
-    "username",
-    "password",
-    "keep_alive_interval",
-    "reconnect_interval",
-    "queue_dir",
-    "queue_limit",
-];
-
-/// The keys of a `kafka` target (see `KafkaConfig`).
-const KAFKA_KEYS: &[&str] = &[
-    "enable",
-    "brokers",
-    "topic",
-    "queue_dir",
-    "queue_limit",
-    "tls",
-    "tls_skip_verify",
-    "tls_client_auth",
-    "client_tls_cert",
-    "client_tls_key",
-    "sasl",
-    "sasl_username",
-    "sasl_password",
-    "sasl_mechanism",
-    "version",
-    "batch_size",
-    "batch_commit_timeout",
-    "compression_codec",
-    "compression_level",
-];
-
-/// The keys of an `nsq` target (see `NsqConfig`).
-const NSQ_KEYS: &[&str] = &[
-    "enable",
-    "nsqd_address",
-    "topic",
-    "tls",
-    "tls_skip_verify",
-    "queue_dir",
-    "queue_limit",
-];
 
 /// The environment variable prefixes read, in increasing precedence.
 const ENV_PREFIXES: &[&str] = &["MINIO_NOTIFY_", "S3E_NOTIFY_"];
@@ -294,36 +135,18 @@ fn invalid(message: String) -> Error {
     Error::InvalidNotifyConfig { message }
 }
 
-/// The feature and key list of a known type, or the error for an unknown
-/// one or one whose feature is not compiled in.
-fn known_type(kind: &str) -> Result<&'static [&'static str]> {
-    let Some(&(_, feature, keys)) = TARGET_TYPES.iter().find(|(k, _, _)| *k == kind) else {
+/// The entry points of a known type, or the error for an unknown one or
+/// one whose feature is not compiled in.
+fn known_type(kind: &str) -> Result<&'static Imp> {
+    let Some(d) = TARGET_TYPES.iter().find(|d| d.kind == kind) else {
         return Err(Error::UnknownTargetType {
             kind: kind.to_owned(),
         });
     };
-    // One arm per feature-gated type; a `match` so later types add arms.
-    #[allow(clippy::match_like_matches_macro)]
-    let enabled = match feature {
-        "webhook" => cfg!(feature = "webhook"),
-        "redis" => cfg!(feature = "redis"),
-        "postgres" => cfg!(feature = "postgres"),
-        "mysql" => cfg!(feature = "mysql"),
-        "elasticsearch" => cfg!(feature = "elasticsearch"),
-        "nats" => cfg!(feature = "nats"),
-        "amqp" => cfg!(feature = "amqp"),
-        "mqtt" => cfg!(feature = "mqtt"),
-        "kafka" => cfg!(feature = "kafka"),
-        "nsq" => cfg!(feature = "nsq"),
-        _ => false,
-    };
-    if !enabled {
-        return Err(Error::FeatureDisabled {
-            kind: kind.to_owned(),
-            feature,
-        });
-    }
-    Ok(keys)
+    d.imp.as_ref().ok_or_else(|| Error::FeatureDisabled {
+        kind: kind.to_owned(),
+        feature: d.feature,
+    })
 }
 
 impl NotifyConfig {
@@ -368,7 +191,7 @@ impl NotifyConfig {
         let mut config = NotifyConfig::new(region);
         for (kind, ids) in types {
             let kind = canonical_kind(kind);
-            let keys = known_type(&kind)?;
+            let imp = known_type(&kind)?;
             let Value::Object(ids) = ids else {
                 return Err(invalid(format!("`{kind}` must be an object of target ids")));
             };
@@ -377,7 +200,7 @@ impl NotifyConfig {
                 let Value::Object(target) = target else {
                     return Err(invalid(format!("{kind} {id}: must be a JSON object")));
                 };
-                let target = normalize_keys(&kind, &id, keys, target)?;
+                let target = normalize_keys(&kind, &id, imp, target)?;
                 section.insert(id, target);
             }
         }
@@ -404,12 +227,12 @@ impl NotifyConfig {
             };
             let (kind, id) = sub.split_once(':').unwrap_or((sub, DEFAULT_TARGET_ID));
             let kind = canonical_kind(kind.to_owned());
-            let keys = known_type(&kind)?;
+            let imp = known_type(&kind)?;
             let mut map = Map::new();
             for (k, v) in mc_pairs(rest).map_err(at)? {
                 map.insert(k, Value::String(v));
             }
-            let map = normalize_keys(&kind, id, keys, map)?;
+            let map = normalize_keys(&kind, id, imp, map)?;
             config
                 .targets
                 .entry(kind)
@@ -425,10 +248,7 @@ impl NotifyConfig {
     pub fn sync_events_in(doc: &Value) -> bool {
         let on = |v: &Value| match v {
             Value::Bool(b) => *b,
-            Value::String(s) => matches!(
-                s.trim().to_ascii_lowercase().as_str(),
-                "on" | "true" | "1" | "yes"
-            ),
+            Value::String(s) => parse_flag(s) == Some(true),
             _ => false,
         };
         match doc {
@@ -454,11 +274,13 @@ impl NotifyConfig {
     pub fn redacted_json(&self) -> Value {
         let mut out = Map::new();
         for (kind, ids) in &self.targets {
+            // Every type held was known and compiled in when it was read.
+            let Ok(imp) = known_type(kind) else { continue };
             let mut section = Map::new();
             for (id, keys) in ids {
                 let mut target = Map::new();
                 for (k, v) in keys {
-                    target.insert(k.clone(), redact_value(k, v));
+                    target.insert(k.clone(), redact_value(imp, k, v));
                 }
                 section.insert(id.clone(), Value::Object(target));
             }
@@ -482,11 +304,11 @@ impl NotifyConfig {
                 };
                 let kind_upper = rest.split('_').next().unwrap_or_default();
                 let kind = canonical_kind(kind_upper.to_ascii_lowercase());
-                let keys = known_type(&kind)?;
+                let keys = (known_type(&kind)?.keys)();
                 let rest = rest[kind_upper.len()..].strip_prefix('_').unwrap_or("");
                 // Longest key first: `TLS_SKIP_VERIFY_1` is key
                 // `tls_skip_verify` of target `1`, not `tls` of `SKIP_VERIFY_1`.
-                let mut longest_first = keys.to_vec();
+                let mut longest_first = keys.clone();
                 longest_first.extend(COMMON_KEYS);
                 longest_first.sort_by_key(|k| std::cmp::Reverse(k.len()));
                 let found = longest_first.iter().find_map(|key| {
@@ -571,7 +393,7 @@ impl NotifyConfig {
     pub fn build_targets(&self) -> Result<Vec<(Arc<dyn Target>, TargetOptions)>> {
         let mut out: Vec<(Arc<dyn Target>, TargetOptions)> = Vec::new();
         for (kind, ids) in &self.targets {
-            let keys = known_type(kind)?;
+            let imp = known_type(kind)?;
             for (id, map) in ids {
                 let target_id =
                     s3_event_core::TargetId::new(self.region.as_str(), id.as_str(), kind.as_str())
@@ -580,8 +402,16 @@ impl NotifyConfig {
                             key: "id",
                             message: format!("the target id or region is invalid: {e}"),
                         })?;
-                if let Some(built) = build_one(kind, keys, target_id, map)? {
-                    out.push(built);
+                let mut map = map.clone();
+                let senders = map
+                    .remove("senders")
+                    .map(|v| senders(kind, id, &v))
+                    .transpose()?;
+                if let Some((target, mut options)) = (imp.build)(kind, target_id, &map)? {
+                    if let Some(n) = senders {
+                        options.senders = n;
+                    }
+                    out.push((target, options));
                 }
             }
         }
@@ -614,29 +444,13 @@ impl NotifyConfig {
 const COMMON_KEYS: &[&str] = &["senders"];
 
 /// `senders`: a number or numeric string, 1 to 64.
-#[cfg_attr(
-    not(any(
-        feature = "webhook",
-        feature = "redis",
-        feature = "postgres",
-        feature = "mysql",
-        feature = "elasticsearch",
-        feature = "nats",
-        feature = "amqp",
-        feature = "mqtt",
-        feature = "kafka",
-        feature = "nsq"
-    )),
-    allow(dead_code)
-)]
 fn senders(kind: &str, id: &str, v: &Value) -> Result<usize> {
-    let n = match v {
-        Value::Number(n) => n.as_u64(),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
-    };
+    let n = Option::<Text>::deserialize(v)
+        .ok()
+        .flatten()
+        .and_then(|t| t.0.trim().parse::<usize>().ok());
     match n {
-        Some(n @ 1..=64) => Ok(n as usize),
+        Some(n @ 1..=64) => Ok(n),
         _ => Err(Error::InvalidConfig {
             target: format!("{kind} {id}"),
             key: "senders",
@@ -644,19 +458,6 @@ fn senders(kind: &str, id: &str, v: &Value) -> Result<usize> {
         }),
     }
 }
-
-/// MinIO's legacy spellings (its `config.json` before the key-value
-/// configuration, and the seed's recipes), per type: `(legacy, current)`.
-/// Any other camelCase key is read as its snake_case form (`queueDir` →
-/// `queue_dir`).
-const LEGACY_KEYS: &[(&str, &str, &str)] = &[
-    ("nats", "secure", "tls"),
-    ("nats", "user", "username"),
-    ("postgresql", "user", "username"),
-    ("mysql", "user", "username"),
-    ("mysql", "dsnString", "dsn_string"),
-    ("kafka", "tlsSkipVerify", "tls_skip_verify"),
-];
 
 /// `camelCase` → `camel_case`.
 fn snake_case(key: &str) -> String {
@@ -672,98 +473,56 @@ fn snake_case(key: &str) -> String {
     out
 }
 
-/// The current name of `key` for a `kind` target, or `None` when it names
-/// no key of that type.
-fn current_key(kind: &str, keys: &[&str], key: &str) -> Option<String> {
+/// The current name of `key` for a target of type `imp`, or `None` when
+/// it names no key of that type. Besides the current names: MinIO's legacy
+/// spellings (its `config.json` before the key-value configuration, and
+/// the seed's recipes) the type lists, and any key in camelCase
+/// (`queueDir` → `queue_dir`).
+fn current_key(imp: &Imp, keys: &[&str], key: &str) -> Option<String> {
     if keys.contains(&key) || COMMON_KEYS.contains(&key) {
         return Some(key.to_owned());
     }
-    if let Some((_, _, to)) = LEGACY_KEYS
-        .iter()
-        .find(|(k, from, _)| *k == kind && *from == key)
-    {
+    if let Some((_, to)) = imp.legacy_keys.iter().find(|(from, _)| *from == key) {
         return Some((*to).to_owned());
     }
     let snake = snake_case(key);
     (keys.contains(&snake.as_str()) || COMMON_KEYS.contains(&snake.as_str())).then_some(snake)
 }
 
-/// Renames legacy keys to the current ones, flattens the nested legacy
-/// forms (Kafka's `tls: {enable, skipVerify, clientAuth}` and `sasl:
-/// {enable, username, password}`, an array of Kafka `brokers`, NATS's
-/// disabled `streaming` block) and refuses unknown keys, naming the key as
-/// written.
+/// Renames legacy keys to the current ones, flattens the type's nested
+/// legacy forms ([`TargetType::legacy_form`]: Kafka's `tls: {enable,
+/// skipVerify, clientAuth}` and `sasl: {enable, username, password}`, an
+/// array of Kafka `brokers`, NATS's disabled `streaming` block) and refuses
+/// unknown keys, naming the key as written.
 fn normalize_keys(
     kind: &str,
     id: &str,
-    keys: &[&str],
+    imp: &Imp,
     target: Map<String, Value>,
 ) -> Result<Map<String, Value>> {
-    let unknown = |key: &str| Error::UnknownKey {
-        target: format!("{kind} {id}"),
-        key: key.to_owned(),
-    };
+    let name = format!("{kind} {id}");
+    let keys = (imp.keys)();
     let mut out = Map::new();
     let mut put = |written: &str, key: String, v: Value| -> Result<()> {
         if out.insert(key.clone(), v).is_some() {
             return Err(invalid(format!(
-                "{kind} {id}: `{written}` sets `{key}`, which is given twice"
+                "{name}: `{written}` sets `{key}`, which is given twice"
             )));
         }
         Ok(())
     };
     for (written, v) in target {
-        match (kind, written.as_str(), v) {
-            ("kafka", "tls" | "sasl", Value::Object(inner)) => {
-                for (k, v) in inner {
-                    let key = match (written.as_str(), k.as_str()) {
-                        (p, "enable") => p.to_owned(),
-                        ("tls", "skipVerify" | "skip_verify") => "tls_skip_verify".into(),
-                        ("tls", "clientAuth" | "client_auth") => "tls_client_auth".into(),
-                        ("sasl", "username" | "password" | "mechanism") => format!("sasl_{k}"),
-                        _ => return Err(unknown(&format!("{written}.{k}"))),
-                    };
-                    put(&format!("{written}.{k}"), key, v)?;
-                }
-            }
-            ("kafka", "brokers", Value::Array(list)) => {
-                let mut brokers = Vec::new();
-                for b in list {
-                    match b {
-                        Value::String(s) => brokers.push(s),
-                        other => {
-                            return Err(invalid(format!(
-                                "{kind} {id}: `brokers` must hold strings, not {other}"
-                            )))
-                        }
-                    }
-                }
-                put(
-                    "brokers",
-                    "brokers".into(),
-                    Value::String(brokers.join(",")),
-                )?;
-            }
-            ("nats", "streaming", Value::Object(inner)) => {
-                let on = inner.get("enable").is_some_and(|e| {
-                    matches!(e, Value::Bool(true))
-                        || matches!(e, Value::String(s) if matches!(s.as_str(), "on" | "true"))
-                });
-                if on {
-                    return Err(Error::InvalidConfig {
-                        target: format!("{kind} {id}"),
-                        key: "streaming",
-                        message: "NATS Streaming reached its end of life and is not \
-                                  supported; use `jetstream`"
-                            .into(),
-                    });
-                }
-            }
-            (_, _, v) => {
-                let key = current_key(kind, keys, &written).ok_or_else(|| unknown(&written))?;
+        if let Some(flat) = (imp.legacy_form)(&name, &written, &v) {
+            for (written, key, v) in flat? {
                 put(&written, key, v)?;
             }
+            continue;
         }
+        let key = current_key(imp, &keys, &written).ok_or_else(|| Error::UnknownKey {
+            target: name.clone(),
+            key: written.clone(),
+        })?;
+        put(&written, key, v)?;
     }
     Ok(out)
 }
@@ -807,32 +566,24 @@ fn mc_pairs(text: &str) -> std::result::Result<Vec<(String, String)>, String> {
     }
 }
 
-/// Keys whose whole value is a secret.
-const SECRET_KEYS: &[&str] = &[
-    "password",
-    "auth_token",
-    "token",
-    "nkey_seed",
-    "signature_key",
-    "sasl_password",
-];
-
-/// Keys whose value is a URL or connection string that may hold a password.
-const URL_KEYS: &[&str] = &["url", "connection_string", "dsn_string", "endpoint"];
-
-/// `v` as it may be shown: secrets as `***`, passwords inside URLs and
-/// connection strings as `***`, a webhook endpoint without its path.
-fn redact_value(key: &str, v: &Value) -> Value {
+/// `v` as it may be shown: secrets ([`TargetType::SECRET_KEYS`]) as `***`,
+/// passwords inside URLs and connection strings
+/// ([`TargetType::URL_KEYS`]) as `***`, a webhook endpoint without its
+/// path.
+///
+/// [`TargetType::SECRET_KEYS`]: crate::registry::TargetType::SECRET_KEYS
+/// [`TargetType::URL_KEYS`]: crate::registry::TargetType::URL_KEYS
+fn redact_value(imp: &Imp, key: &str, v: &Value) -> Value {
     let Value::String(s) = v else {
         return v.clone();
     };
     if s.is_empty() {
         return v.clone();
     }
-    if SECRET_KEYS.contains(&key) {
+    if imp.secret_keys.contains(&key) {
         return Value::String("***".into());
     }
-    if !URL_KEYS.contains(&key) {
+    if !imp.url_keys.contains(&key) {
         return v.clone();
     }
     if key == "endpoint" {
@@ -878,125 +629,6 @@ fn redact_endpoint(endpoint: &str) -> String {
     }
 }
 
-/// Builds one target of a known type; `None` when it is disabled.
-#[cfg_attr(
-    not(any(
-        feature = "webhook",
-        feature = "redis",
-        feature = "postgres",
-        feature = "mysql",
-        feature = "elasticsearch",
-        feature = "nats",
-        feature = "amqp",
-        feature = "mqtt",
-        feature = "kafka",
-        feature = "nsq"
-    )),
-    allow(unused_variables)
-)]
-fn build_one(
-    kind: &str,
-    keys: &'static [&'static str],
-    id: s3_event_core::TargetId,
-    map: &Map<String, Value>,
-) -> Result<Option<(Arc<dyn Target>, TargetOptions)>> {
-    // Every type is built the same way: its MinIO-keyed config, `enable`,
-    // its pipeline options, then the target.
-    #[allow(unused_macros)]
-    macro_rules! build {
-        ($config:ty, $target:ty) => {{
-            let mut map = map.clone();
-            let senders = map
-                .remove("senders")
-                .map(|v| senders(kind, id.id(), &v))
-                .transpose()?;
-            let config: $config = deserialize(kind, id.id(), keys, &map)?;
-            if !config.enable {
-                return Ok(None);
-            }
-            let mut options = config.target_options();
-            if let Some(n) = senders {
-                options.senders = n;
-            }
-            let target = <$target>::new(id, config)?;
-            Ok(Some((Arc::new(target) as Arc<dyn Target>, options)))
-        }};
-    }
-    match kind {
-        #[cfg(feature = "webhook")]
-        "webhook" => build!(crate::WebhookConfig, crate::WebhookTarget),
-        #[cfg(feature = "redis")]
-        "redis" => build!(crate::redis::RedisConfig, crate::redis::RedisTarget),
-        #[cfg(feature = "postgres")]
-        "postgresql" => build!(
-            crate::postgres::PostgresConfig,
-            crate::postgres::PostgresTarget
-        ),
-        #[cfg(feature = "mysql")]
-        "mysql" => build!(crate::mysql::MySqlConfig, crate::mysql::MySqlTarget),
-        #[cfg(feature = "elasticsearch")]
-        "elasticsearch" => build!(
-            crate::elasticsearch::ElasticsearchConfig,
-            crate::elasticsearch::ElasticsearchTarget
-        ),
-        #[cfg(feature = "nats")]
-        "nats" => build!(crate::NatsConfig, crate::NatsTarget),
-        #[cfg(feature = "amqp")]
-        "amqp" => build!(crate::AmqpConfig, crate::AmqpTarget),
-        #[cfg(feature = "mqtt")]
-        "mqtt" => build!(crate::MqttConfig, crate::MqttTarget),
-        #[cfg(feature = "kafka")]
-        "kafka" => build!(crate::KafkaConfig, crate::KafkaTarget),
-        #[cfg(feature = "nsq")]
-        "nsq" => build!(crate::NsqConfig, crate::NsqTarget),
-        _ => Err(Error::UnknownTargetType {
-            kind: kind.to_owned(),
-        }),
-    }
-}
-
-/// Deserializes a target's keys; on failure finds the key at fault so the
-/// error names it.
-#[cfg(any(
-    feature = "webhook",
-    feature = "redis",
-    feature = "postgres",
-    feature = "mysql",
-    feature = "elasticsearch",
-    feature = "nats",
-    feature = "amqp",
-    feature = "mqtt",
-    feature = "kafka",
-    feature = "nsq"
-))]
-fn deserialize<T: serde::de::DeserializeOwned>(
-    kind: &str,
-    id: &str,
-    keys: &'static [&'static str],
-    map: &Map<String, Value>,
-) -> Result<T> {
-    let target = format!("{kind} {id}");
-    serde_json::from_value(Value::Object(map.clone())).map_err(|e| {
-        for (k, v) in map {
-            let one: Map<String, Value> = [(k.clone(), v.clone())].into_iter().collect();
-            if let Err(e1) = serde_json::from_value::<T>(Value::Object(one)) {
-                return match keys.iter().find(|key| **key == k.as_str()) {
-                    Some(key) => Error::InvalidConfig {
-                        target,
-                        key,
-                        message: format!("invalid `{key}`: {e1}"),
-                    },
-                    None => Error::UnknownKey {
-                        target,
-                        key: k.clone(),
-                    },
-                };
-            }
-        }
-        invalid(format!("{target}: {e}"))
-    })
-}
-
 #[cfg(all(test, feature = "webhook"))]
 mod tests {
     use super::*;
@@ -1030,7 +662,7 @@ mod tests {
             ]
         );
         assert_eq!(t[0].1.queue_limit, 10);
-        assert_eq!(t[1].1.queue_limit, crate::webhook::DEFAULT_QUEUE_LIMIT);
+        assert_eq!(t[1].1.queue_limit, DEFAULT_QUEUE_LIMIT);
     }
 
     #[test]
@@ -1478,5 +1110,133 @@ notify_redis enable=off address="" format="namespace" key="" password="" queue_d
         )
         .unwrap();
         assert_eq!(c.build_targets().unwrap()[0].1.senders, 4);
+    }
+}
+
+/// Every registered type's accepted keys against its configuration struct
+/// and the key table of the module docs, in both spellings.
+#[cfg(test)]
+mod key_tests {
+    use super::*;
+
+    /// The key table of the module docs: type → `(key, legacy spelling)`.
+    fn documented() -> BTreeMap<String, Vec<(String, Option<String>)>> {
+        let mut out = BTreeMap::new();
+        for row in include_str!("mod.rs")
+            .lines()
+            .filter_map(|l| l.strip_prefix("//! | `"))
+        {
+            let (kind, keys) = row.split_once("` | ").expect("a `| type | keys |` row");
+            let keys = keys.trim_end_matches(" |").split(", ").map(|item| {
+                let names: Vec<&str> = item.split('`').skip(1).step_by(2).collect();
+                (names[0].to_owned(), names.get(1).map(|s| (*s).to_owned()))
+            });
+            out.insert(kind.to_owned(), keys.collect());
+        }
+        out
+    }
+
+    fn one(key: &str) -> Map<String, Value> {
+        [(key.to_owned(), Value::String(String::new()))]
+            .into_iter()
+            .collect()
+    }
+
+    fn camel_case(key: &str) -> String {
+        let mut out = String::new();
+        let mut up = false;
+        for c in key.chars() {
+            match c {
+                '_' => up = true,
+                c if up => {
+                    out.push(c.to_ascii_uppercase());
+                    up = false;
+                }
+                c => out.push(c),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn accepted_keys_match_the_structs_and_the_docs() {
+        let docs = documented();
+        let mut checked = 0;
+        for d in TARGET_TYPES {
+            let Some(imp) = &d.imp else { continue };
+            let kind = d.kind;
+            let keys = (imp.keys)();
+            let mut doc_keys: Vec<&str> = docs[kind]
+                .iter()
+                .map(|(k, _)| k.as_str())
+                .filter(|k| !COMMON_KEYS.contains(k))
+                .collect();
+            let mut struct_keys = keys.clone();
+            doc_keys.sort_unstable();
+            struct_keys.sort_unstable();
+            assert_eq!(doc_keys, struct_keys, "{kind}: documented keys");
+            for key in &keys {
+                // The struct reads the key: an empty value is never an
+                // unknown key (an empty `enable` is off, so nothing is built).
+                let id = s3_event_core::TargetId::new("r", "1", kind).unwrap();
+                if let Err(e) = (imp.build)(kind, id, &one(key)) {
+                    assert!(
+                        !matches!(e, Error::UnknownKey { .. })
+                            && !e.to_string().contains("unknown field"),
+                        "{kind}: the struct refuses its key `{key}`: {e}"
+                    );
+                }
+                // The loader reads it, in both spellings and from the
+                // environment.
+                for written in [key.to_string(), camel_case(key)] {
+                    let read = normalize_keys(kind, "1", imp, one(&written))
+                        .unwrap_or_else(|e| panic!("{kind}: `{written}`: {e}"));
+                    assert_eq!(read, one(key), "{kind}: `{written}`");
+                }
+                let var = format!(
+                    "MINIO_NOTIFY_{}_{}_X",
+                    kind.to_uppercase(),
+                    key.to_uppercase()
+                );
+                let c = NotifyConfig::from_env_vars([(var.clone(), String::new())], "").unwrap();
+                assert_eq!(c.targets[kind]["X"], one(key), "{var}");
+            }
+            // Secrets are declared on real keys, and a key named like a
+            // secret is declared one.
+            for key in imp.secret_keys.iter().chain(imp.url_keys) {
+                assert!(keys.contains(key), "{kind}: `{key}` is no key");
+            }
+            for key in &keys {
+                let secret_like = ["password", "token", "seed", "secret", "signature_key"]
+                    .iter()
+                    .any(|s| key.contains(s));
+                assert!(
+                    !secret_like || imp.secret_keys.contains(key),
+                    "{kind}: `{key}` looks like a secret: list it in SECRET_KEYS"
+                );
+            }
+            for (key, legacy) in &docs[kind] {
+                if let Some(legacy) = legacy {
+                    let read = normalize_keys(kind, "1", imp, one(legacy))
+                        .unwrap_or_else(|e| panic!("{kind}: legacy `{legacy}`: {e}"));
+                    assert_eq!(read, one(key), "{kind}: legacy `{legacy}`");
+                }
+            }
+            // Any other key is refused, by the loader and by the struct,
+            // naming it.
+            let e = normalize_keys(kind, "1", imp, one("no_such_key")).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!("{kind} 1: unknown key `no_such_key`")
+            );
+            let id = s3_event_core::TargetId::new("r", "1", kind).unwrap();
+            let e = (imp.build)(kind, id, &one("no_such_key")).unwrap_err();
+            assert!(e.to_string().contains("no_such_key"), "{kind}: {e}");
+            checked += 1;
+        }
+        assert_eq!(
+            checked,
+            TARGET_TYPES.iter().filter(|d| d.imp.is_some()).count()
+        );
     }
 }
