@@ -54,8 +54,9 @@
 //!   `{"notify": …}`, a whole MinIO server `config.json`, or the text of
 //!   `mc admin config get <alias> notify_<type>`. `MINIO_NOTIFY_*` /
 //!   `S3E_NOTIFY_*` environment variables are overlaid, as in MinIO. Each
-//!   target also takes `senders` (1 to 64, default 1): concurrent sends,
-//!   spread by object key so one object's events stay in order.
+//!   target also takes `senders` (1 to 50000, default 1; at most 64
+//!   durable lanes with `queue_dir`): concurrent sends, spread by object
+//!   key so one object's events stay in order.
 //! - `directory`: the built-in output, a
 //!   [`SinkTargetConfig`] (gzip NDJSON
 //!   objects; ARN `arn:minio:sqs:<region>:<id>:directory`).

@@ -138,6 +138,14 @@ pub enum DeliveryMode {
 /// Backoff for transient errors: the workspace's one retry policy.
 pub use s3_event_core::retry::RetryPolicy;
 
+/// Most concurrent senders of one target (as AIStor allows).
+pub const MAX_SENDERS: usize = 50_000;
+
+/// Most durable lanes of one target: each is a queue directory with its
+/// own files and fsync thread, and lanes share no fsync round, so more
+/// lanes than this would cost more than the concurrency they add.
+pub const MAX_DURABLE_LANES: usize = 64;
+
 /// Options of one target's pipeline.
 #[derive(Clone, Debug)]
 pub struct TargetOptions {
@@ -152,12 +160,14 @@ pub struct TargetOptions {
     pub queue_dir: Option<PathBuf>,
     /// What `send` does when the queue is full. Default [`FullPolicy::Drop`].
     pub full_policy: FullPolicy,
-    /// Concurrent senders (1 to 64, default 1). Records are spread over
-    /// the senders by a hash of their object key, so the events of one
-    /// object stay in order while different objects are sent in parallel;
-    /// each sender has its own share of `queue_limit` and, with
-    /// `queue_dir`, its own queue (see [`target_dir`]). Events queued under
-    /// another number of senders are moved to the current lanes on start.
+    /// Concurrent senders (1 to [`MAX_SENDERS`], default 1). Records are
+    /// spread over the senders by a hash of their object key, so the
+    /// events of one object stay in order while different objects are sent
+    /// in parallel; each sender has its own share of `queue_limit` and,
+    /// with `queue_dir`, its own durable queue (see [`target_dir`]), of
+    /// which there are at most [`MAX_DURABLE_LANES`] (more are lowered to
+    /// it, with a warning). Events queued under another number of senders
+    /// are moved to the current lanes on start.
     pub senders: usize,
     /// Backoff for transient errors.
     pub retry: RetryPolicy,
@@ -490,7 +500,17 @@ impl NotifierBuilder {
     /// ([`Error::UnknownTarget`]), when two targets share an id, when an
     /// option is out of range, or when a queue directory cannot be opened
     /// (another notifier holds it: [`Error::Log`] naming the holder).
-    pub fn build(self) -> Result<Notifier> {
+    pub fn build(mut self) -> Result<Notifier> {
+        for (target, options) in &mut self.targets {
+            if options.queue_dir.is_some() && options.senders > MAX_DURABLE_LANES {
+                tracing::warn!(
+                    target_id = %target.id(), senders = options.senders,
+                    "`senders` over {MAX_DURABLE_LANES} with `queue_dir`: \
+                     {MAX_DURABLE_LANES} durable lanes send concurrently"
+                );
+                options.senders = MAX_DURABLE_LANES;
+            }
+        }
         let rules = match self.rules {
             Some(r) => r,
             None => RuleSet::new(Vec::new()).expect("an empty rule set is valid"),
@@ -501,10 +521,10 @@ impl NotifierBuilder {
                     id: target.id().to_string(),
                 });
             }
-            if !(1..=64).contains(&options.senders) {
+            if !(1..=MAX_SENDERS).contains(&options.senders) {
                 return Err(Error::InvalidOption {
                     option: "senders",
-                    rule: "`senders` must be between 1 and 64",
+                    rule: "`senders` must be between 1 and 50000",
                 });
             }
             if options.queue_limit == 0 {

@@ -55,7 +55,8 @@
 //! {"enable", "skipVerify", "clientAuth"}`, `"sasl": {"enable", "username",
 //! "password"}`; NATS's `"streaming": {"enable": false, …}` is accepted
 //! and ignored (NATS Streaming enabled is refused: use `jetstream`).
-//! `senders` is this crate's: concurrent sends (1 to 64), spread by object
+//! `senders` is this crate's: concurrent sends (1 to 50000; at most 64
+//! durable lanes with `queue_dir`), spread by object
 //! key so that one object's events stay in order. The same key given in
 //! both spellings is an error, as is any key not listed, naming it.
 //!
@@ -439,22 +440,24 @@ impl NotifyConfig {
 }
 
 /// Keys every target type takes besides its own: `senders`, the concurrent
-/// sends of its pipeline (1 to 64; spread by object key, so one object's
-/// events stay in order).
+/// sends of its pipeline (1 to 50000, as AIStor allows; spread by object
+/// key, so one object's events stay in order; with `queue_dir`, at most 64
+/// durable lanes).
 const COMMON_KEYS: &[&str] = &["senders"];
 
-/// `senders`: a number or numeric string, 1 to 64.
+/// `senders`: a number or numeric string, 1 to
+/// [`MAX_SENDERS`](crate::notifier::MAX_SENDERS).
 fn senders(kind: &str, id: &str, v: &Value) -> Result<usize> {
     let n = Option::<Text>::deserialize(v)
         .ok()
         .flatten()
         .and_then(|t| t.0.trim().parse::<usize>().ok());
     match n {
-        Some(n @ 1..=64) => Ok(n),
+        Some(n) if (1..=crate::notifier::MAX_SENDERS).contains(&n) => Ok(n),
         _ => Err(Error::InvalidConfig {
             target: format!("{kind} {id}"),
             key: "senders",
-            message: format!("`senders` must be a number from 1 to 64, not {v}"),
+            message: format!("`senders` must be a number from 1 to 50000, not {v}"),
         }),
     }
 }
@@ -1091,13 +1094,24 @@ notify_redis enable=off address="" format="namespace" key="" password="" queue_d
         )
         .unwrap();
         assert_eq!(c.build_targets().unwrap()[0].1.senders, 8);
+        // AIStor's range: up to 50000.
         let c = NotifyConfig::from_json(
-            r#"{"webhook": {"1": {"endpoint": "http://127.0.0.1:1/", "senders": 65}}}"#,
+            r#"{"webhook": {"1": {"endpoint": "http://127.0.0.1:1/", "senders": 50000}}}"#,
             "",
         )
         .unwrap();
-        let e = c.build_targets().unwrap_err().to_string();
-        assert!(e.contains("`senders`") && e.contains("1 to 64"), "{e}");
+        assert_eq!(c.build_targets().unwrap()[0].1.senders, 50000);
+        for bad in ["50001", "0", "\"many\""] {
+            let c = NotifyConfig::from_json(
+                &format!(
+                    r#"{{"webhook": {{"1": {{"endpoint": "http://127.0.0.1:1/", "senders": {bad}}}}}}}"#
+                ),
+                "",
+            )
+            .unwrap();
+            let e = c.build_targets().unwrap_err().to_string();
+            assert!(e.contains("`senders`") && e.contains("1 to 50000"), "{e}");
+        }
         let c = NotifyConfig::from_env_vars(
             [
                 (

@@ -268,6 +268,8 @@ struct ParallelTarget {
     seen: Mutex<Vec<(String, u64)>>,
     running: AtomicUsize,
     most: AtomicUsize,
+    /// How long each send takes.
+    pause: Duration,
 }
 
 #[async_trait]
@@ -278,7 +280,7 @@ impl Target for ParallelTarget {
     async fn send_batch(&self, events: &[EventRecord]) -> Result<(), TargetError> {
         let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
         self.most.fetch_max(now, Ordering::SeqCst);
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(self.pause).await;
         let mut seen = lock(&self.seen);
         for e in events {
             let v = serde_json::to_value(e).unwrap();
@@ -309,6 +311,7 @@ async fn several_senders_run_in_parallel_and_keep_per_key_order() {
             seen: Mutex::new(Vec::new()),
             running: AtomicUsize::new(0),
             most: AtomicUsize::new(0),
+            pause: Duration::from_millis(5),
         });
         let n = Notifier::builder()
             .rules(rules(&[("1", "")]))
@@ -347,6 +350,71 @@ async fn several_senders_run_in_parallel_and_keep_per_key_order() {
             (2..=4).contains(&most),
             "{most} sends at once with 4 senders"
         );
+        n.shutdown(Duration::from_secs(5)).await;
+    }
+}
+
+/// `senders` up to AIStor's 50000: in memory every sender is a lane of its
+/// own; with `queue_dir` there are at most 64 durable lanes. Either way the
+/// events of one object stay in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn senders_over_64_send_concurrently_and_durable_lanes_are_capped() {
+    for queue_dir in [None, Some(tempfile::tempdir().unwrap())] {
+        let t = Arc::new(ParallelTarget {
+            id: id("1"),
+            seen: Mutex::new(Vec::new()),
+            running: AtomicUsize::new(0),
+            most: AtomicUsize::new(0),
+            pause: Duration::from_millis(200),
+        });
+        let n = Notifier::builder()
+            .rules(rules(&[("1", "")]))
+            .target(
+                t.clone(),
+                TargetOptions {
+                    senders: 500,
+                    queue_dir: queue_dir.as_ref().map(|d| d.path().to_path_buf()),
+                    ..opts()
+                },
+            )
+            .build()
+            .unwrap();
+        let keys = 400;
+        for seq in 0..2u64 {
+            for k in 0..keys {
+                let r = EventRecord::from_slice(
+                    format!(r#"{{"eventName":"s3:ObjectCreated:Put","s3":{{"bucket":{{"name":"b"}},"object":{{"key":"k{k}","sequencer":"{seq}"}}}}}}"#)
+                        .as_bytes(),
+                )
+                .unwrap();
+                assert_eq!(n.send(r).await.unwrap().queued, 1);
+            }
+        }
+        wait_for(|| lock(&t.seen).len() == 2 * keys).await;
+        let seen = lock(&t.seen).clone();
+        for k in 0..keys {
+            let seqs: Vec<u64> = seen
+                .iter()
+                .filter(|(key, _)| *key == format!("k{k}"))
+                .map(|(_, s)| *s)
+                .collect();
+            assert_eq!(seqs, vec![0, 1], "order of k{k}");
+        }
+        let most = t.most.load(Ordering::SeqCst);
+        match &queue_dir {
+            None => assert!(most > 64, "{most} sends at once with 500 senders"),
+            Some(d) => {
+                assert!(most <= 64, "{most} sends at once with 64 durable lanes");
+                let lanes = std::fs::read_dir(target_dir(d.path(), &id("1")))
+                    .unwrap()
+                    .filter(|e| {
+                        let name = e.as_ref().unwrap().file_name();
+                        name.to_string_lossy().starts_with("lane-")
+                    })
+                    .count();
+                assert_eq!(lanes, 64);
+            }
+        }
         n.shutdown(Duration::from_secs(5)).await;
     }
 }
@@ -459,7 +527,7 @@ async fn zero_dead_letter_queue_limit_fails_at_build() {
 
 #[tokio::test]
 async fn senders_out_of_range_fail_at_build() {
-    for senders in [0, 65] {
+    for senders in [0, 50_001] {
         let e = Notifier::builder()
             .target(TestTarget::new("1"), TargetOptions { senders, ..opts() })
             .build()
