@@ -183,6 +183,21 @@ pub struct TargetOptions {
     pub faults: Option<Arc<Faults>>,
 }
 
+impl TargetOptions {
+    /// Lowers `senders` to [`MAX_DURABLE_LANES`] when the queues are
+    /// durable, with a warning.
+    fn cap_durable_lanes(&mut self, target: &TargetId) {
+        if self.queue_dir.is_some() && self.senders > MAX_DURABLE_LANES {
+            tracing::warn!(
+                target_id = %target, senders = self.senders,
+                "`senders` over {MAX_DURABLE_LANES} with `queue_dir`: \
+                 {MAX_DURABLE_LANES} durable lanes send concurrently"
+            );
+            self.senders = MAX_DURABLE_LANES;
+        }
+    }
+}
+
 impl PartialEq for TargetOptions {
     fn eq(&self, other: &Self) -> bool {
         self.queue_limit == other.queue_limit
@@ -502,14 +517,7 @@ impl NotifierBuilder {
     /// (another notifier holds it: [`Error::Log`] naming the holder).
     pub fn build(mut self) -> Result<Notifier> {
         for (target, options) in &mut self.targets {
-            if options.queue_dir.is_some() && options.senders > MAX_DURABLE_LANES {
-                tracing::warn!(
-                    target_id = %target.id(), senders = options.senders,
-                    "`senders` over {MAX_DURABLE_LANES} with `queue_dir`: \
-                     {MAX_DURABLE_LANES} durable lanes send concurrently"
-                );
-                options.senders = MAX_DURABLE_LANES;
-            }
+            options.cap_durable_lanes(target.id());
         }
         let rules = match self.rules {
             Some(r) => r,
