@@ -1,4 +1,4 @@
-//! Parquet objects (feature `parquet`): [`Encoding::Parquet`] with a fixed
+//! Parquet objects (feature `parquet`): [`Encoding::Parquet`](crate::Encoding::Parquet) with a fixed
 //! schema for CloudEvents or S3 event records, or one inferred from the
 //! records.
 //!
@@ -18,64 +18,7 @@
 //! # Ok::<(), s3_event_sink::Error>(())
 //! ```
 //!
-//! # Schemas
-//!
-//! Chosen by configuration ([`ParquetSchema`]), never guessed per record.
-//! Every file carries its options in its key-value metadata
-//! (`s3-event.schema`, `s3-event.compression`, `s3-event.row_group_size`),
-//! so [`decode`](crate::decode) gives back the records that were pushed.
-//!
-//! **`cloudevents`** — one row per CloudEvent in JSON format:
-//!
-//! | column | type | from |
-//! |---|---|---|
-//! | `specversion`, `id`, `source`, `type` | string, not null | the required attributes (a record without one of them, or with a non-string one, is refused) |
-//! | `subject`, `time`, `datacontenttype`, `dataschema` | string, null when absent | the optional attributes, as written (`time` stays RFC 3339 text) |
-//! | `extensions` | map<string, string> | every other top-level member; a non-string value as its JSON text (so `5` reads back as `"5"`, the attribute's canonical string form) |
-//! | `data` | string (JSON text), null when absent | `data`, serialized: `{"n":1}`, `"text"`, `null` |
-//! | `data_base64` | binary, null when absent | `data_base64`, base64-decoded (a value that is not base64 is refused) |
-//!
-//! **`s3`** — one row per S3 event record (`{"eventName": …, "s3": …}`, as
-//! in a notification's `Records`):
-//!
-//! | column | type | from |
-//! |---|---|---|
-//! | `event_name` | string, not null | `eventName` (required) |
-//! | `event_time` | string | `eventTime`, as written |
-//! | `bucket` | string, not null | `s3.bucket.name` (required) |
-//! | `key` | string, not null | `s3.object.key` (required), URL-decoded (as written when it does not decode) |
-//! | `size` | int64 | `s3.object.size` |
-//! | `etag` | string | `s3.object.eTag` |
-//! | `version_id` | string | `s3.object.versionId` |
-//! | `sequencer` | string | `s3.object.sequencer` |
-//! | `region` | string | `awsRegion` |
-//! | `principal_id` | string | `userIdentity.principalId` |
-//! | `source_ip` | string | `requestParameters.sourceIPAddress` |
-//! | `record` | string (JSON text), not null | the whole record, so nothing is lost |
-//!
-//! **`inferred`** — any JSON objects: the schema is inferred (arrow-json:
-//! numbers as int64 or float64, strings, booleans, lists, structs; a field
-//! that is `null` in the records it is inferred from becomes a string
-//! column) from the first record of a batch (the [`Sink`](crate::Sink)
-//! infers it once, from the first record it is given, and checks every
-//! record against it before spooling).
-//! A record that does not fit — a field the schema lacks, a value of
-//! another type — is refused at push with [`Error::RecordMismatch`] naming
-//! the record and the field; a field the schema has and the record lacks is
-//! null. Reading back, a null field is left out of its record.
-//!
-//! # Size and memory
-//!
-//! Rows are gathered in arrow builders and written a chunk at a time (at
-//! most 1024 rows) into the current row group; a row group is closed after
-//! `row_group_size` rows, or, when the sink gives the encoder its
-//! `max_bytes`, once its estimated size reaches an eighth of it.
-//! [`encoded_len`](crate::BatchEncoder::encoded_len) is the bytes written,
-//! plus the open row group's estimate and the rows not yet written, each
-//! scaled by the ratio observed at the last row group (the writer counts
-//! pages not yet compressed at their raw size), plus an allowance for the
-//! footer. An open batch holds at most one row group and one chunk of
-//! rows beside its output.
+//! The schemas are documented on [`ParquetSchema`].
 
 use std::fmt;
 use std::str::FromStr;
@@ -93,7 +36,69 @@ use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
 
-/// How a Parquet object's rows are laid out; see the [module docs](self).
+/// How a Parquet object's rows are laid out.
+///
+/// # The schemas
+///
+/// Chosen by configuration ([`ParquetSchema`]), never guessed per record.
+/// Every file carries its options in its key-value metadata
+/// (`s3-event.schema`, `s3-event.compression`, `s3-event.row_group_size`),
+/// so [`decode`](crate::decode) gives back the records that were pushed.
+///
+/// **`cloudevents`** — one row per CloudEvent in JSON format:
+///
+/// | column | type | from |
+/// |---|---|---|
+/// | `specversion`, `id`, `source`, `type` | string, not null | the required attributes (a record without one of them, or with a non-string one, is refused) |
+/// | `subject`, `time`, `datacontenttype`, `dataschema` | string, null when absent | the optional attributes, as written (`time` stays RFC 3339 text) |
+/// | `extensions` | map<string, string> | every other top-level member; a non-string value as its JSON text (so `5` reads back as `"5"`, the attribute's canonical string form) |
+/// | `data` | string (JSON text), null when absent | `data`, serialized: `{"n":1}`, `"text"`, `null` |
+/// | `data_base64` | binary, null when absent | `data_base64`, base64-decoded (a value that is not base64 is refused) |
+///
+/// **`s3`** — one row per S3 event record (`{"eventName": …, "s3": …}`, as
+/// in a notification's `Records`):
+///
+/// | column | type | from |
+/// |---|---|---|
+/// | `event_name` | string, not null | `eventName` (required) |
+/// | `event_time` | string | `eventTime`, as written |
+/// | `bucket` | string, not null | `s3.bucket.name` (required) |
+/// | `key` | string, not null | `s3.object.key` (required), URL-decoded (as written when it does not decode) |
+/// | `size` | int64 | `s3.object.size` |
+/// | `etag` | string | `s3.object.eTag` |
+/// | `version_id` | string | `s3.object.versionId` |
+/// | `sequencer` | string | `s3.object.sequencer` |
+/// | `region` | string | `awsRegion` |
+/// | `principal_id` | string | `userIdentity.principalId` |
+/// | `source_ip` | string | `requestParameters.sourceIPAddress` |
+/// | `record` | string (JSON text), not null | the whole record, so nothing is lost |
+///
+/// **`inferred`** — any JSON objects: the schema is inferred (arrow-json:
+/// numbers as int64 or float64, strings, booleans, lists, structs; a field
+/// that is `null` in the records it is inferred from becomes a string
+/// column) from the first record of a batch (the [`Sink`](crate::Sink)
+/// infers it once, from the first record it is given, and checks every
+/// record against it before spooling).
+/// A record that does not fit — a field the schema lacks, a value of
+/// another type — is refused at push with [`Error::RecordMismatch`] naming
+/// the record and the field; a field the schema has and the record lacks is
+/// null. Reading back, a null field is left out of its record. A batch
+/// recovered from the spool after a crash is encoded with the schema
+/// inferred from all of its records (every one of them fitted the schema of
+/// the process that accepted it, which was not kept).
+///
+/// # Size and memory
+///
+/// Rows are gathered in arrow builders and written a chunk at a time (at
+/// most 1024 rows) into the current row group; a row group is closed after
+/// `row_group_size` rows, or, when the sink gives the encoder its
+/// `max_bytes`, once its estimated size reaches an eighth of it.
+/// [`encoded_len`](crate::BatchEncoder::encoded_len) is the bytes written,
+/// plus the open row group's estimate and the rows not yet written, each
+/// scaled by the ratio observed at the last row group (the writer counts
+/// pages not yet compressed at their raw size), plus an allowance for the
+/// footer. An open batch holds at most one row group and one chunk of
+/// rows beside its output.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum ParquetSchema {
     /// The CloudEvents context attributes as columns, extensions as a map,

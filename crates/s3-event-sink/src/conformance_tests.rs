@@ -500,6 +500,32 @@ async fn parquet_refuses_what_does_not_fit(kind: Kind) {
     let d = decode(&objs[0].0, &objs[0].1).unwrap();
     assert_eq!(d.records, vec![ce(0), ce(1)]);
 
+    // An inferred schema: from the sink's first record; a record with a
+    // field it lacks, or a value of another type, is refused by index.
+    let e2 = env(kind, "pqinfer");
+    let sink = e2
+        .builder()
+        .with_encoding(Encoding::Parquet(crate::ParquetOptions::default()))
+        .build()
+        .unwrap();
+    sink.push(&json!({"n": 0, "s": "a"})).await.unwrap();
+    let err = sink
+        .push_batch(&[json!({"n": 1}), json!({"n": 2, "extra": true})])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, crate::Error::RecordMismatch { index: 1, reason } if reason.contains("`extra`")),
+        "{err}"
+    );
+    let err = sink.push(&json!({"n": "three"})).await.unwrap_err();
+    assert!(err.to_string().contains("`n`"), "{err}");
+    assert_eq!(sink.stats().records_refused, 2);
+    sink.push(&json!({"n": 4})).await.unwrap();
+    sink.shutdown().await.unwrap();
+    let objs = e2.objects().await;
+    let d = decode(&objs[0].0, &objs[0].1).unwrap();
+    assert_eq!(d.records, vec![json!({"n": 0, "s": "a"}), json!({"n": 4})]);
+
     // gzip on top of Parquet is refused at build, naming the key.
     let err = e
         .builder()

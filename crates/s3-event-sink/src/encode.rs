@@ -88,8 +88,7 @@ impl FromStr for Encoding {
     type Err = Error;
 
     /// Parses `ndjson`, `json` or, with the `parquet` feature, `parquet`
-    /// (with the default [`ParquetOptions`](crate::ParquetOptions)) (ASCII
-    /// case-insensitive).
+    /// (with the default `ParquetOptions`) (ASCII case-insensitive).
     fn from_str(s: &str) -> Result<Self> {
         if s.eq_ignore_ascii_case("ndjson") {
             Ok(Encoding::Ndjson)
