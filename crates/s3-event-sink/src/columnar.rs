@@ -832,8 +832,11 @@ impl ParquetBatch {
                     kv(META_ROW_GROUP_SIZE, self.opts.row_group_size.to_string()),
                 ]));
             // Nobody filters on the min/max of JSON text or binary data.
+            // Nor do their values repeat: no dictionary either.
             for c in ["data", "data_base64", "record"] {
-                props = props.set_column_statistics_enabled(c.into(), EnabledStatistics::None);
+                props = props
+                    .set_column_statistics_enabled(c.into(), EnabledStatistics::None)
+                    .set_column_dictionary_enabled(c.into(), false);
             }
             let props = props.build();
             let w = ArrowWriter::try_new(Vec::with_capacity(64 * 1024), self.schema(), Some(props))
