@@ -13,8 +13,11 @@
 //! | `localDir` | directory of the `local` store | `./data` |
 //! | `endpoint` | URL of an S3-compatible store (path-style requests) | AWS |
 //! | `prefix` | put before every object key | none |
-//! | `encoding` | `ndjson` or `json` | `ndjson` |
-//! | `compression` | `gzip`, `zstd` or `none` | `gzip` |
+//! | `encoding` | `ndjson`, `json` or `parquet` (crate feature `parquet`) | `ndjson` |
+//! | `compression` | `gzip`, `zstd` or `none`; with `parquet` only `none` (the pages are compressed instead) | `gzip`; `none` with `parquet` |
+//! | `parquetSchema` | `cloudevents` (what this server receives), `s3` or `inferred`; see `s3_event_sink::ParquetSchema` | `cloudevents` |
+//! | `parquetCompression` | Parquet page compression: `zstd`, `snappy` or `none` | `zstd` |
+//! | `parquetRowGroupSize` | rows per Parquet row group | `131072` |
 //! | `fsync` | spool fsync: `always`, `never` or an interval (`10ms`) | `10ms` |
 //! | `spoolDir` | the spool directory | `./spool` |
 //! | `maxBodyBytes` | largest request body accepted | 10 MiB |
@@ -96,6 +99,9 @@ pub const CONFIG_KEYS: &[&str] = &[
     "prefix",
     "encoding",
     "compression",
+    "parquetSchema",
+    "parquetCompression",
+    "parquetRowGroupSize",
     "fsync",
     "spoolDir",
     "maxBodyBytes",
@@ -589,10 +595,7 @@ impl Config {
                 _ => "sequence",
             },
             "shards": self.shards,
-            "encoding": match self.encoding {
-                Encoding::Ndjson => "ndjson",
-                _ => "json",
-            },
+            "encoding": self.encoding.to_string(),
             "compression": self.compression.to_string(),
             "fsync": format!("{:?}", self.fsync),
             "spoolDir": self.spool_dir,
@@ -619,11 +622,16 @@ impl Config {
     pub fn describe_format(&self) -> String {
         let enc = match self.encoding {
             Encoding::Ndjson => "NDJSON",
-            _ => "JSON array",
+            Encoding::JsonArray => "JSON array",
+            #[cfg(feature = "parquet")]
+            Encoding::Parquet(o) => {
+                return format!("Parquet ({} schema, {} pages)", o.schema, o.compression)
+            }
+            _ => "objects",
         };
         match self.compression {
             Compression::None => enc.to_owned(),
-            _ => format!("gzip {enc}"),
+            c => format!("{c} {enc}"),
         }
     }
 }
@@ -690,6 +698,9 @@ struct ConfigFile {
     prefix: Option<Text>,
     encoding: Option<Text>,
     compression: Option<Text>,
+    parquet_schema: Option<Text>,
+    parquet_compression: Option<Text>,
+    parquet_row_group_size: Option<Text>,
     fsync: Option<Text>,
     spool_dir: Option<Text>,
     max_body_bytes: Option<Text>,
@@ -829,21 +840,88 @@ impl ConfigFile {
         self.apply_layout(c)
     }
 
-    /// `encoding`, `compression`, `fsync`.
+    /// `encoding`, `compression`, the Parquet keys, `fsync`.
     fn apply_encoding(&mut self, c: &mut Config) -> Result<(), ConfigError> {
         let parsed = |s: String| s.parse().map_err(|e: crate::sink::Error| e.to_string());
         if let Some(e) = field("encoding", self.encoding.take(), parsed)? {
             c.encoding = e;
         }
-        if let Some(v) = field("compression", self.compression.take(), |s| {
+        let compression = field("compression", self.compression.take(), |s| {
             s.parse().map_err(|e: crate::sink::Error| e.to_string())
-        })? {
+        })?;
+        if let Some(v) = compression {
             c.compression = v;
         }
+        self.apply_parquet(c, compression.is_some())?;
         if let Some(f) = field("fsync", self.fsync.take(), |s| {
             s.parse().map_err(|e: crate::sink::Error| e.to_string())
         })? {
             c.fsync = f;
+        }
+        Ok(())
+    }
+
+    /// `parquetSchema`, `parquetCompression`, `parquetRowGroupSize`; with
+    /// `encoding: parquet`, `compression` must be `none` (`compression_set`:
+    /// whether the file set it).
+    #[cfg(feature = "parquet")]
+    fn apply_parquet(&mut self, c: &mut Config, compression_set: bool) -> Result<(), ConfigError> {
+        use crate::sink::{ParquetOptions, ParquetSchema};
+        let keys = [
+            ("parquetSchema", self.parquet_schema.take()),
+            ("parquetCompression", self.parquet_compression.take()),
+            ("parquetRowGroupSize", self.parquet_row_group_size.take()),
+        ];
+        let Encoding::Parquet(mut opts) = c.encoding else {
+            if let Some((key, _)) = keys.iter().find(|(_, v)| v.is_some()) {
+                return Err(bad(key, "only with `encoding: parquet`".to_owned()));
+            }
+            return Ok(());
+        };
+        if opts == ParquetOptions::default() {
+            // This server receives CloudEvents.
+            opts.schema = ParquetSchema::CloudEvents;
+        }
+        let [(_, schema), (_, page), (_, rows)] = keys;
+        let parsed = |s: String| s.parse().map_err(|e: crate::sink::Error| e.to_string());
+        if let Some(v) = field("parquetSchema", schema, parsed)? {
+            opts.schema = v;
+        }
+        let parsed = |s: String| s.parse().map_err(|e: crate::sink::Error| e.to_string());
+        if let Some(v) = field("parquetCompression", page, parsed)? {
+            opts.compression = v;
+        }
+        if let Some(n) = field("parquetRowGroupSize", rows, positive)? {
+            opts.row_group_size = usize::try_from(n).unwrap_or(usize::MAX);
+        }
+        if compression_set && c.compression != Compression::None {
+            return Err(bad(
+                "compression",
+                format!(
+                    "`{}` cannot compress Parquet objects: their pages are compressed (`parquetCompression`); use `none` or leave it out",
+                    c.compression
+                ),
+            ));
+        }
+        c.compression = Compression::None;
+        c.encoding = Encoding::Parquet(opts);
+        Ok(())
+    }
+
+    #[cfg(not(feature = "parquet"))]
+    fn apply_parquet(
+        &mut self,
+        _c: &mut Config,
+        _compression_set: bool,
+    ) -> Result<(), ConfigError> {
+        for (key, v) in [
+            ("parquetSchema", self.parquet_schema.take()),
+            ("parquetCompression", self.parquet_compression.take()),
+            ("parquetRowGroupSize", self.parquet_row_group_size.take()),
+        ] {
+            if v.is_some() {
+                return Err(bad(key, "needs the crate feature `parquet`".to_owned()));
+            }
         }
         Ok(())
     }
@@ -1155,6 +1233,60 @@ mod tests {
             (json!({"shards": "1000"}), "shards"),
         ];
         for (config, key) in cases {
+            let e = Config::from_parts(obj(config.clone()), None, &no_env)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(&format!("`{key}`")), "{config}: {e}");
+        }
+    }
+
+    #[cfg(feature = "parquet")]
+    #[test]
+    fn parquet_encoding_and_its_keys() {
+        use crate::sink::{PageCompression, ParquetOptions, ParquetSchema};
+        let c = Config::from_parts(obj(json!({"encoding": "parquet"})), None, &no_env).unwrap();
+        // CloudEvents by default (what the server receives), never gzip on top.
+        let want = ParquetOptions::default().with_schema(ParquetSchema::CloudEvents);
+        assert_eq!(c.encoding, Encoding::Parquet(want));
+        assert_eq!(c.compression, Compression::None);
+        assert_eq!(
+            c.describe_format(),
+            "Parquet (cloudevents schema, zstd(3) pages)"
+        );
+        let c = Config::from_parts(
+            obj(
+                json!({"encoding": "parquet", "compression": "none", "parquetSchema": "s3",
+                       "parquetCompression": "snappy", "parquetRowGroupSize": 5000}),
+            ),
+            None,
+            &no_env,
+        )
+        .unwrap();
+        let want = ParquetOptions::default()
+            .with_schema(ParquetSchema::S3Records)
+            .with_compression(PageCompression::Snappy)
+            .with_row_group_size(5000);
+        assert_eq!(c.encoding, Encoding::Parquet(want));
+        c.sink_builder().unwrap();
+        for (config, key) in [
+            (
+                json!({"encoding": "parquet", "compression": "gzip"}),
+                "compression",
+            ),
+            (
+                json!({"encoding": "parquet", "parquetSchema": "avro"}),
+                "parquetSchema",
+            ),
+            (
+                json!({"encoding": "parquet", "parquetCompression": "lz4"}),
+                "parquetCompression",
+            ),
+            (
+                json!({"encoding": "parquet", "parquetRowGroupSize": "0"}),
+                "parquetRowGroupSize",
+            ),
+            (json!({"parquetSchema": "s3"}), "parquetSchema"),
+        ] {
             let e = Config::from_parts(obj(config.clone()), None, &no_env)
                 .unwrap_err()
                 .to_string();

@@ -141,7 +141,8 @@ fn unreadable(e: &BytesRejection) -> Rejection {
 }
 
 /// Pushes `events` into the spool: `200 {"accepted": n}` once they are in
-/// it, `503` under backpressure or shutdown, `500` otherwise.
+/// it, `400` when the encoding cannot hold one of them, `503` under
+/// backpressure or shutdown, `500` otherwise.
 async fn push(st: &AppState, label: &'static str, events: &[Value]) -> Response {
     let n = events.len() as u64;
     match st.sink.push_batch_within(events, st.push_wait).await {
@@ -157,6 +158,12 @@ async fn push(st: &AppState, label: &'static str, events: &[Value]) -> Response 
                 "shutdown"
             };
             let r = rejection(StatusCode::SERVICE_UNAVAILABLE, reason, e.to_string());
+            reject(&r, n)
+        }
+        Err(e @ (Error::RecordMismatch { .. } | Error::InvalidRecord { .. })) => {
+            // The encoding cannot hold an event (one the Parquet schema does
+            // not fit): nothing of the request was accepted.
+            let r = rejection(StatusCode::BAD_REQUEST, "invalid_event", e.to_string());
             reject(&r, n)
         }
         Err(e) => {

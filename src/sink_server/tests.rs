@@ -1093,3 +1093,54 @@ async fn health_reports_a_degraded_sink() {
         "{text}"
     );
 }
+
+/// `encoding: parquet`: CloudEvents posted in any mode are stored as
+/// Parquet rows and read back as sent; a sink whose schema cannot hold
+/// them answers 400 and stores nothing.
+#[cfg(feature = "parquet")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parquet_objects_hold_the_events_posted() {
+    use crate::sink::{Encoding, ParquetOptions, ParquetSchema};
+    let with_schema = |schema: ParquetSchema, test: &str| {
+        let env = env(Kind::Memory, test);
+        let spool = tempfile::tempdir().unwrap();
+        let sink = Arc::new(
+            Sink::builder()
+                .with_store(Arc::clone(&env.store))
+                .with_prefix(env.prefix.clone())
+                .with_encoding(Encoding::Parquet(
+                    ParquetOptions::default().with_schema(schema),
+                ))
+                .with_spool(SpoolOptions::new(spool.path()).with_fsync(SpoolFsync::Always))
+                .build()
+                .unwrap(),
+        );
+        let app = router(Arc::clone(&sink), RouterOptions::default());
+        Harness {
+            env,
+            sink,
+            app,
+            _spool: spool,
+        }
+    };
+    let h = with_schema(ParquetSchema::CloudEvents, "parquet-ce");
+    let batch = json!([ce("a"), ce("b")]);
+    let (status, _) = h.post(&[BATCH], batch.to_string()).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = h.post(&[STRUCTURED], ce("c").to_string()).await;
+    assert_eq!(status, StatusCode::OK);
+    let stored = h.stored().await;
+    assert!(
+        stored.iter().all(|(k, _)| k.ends_with(".parquet")),
+        "{stored:?}"
+    );
+    let records: Vec<Value> = stored.into_iter().map(|(_, r)| r).collect();
+    assert_eq!(records, vec![ce("a"), ce("b"), ce("c")]);
+
+    let h = with_schema(ParquetSchema::S3Records, "parquet-s3");
+    let (status, body) = h.post(&[STRUCTURED], ce("d").to_string()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.to_string().contains("eventName"), "{body}");
+    assert_eq!(h.sink.stats().records_refused, 1);
+    assert!(h.stored().await.is_empty());
+}

@@ -137,15 +137,31 @@ async fn partitions_roll_over(kind: Kind) {
     }
 }
 
-async fn encodings_round_trip(kind: Kind) {
-    for (encoding, compression, ext) in [
+/// Every encoding x compression pair the sink writes, with its extension.
+fn pairs() -> Vec<(Encoding, Compression, &'static str)> {
+    #[allow(unused_mut)]
+    let mut v = vec![
         (Encoding::Ndjson, Compression::gzip(), ".ndjson.gz"),
         (Encoding::Ndjson, Compression::None, ".ndjson"),
         (Encoding::JsonArray, Compression::gzip(), ".json.gz"),
         (Encoding::JsonArray, Compression::None, ".json"),
         (Encoding::Ndjson, Compression::zstd(), ".ndjson.zst"),
         (Encoding::JsonArray, Compression::zstd(), ".json.zst"),
+    ];
+    #[cfg(feature = "parquet")]
+    for page in [
+        crate::PageCompression::default(),
+        crate::PageCompression::Snappy,
+        crate::PageCompression::None,
     ] {
+        let opts = crate::ParquetOptions::default().with_compression(page);
+        v.push((Encoding::Parquet(opts), Compression::None, ".parquet"));
+    }
+    v
+}
+
+async fn encodings_round_trip(kind: Kind) {
+    for (encoding, compression, ext) in pairs() {
         let e = env(kind, "enc");
         let sink = e
             .builder()
@@ -218,14 +234,26 @@ async fn multipart_for_large_batch(kind: Kind) {
 }
 
 async fn spool_uploads_exactly_once_after_a_crash(kind: Kind) {
-    spool_crash(kind, crate::KeyNaming::Sequence).await;
+    spool_crash(kind, crate::KeyNaming::Sequence, Encoding::Ndjson).await;
 }
 
 async fn uuid_names_are_stable_across_a_crash(kind: Kind) {
-    spool_crash(kind, crate::KeyNaming::Uuid).await;
+    spool_crash(kind, crate::KeyNaming::Uuid, Encoding::Ndjson).await;
 }
 
-async fn spool_crash(kind: Kind, naming: crate::KeyNaming) {
+/// The spool's batches are re-encoded as Parquet on recovery, to the same
+/// bytes (a lost reply's retry finds its own object).
+#[cfg(feature = "parquet")]
+async fn parquet_spool_uploads_exactly_once_after_a_crash(kind: Kind) {
+    let opts = crate::ParquetOptions::default();
+    spool_crash(kind, crate::KeyNaming::Sequence, Encoding::Parquet(opts)).await;
+}
+
+async fn spool_crash(kind: Kind, naming: crate::KeyNaming, encoding: Encoding) {
+    let ext = match encoding {
+        Encoding::Ndjson => ".ndjson.gz",
+        _ => ".parquet",
+    };
     for mode in [DOWN, LOSE_REPLY] {
         let e = env(kind, "spool");
         let spool = tempfile::tempdir().unwrap();
@@ -237,6 +265,7 @@ async fn spool_crash(kind: Kind, naming: crate::KeyNaming) {
             .with_flush_size(10)
             .with_spool(opts.clone())
             .with_key_naming(naming)
+            .with_encoding(encoding)
             .with_background_compression(matches!(kind, Kind::MemoryBackground))
             .build()
             .unwrap();
@@ -254,6 +283,7 @@ async fn spool_crash(kind: Kind, naming: crate::KeyNaming) {
             .with_flush_size(10)
             .with_spool(opts.clone())
             .with_key_naming(naming)
+            .with_encoding(encoding)
             .with_background_compression(matches!(kind, Kind::MemoryBackground))
             .build()
             .unwrap();
@@ -284,13 +314,13 @@ async fn spool_crash(kind: Kind, naming: crate::KeyNaming) {
         let mut want: Vec<String> = [0u64, 10, 20, 25]
             .iter()
             .map(|s| match naming {
-                crate::KeyNaming::Sequence => format!("{id}-{s:020}.ndjson.gz"),
+                crate::KeyNaming::Sequence => format!("{id}-{s:020}{ext}"),
                 crate::KeyNaming::Uuid => {
                     let u = uuid::Uuid::new_v5(
                         &uuid::Uuid::NAMESPACE_OID,
                         format!("{id}-{s}").as_bytes(),
                     );
-                    format!("{u}.ndjson.gz")
+                    format!("{u}{ext}")
                 }
             })
             .collect();
@@ -401,6 +431,110 @@ conformance!(
     spool_uploads_exactly_once_after_a_crash,
     uuid_names_are_stable_across_a_crash,
 );
+
+#[cfg(feature = "parquet")]
+mod parquet {
+    use super::*;
+    conformance!(
+        parquet_spool_uploads_exactly_once_after_a_crash,
+        parquet_flush_by_encoded_bytes,
+        parquet_refuses_what_does_not_fit,
+    );
+}
+
+/// The encoded-size trigger cuts Parquet objects within 10 % of `max_bytes`.
+#[cfg(feature = "parquet")]
+async fn parquet_flush_by_encoded_bytes(kind: Kind) {
+    let e = env(kind, "pqbytes");
+    let max = 256 * 1024;
+    let sink = e
+        .builder()
+        .with_encoding(Encoding::Parquet(crate::ParquetOptions::default()))
+        .with_flush_size(1_000_000)
+        .with_max_bytes(max)
+        .build()
+        .unwrap();
+    let events: Vec<Value> = (0..60_000u64)
+        .map(|n| json!({ "n": n, "id": format!("{:016x}", n.wrapping_mul(0x9e37_79b9_7f4a_7c15)), "k": n % 7 }))
+        .collect();
+    sink.push_batch(&events).await.unwrap();
+    sink.shutdown().await.unwrap();
+    let objs = e.objects().await;
+    assert!(objs.len() >= 3, "{kind:?}: {} objects", objs.len());
+    for (k, b) in &objs[..objs.len() - 1] {
+        let len = b.len();
+        assert!(
+            len <= max + max / 10 && len >= max - max / 10,
+            "{k}: {len} bytes, not within 10 % of {max}"
+        );
+    }
+    let (ns, _) = numbers(&objs);
+    assert_eq!(ns, (0..60_000).collect::<Vec<_>>());
+}
+
+/// A record the Parquet schema cannot hold is refused at push, by index,
+/// and counted; nothing of the push is kept, the rest goes through.
+#[cfg(feature = "parquet")]
+async fn parquet_refuses_what_does_not_fit(kind: Kind) {
+    let e = env(kind, "pqrefuse");
+    let opts = crate::ParquetOptions::default().with_schema(crate::ParquetSchema::CloudEvents);
+    let sink = e
+        .builder()
+        .with_encoding(Encoding::Parquet(opts))
+        .build()
+        .unwrap();
+    let ce = |n: u64| json!({"specversion": "1.0", "id": n.to_string(), "source": "/s", "type": "t", "n": n.to_string()});
+    let mut bad = ce(1);
+    bad.as_object_mut().unwrap().remove("id");
+    let err = sink.push_batch(&[ce(0), bad]).await.unwrap_err();
+    assert!(
+        matches!(&err, crate::Error::RecordMismatch { index: 1, reason } if reason.contains("`id`")),
+        "{err}"
+    );
+    assert_eq!(sink.stats().records_refused, 1);
+    assert_eq!(sink.stats().events_accepted, 0);
+    sink.push_batch(&[ce(0), ce(1)]).await.unwrap();
+    sink.shutdown().await.unwrap();
+    let objs = e.objects().await;
+    assert_eq!(objs.len(), 1);
+    let d = decode(&objs[0].0, &objs[0].1).unwrap();
+    assert_eq!(d.records, vec![ce(0), ce(1)]);
+
+    // An inferred schema: from the sink's first record; a record with a
+    // field it lacks, or a value of another type, is refused by index.
+    let e2 = env(kind, "pqinfer");
+    let sink = e2
+        .builder()
+        .with_encoding(Encoding::Parquet(crate::ParquetOptions::default()))
+        .build()
+        .unwrap();
+    sink.push(&json!({"n": 0, "s": "a"})).await.unwrap();
+    let err = sink
+        .push_batch(&[json!({"n": 1}), json!({"n": 2, "extra": true})])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, crate::Error::RecordMismatch { index: 1, reason } if reason.contains("`extra`")),
+        "{err}"
+    );
+    let err = sink.push(&json!({"n": "three"})).await.unwrap_err();
+    assert!(err.to_string().contains("`n`"), "{err}");
+    assert_eq!(sink.stats().records_refused, 2);
+    sink.push(&json!({"n": 4})).await.unwrap();
+    sink.shutdown().await.unwrap();
+    let objs = e2.objects().await;
+    let d = decode(&objs[0].0, &objs[0].1).unwrap();
+    assert_eq!(d.records, vec![json!({"n": 0, "s": "a"}), json!({"n": 4})]);
+
+    // gzip on top of Parquet is refused at build, naming the key.
+    let err = e
+        .builder()
+        .with_encoding(Encoding::Parquet(opts))
+        .with_compression(Compression::gzip())
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("compression"), "{err}");
+}
 
 /// A full spool makes `push` wait instead of growing; with a bound on the
 /// wait, the push fails as backpressure and accepts nothing. Once the store

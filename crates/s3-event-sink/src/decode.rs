@@ -96,10 +96,27 @@ pub fn decode(key: &str, bytes: &[u8]) -> Result<Decoded> {
 ///   the data is one JSON array (a malformed array is one [`BadRecord`] at the
 ///   error's position), otherwise NDJSON: each non-blank line is one JSON value,
 ///   a bad line is reported and the rest still read. `\r\n` endings are accepted.
+/// - Parquet (magic `PAR1` or a `.parquet` key, feature `parquet`) is read
+///   back to JSON records: for this crate's schemas the records that were
+///   pushed (see `ParquetSchema`), for other files
+///   one object per row; `positions` and `bad` lines are 1-based rows.
 /// - Records are any JSON values; validating their shape is the caller's job.
 ///   (Detection is by the first byte only, so NDJSON whose first record is a
 ///   top-level array is read as a JSON array; records are normally objects.)
 pub fn decode_with_limit(key: &str, bytes: &[u8], max_decoded: u64) -> Result<Decoded> {
+    if bytes.starts_with(b"PAR1") || key.ends_with(".parquet") {
+        #[cfg(feature = "parquet")]
+        {
+            let mut decoded = Decoded::default();
+            crate::columnar::read(key, bytes, max_decoded, &mut decoded)?;
+            return Ok(decoded);
+        }
+        #[cfg(not(feature = "parquet"))]
+        return Err(Error::InvalidParquet {
+            key: key.to_owned(),
+            reason: "reading Parquet needs the crate feature `parquet`".to_owned(),
+        });
+    }
     let gzip = bytes.starts_with(&GZIP_MAGIC);
     let zstd = bytes.starts_with(&ZSTD_MAGIC);
     if (!gzip && key.ends_with(".gz")) || (!zstd && key.ends_with(".zst")) {

@@ -31,29 +31,51 @@ use crate::error::{Error, Result};
 
 /// How records are laid out in an object.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Encoding {
     /// One JSON value per line (`\n`-terminated).
     #[default]
     Ndjson,
     /// One JSON array holding every record.
     JsonArray,
+    /// A Parquet file (feature `parquet`); see [`crate::ParquetSchema`] for
+    /// the schemas. Its pages are compressed by the options' compression;
+    /// the object is never compressed again (a [`BatchEncoder`] ignores its
+    /// [`Compression`], and the sink refuses any but `None`).
+    #[cfg(feature = "parquet")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "parquet")))]
+    Parquet(crate::ParquetOptions),
 }
 
 impl Encoding {
-    /// The file extension, with its dot: `.ndjson` or `.json`.
+    /// The file extension, with its dot: `.ndjson`, `.json` or `.parquet`.
     pub fn extension(self) -> &'static str {
         match self {
             Encoding::Ndjson => ".ndjson",
             Encoding::JsonArray => ".json",
+            #[cfg(feature = "parquet")]
+            Encoding::Parquet(_) => ".parquet",
         }
     }
 
-    /// The `Content-Type`: `application/x-ndjson` or `application/json`.
+    /// The `Content-Type`: `application/x-ndjson`, `application/json` or
+    /// `application/vnd.apache.parquet`.
     pub fn content_type(self) -> &'static str {
         match self {
             Encoding::Ndjson => "application/x-ndjson",
             Encoding::JsonArray => "application/json",
+            #[cfg(feature = "parquet")]
+            Encoding::Parquet(_) => "application/vnd.apache.parquet",
         }
+    }
+
+    /// Whether this is [`Encoding::Parquet`].
+    pub fn is_parquet(self) -> bool {
+        #[cfg(feature = "parquet")]
+        if let Encoding::Parquet(_) = self {
+            return true;
+        }
+        false
     }
 
     /// A new, empty [`BatchEncoder`] for this encoding and `compression`.
@@ -65,17 +87,27 @@ impl Encoding {
 impl FromStr for Encoding {
     type Err = Error;
 
-    /// Parses `ndjson` or `json` (ASCII case-insensitive).
+    /// Parses `ndjson`, `json` or, with the `parquet` feature, `parquet`
+    /// (with the default `ParquetOptions`) (ASCII case-insensitive).
     fn from_str(s: &str) -> Result<Self> {
         if s.eq_ignore_ascii_case("ndjson") {
             Ok(Encoding::Ndjson)
         } else if s.eq_ignore_ascii_case("json") {
             Ok(Encoding::JsonArray)
+        } else if s.eq_ignore_ascii_case("parquet") {
+            #[cfg(feature = "parquet")]
+            return Ok(Encoding::Parquet(crate::ParquetOptions::default()));
+            #[cfg(not(feature = "parquet"))]
+            return Err(Error::InvalidConfig {
+                what: "encoding",
+                value: s.to_owned(),
+                expected: "`ndjson`, `json` (`parquet` needs the crate feature `parquet`)",
+            });
         } else {
             Err(Error::InvalidConfig {
                 what: "encoding",
                 value: s.to_owned(),
-                expected: "`ndjson`, `json`",
+                expected: "`ndjson`, `json`, `parquet`",
             })
         }
     }
@@ -86,6 +118,8 @@ impl fmt::Display for Encoding {
         f.write_str(match self {
             Encoding::Ndjson => "ndjson",
             Encoding::JsonArray => "json",
+            #[cfg(feature = "parquet")]
+            Encoding::Parquet(_) => "parquet",
         })
     }
 }
@@ -340,6 +374,8 @@ impl ZstdStream {
 #[derive(Debug)]
 enum Out {
     Plain(Vec<u8>),
+    #[cfg(feature = "parquet")]
+    Parquet(Box<crate::columnar::ParquetBatch>),
     Zstd {
         stream: Box<ZstdStream>,
         staged: Vec<u8>,
@@ -385,8 +421,19 @@ pub struct BatchEncoder {
 }
 
 impl BatchEncoder {
-    /// A new, empty encoder.
+    /// A new, empty encoder. For [`Encoding::Parquet`] `compression` is
+    /// ignored (taken as `None`): the pages are compressed inside the file.
     pub fn new(encoding: Encoding, compression: Compression) -> Self {
+        #[cfg(feature = "parquet")]
+        if let Encoding::Parquet(opts) = encoding {
+            return BatchEncoder {
+                encoding,
+                compression: Compression::None,
+                out: Out::Parquet(Box::new(crate::columnar::ParquetBatch::new(opts))),
+                records: 0,
+                scratch: Vec::new(),
+            };
+        }
         let mut enc = BatchEncoder {
             encoding,
             compression,
@@ -474,15 +521,56 @@ impl BatchEncoder {
         self.push_checked(record)
     }
 
+    /// Parquet: the sink's `max_bytes`, so row groups are closed early
+    /// enough for [`encoded_len`](Self::encoded_len) to be calibrated.
+    #[cfg_attr(not(feature = "parquet"), allow(unused_variables, unused_mut))]
+    pub(crate) fn with_target_size(mut self, max_bytes: usize) -> Self {
+        #[cfg(feature = "parquet")]
+        if let Out::Parquet(p) = &mut self.out {
+            p.set_target(max_bytes);
+        }
+        self
+    }
+
+    /// Parquet with an inferred schema: this schema instead of one inferred
+    /// from the first record.
+    #[cfg(feature = "parquet")]
+    pub(crate) fn with_parquet_schema(mut self, schema: Option<arrow_schema::SchemaRef>) -> Self {
+        if let (Out::Parquet(p), Some(s)) = (&mut self.out, schema) {
+            p.set_schema(s);
+        }
+        self
+    }
+
+    /// Parquet with an inferred schema: infer it from every record pushed
+    /// (a recovered batch).
+    #[cfg_attr(not(feature = "parquet"), allow(unused_mut))]
+    pub(crate) fn infer_from_all(mut self) -> Self {
+        #[cfg(feature = "parquet")]
+        if let Out::Parquet(p) = &mut self.out {
+            p.infer_from_all();
+        }
+        self
+    }
+
     /// [`push_raw`](Self::push_raw) for a record [`invalid_record`] has
     /// already passed (the sink checks before spooling).
     pub(crate) fn push_checked(&mut self, record: &[u8]) -> Result<()> {
+        #[cfg(feature = "parquet")]
+        if let Out::Parquet(p) = &mut self.out {
+            p.push(record).map_err(|reason| Error::RecordMismatch {
+                index: self.records,
+                reason,
+            })?;
+            self.records += 1;
+            return Ok(());
+        }
         match self.encoding {
             Encoding::Ndjson => {
                 self.write(record)?;
                 self.write(b"\n")?;
             }
-            Encoding::JsonArray => {
+            _ => {
                 if self.records > 0 {
                     self.write(b",")?;
                 }
@@ -512,6 +600,8 @@ impl BatchEncoder {
         let closing = usize::from(self.encoding == Encoding::JsonArray);
         match &self.out {
             Out::Plain(v) => v.len() + closing,
+            #[cfg(feature = "parquet")]
+            Out::Parquet(p) => p.encoded_len(),
             Out::Gzip {
                 stream, total_in, ..
             } => gzip_estimate(stream.produced(), stream.in_at_growth(), total_in + closing),
@@ -532,6 +622,8 @@ impl BatchEncoder {
         }
         match self.out {
             Out::Plain(v) => Ok(v),
+            #[cfg(feature = "parquet")]
+            Out::Parquet(p) => p.finish(),
             Out::Gzip {
                 mut stream, staged, ..
             } => {
@@ -550,6 +642,8 @@ impl BatchEncoder {
     fn write(&mut self, bytes: &[u8]) -> Result<()> {
         match &mut self.out {
             Out::Plain(v) => v.extend_from_slice(bytes),
+            #[cfg(feature = "parquet")]
+            Out::Parquet(_) => unreachable!("Parquet rows are not written as bytes"),
             Out::Gzip {
                 stream,
                 staged,

@@ -22,6 +22,25 @@ pub enum Error {
         /// Why it was rejected.
         reason: &'static str,
     },
+    /// A record does not fit the Parquet schema (a CloudEvent without
+    /// `id`, a field an inferred schema lacks, ...).
+    #[error("record #{index} rejected: {reason}")]
+    RecordMismatch {
+        /// The zero-based index the record would have had in the batch (in
+        /// the push, from the sink).
+        index: usize,
+        /// Why it does not fit, naming the field.
+        reason: String,
+    },
+    /// An object read as Parquet (by its magic `PAR1` or a `.parquet` key)
+    /// could not be read.
+    #[error("object `{key}`: not a readable Parquet file: {reason}")]
+    InvalidParquet {
+        /// The object key.
+        key: String,
+        /// Why.
+        reason: String,
+    },
     /// A record could not be serialized to JSON.
     #[error("record #{index} could not be serialized: {source}")]
     Serialize {

@@ -25,6 +25,8 @@
 
 #[cfg(feature = "aws-sdk")]
 mod aws_sdk;
+#[cfg(feature = "parquet")]
+mod columnar;
 #[cfg(test)]
 mod conformance_tests;
 #[cfg(test)]
@@ -53,6 +55,9 @@ pub use s3_event_core as core;
 #[cfg_attr(docsrs, doc(cfg(feature = "aws-sdk")))]
 pub use aws_sdk::{AwsSdkConfig, AwsSdkError, AwsSdkStore, UploadOptions};
 
+#[cfg(feature = "parquet")]
+#[cfg_attr(docsrs, doc(cfg(feature = "parquet")))]
+pub use columnar::{PageCompression, ParquetOptions, ParquetSchema};
 pub use decode::{decode, decode_with_limit, BadRecord, Decoded, DEFAULT_MAX_DECODED_BYTES};
 pub use encode::{BatchEncoder, Compression, Encoding};
 pub use error::{Error, Result};

@@ -171,7 +171,8 @@ impl GzipPipe {
                 self.write(record);
                 self.write(b"\n");
             }
-            Encoding::JsonArray => {
+            // A JSON array (the sink pipes only gzip, never Parquet).
+            _ => {
                 if self.records > 0 {
                     self.write(b",");
                 }

@@ -205,6 +205,54 @@ fn encoding_byte(e: Encoding) -> u8 {
     match e {
         Encoding::Ndjson => 0,
         Encoding::JsonArray => 1,
+        #[cfg(feature = "parquet")]
+        Encoding::Parquet(_) => 2,
+    }
+}
+
+/// Parquet's options in a close frame: the page compression where the
+/// object compression goes (that is `None` for Parquet), and after the key
+/// (where a reader that predates them stops reading) the schema and the
+/// row group size.
+#[cfg(feature = "parquet")]
+mod parquet_frame {
+    use crate::{PageCompression, ParquetOptions, ParquetSchema};
+
+    pub(super) fn compression(o: &ParquetOptions) -> [u8; 2] {
+        match o.compression {
+            PageCompression::None => [0, 0],
+            PageCompression::Zstd { level } => [2, level.clamp(1, 22) as u8],
+            PageCompression::Snappy => [3, 0],
+        }
+    }
+
+    pub(super) fn tail(o: &ParquetOptions, b: &mut Vec<u8>) {
+        b.push(match o.schema {
+            ParquetSchema::CloudEvents => 0,
+            ParquetSchema::S3Records => 1,
+            ParquetSchema::Inferred => 2,
+        });
+        b.extend_from_slice(&(o.row_group_size as u64).to_le_bytes());
+    }
+
+    pub(super) fn read(comp: (u8, u8), schema: u8, rows: u64) -> Option<ParquetOptions> {
+        Some(ParquetOptions {
+            compression: match comp {
+                (0, _) => PageCompression::None,
+                (2, level) => PageCompression::Zstd {
+                    level: u32::from(level),
+                },
+                (3, _) => PageCompression::Snappy,
+                _ => return None,
+            },
+            schema: match schema {
+                0 => ParquetSchema::CloudEvents,
+                1 => ParquetSchema::S3Records,
+                2 => ParquetSchema::Inferred,
+                _ => return None,
+            },
+            row_group_size: usize::try_from(rows).ok()?.max(1),
+        })
     }
 }
 
@@ -287,6 +335,22 @@ fn parse_frame(kind: u8, body: &[u8]) -> Option<Frame<'_>> {
             let encoding = match r.u8()? {
                 0 => Encoding::Ndjson,
                 1 => Encoding::JsonArray,
+                #[cfg(feature = "parquet")]
+                2 => {
+                    let comp = (r.u8()?, r.u8()?);
+                    let partition = r.str()?;
+                    let key = r.str()?;
+                    let opts = parquet_frame::read(comp, r.u8()?, r.u64()?)?;
+                    return Some(Frame::Close {
+                        key_seq,
+                        last_seq,
+                        shard,
+                        encoding: Encoding::Parquet(opts),
+                        compression: Compression::None,
+                        partition,
+                        key,
+                    });
+                }
                 _ => return None,
             };
             let compression = match (r.u8()?, r.u8()?) {
@@ -673,6 +737,14 @@ impl Spool {
             b.extend_from_slice(&c.last_seq.to_le_bytes());
             b.extend_from_slice(&c.shard.to_le_bytes());
             b.push(encoding_byte(c.encoding));
+            #[cfg(feature = "parquet")]
+            if let Encoding::Parquet(o) = &c.encoding {
+                b.extend_from_slice(&parquet_frame::compression(o));
+                put_str(b, &c.partition);
+                put_str(b, &c.key);
+                parquet_frame::tail(o, b);
+                return;
+            }
             b.extend_from_slice(&compression_bytes(c.compression));
             put_str(b, &c.partition);
             put_str(b, &c.key);

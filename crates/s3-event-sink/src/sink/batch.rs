@@ -198,7 +198,7 @@ impl Inner {
         // Uncompressed, the size is exact: close first if this record would
         // take the batch past max_bytes. Compressed, the record's share is
         // unknown until written, so the check after the append decides.
-        if self.compression == Compression::None {
+        if self.exact_size() {
             if let Some(b) = shard
                 .batches
                 .get(partition)
@@ -229,7 +229,7 @@ impl Inner {
                         Compression::Gzip { level } if self.background_compression => {
                             Body::Piped(GzipPipe::new(self.encoding, level, self.max_bytes))
                         }
-                        _ => Body::Inline(BatchEncoder::new(self.encoding, self.compression)),
+                        _ => Body::Inline(self.encoder()),
                     },
                     deadline: Instant::now() + self.flush_interval,
                     opened,
@@ -246,7 +246,7 @@ impl Inner {
         batch.seqs.extend(seq);
         // Compressed, `encoded_len` is an estimate of what `finish` will
         // produce; keep a record's worth (plus a margin) of headroom for it.
-        let limit = if self.compression == Compression::None {
+        let limit = if self.exact_size() {
             self.max_bytes
         } else {
             self.max_bytes
@@ -262,10 +262,61 @@ impl Inner {
     /// Checks what `BatchEncoder::push_raw` would reject, before the record
     /// goes into the spool.
     pub(super) fn check_record(&self, index: usize, record: &[u8]) -> Result<()> {
-        match crate::encode::invalid_record(self.encoding, record) {
+        let res = match crate::encode::invalid_record(self.encoding, record) {
             Some(reason) => Err(Error::InvalidRecord { index, reason }),
-            None => Ok(()),
+            None => self.check_parquet(index, record),
+        };
+        if res.is_err() {
+            self.counters
+                .records_refused
+                .fetch_add(1, Ordering::Relaxed);
         }
+        res
+    }
+
+    /// Parquet: whether the record fits the schema (an inferred schema is
+    /// inferred here, from the first record).
+    #[cfg(feature = "parquet")]
+    fn check_parquet(&self, index: usize, record: &[u8]) -> Result<()> {
+        let Encoding::Parquet(opts) = self.encoding else {
+            return Ok(());
+        };
+        let mismatch = |reason| Error::RecordMismatch { index, reason };
+        let inferred = match opts.schema {
+            crate::ParquetSchema::Inferred => Some(match self.parquet_schema.get() {
+                Some(s) => s,
+                None => {
+                    let obj = match serde_json::from_slice(record) {
+                        Ok(serde_json::Value::Object(m)) => m,
+                        _ => return Err(mismatch("not a JSON object".to_owned())),
+                    };
+                    let s = crate::columnar::infer(&obj).map_err(mismatch)?;
+                    let _ = self.parquet_schema.set(Arc::new(s));
+                    self.parquet_schema.get().expect("the schema was just set")
+                }
+            }),
+            _ => None,
+        };
+        crate::columnar::check(opts.schema, inferred.map(|s| &**s), record).map_err(mismatch)
+    }
+
+    #[cfg(not(feature = "parquet"))]
+    fn check_parquet(&self, _index: usize, _record: &[u8]) -> Result<()> {
+        Ok(())
+    }
+
+    /// Whether `encoded_len` is exact: no compression, not Parquet.
+    pub(super) fn exact_size(&self) -> bool {
+        self.compression == Compression::None && !self.encoding.is_parquet()
+    }
+
+    /// A new batch's encoder.
+    pub(super) fn encoder(&self) -> BatchEncoder {
+        let enc =
+            BatchEncoder::new(self.encoding, self.compression).with_target_size(self.max_bytes);
+        #[cfg(feature = "parquet")]
+        let enc = enc.with_parquet_schema(self.parquet_schema.get().cloned());
+        enc
     }
 
     pub(super) fn close_all(&self) -> Result<()> {

@@ -9,6 +9,8 @@ pub struct SinkBuilder {
     partitioner: Option<Arc<dyn Partitioner>>,
     encoding: Encoding,
     compression: Compression,
+    /// Whether `with_compression` was called (Parquet refuses it then).
+    compression_set: bool,
     flush_size: usize,
     max_bytes: usize,
     flush_interval: Duration,
@@ -53,6 +55,7 @@ impl Default for SinkBuilder {
             partitioner: None,
             encoding: Encoding::Ndjson,
             compression: Compression::gzip(),
+            compression_set: false,
             flush_size: DEFAULT_FLUSH_SIZE,
             max_bytes: DEFAULT_MAX_BYTES,
             flush_interval: DEFAULT_FLUSH_INTERVAL,
@@ -97,9 +100,12 @@ impl SinkBuilder {
         self
     }
 
-    /// The compression (default: gzip at the default level).
+    /// The compression (default: gzip at the default level; none for
+    /// [`Encoding::Parquet`], whose pages are compressed inside the file:
+    /// [`build`](Self::build) refuses Parquet with any other).
     pub fn with_compression(mut self, compression: Compression) -> Self {
         self.compression = compression;
+        self.compression_set = true;
         self
     }
 
@@ -209,6 +215,16 @@ impl SinkBuilder {
     /// process left closed but not uploaded, and its unclosed events, are
     /// queued for upload before any new event.
     pub fn build(mut self) -> Result<Sink> {
+        if self.encoding.is_parquet() {
+            if self.compression_set && self.compression != Compression::None {
+                return Err(Error::InvalidConfig {
+                    what: "compression",
+                    value: self.compression.to_string(),
+                    expected: "`none` with the Parquet encoding (its pages are compressed by the Parquet options' `compression`)",
+                });
+            }
+            self.compression = Compression::None;
+        }
         let store = match self.store.take() {
             Some(s) => s,
             None => default_store()?,
@@ -265,6 +281,8 @@ impl SinkBuilder {
             delete_requested: AtomicBool::new(false),
             #[cfg(test)]
             hold_deletes: AtomicBool::new(false),
+            #[cfg(feature = "parquet")]
+            parquet_schema: std::sync::OnceLock::new(),
         });
         let recovered = inner.close_recovered(recovered)?;
         let mut tasks = vec![tokio::spawn(background(Arc::clone(&inner), rx))];

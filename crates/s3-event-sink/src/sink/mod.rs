@@ -152,6 +152,10 @@ pub struct SinkStats {
     /// Uploads that found their key holding another batch's object and went
     /// to an alternate key instead of overwriting it.
     pub key_collisions: u64,
+    /// Records refused at push because the encoding cannot hold them (a
+    /// blank record, a raw newline in NDJSON, a record that does not fit the
+    /// Parquet schema); the push failed with the record's index.
+    pub records_refused: u64,
 }
 
 #[derive(Default)]
@@ -164,6 +168,7 @@ struct Counters {
     upload_retries: AtomicU64,
     upload_permanent_errors: AtomicU64,
     key_collisions: AtomicU64,
+    records_refused: AtomicU64,
 }
 
 struct Inner {
@@ -217,6 +222,10 @@ struct Inner {
     /// before deleting, forever (a slow fsync, then a crash).
     #[cfg(test)]
     hold_deletes: AtomicBool,
+    /// Parquet with an inferred schema: the schema, inferred from the first
+    /// record this sink was given; every record is checked against it.
+    #[cfg(feature = "parquet")]
+    parquet_schema: std::sync::OnceLock<arrow_schema::SchemaRef>,
 }
 
 /// Locks `m`, also when a panic elsewhere has poisoned it.
@@ -462,6 +471,7 @@ impl Sink {
             pending_uploads: *self.inner.pending.borrow() as u64,
             upload_permanent_errors: c.upload_permanent_errors.load(Ordering::Relaxed),
             key_collisions: c.key_collisions.load(Ordering::Relaxed),
+            records_refused: c.records_refused.load(Ordering::Relaxed),
         }
     }
 

@@ -96,9 +96,12 @@ impl Inner {
             let (encoding, compression) = (b.encoding, b.compression);
             match event {
                 Some((seq, record)) => {
-                    let (enc, seqs) = building
-                        .entry(i)
-                        .or_insert_with(|| (BatchEncoder::new(encoding, compression), Vec::new()));
+                    let (enc, seqs) = building.entry(i).or_insert_with(|| {
+                        // The records were checked against a schema
+                        // this process has not: infer it from them all.
+                        let enc = BatchEncoder::new(encoding, compression).infer_from_all();
+                        (enc, Vec::new())
+                    });
                     if let Err(e) = push_recovered(enc, record) {
                         failed.get_or_insert(e);
                     }
