@@ -149,51 +149,64 @@ pub fn decode_with_limit(key: &str, bytes: &[u8], max_decoded: u64) -> Result<De
         ..Decoded::default()
     };
     if first == Some(&b'[') {
-        decoded.encoding = Encoding::JsonArray;
-        let parsed =
-            serde_json::from_slice::<Vec<&serde_json::value::RawValue>>(data).and_then(|raws| {
-                raws.into_iter()
-                    .map(|raw| {
-                        // The element's place in `data` (RawValue borrows from it).
-                        let at = raw.get().as_ptr() as usize - data.as_ptr() as usize;
-                        let line = 1 + data[..at].iter().filter(|&&b| b == b'\n').count();
-                        serde_json::from_str::<Value>(raw.get()).map(|v| (v, (line, base + at)))
-                    })
-                    .collect::<serde_json::Result<Vec<_>>>()
-            });
-        match parsed {
-            Ok(records) => {
-                (decoded.records, decoded.positions) = records.into_iter().unzip();
+        read_json_array(data, base, &mut decoded);
+    } else {
+        read_ndjson(data, base, &mut decoded);
+    }
+    Ok(decoded)
+}
+
+/// Reads `data` as one JSON array into `decoded`: its elements, or one
+/// [`BadRecord`] at the error's position. `base` is `data`'s offset in the
+/// object (after a BOM).
+fn read_json_array(data: &[u8], base: usize, decoded: &mut Decoded) {
+    decoded.encoding = Encoding::JsonArray;
+    let parsed =
+        serde_json::from_slice::<Vec<&serde_json::value::RawValue>>(data).and_then(|raws| {
+            raws.into_iter()
+                .map(|raw| {
+                    // The element's place in `data` (RawValue borrows from it).
+                    let at = raw.get().as_ptr() as usize - data.as_ptr() as usize;
+                    let line = 1 + data[..at].iter().filter(|&&b| b == b'\n').count();
+                    serde_json::from_str::<Value>(raw.get()).map(|v| (v, (line, base + at)))
+                })
+                .collect::<serde_json::Result<Vec<_>>>()
+        });
+    match parsed {
+        Ok(records) => {
+            (decoded.records, decoded.positions) = records.into_iter().unzip();
+        }
+        Err(e) => decoded.bad.push(BadRecord {
+            line: Some(e.line()),
+            offset: base + offset_of(data, e.line(), e.column()),
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// Reads `data` as NDJSON into `decoded`: each non-blank line one record,
+/// a bad line one [`BadRecord`] (the rest still read).
+fn read_ndjson(data: &[u8], base: usize, decoded: &mut Decoded) {
+    decoded.encoding = Encoding::Ndjson;
+    let mut start = 0;
+    for (idx, line) in data.split(|&b| b == b'\n').enumerate() {
+        let line_start = start;
+        start += line.len() + 1;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        match serde_json::from_slice::<Value>(line) {
+            Ok(v) => {
+                decoded.records.push(v);
+                decoded.positions.push((idx + 1, base + line_start));
             }
             Err(e) => decoded.bad.push(BadRecord {
-                line: Some(e.line()),
-                offset: base + offset_of(data, e.line(), e.column()),
+                line: Some(idx + 1),
+                offset: base + line_start,
                 reason: e.to_string(),
             }),
         }
-    } else {
-        decoded.encoding = Encoding::Ndjson;
-        let mut start = 0;
-        for (idx, line) in data.split(|&b| b == b'\n').enumerate() {
-            let line_start = start;
-            start += line.len() + 1;
-            if line.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            match serde_json::from_slice::<Value>(line) {
-                Ok(v) => {
-                    decoded.records.push(v);
-                    decoded.positions.push((idx + 1, base + line_start));
-                }
-                Err(e) => decoded.bad.push(BadRecord {
-                    line: Some(idx + 1),
-                    offset: base + line_start,
-                    reason: e.to_string(),
-                }),
-            }
-        }
     }
-    Ok(decoded)
 }
 
 /// The byte offset of serde_json's 1-based `line` and `column` (column 0 means
