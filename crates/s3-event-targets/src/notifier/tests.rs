@@ -303,6 +303,33 @@ impl Target for ParallelTarget {
     }
 }
 
+/// Sends `seqs` rounds of one record for each of `keys` objects `k0..`,
+/// the round number as the record's sequencer.
+async fn send_keyed(n: &Notifier, keys: usize, seqs: u64) {
+    for seq in 0..seqs {
+        for k in 0..keys {
+            let r = EventRecord::from_slice(
+                format!(r#"{{"eventName":"s3:ObjectCreated:Put","s3":{{"bucket":{{"name":"b"}},"object":{{"key":"k{k}","sequencer":"{seq}"}}}}}}"#)
+                    .as_bytes(),
+            )
+            .unwrap();
+            assert_eq!(n.send(r).await.unwrap().queued, 1);
+        }
+    }
+}
+
+/// Every object of [`send_keyed`] arrived with its sequencers in order.
+fn assert_per_key_order(seen: &[(String, u64)], keys: usize, seqs: u64) {
+    for k in 0..keys {
+        let got: Vec<u64> = seen
+            .iter()
+            .filter(|(key, _)| *key == format!("k{k}"))
+            .map(|(_, s)| *s)
+            .collect();
+        assert_eq!(got, (0..seqs).collect::<Vec<_>>(), "order of k{k}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn several_senders_run_in_parallel_and_keep_per_key_order() {
     for queue_dir in [None, Some(tempfile::tempdir().unwrap())] {
@@ -325,26 +352,9 @@ async fn several_senders_run_in_parallel_and_keep_per_key_order() {
             )
             .build()
             .unwrap();
-        for seq in 0..10u64 {
-            for k in 0..8 {
-                let r = EventRecord::from_slice(
-                    format!(r#"{{"eventName":"s3:ObjectCreated:Put","s3":{{"bucket":{{"name":"b"}},"object":{{"key":"k{k}","sequencer":"{seq}"}}}}}}"#)
-                        .as_bytes(),
-                )
-                .unwrap();
-                assert_eq!(n.send(r).await.unwrap().queued, 1);
-            }
-        }
+        send_keyed(&n, 8, 10).await;
         wait_for(|| lock(&t.seen).len() == 80).await;
-        let seen = lock(&t.seen).clone();
-        for k in 0..8 {
-            let seqs: Vec<u64> = seen
-                .iter()
-                .filter(|(key, _)| *key == format!("k{k}"))
-                .map(|(_, s)| *s)
-                .collect();
-            assert_eq!(seqs, (0..10).collect::<Vec<_>>(), "order of k{k}");
-        }
+        assert_per_key_order(&lock(&t.seen), 8, 10);
         let most = t.most.load(Ordering::SeqCst);
         assert!(
             (2..=4).contains(&most),
@@ -380,26 +390,9 @@ async fn senders_over_64_send_concurrently_and_durable_lanes_are_capped() {
             .build()
             .unwrap();
         let keys = 400;
-        for seq in 0..2u64 {
-            for k in 0..keys {
-                let r = EventRecord::from_slice(
-                    format!(r#"{{"eventName":"s3:ObjectCreated:Put","s3":{{"bucket":{{"name":"b"}},"object":{{"key":"k{k}","sequencer":"{seq}"}}}}}}"#)
-                        .as_bytes(),
-                )
-                .unwrap();
-                assert_eq!(n.send(r).await.unwrap().queued, 1);
-            }
-        }
+        send_keyed(&n, keys, 2).await;
         wait_for(|| lock(&t.seen).len() == 2 * keys).await;
-        let seen = lock(&t.seen).clone();
-        for k in 0..keys {
-            let seqs: Vec<u64> = seen
-                .iter()
-                .filter(|(key, _)| *key == format!("k{k}"))
-                .map(|(_, s)| *s)
-                .collect();
-            assert_eq!(seqs, vec![0, 1], "order of k{k}");
-        }
+        assert_per_key_order(&lock(&t.seen), keys, 2);
         let most = t.most.load(Ordering::SeqCst);
         match &queue_dir {
             None => assert!(most > 64, "{most} sends at once with 500 senders"),
