@@ -112,6 +112,32 @@ use dead_letter::DeadLetterStore;
 
 pub use layout::{target_dir, DEAD_LETTER_DIR, REPLAY_DIR};
 
+/// Sync mode: waits for each target's answer to one [`Notifier::send`];
+/// the first failure is the error.
+async fn wait_for_deliveries(
+    waits: Vec<(&Arc<Pipeline>, oneshot::Receiver<Delivery>)>,
+    mut outcome: SendOutcome,
+) -> Result<SendOutcome> {
+    let mut failed = None;
+    for (p, rx) in waits {
+        match rx.await {
+            Ok(Delivery::Sent) => outcome.delivered += 1,
+            Ok(Delivery::DeadLettered) => outcome.dead_lettered += 1,
+            Ok(Delivery::Failed(reason)) => {
+                failed.get_or_insert(Error::NotDelivered {
+                    target: p.target.id().to_string(),
+                    reason,
+                });
+            }
+            Err(_) => {} // The worker stopped (shutdown deadline).
+        }
+    }
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(outcome),
+    }
+}
+
 /// What `send` does when a target's queue is full.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum FullPolicy {
@@ -705,25 +731,7 @@ impl Notifier {
         if let Some(e) = first_error {
             return Err(e);
         }
-        let receivers = waits;
-        let mut failed = None;
-        for (p, rx) in receivers {
-            match rx.await {
-                Ok(Delivery::Sent) => outcome.delivered += 1,
-                Ok(Delivery::DeadLettered) => outcome.dead_lettered += 1,
-                Ok(Delivery::Failed(reason)) => {
-                    failed.get_or_insert(Error::NotDelivered {
-                        target: p.target.id().to_string(),
-                        reason,
-                    });
-                }
-                Err(_) => {} // The worker stopped (shutdown deadline).
-            }
-        }
-        match failed {
-            Some(e) => Err(e),
-            None => Ok(outcome),
-        }
+        wait_for_deliveries(waits, outcome).await
     }
 
     /// Records rejected by [`Notifier::send`] because their event name or

@@ -242,6 +242,32 @@ struct State {
     dropped: VecDeque<Seq>,
 }
 
+impl Recovery {
+    /// What the log found on opening, with the ack cursor read.
+    fn found(found: log::Recovery, acked: Seq) -> Recovery {
+        Recovery {
+            segments: found.segments,
+            acked,
+            truncated: found.truncated.map(|d| TruncatedTail {
+                path: d.path,
+                offset: d.offset,
+                bytes: d.bytes,
+                reason: d.reason,
+            }),
+            corrupt: found
+                .corrupt
+                .into_iter()
+                .map(|d| Error::Corrupt {
+                    path: d.path,
+                    offset: d.offset,
+                    reason: d.reason,
+                })
+                .collect(),
+            ..Recovery::default()
+        }
+    }
+}
+
 impl QueueStore {
     /// Opens the queue in `dir` (created if missing) and recovers it: see
     /// [Recovery](self#recovery). What was found is in [`Self::recovery`].
@@ -267,26 +293,7 @@ impl QueueStore {
         })?;
         let (acks, acked) = open_acks(&log)?;
 
-        let mut recovery = Recovery {
-            segments: found.segments,
-            acked,
-            truncated: found.truncated.map(|d| TruncatedTail {
-                path: d.path,
-                offset: d.offset,
-                bytes: d.bytes,
-                reason: d.reason,
-            }),
-            corrupt: found
-                .corrupt
-                .into_iter()
-                .map(|d| Error::Corrupt {
-                    path: d.path,
-                    offset: d.offset,
-                    reason: d.reason,
-                })
-                .collect(),
-            ..Recovery::default()
-        };
+        let mut recovery = Recovery::found(found, acked);
         let segments = log.segments();
         let mut live: BTreeMap<u64, usize> = segments.iter().map(|s| (s.segment, 0)).collect();
         let mut index = VecDeque::new();
@@ -564,10 +571,33 @@ impl QueueStore {
     /// persisted with the fsync policy; after a crash before that, entries
     /// are delivered again (at least once).
     pub fn ack(&self, up_to: Seq) -> Result<()> {
+        if let Some(token) = self.record_ack(up_to)? {
+            if self.options.fsync == FsyncPolicy::Always {
+                self.log.sync_to(token)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Self::ack`] for async callers: waits for the fsync (with
+    /// [`FsyncPolicy::Always`]) without blocking a thread, in the same
+    /// rounds as the appends.
+    pub async fn ack_synced(&self, up_to: Seq) -> Result<()> {
+        if let Some(token) = self.record_ack(up_to)? {
+            if self.options.fsync == FsyncPolicy::Always {
+                self.log.synced(token).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the ack cursor and forgets the entries up to `up_to`; returns
+    /// the token a sync must reach, `None` when nothing was new.
+    fn record_ack(&self, up_to: Seq) -> Result<Option<log::Token>> {
         let mut st = self.state();
         let up_to = up_to.min(st.next_seq - 1);
         if up_to <= st.acked {
-            return Ok(());
+            return Ok(None);
         }
         let token = write_ack(&mut st.acks, up_to)?;
         st.acked = up_to;
@@ -581,11 +611,7 @@ impl QueueStore {
             }
         }
         self.reclaim(&mut st);
-        drop(st);
-        if self.options.fsync == FsyncPolicy::Always {
-            self.log.sync_to(token)?;
-        }
-        Ok(())
+        Ok(Some(token))
     }
 
     /// Number of unacknowledged entries.

@@ -230,27 +230,30 @@ impl Dsn {
             }
             other => return Err(format!("unsupported network {other:?} (tcp or unix)")),
         }
-        for kv in params
-            .unwrap_or_default()
-            .split('&')
-            .filter(|s| !s.is_empty())
-        {
-            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            if k == "tls" {
-                out.tls = match v.to_ascii_lowercase().as_str() {
-                    "true" => DsnTls::Verify,
-                    "skip-verify" => DsnTls::SkipVerify,
-                    "false" | "preferred" | "" => DsnTls::Off,
-                    other => {
-                        return Err(format!(
-                            "tls={other:?} is not supported (true, skip-verify, false, preferred)"
-                        ))
-                    }
-                };
-            }
-        }
+        out.tls = tls_param(params.unwrap_or_default())?;
         Ok(out)
     }
+}
+
+/// The `tls` parameter of a DSN's query (`Off` when absent).
+fn tls_param(params: &str) -> Result<DsnTls, String> {
+    let mut tls = DsnTls::Off;
+    for kv in params.split('&').filter(|s| !s.is_empty()) {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        if k == "tls" {
+            tls = match v.to_ascii_lowercase().as_str() {
+                "true" => DsnTls::Verify,
+                "skip-verify" => DsnTls::SkipVerify,
+                "false" | "preferred" | "" => DsnTls::Off,
+                other => {
+                    return Err(format!(
+                        "tls={other:?} is not supported (true, skip-verify, false, preferred)"
+                    ))
+                }
+            };
+        }
+    }
+    Ok(tls)
 }
 
 /// Whether `name` is a plain table name (letters, digits, `_`, `$`, not

@@ -161,16 +161,7 @@ pub(super) fn run(
     rules: &RuleSet,
     route: &[usize],
 ) -> Result<()> {
-    // Targets by `queue_dir`, in the order they were added.
-    let mut groups: Vec<(PathBuf, Vec<usize>)> = Vec::new();
-    for (i, (_, o)) in targets.iter().enumerate() {
-        let Some(q) = &o.queue_dir else { continue };
-        match groups.iter_mut().find(|(d, _)| same_dir(d, q)) {
-            Some((_, members)) => members.push(i),
-            None => groups.push((q.clone(), vec![i])),
-        }
-    }
-    for (queue_dir, members) in &groups {
+    for (queue_dir, members) in &by_queue_dir(targets) {
         let legacy = layout::legacy(queue_dir).map_err(|source| Error::Io {
             path: queue_dir.clone(),
             source,
@@ -205,44 +196,70 @@ pub(super) fn run(
                 route,
                 queue_dir,
             };
-            let mut moved = 0;
-            if legacy.root {
-                moved += drain(
-                    queue_dir,
-                    0,
-                    faults.clone(),
-                    |c, _| shared.put(c, false),
-                    layout::remove_legacy_root,
-                )?;
-            }
-            for lane in &legacy.lanes {
-                moved += drain(
-                    lane,
-                    0,
-                    faults.clone(),
-                    |c, _| shared.put(c, false),
-                    layout::remove_queue_dir,
-                )?;
-            }
-            if let Some(dead) = &legacy.dead_letter {
-                moved += drain(
-                    dead,
-                    0,
-                    faults.clone(),
-                    |c, _| shared.put(c, true),
-                    layout::remove_queue_dir,
-                )?;
-            }
-            tracing::info!(
-                queue_dir = %queue_dir.display(), entries = moved,
-                targets = ?dests.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
-                "moved the queues of the layout before per-target directories"
-            );
+            move_legacy(&legacy, &shared, &faults)?;
         }
         for ((i, dir, sources), dest) in stale.iter().zip(&dests) {
             move_stale(dir, targets[*i].1.senders, sources, dest, &faults)?;
         }
     }
+    Ok(())
+}
+
+/// Indexes of `targets` by `queue_dir`, in the order they were added.
+fn by_queue_dir(targets: &[(Arc<dyn Target>, TargetOptions)]) -> Vec<(PathBuf, Vec<usize>)> {
+    let mut groups: Vec<(PathBuf, Vec<usize>)> = Vec::new();
+    for (i, (_, o)) in targets.iter().enumerate() {
+        let Some(q) = &o.queue_dir else { continue };
+        match groups.iter_mut().find(|(d, _)| same_dir(d, q)) {
+            Some((_, members)) => members.push(i),
+            None => groups.push((q.clone(), vec![i])),
+        }
+    }
+    groups
+}
+
+/// Drains the layout before per-target directories (segments in
+/// `queue_dir` itself, its `lane-<i>` and `dead-letter` directories) into
+/// the targets sharing `queue_dir`.
+fn move_legacy(
+    legacy: &layout::Legacy,
+    shared: &Shared<'_>,
+    faults: &Option<Arc<Faults>>,
+) -> Result<()> {
+    let queue_dir = shared.queue_dir;
+    let mut moved = 0;
+    if legacy.root {
+        moved += drain(
+            queue_dir,
+            0,
+            faults.clone(),
+            |c, _| shared.put(c, false),
+            layout::remove_legacy_root,
+        )?;
+    }
+    for lane in &legacy.lanes {
+        moved += drain(
+            lane,
+            0,
+            faults.clone(),
+            |c, _| shared.put(c, false),
+            layout::remove_queue_dir,
+        )?;
+    }
+    if let Some(dead) = &legacy.dead_letter {
+        moved += drain(
+            dead,
+            0,
+            faults.clone(),
+            |c, _| shared.put(c, true),
+            layout::remove_queue_dir,
+        )?;
+    }
+    tracing::info!(
+        queue_dir = %queue_dir.display(), entries = moved,
+        targets = ?shared.dests.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
+        "moved the queues of the layout before per-target directories"
+    );
     Ok(())
 }
 

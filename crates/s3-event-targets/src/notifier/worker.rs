@@ -173,40 +173,47 @@ impl Pipeline {
                 lane.work.notified().await;
                 continue;
             }
-            let last = entries.last().map(|e| e.0).unwrap_or_default();
-            let mut seqs = Vec::with_capacity(entries.len());
-            let mut records = Vec::with_capacity(entries.len());
-            let mut outcomes = Vec::with_capacity(entries.len());
-            for (seq, bytes) in entries {
-                match EventRecord::from_slice(&bytes) {
-                    Ok(r) => {
-                        seqs.push(seq);
-                        records.push(r);
-                    }
-                    Err(e) => {
-                        tracing::error!(target_id = %self.target.id(), seq, error = %e, "undecodable queue entry dead-lettered");
-                        self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
-                        f.dead.push(dead_letter::encode_undecodable(
-                            &bytes,
-                            &format!("undecodable queue entry: {e}"),
-                        ));
-                        outcomes.push((seq, Delivery::DeadLettered));
-                    }
+            self.deliver_entries(lane, entries, &mut f).await;
+        }
+    }
+
+    /// Delivers entries read from the store, in order: an entry that does
+    /// not decode, or that the target refuses for good, becomes a dead
+    /// letter for the next flush; the senders waiting are answered.
+    async fn deliver_entries(&self, lane: &Lane, entries: Vec<(Seq, Vec<u8>)>, f: &mut Finish) {
+        let last = entries.last().map(|e| e.0).unwrap_or_default();
+        let mut seqs = Vec::with_capacity(entries.len());
+        let mut records = Vec::with_capacity(entries.len());
+        let mut outcomes = Vec::with_capacity(entries.len());
+        for (seq, bytes) in entries {
+            match EventRecord::from_slice(&bytes) {
+                Ok(r) => {
+                    seqs.push(seq);
+                    records.push(r);
+                }
+                Err(e) => {
+                    tracing::error!(target_id = %self.target.id(), seq, error = %e, "undecodable queue entry dead-lettered");
+                    self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                    f.dead.push(dead_letter::encode_undecodable(
+                        &bytes,
+                        &format!("undecodable queue entry: {e}"),
+                    ));
+                    outcomes.push((seq, Delivery::DeadLettered));
                 }
             }
-            let results = self.deliver(&records).await;
-            for ((seq, record), r) in seqs.into_iter().zip(&records).zip(results) {
-                outcomes.push(match r {
-                    Delivered::Sent => (seq, Delivery::Sent),
-                    Delivered::Dead(error) => {
-                        f.dead.push(dead_letter::encode(record, &error));
-                        (seq, Delivery::DeadLettered)
-                    }
-                });
-            }
-            lane.finish(outcomes, last);
-            f.delivered = last;
         }
+        let results = self.deliver(&records).await;
+        for ((seq, record), r) in seqs.into_iter().zip(&records).zip(results) {
+            outcomes.push(match r {
+                Delivered::Sent => (seq, Delivery::Sent),
+                Delivered::Dead(error) => {
+                    f.dead.push(dead_letter::encode(record, &error));
+                    (seq, Delivery::DeadLettered)
+                }
+            });
+        }
+        lane.finish(outcomes, last);
+        f.delivered = last;
     }
 
     /// Stores the pending dead letters, then acknowledges everything
@@ -218,7 +225,7 @@ impl Pipeline {
                 f.dead.clear();
             }
             if f.delivered > f.acked {
-                store.ack(f.delivered)?;
+                store.ack_synced(f.delivered).await?;
                 f.acked = f.delivered;
             }
             Ok::<(), Error>(())
