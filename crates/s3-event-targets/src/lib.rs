@@ -25,6 +25,8 @@
 //! - `nats` (feature `nats`): the NATS target, core NATS or JetStream.
 //! - `nsq` (feature `nsq`): the NSQ target (`PUB`/`MPUB` over nsqd's TCP
 //!   protocol), tested against an emulator of the protocol only.
+//! - `sqs` (feature `sqs`): the Amazon SQS target, `SendMessageBatch` of
+//!   MinIO's envelope with `EventName`/`Key` attributes, FIFO queues.
 //! - `conformance` (feature `conformance`, and in this crate's tests): the
 //!   shared suite every target's tests run (`publishes`, `preserves_order`,
 //!   `survives_target_restart`, `dead_letters_poison`, ...).
@@ -37,6 +39,8 @@ pub use s3_event_core as core;
 #[macro_use]
 mod registry;
 
+#[cfg(feature = "aws-common")]
+mod aws_common;
 #[cfg(all(test, feature = "integration"))]
 mod broker_tests;
 pub mod config;
@@ -62,6 +66,7 @@ targets! {
     nsq: NsqTarget, type "nsq", feature "nsq";
     postgres: PostgresTarget, type "postgresql", feature "postgres";
     redis: RedisTarget, type "redis", feature "redis";
+    sqs: SqsTarget, type "sqs", feature "sqs";
     webhook: WebhookTarget, type "webhook", feature "webhook";
 }
 
