@@ -724,6 +724,34 @@ pub(crate) mod moto {
         (url, arn)
     }
 
+    /// Records with every field a notification carries.
+    pub(crate) fn rich_records(n: usize) -> Vec<s3_event_core::EventRecord> {
+        (0..n)
+            .map(|i| {
+                let v = serde_json::json!({
+                    "eventVersion": "2.1",
+                    "eventSource": "aws:s3",
+                    "awsRegion": "us-east-1",
+                    "eventTime": format!("2026-12-06T10:00:{:02}.000Z", i % 60),
+                    "eventName": if i % 3 == 2 { "ObjectRemoved:Delete" } else { "ObjectCreated:Put" },
+                    "userIdentity": {"principalId": "AWS:AIDAEXAMPLE"},
+                    "requestParameters": {"sourceIPAddress": "10.0.0.1"},
+                    "responseElements": {"x-amz-request-id": format!("REQ{i}"), "x-amz-id-2": "id2"},
+                    "s3": {
+                        "s3SchemaVersion": "1.0",
+                        "configurationId": "cfg",
+                        "bucket": {"name": "photos", "ownerIdentity": {"principalId": "OWNER"},
+                                   "arn": "arn:aws:s3:::photos"},
+                        "object": {"key": format!("dir/caf%C3%A9+{i}.jpg"), "size": 1000 + i,
+                                   "eTag": format!("etag{i}"), "versionId": format!("v{i}"),
+                                   "sequencer": format!("0055AED6DCD9028{i:03X}")}
+                    }
+                });
+                serde_json::from_value(v).unwrap()
+            })
+            .collect()
+    }
+
     /// One message read back.
     #[derive(Clone, Debug)]
     pub(crate) struct Received {

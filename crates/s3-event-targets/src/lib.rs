@@ -27,6 +27,8 @@
 //!   protocol), tested against an emulator of the protocol only.
 //! - `sqs` (feature `sqs`): the Amazon SQS target, `SendMessageBatch` of
 //!   MinIO's envelope with `EventName`/`Key` attributes, FIFO queues.
+//! - `sns` (feature `sns`): the Amazon SNS target, `PublishBatch` of the
+//!   same envelope and attributes, FIFO topics.
 //! - `conformance` (feature `conformance`, and in this crate's tests): the
 //!   shared suite every target's tests run (`publishes`, `preserves_order`,
 //!   `survives_target_restart`, `dead_letters_poison`, ...).
@@ -66,6 +68,7 @@ targets! {
     nsq: NsqTarget, type "nsq", feature "nsq";
     postgres: PostgresTarget, type "postgresql", feature "postgres";
     redis: RedisTarget, type "redis", feature "redis";
+    sns: SnsTarget, type "sns", feature "sns";
     sqs: SqsTarget, type "sqs", feature "sqs";
     webhook: WebhookTarget, type "webhook", feature "webhook";
 }
