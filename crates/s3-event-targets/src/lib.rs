@@ -29,6 +29,8 @@
 //!   MinIO's envelope with `EventName`/`Key` attributes, FIFO queues.
 //! - `sns` (feature `sns`): the Amazon SNS target, `PublishBatch` of the
 //!   same envelope and attributes, FIFO topics.
+//! - `eventbridge` (feature `eventbridge`): the Amazon EventBridge target,
+//!   `PutEvents` in the shape S3 itself sends, so S3 rules match.
 //! - `conformance` (feature `conformance`, and in this crate's tests): the
 //!   shared suite every target's tests run (`publishes`, `preserves_order`,
 //!   `survives_target_restart`, `dead_letters_poison`, ...).
@@ -61,6 +63,7 @@ mod tls;
 targets! {
     amqp: AmqpTarget, type "amqp", feature "amqp";
     elasticsearch: ElasticsearchTarget, type "elasticsearch", feature "elasticsearch";
+    eventbridge: EventBridgeTarget, type "eventbridge", feature "eventbridge";
     kafka: KafkaTarget, type "kafka", feature "kafka";
     mqtt: MqttTarget, type "mqtt", feature "mqtt";
     mysql: MySqlTarget, type "mysql", feature "mysql";
