@@ -193,14 +193,20 @@ pub(crate) fn envelope(id: &TargetId, r: &EventRecord) -> Result<Notification, T
 }
 
 /// The message attributes of a record: `EventName` and `Key`
-/// (`bucket/key`, URL-decoded), each when present and non-empty (the
-/// services refuse empty attribute values).
+/// (`bucket/key`, URL-decoded), each when present, non-empty and made of
+/// characters SQS and SNS accept in an attribute value (XML text: no
+/// control characters but tab, line feed and carriage return; no U+FFFE or
+/// U+FFFF). A key they would refuse is left out rather than failing the
+/// event; the body still carries it.
 pub(crate) fn attributes(n: &Notification) -> Vec<(&'static str, String)> {
+    let accepted = |c: char| {
+        !(c < ' ' && !matches!(c, '\t' | '\n' | '\r')) && !matches!(c, '\u{FFFE}' | '\u{FFFF}')
+    };
     [("EventName", &n.event_name), ("Key", &n.key)]
         .into_iter()
         .filter_map(|(name, v)| {
             v.as_ref()
-                .filter(|v| !v.is_empty())
+                .filter(|v| !v.is_empty() && v.chars().all(accepted))
                 .map(|v| (name, v.clone()))
         })
         .collect()
@@ -449,6 +455,17 @@ mod tests {
                 ("Key", "conformance/a b".to_owned())
             ]
         );
+    }
+
+    #[test]
+    fn a_key_the_services_would_refuse_is_not_an_attribute() {
+        let n = envelope(&id(), &record("a\u{1}b")).unwrap();
+        assert_eq!(
+            attributes(&n),
+            vec![("EventName", "s3:ObjectCreated:Put".to_owned())]
+        );
+        let n = envelope(&id(), &record("tab\there")).unwrap();
+        assert_eq!(attributes(&n).len(), 2);
     }
 
     #[test]
