@@ -5,7 +5,7 @@
 # back through the server's own client (redis-cli, psql, the search API) or
 # `s3-event subscribe`. Needs the servers of scripts/services.sh and the
 # binary: `cargo build` (it lands in ${CARGO_TARGET_DIR:-target}/debug).
-# Usage: scripts/walkthroughs.sh [redis|postgresql|elasticsearch|amqp|nats|kafka]...
+# Usage: scripts/walkthroughs.sh [redis|postgresql|elasticsearch|amqp|nats|kafka|sqs]...
 # Exits 1 when a walkthrough did not show the event arriving (and, for the
 # databases, leaving again on removal); scripts/test.sh runs it that way.
 set -u
@@ -13,6 +13,7 @@ cd "$(dirname "$0")/.."
 W=examples/walkthrough
 B=${CARGO_TARGET_DIR:-target}/debug
 S3E=$B/s3-event
+PY=${S3E_VENV:-${S3E_SERVICES_DIR:-/tmp/s3-event-services}/venv}/bin/python
 show() { echo "\$ $*"; eval "$@"; }
 start_relay() { # target
   echo "\$ s3-event relay --config $W/$1.json &"
@@ -49,6 +50,14 @@ walk() {
     post removed.json
     show "curl -s 'http://127.0.0.1:19200/bucketevents/_count'; echo"
     stop_relay ;;
+  sqs)
+    echo "\$ python $W/sqs-queue.py create bucketevents"
+    "$PY" "$W/sqs-queue.py" create bucketevents
+    start_relay sqs
+    post created.json
+    echo "\$ python $W/sqs-queue.py receive bucketevents"
+    "$PY" "$W/sqs-queue.py" receive bucketevents
+    stop_relay ;;
   amqp|nats|kafka)
     case $1 in
       amqp) sub="amqp amqp://guest:guest@127.0.0.1:5672 bucketevents" ;;
@@ -74,6 +83,7 @@ expect() {
     redis) echo 'images/myphoto.jpg' ;;
     postgresql) echo 'images/myphoto.jpg | s3:ObjectCreated:Put | 200436' ;;
     elasticsearch) echo '"_id" : "images/myphoto.jpg"' ;;
+    sqs) echo 'attributes: {"EventName": "s3:ObjectCreated:Put", "Key": "images/myphoto.jpg"}' ;;
     *) echo '{"EventName":"s3:ObjectCreated:Put","Key":"images/myphoto.jpg","Records":[' ;;
   esac
 }
@@ -88,7 +98,7 @@ removed() {
 }
 
 status=0
-for t in ${@:-redis postgresql elasticsearch amqp nats kafka}; do
+for t in ${@:-redis postgresql elasticsearch amqp nats kafka sqs}; do
   out=$(walk "$t" 2>&1)
   printf '%s\n\n' "$out"
   if ! grep -qF "$(expect "$t")" <<<"$out" || ! grep -qF -- "$(removed "$t")" <<<"$out"; then

@@ -47,8 +47,8 @@ enum Command {
     Sink(sink::Args),
     /// The notification relay: S3 notifications (MinIO/AIStor webhooks, SNS,
     /// SQS bodies, a polled bucket) to AMQP, Kafka, MQTT, NATS, NSQ, Redis,
-    /// PostgreSQL, MySQL, Elasticsearch, webhooks (MinIO's target
-    /// configuration works unchanged).
+    /// PostgreSQL, MySQL, Elasticsearch, webhooks, Amazon SQS, SNS and
+    /// EventBridge (MinIO's target configuration works unchanged).
     Relay(relay::Args),
     /// Meter ingest: Amberflo-style meter files from a bucket, validated,
     /// written out as gzip NDJSON, failure reports beside bad input.

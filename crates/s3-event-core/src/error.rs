@@ -78,6 +78,15 @@ pub enum Error {
         /// What is wrong with it.
         message: String,
     },
+    /// AWS connection settings that cannot be used (feature `aws`).
+    #[error("AWS configuration `{field}`: {message}")]
+    Aws {
+        /// The setting that is missing or bad (`endpoint`, `credentials`,
+        /// `secret_access_key`, ...).
+        field: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
     /// A partitioner could not be built or could not place an event.
     #[error("partitioner: {message}")]
     Partition {

@@ -17,6 +17,9 @@
 #![deny(rustdoc::broken_intra_doc_links)]
 
 mod arn;
+#[cfg(feature = "aws")]
+#[cfg_attr(docsrs, doc(cfg(feature = "aws")))]
+pub mod aws;
 mod cloudevent;
 pub mod config;
 mod error;

@@ -32,7 +32,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_sdk_s3::config::{
-    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+    BehaviorVersion, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream, DateTime as SdkDateTime};
@@ -49,6 +49,7 @@ use object_store::{
     GetResultPayload, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMode,
     PutMultipartOptions, PutOptions, PutPayload, PutResult, TagSet, UploadPart,
 };
+use s3_event_core::aws::{AwsConfig, ResolvedAws};
 use tokio::sync::Mutex;
 
 use crate::{Error, Result};
@@ -233,23 +234,18 @@ impl AwsSdkConfig {
             return Err(invalid("bucket", "", "a bucket name"));
         }
         let upload = self.upload.parse()?;
-        let region = self
-            .region
-            .clone()
-            .or_else(|| env("AWS_REGION"))
-            .or_else(|| env("AWS_DEFAULT_REGION"))
-            .unwrap_or_else(|| "us-east-1".to_owned());
-        let endpoint = self.endpoint()?;
+        let aws = self.resolve()?;
+        let endpoint = aws.endpoint.clone();
         let mut b = aws_sdk_s3::Config::builder()
             .behavior_version(BehaviorVersion::latest())
-            .region(Region::new(region))
+            .region(Region::new(aws.region.clone()))
             .force_path_style(!self.virtual_hosted_style)
             // S3-compatible stores differ in their support for the
             // flexible-checksum trailers; send checksums only where S3
             // requires them.
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
-            .credentials_provider(self.credentials()?);
+            .credentials_provider(aws.credentials());
         if let Some(e) = &endpoint {
             b = b.endpoint_url(e);
         }
@@ -263,16 +259,56 @@ impl AwsSdkConfig {
         })
     }
 
-    /// The endpoint from the config or the environment
-    /// (`AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL`), if any: an https:// URL,
-    /// or http:// with `allow_http`.
-    fn endpoint(&self) -> Result<Option<String>> {
-        let endpoint = self
-            .endpoint
-            .clone()
-            .or_else(|| env("AWS_ENDPOINT_URL_S3"))
-            .or_else(|| env("AWS_ENDPOINT_URL"));
-        if let Some(e) = &endpoint {
+    /// Region, endpoint and credentials from the config or the environment,
+    /// read as every AWS client of the workspace reads them
+    /// ([`s3_event_core::aws`], service `S3`: `AWS_ENDPOINT_URL_S3` before
+    /// `AWS_ENDPOINT_URL`); the endpoint an https:// URL, or http:// with
+    /// `allow_http`; both the key id and the secret required.
+    fn resolve(&self) -> Result<ResolvedAws> {
+        let aws = AwsConfig {
+            region: self.region.clone(),
+            endpoint: self.endpoint.clone(),
+            access_key_id: self.access_key_id.clone(),
+            secret_access_key: self.secret_access_key.clone(),
+            session_token: self.session_token.clone(),
+        };
+        let resolved = aws.resolve("S3").map_err(|e| match e {
+            s3_event_core::Error::Aws {
+                field: "endpoint", ..
+            } => {
+                let given = self
+                    .endpoint
+                    .clone()
+                    .filter(|e| !e.is_empty())
+                    .or_else(|| env("AWS_ENDPOINT_URL_S3"))
+                    .or_else(|| env("AWS_ENDPOINT_URL"))
+                    .unwrap_or_default();
+                invalid("endpoint", &given, "an http:// or https:// URL")
+            }
+            s3_event_core::Error::Aws {
+                field: "secret_access_key",
+                ..
+            } => invalid(
+                "secret_access_key",
+                "",
+                "a secret access key with the access key id",
+            ),
+            s3_event_core::Error::Aws {
+                field: "access_key_id",
+                ..
+            } => invalid(
+                "access_key_id",
+                "",
+                "an access key id with the secret access key",
+            ),
+            _ => invalid(
+                "credentials",
+                "",
+                "access_key_id and secret_access_key, in the config or as \
+                 AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY",
+            ),
+        })?;
+        if let Some(e) = &resolved.endpoint {
             if e.starts_with("http://") && !self.allow_http {
                 return Err(invalid(
                     "endpoint",
@@ -280,47 +316,8 @@ impl AwsSdkConfig {
                     "an https:// URL (set allow_http for plain http)",
                 ));
             }
-            if !e.starts_with("http://") && !e.starts_with("https://") {
-                return Err(invalid("endpoint", e, "an http:// or https:// URL"));
-            }
         }
-        Ok(endpoint)
-    }
-
-    /// Static credentials from the config or the environment; both the key
-    /// id and the secret are required.
-    fn credentials(&self) -> Result<Credentials> {
-        let key_id = self
-            .access_key_id
-            .clone()
-            .or_else(|| env("AWS_ACCESS_KEY_ID"));
-        let secret = self
-            .secret_access_key
-            .clone()
-            .or_else(|| env("AWS_SECRET_ACCESS_KEY"));
-        let token = self
-            .session_token
-            .clone()
-            .or_else(|| env("AWS_SESSION_TOKEN"));
-        match (key_id, secret) {
-            (Some(k), Some(s)) => Ok(Credentials::new(k, s, token, None, "s3-event-sink")),
-            (None, None) => Err(invalid(
-                "credentials",
-                "",
-                "access_key_id and secret_access_key, in the config or as \
-                 AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY",
-            )),
-            (Some(_), None) => Err(invalid(
-                "secret_access_key",
-                "",
-                "a secret access key with the access key id",
-            )),
-            (None, Some(_)) => Err(invalid(
-                "access_key_id",
-                "",
-                "an access key id with the secret access key",
-            )),
-        }
+        Ok(resolved)
     }
 }
 

@@ -25,6 +25,12 @@
 //! - `nats` (feature `nats`): the NATS target, core NATS or JetStream.
 //! - `nsq` (feature `nsq`): the NSQ target (`PUB`/`MPUB` over nsqd's TCP
 //!   protocol), tested against an emulator of the protocol only.
+//! - `sqs` (feature `sqs`): the Amazon SQS target, `SendMessageBatch` of
+//!   MinIO's envelope with `EventName`/`Key` attributes, FIFO queues.
+//! - `sns` (feature `sns`): the Amazon SNS target, `PublishBatch` of the
+//!   same envelope and attributes, FIFO topics.
+//! - `eventbridge` (feature `eventbridge`): the Amazon EventBridge target,
+//!   `PutEvents` in the shape S3 itself sends, so S3 rules match.
 //! - `conformance` (feature `conformance`, and in this crate's tests): the
 //!   shared suite every target's tests run (`publishes`, `preserves_order`,
 //!   `survives_target_restart`, `dead_letters_poison`, ...).
@@ -37,6 +43,8 @@ pub use s3_event_core as core;
 #[macro_use]
 mod registry;
 
+#[cfg(feature = "aws-common")]
+mod aws_common;
 #[cfg(all(test, feature = "integration"))]
 mod broker_tests;
 pub mod config;
@@ -55,6 +63,7 @@ mod tls;
 targets! {
     amqp: AmqpTarget, type "amqp", feature "amqp";
     elasticsearch: ElasticsearchTarget, type "elasticsearch", feature "elasticsearch";
+    eventbridge: EventBridgeTarget, type "eventbridge", feature "eventbridge";
     kafka: KafkaTarget, type "kafka", feature "kafka";
     mqtt: MqttTarget, type "mqtt", feature "mqtt";
     mysql: MySqlTarget, type "mysql", feature "mysql";
@@ -62,6 +71,8 @@ targets! {
     nsq: NsqTarget, type "nsq", feature "nsq";
     postgres: PostgresTarget, type "postgresql", feature "postgres";
     redis: RedisTarget, type "redis", feature "redis";
+    sns: SnsTarget, type "sns", feature "sns";
+    sqs: SqsTarget, type "sqs", feature "sqs";
     webhook: WebhookTarget, type "webhook", feature "webhook";
 }
 

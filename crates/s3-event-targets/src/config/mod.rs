@@ -71,6 +71,9 @@
 //! | `amqp` | `enable`, `url`, `exchange`, `exchange_type` (`exchangeType`), `routing_key` (`routingKey`), `mandatory`, `immediate`, `durable`, `internal`, `no_wait` (`noWait`), `auto_deleted` (`autoDeleted`), `delivery_mode` (`deliveryMode`), `publisher_confirms` (`publisherConfirms`), `queue_dir` (`queueDir`), `queue_limit` (`queueLimit`), `senders` |
 //! | `mqtt` | `enable`, `broker`, `topic`, `qos`, `username`, `password`, `keep_alive_interval` (`keepAliveInterval`), `reconnect_interval` (`reconnectInterval`), `queue_dir` (`queueDir`), `queue_limit` (`queueLimit`), `senders` |
 //! | `kafka` | `enable`, `brokers`, `topic`, `queue_dir` (`queueDir`), `queue_limit` (`queueLimit`), `tls`, `tls_skip_verify` (`tlsSkipVerify`), `tls_client_auth` (`tlsClientAuth`), `client_tls_cert` (`clientTlsCert`), `client_tls_key` (`clientTlsKey`), `sasl`, `sasl_username` (`saslUsername`), `sasl_password` (`saslPassword`), `sasl_mechanism` (`saslMechanism`), `version`, `batch_size` (`batchSize`), `batch_commit_timeout` (`batchCommitTimeout`), `compression_codec` (`compressionCodec`), `compression_level` (`compressionLevel`), `senders` |
+//! | `eventbridge` | `enable`, `event_bus_name`, `source`, `region`, `endpoint`, `access_key`, `secret_key`, `session_token`, `queue_dir` (`queueDir`), `queue_limit` (`queueLimit`), `senders` |
+//! | `sns` | `enable`, `topic_arn`, `region`, `endpoint`, `access_key`, `secret_key`, `session_token`, `queue_dir` (`queueDir`), `queue_limit` (`queueLimit`), `senders` |
+//! | `sqs` | `enable`, `queue_url`, `region`, `endpoint`, `access_key`, `secret_key`, `session_token`, `queue_dir` (`queueDir`), `queue_limit` (`queueLimit`), `senders` |
 //! | `nsq` | `enable`, `nsqd_address` (`nsqdAddress`), `topic`, `tls`, `tls_skip_verify` (`tlsSkipVerify`), `queue_dir` (`queueDir`), `queue_limit` (`queueLimit`), `senders` |
 //!
 //! # Whole MinIO files
@@ -773,9 +776,10 @@ mod tests {
 
     #[test]
     fn unknown_type_is_an_error() {
-        let err = NotifyConfig::from_json(r#"{"sqs": {"1": {"enable": "on"}}}"#, "").unwrap_err();
-        assert!(matches!(err, Error::UnknownTargetType { ref kind } if kind == "sqs"));
-        assert!(err.to_string().contains("`sqs`"), "{err}");
+        let err =
+            NotifyConfig::from_json(r#"{"zeromq": {"1": {"enable": "on"}}}"#, "").unwrap_err();
+        assert!(matches!(err, Error::UnknownTargetType { ref kind } if kind == "zeromq"));
+        assert!(err.to_string().contains("`zeromq`"), "{err}");
         let err = NotifyConfig::from_env_vars(env(&[("MINIO_NOTIFY_ZEROMQ_ENABLE", "on")]), "")
             .unwrap_err();
         assert!(err.to_string().contains("`zeromq`"), "{err}");

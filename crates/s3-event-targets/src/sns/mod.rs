@@ -1,0 +1,266 @@
+//! The Amazon SNS target (feature `sns`): publishes each event as MinIO's
+//! `{"EventName", "Key", "Records": [record]}` envelope, with the message
+//! attributes `EventName` and `Key` (`bucket/key`), up to 10 per
+//! `PublishBatch`. Subscribers (SQS queues, Lambda, HTTP) get what S3 → SNS
+//! would give them: the records inside SNS's `Notification` envelope.
+//!
+//! - FIFO topics (ARN ending in `.fifo`): `MessageGroupId` is `bucket/key`
+//!   (its SHA-256 when it does not fit) and `MessageDeduplicationId` the
+//!   SHA-256 of bucket, key, sequencer, version id and event name, as for
+//!   the SQS target.
+//! - Entries SNS refuses inside a batch are published again on their own;
+//!   the accepted ones are not republished. An entry refused with
+//!   `SenderFault` is permanent (a message over 256 KiB), as is any refused
+//!   request other than throttling and 5xx.
+//! - Connection settings and credentials: the keys, else the standard AWS
+//!   environment ([`s3_event_core::aws`]); the SDK's default HTTPS client
+//!   (rustls). The SDK does not retry by itself: the notifier does.
+//!
+//! ```no_run
+//! use s3_event_targets::sns::{SnsConfig, SnsTarget};
+//!
+//! let config = SnsConfig::new("arn:aws:sns:us-east-1:123456789012:events");
+//! let target = SnsTarget::new("arn:minio:sqs::1:sns".parse().unwrap(), config).unwrap();
+//! ```
+
+mod config;
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use aws_sdk_sns::types::{MessageAttributeValue, PublishBatchRequestEntry};
+use aws_sdk_sns::Client;
+use s3_event_core::{EventRecord, Target, TargetError, TargetId};
+
+pub use config::SnsConfig;
+
+use crate::aws_common::{self, Batcher, Failed, Message, MAX_ENTRIES};
+use crate::Result;
+
+/// An SNS [`Target`]. See the [module docs](self).
+pub struct SnsTarget {
+    id: TargetId,
+    config: SnsConfig,
+    client: Client,
+    fifo: bool,
+    batcher: Batcher,
+}
+
+impl fmt::Debug for SnsTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SnsTarget")
+            .field("id", &self.id)
+            .field("config", &self.config)
+            .field("fifo", &self.fifo)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Registered in `lib.rs`'s `targets!` list.
+impl crate::registry::TargetType for SnsTarget {
+    type Config = SnsConfig;
+
+    const SECRET_KEYS: &'static [&'static str] = &["secret_key", "session_token"];
+
+    fn build(id: TargetId, config: SnsConfig) -> crate::Result<Arc<dyn Target>> {
+        Ok(Arc::new(SnsTarget::new(id, config)?))
+    }
+}
+
+impl SnsTarget {
+    /// Validates `config` (errors name the target and the key), reads the
+    /// environment for what it leaves unset, and builds the client.
+    /// Nothing is contacted.
+    pub fn new(id: TargetId, config: SnsConfig) -> Result<SnsTarget> {
+        config.validate(id.id())?;
+        let sdk = aws_common::sdk_config(&format!("sns {}", id.id()), "SNS", &config.aws())?;
+        Ok(SnsTarget {
+            client: Client::new(&sdk),
+            fifo: config.is_fifo(),
+            id,
+            config,
+            batcher: Batcher::default(),
+        })
+    }
+
+    /// The configuration the target was built with.
+    pub fn config(&self) -> &SnsConfig {
+        &self.config
+    }
+
+    /// One `PublishBatch` of `messages`; the entries SNS refused.
+    async fn publish(&self, messages: Vec<Message>) -> Result<Vec<Failed>, TargetError> {
+        let mut req = self
+            .client
+            .publish_batch()
+            .topic_arn(self.config.topic_arn.trim());
+        for (i, m) in messages.into_iter().enumerate() {
+            req = req.publish_batch_request_entries(self.entry(i, m)?);
+        }
+        let out = req
+            .send()
+            .await
+            .map_err(|e| aws_common::classify(&self.id, "PublishBatch", &e))?;
+        Ok(out
+            .failed()
+            .iter()
+            .map(|f| Failed {
+                index: f.id().parse().unwrap_or(usize::MAX),
+                code: f.code().to_owned(),
+                message: f.message().unwrap_or_default().to_owned(),
+                transient: !f.sender_fault() || aws_common::transient_code(f.code()),
+            })
+            .collect())
+    }
+
+    fn entry(&self, i: usize, m: Message) -> Result<PublishBatchRequestEntry, TargetError> {
+        let built = |e: aws_sdk_sns::error::BuildError| TargetError::permanent(&self.id, e);
+        let mut b = PublishBatchRequestEntry::builder()
+            .id(i.to_string())
+            .message(m.body);
+        for (name, value) in m.attributes {
+            let v = MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(value)
+                .build()
+                .map_err(built)?;
+            b = b.message_attributes(name, v);
+        }
+        if let Some((group, dedup)) = m.fifo {
+            b = b.message_group_id(group).message_deduplication_id(dedup);
+        }
+        b.build().map_err(built)
+    }
+}
+
+#[async_trait]
+impl Target for SnsTarget {
+    fn id(&self) -> &TargetId {
+        &self.id
+    }
+
+    /// Publishes every event, 10 per `PublishBatch`, in order; returns once
+    /// SNS accepted each. See the [module docs](self).
+    async fn send_batch(&self, events: &[EventRecord]) -> Result<(), TargetError> {
+        let fifo = self.fifo;
+        self.batcher
+            .deliver(
+                &self.id,
+                events,
+                |r| aws_common::message(&self.id, r, fifo),
+                |messages| self.publish(messages),
+            )
+            .await
+    }
+
+    /// `GetTopicAttributes`: `Ok(false)` while SNS is unreachable or
+    /// throttling, an error when the topic does not exist or the
+    /// credentials are refused.
+    async fn is_active(&self) -> Result<bool, TargetError> {
+        let res = self
+            .client
+            .get_topic_attributes()
+            .topic_arn(self.config.topic_arn.trim())
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                let e = aws_common::classify(&self.id, "GetTopicAttributes", &e);
+                if e.is_transient() {
+                    Ok(false)
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    fn max_batch(&self) -> usize {
+        MAX_ENTRIES
+    }
+}
+
+#[cfg(all(test, feature = "integration", feature = "sqs"))]
+mod conformance_tests;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::NotifyConfig;
+
+    const TOPIC: &str = "arn:aws:sns:us-east-1:123456789012:events";
+
+    fn keyed(arn: &str) -> SnsConfig {
+        SnsConfig {
+            access_key: Some("AKID".into()),
+            secret_key: Some("SNS-SECRET".into()),
+            session_token: Some("SNS-TOKEN".into()),
+            endpoint: Some("http://127.0.0.1:1".into()),
+            ..SnsConfig::new(arn)
+        }
+    }
+
+    #[test]
+    fn debug_redacts_the_secret_and_the_token() {
+        let c = keyed(TOPIC);
+        let t = SnsTarget::new("arn:minio:sqs::1:sns".parse().unwrap(), c.clone()).unwrap();
+        for text in [format!("{c:?}"), format!("{t:?}")] {
+            assert!(!text.contains("SNS-SECRET") && !text.contains("SNS-TOKEN"), "{text}");
+            assert!(text.contains("AKID"), "{text}");
+        }
+    }
+
+    #[test]
+    fn fifo_topics_are_recognised_by_their_arn() {
+        assert!(SnsConfig::new(format!("{TOPIC}.fifo")).is_fifo());
+        assert!(!SnsConfig::new(TOPIC).is_fifo());
+    }
+
+    #[test]
+    fn json_and_env_build_sns_targets() {
+        let c = NotifyConfig::from_json(
+            r#"{"sns": {"1": {"enable": "on", "topic_arn": "arn:aws:sns:us-east-1:1:t",
+                "region": "", "endpoint": "http://127.0.0.1:1",
+                "access_key": "AKID", "secret_key": "JSON-SECRET", "session_token": "",
+                "queue_dir": "", "queue_limit": "0"}}}"#,
+            "r",
+        )
+        .unwrap();
+        let t = c.build_targets().unwrap();
+        assert_eq!(t[0].0.id().to_string(), "arn:minio:sqs:r:1:sns");
+        assert_eq!(t[0].0.max_batch(), 10);
+        assert!(!format!("{:?}", t[0].0).contains("JSON-SECRET"));
+        assert!(!c.redacted_json().to_string().contains("JSON-SECRET"));
+        let vars = [
+            ("MINIO_NOTIFY_SNS_TOPIC_ARN_T", "arn:aws:sns:us-east-1:1:t.fifo"),
+            ("MINIO_NOTIFY_SNS_ACCESS_KEY_T", "AKID"),
+            ("MINIO_NOTIFY_SNS_SECRET_KEY_T", "ENV-SECRET"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let t = NotifyConfig::from_env_vars(vars, "r")
+            .unwrap()
+            .build_targets()
+            .unwrap();
+        assert_eq!(t[0].0.id().to_string(), "arn:minio:sqs:r:T:sns");
+        assert!(!format!("{:?}", t[0].0).contains("ENV-SECRET"));
+    }
+
+    #[test]
+    fn validate_names_the_key() {
+        let id = || "arn:minio:sqs::1:sns".parse().unwrap();
+        let e = SnsTarget::new(id(), keyed("")).unwrap_err();
+        assert!(matches!(e, crate::Error::InvalidConfig { key: "topic_arn", .. }), "{e}");
+        let e = SnsTarget::new(id(), keyed("events")).unwrap_err();
+        assert!(e.to_string().contains("`events`"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_endpoint_is_transient() {
+        let t = SnsTarget::new("arn:minio:sqs::1:sns".parse().unwrap(), keyed(TOPIC)).unwrap();
+        let e = t.send(&crate::conformance::record("k")).await.unwrap_err();
+        assert!(e.is_transient(), "{e}");
+        assert!(!t.is_active().await.unwrap());
+    }
+}

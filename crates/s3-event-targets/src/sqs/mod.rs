@@ -1,0 +1,290 @@
+//! The Amazon SQS target (feature `sqs`): sends each event as MinIO's
+//! `{"EventName", "Key", "Records": [record]}` envelope, the body the
+//! webhook and broker targets send, with the message attributes
+//! `EventName` and `Key` (`bucket/key`), up to 10 per `SendMessageBatch`.
+//!
+//! - FIFO queues (URL ending in `.fifo`): `MessageGroupId` is
+//!   `bucket/key` (the key as on the wire; its SHA-256 when longer than 128
+//!   characters), so one object's events stay in order, and
+//!   `MessageDeduplicationId` the SHA-256 of bucket, key, sequencer,
+//!   version id and event name, so a resent event is dropped by SQS.
+//! - Entries SQS refuses inside a batch are sent again on their own; the
+//!   accepted ones are not resent (see the crate's `aws_common` batch
+//!   loop). An entry refused with `SenderFault` is permanent, as is any
+//!   refused request other than throttling and 5xx.
+//! - Connection settings and credentials: the keys, else the standard AWS
+//!   environment ([`s3_event_core::aws`]); the SDK's default HTTPS client
+//!   (rustls). The SDK does not retry by itself: the notifier does.
+//!
+//! ```no_run
+//! use s3_event_targets::sqs::{SqsConfig, SqsTarget};
+//!
+//! let config = SqsConfig {
+//!     endpoint: Some("http://127.0.0.1:15000".into()),
+//!     ..SqsConfig::new("http://127.0.0.1:15000/123456789012/events")
+//! };
+//! let target = SqsTarget::new("arn:minio:sqs::1:sqs".parse().unwrap(), config).unwrap();
+//! ```
+
+mod config;
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName, SendMessageBatchRequestEntry};
+use aws_sdk_sqs::Client;
+use s3_event_core::{EventRecord, Target, TargetError, TargetId};
+
+pub use config::SqsConfig;
+
+use crate::aws_common::{self, Batcher, Failed, Message, MAX_ENTRIES};
+use crate::Result;
+
+/// An SQS [`Target`]. See the [module docs](self).
+pub struct SqsTarget {
+    id: TargetId,
+    config: SqsConfig,
+    client: Client,
+    fifo: bool,
+    batcher: Batcher,
+}
+
+impl fmt::Debug for SqsTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqsTarget")
+            .field("id", &self.id)
+            .field("config", &self.config)
+            .field("fifo", &self.fifo)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Registered in `lib.rs`'s `targets!` list.
+impl crate::registry::TargetType for SqsTarget {
+    type Config = SqsConfig;
+
+    const SECRET_KEYS: &'static [&'static str] = &["secret_key", "session_token"];
+
+    fn build(id: TargetId, config: SqsConfig) -> crate::Result<Arc<dyn Target>> {
+        Ok(Arc::new(SqsTarget::new(id, config)?))
+    }
+}
+
+impl SqsTarget {
+    /// Validates `config` (errors name the target and the key), reads the
+    /// environment for what it leaves unset, and builds the client.
+    /// Nothing is contacted.
+    pub fn new(id: TargetId, config: SqsConfig) -> Result<SqsTarget> {
+        config.validate(id.id())?;
+        let sdk = aws_common::sdk_config(&format!("sqs {}", id.id()), "SQS", &config.aws())?;
+        Ok(SqsTarget {
+            client: Client::new(&sdk),
+            fifo: config.is_fifo(),
+            id,
+            config,
+            batcher: Batcher::default(),
+        })
+    }
+
+    /// The configuration the target was built with.
+    pub fn config(&self) -> &SqsConfig {
+        &self.config
+    }
+
+    /// One `SendMessageBatch` of `messages`; the entries SQS refused.
+    async fn send_messages(&self, messages: Vec<Message>) -> Result<Vec<Failed>, TargetError> {
+        let mut req = self
+            .client
+            .send_message_batch()
+            .queue_url(self.config.queue_url.trim());
+        for (i, m) in messages.into_iter().enumerate() {
+            req = req.entries(self.entry(i, m)?);
+        }
+        let out = req
+            .send()
+            .await
+            .map_err(|e| aws_common::classify(&self.id, "SendMessageBatch", &e))?;
+        Ok(out
+            .failed()
+            .iter()
+            .map(|f| Failed {
+                index: f.id().parse().unwrap_or(usize::MAX),
+                code: f.code().to_owned(),
+                message: f.message().unwrap_or_default().to_owned(),
+                transient: !f.sender_fault() || aws_common::transient_code(f.code()),
+            })
+            .collect())
+    }
+
+    fn entry(&self, i: usize, m: Message) -> Result<SendMessageBatchRequestEntry, TargetError> {
+        let built = |e: aws_sdk_sqs::error::BuildError| TargetError::permanent(&self.id, e);
+        let mut b = SendMessageBatchRequestEntry::builder()
+            .id(i.to_string())
+            .message_body(m.body);
+        for (name, value) in m.attributes {
+            let v = MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(value)
+                .build()
+                .map_err(built)?;
+            b = b.message_attributes(name, v);
+        }
+        if let Some((group, dedup)) = m.fifo {
+            b = b
+                .message_group_id(group)
+                .message_deduplication_id(dedup);
+        }
+        b.build().map_err(built)
+    }
+}
+
+#[async_trait]
+impl Target for SqsTarget {
+    fn id(&self) -> &TargetId {
+        &self.id
+    }
+
+    /// Sends every event, 10 per `SendMessageBatch`, in order; returns once
+    /// SQS accepted each. See the [module docs](self).
+    async fn send_batch(&self, events: &[EventRecord]) -> Result<(), TargetError> {
+        let fifo = self.fifo;
+        self.batcher
+            .deliver(
+                &self.id,
+                events,
+                |r| aws_common::message(&self.id, r, fifo),
+                |messages| self.send_messages(messages),
+            )
+            .await
+    }
+
+    /// `GetQueueAttributes` (the queue ARN): `Ok(false)` while SQS is
+    /// unreachable or throttling, an error when the queue does not exist or
+    /// the credentials are refused.
+    async fn is_active(&self) -> Result<bool, TargetError> {
+        let res = self
+            .client
+            .get_queue_attributes()
+            .queue_url(self.config.queue_url.trim())
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                let e = aws_common::classify(&self.id, "GetQueueAttributes", &e);
+                if e.is_transient() {
+                    Ok(false)
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    fn max_batch(&self) -> usize {
+        MAX_ENTRIES
+    }
+}
+
+#[cfg(all(test, feature = "integration"))]
+mod conformance_tests;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::NotifyConfig;
+
+    fn keyed(url: &str) -> SqsConfig {
+        SqsConfig {
+            access_key: Some("AKID".into()),
+            secret_key: Some("SQS-SECRET".into()),
+            session_token: Some("SQS-TOKEN".into()),
+            region: Some("eu-west-1".into()),
+            endpoint: Some("http://127.0.0.1:1".into()),
+            ..SqsConfig::new(url)
+        }
+    }
+
+    #[test]
+    fn debug_redacts_the_secret_and_the_token() {
+        let c = keyed("http://127.0.0.1:1/1/q");
+        let t = SqsTarget::new("arn:minio:sqs::1:sqs".parse().unwrap(), c.clone()).unwrap();
+        for text in [format!("{c:?}"), format!("{t:?}")] {
+            assert!(!text.contains("SQS-SECRET") && !text.contains("SQS-TOKEN"), "{text}");
+            assert!(text.contains("AKID"), "{text}");
+        }
+    }
+
+    #[test]
+    fn fifo_queues_are_recognised_by_their_url() {
+        assert!(SqsConfig::new("https://sqs.eu-west-1.amazonaws.com/1/q.fifo").is_fifo());
+        assert!(!SqsConfig::new("https://sqs.eu-west-1.amazonaws.com/1/q").is_fifo());
+    }
+
+    #[test]
+    fn json_and_env_build_sqs_targets() {
+        let c = NotifyConfig::from_json(
+            r#"{"sqs": {"1": {"enable": "on", "queue_url": "http://127.0.0.1:1/1/q",
+                "region": "eu-west-1", "endpoint": "http://127.0.0.1:1",
+                "access_key": "AKID", "secret_key": "JSON-SECRET", "session_token": "",
+                "queue_dir": "", "queue_limit": "0"}}}"#,
+            "r",
+        )
+        .unwrap();
+        let t = c.build_targets().unwrap();
+        assert_eq!(t[0].0.id().to_string(), "arn:minio:sqs:r:1:sqs");
+        assert_eq!(t[0].0.max_batch(), 10);
+        assert!(!format!("{:?}", t[0].0).contains("JSON-SECRET"));
+        assert!(!c.redacted_json().to_string().contains("JSON-SECRET"));
+        let vars = [
+            ("MINIO_NOTIFY_SQS_QUEUE_URL_Q", "http://127.0.0.1:1/1/q.fifo"),
+            ("MINIO_NOTIFY_SQS_ACCESS_KEY_Q", "AKID"),
+            ("MINIO_NOTIFY_SQS_SECRET_KEY_Q", "ENV-SECRET"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let t = NotifyConfig::from_env_vars(vars, "r")
+            .unwrap()
+            .build_targets()
+            .unwrap();
+        assert_eq!(t[0].0.id().to_string(), "arn:minio:sqs:r:Q:sqs");
+        assert!(!format!("{:?}", t[0].0).contains("ENV-SECRET"));
+    }
+
+    #[test]
+    fn validate_names_the_key() {
+        let e = SqsTarget::new("arn:minio:sqs::1:sqs".parse().unwrap(), keyed("")).unwrap_err();
+        assert!(matches!(e, crate::Error::InvalidConfig { key: "queue_url", .. }), "{e}");
+        let e = SqsTarget::new("arn:minio:sqs::1:sqs".parse().unwrap(), keyed("queue"))
+            .unwrap_err();
+        assert!(e.to_string().contains("`queue`"), "{e}");
+        let half = SqsConfig {
+            secret_key: None,
+            ..keyed("http://127.0.0.1:1/1/q")
+        };
+        // Only when the environment has no secret either.
+        if std::env::var_os("AWS_SECRET_ACCESS_KEY").is_none() {
+            let e = SqsTarget::new("arn:minio:sqs::1:sqs".parse().unwrap(), half).unwrap_err();
+            assert!(matches!(e, crate::Error::InvalidConfig { key: "secret_key", .. }), "{e}");
+        }
+        let bad = SqsConfig {
+            endpoint: Some("127.0.0.1:1".into()),
+            ..keyed("http://127.0.0.1:1/1/q")
+        };
+        let e = SqsTarget::new("arn:minio:sqs::1:sqs".parse().unwrap(), bad).unwrap_err();
+        assert!(matches!(e, crate::Error::InvalidConfig { key: "endpoint", .. }), "{e}");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_endpoint_is_transient() {
+        let t = SqsTarget::new(
+            "arn:minio:sqs::1:sqs".parse().unwrap(),
+            keyed("http://127.0.0.1:1/1/q"),
+        )
+        .unwrap();
+        let e = t.send(&crate::conformance::record("k")).await.unwrap_err();
+        assert!(e.is_transient(), "{e}");
+        assert!(!t.is_active().await.unwrap());
+    }
+}
