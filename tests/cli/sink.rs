@@ -137,6 +137,9 @@ fn stored(root: &Path) -> Vec<(String, Vec<Value>)> {
                 stack.push(p);
                 continue;
             }
+            if p.to_string_lossy().ends_with(crate::util::ATTRIBUTES) {
+                continue;
+            }
             let key = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
             assert!(key.ends_with(".ndjson.gz"), "{key}");
             let mut text = String::new();

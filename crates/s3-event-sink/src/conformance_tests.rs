@@ -184,8 +184,9 @@ async fn encodings_round_trip(kind: Kind) {
             let v: Value = serde_json::from_slice(b).expect("a JSON array object is valid JSON");
             assert_eq!(v.as_array().unwrap().len(), 20);
         }
-        // Content type and encoding, where the store keeps them.
-        if !matches!(kind, Kind::Local) {
+        // Content type and encoding (the local directory keeps them in a
+        // sidecar).
+        {
             let got = e.store.get(&Path::from(k.as_str())).await.unwrap();
             let ct = got.attributes.get(&object_store::Attribute::ContentType);
             assert_eq!(
@@ -419,7 +420,56 @@ async fn a_reused_instance_id_never_overwrites(kind: Kind) {
     assert_eq!(ns, want, "{kind:?}");
 }
 
+/// Every object carries its delivery manifest, read back from the store:
+/// the record count, the spool sequence numbers of its records (with a
+/// spool), the instance id and the SHA-256 of its bytes.
+async fn objects_carry_their_manifest(kind: Kind) {
+    let e = env(kind, "manifest");
+    let spool = tempfile::tempdir().unwrap();
+    let sink = e
+        .builder()
+        .with_flush_size(4)
+        .with_spool(SpoolOptions::new(spool.path()).with_fsync(SpoolFsync::Never))
+        .build()
+        .unwrap();
+    let events: Vec<Value> = (0..10).map(|n| json!({ "n": n })).collect();
+    sink.push_batch(&events).await.unwrap();
+    sink.shutdown().await.unwrap();
+    let objs = e.objects().await;
+    assert_eq!(objs.len(), 3, "{kind:?}");
+    let mut next = 0;
+    for (k, b) in &objs {
+        let m = crate::Manifest::read(&*e.store, &Path::from(k.as_str()))
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap_or_else(|| panic!("{kind:?}: {k} has no manifest"));
+        let n = decode(k, b).unwrap().records.len() as u64;
+        assert_eq!(m.records, n, "{kind:?} {k}");
+        assert_eq!(m.sha256, crate::manifest::sha256_hex(b), "{kind:?} {k}");
+        assert_eq!(m.instance, "inst");
+        assert_eq!(m.runs, [(next, next + n - 1)], "{kind:?} {k}");
+        assert!(k.ends_with(&format!("inst-{next:020}.ndjson.gz")), "{k}");
+        next += n;
+    }
+    // Without a spool: no sequence numbers, the count and checksum still.
+    let e = env(kind, "manifest-nospool");
+    let sink = e.builder().build().unwrap();
+    sink.push_batch(&events).await.unwrap();
+    sink.shutdown().await.unwrap();
+    let objs = e.objects().await;
+    let key = Path::from(objs[0].0.as_str());
+    let m = crate::Manifest::read(&*e.store, &key)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!((m.records, m.runs.len()), (10, 0), "{kind:?}");
+    assert_eq!(m.sha256, crate::manifest::sha256_hex(&objs[0].1));
+}
+
 conformance!(
+    objects_carry_their_manifest,
     create_only_puts_are_honoured,
     a_reused_instance_id_never_overwrites,
     flush_by_count,
@@ -534,6 +584,54 @@ async fn parquet_refuses_what_does_not_fit(kind: Kind) {
         .build()
         .unwrap_err();
     assert!(err.to_string().contains("compression"), "{err}");
+}
+
+/// Events of two partitions interleaved: each partition's batch holds
+/// every other sequence number, and is closed once they fall into
+/// `MAX_SEQ_RUNS` runs, so its manifest stays small; the manifests list
+/// exactly the numbers of their records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interleaved_batches_close_at_the_run_bound() {
+    let e = env(Kind::Memory, "runs");
+    let spool = tempfile::tempdir().unwrap();
+    let p = TimePartitioner::new(Granularity::Hourly).with_time_source(TimeSource::Event {
+        fallback_to_processing: false,
+    });
+    let sink = e
+        .builder()
+        .with_partitioner(Arc::new(p))
+        .with_spool(SpoolOptions::new(spool.path()).with_fsync(SpoolFsync::Never))
+        .build()
+        .unwrap();
+    let times = ["2024-03-05T10:00:00Z", "2024-03-05T11:00:00Z"];
+    let events: Vec<Value> = (0..300)
+        .map(|n| json!({ "n": n, "eventTime": times[n % 2] }))
+        .collect();
+    sink.push_batch(&events).await.unwrap();
+    sink.shutdown().await.unwrap();
+    let max = crate::manifest::MAX_SEQ_RUNS;
+    let mut all = Vec::new();
+    for (k, b) in e.objects().await {
+        let m = crate::Manifest::read(&*e.store, &Path::from(k.as_str()))
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let ns: Vec<u64> = decode(&k, &b)
+            .unwrap()
+            .records
+            .iter()
+            .map(|r| r["n"].as_u64().unwrap())
+            .collect();
+        assert!(ns.len() <= max, "{k}: {} records", ns.len());
+        // With one pusher, event n is sequence number n.
+        let runs: Vec<(u64, u64)> = ns.iter().map(|&n| (n, n)).collect();
+        assert_eq!(m.runs, runs, "{k}");
+        assert_eq!(m.records, ns.len() as u64);
+        all.extend(ns);
+    }
+    all.sort_unstable();
+    assert_eq!(all, (0..300).collect::<Vec<_>>());
 }
 
 /// A full spool makes `push` wait instead of growing; with a bound on the

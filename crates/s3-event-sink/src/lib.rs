@@ -38,6 +38,7 @@ mod error;
 mod fault_tests;
 pub mod ingest;
 mod local;
+pub mod manifest;
 mod pipe;
 mod report;
 pub mod sink;
@@ -62,6 +63,7 @@ pub use decode::{decode, decode_with_limit, BadRecord, Decoded, DEFAULT_MAX_DECO
 pub use encode::{BatchEncoder, Compression, Encoding};
 pub use error::{Error, Result};
 pub use local::LocalDir;
+pub use manifest::Manifest;
 pub use report::{failure_report_key, failure_report_text};
 pub use sink::{
     KeyNaming, Sink, SinkBuilder, SinkStats, DEFAULT_DATA_DIR, DEFAULT_FLUSH_INTERVAL,
