@@ -32,6 +32,8 @@ mod conformance_tests;
 #[cfg(test)]
 mod crash_tests;
 mod decode;
+#[cfg(all(test, feature = "integration", feature = "parquet"))]
+mod duckdb_tests;
 mod encode;
 mod error;
 #[cfg(test)]
@@ -49,6 +51,7 @@ pub mod target;
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 mod upload;
+pub mod verify;
 
 pub use s3_event_core as core;
 
@@ -76,3 +79,4 @@ pub use spool::{SpoolFsync, SpoolOptions};
 pub use store::S3Config;
 pub use store::StoreConfig;
 pub use target::{SinkTarget, SinkTargetConfig};
+pub use verify::{verify, Problem, VerifyOptions, VerifyReport};
