@@ -161,6 +161,8 @@ pub fn run(args: Args) -> Exit {
         println!("complete");
         Exit::Ok
     } else {
-        Exit::Failed(format!("incomplete: {} problems", report.problems.len()))
+        let n = report.problems.len();
+        let s = if n == 1 { "" } else { "s" };
+        Exit::Failed(format!("incomplete: {n} problem{s}"))
     }
 }

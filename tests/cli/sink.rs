@@ -875,7 +875,7 @@ fn verify_checks_what_the_sink_wrote() {
     assert_eq!(code, 1, "{out}\n{err}");
     assert!(out.contains("missing: 3 sequence numbers 3..=5"), "{out}");
     assert!(out.contains(name), "{name} not named: {out}");
-    assert!(err.contains("incomplete: 1 problems"), "{err}");
+    assert!(err.contains("incomplete: 1 problem\n"), "{err}");
     // Usage and configuration errors.
     let (code, _, err) = verify(&["--dir", data, "--from", "yesterday"]);
     assert_eq!(code, 2, "{err}");

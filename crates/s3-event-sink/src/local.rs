@@ -399,3 +399,104 @@ impl ObjectStore for LocalDir {
         self.fsync(to).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::TryStreamExt;
+    use object_store::ObjectStoreExt;
+
+    fn with_meta(mode: PutMode) -> PutOptions {
+        let mut attributes = Attributes::new();
+        attributes.insert(Attribute::ContentType, "application/x-ndjson".into());
+        attributes.insert(Attribute::Metadata("s3e-records".into()), "2".into());
+        PutOptions {
+            attributes,
+            mode,
+            ..PutOptions::default()
+        }
+    }
+
+    /// Attributes live in a sidecar: returned by `get`, carried by `copy`,
+    /// removed by `delete`, never listed; a put without attributes leaves
+    /// none behind.
+    #[tokio::test]
+    async fn attributes_live_in_a_sidecar() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalDir::new(dir.path()).unwrap();
+        let key = Path::from("p/a.ndjson");
+        let body = PutPayload::from_static(b"{}\n{}\n");
+        store
+            .put_opts(&key, body.clone(), with_meta(PutMode::Create))
+            .await
+            .unwrap();
+        let side = sidecar(&dir.path().canonicalize().unwrap().join("p/a.ndjson"));
+        assert!(side.exists());
+        let got = store.get(&key).await.unwrap().attributes;
+        assert_eq!(got, with_meta(PutMode::Create).attributes);
+        let copy = Path::from("p/b.ndjson");
+        store.copy(&key, &copy).await.unwrap();
+        assert_eq!(store.get(&copy).await.unwrap().attributes, got);
+        let listed: Vec<ObjectMeta> = store.list(None).try_collect().await.unwrap();
+        let mut names: Vec<String> = listed.iter().map(|m| m.location.to_string()).collect();
+        names.sort();
+        assert_eq!(names, ["p/a.ndjson", "p/b.ndjson"]);
+        let flat = store
+            .list_with_delimiter(Some(&Path::from("p")))
+            .await
+            .unwrap();
+        assert_eq!(flat.objects.len(), 2);
+        store.delete(&copy).await.unwrap();
+        assert!(!sidecar(&side.with_file_name("b.ndjson")).exists());
+        store.put(&key, body).await.unwrap();
+        assert!(!side.exists(), "an overwrite without attributes drops them");
+        assert!(store.get(&key).await.unwrap().attributes.is_empty());
+        let e = store
+            .put(
+                &Path::from("p/x.s3e-attributes.json"),
+                PutPayload::from_static(b"{}"),
+            )
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains(ATTRIBUTES_SUFFIX), "{e}");
+    }
+
+    /// A crash between an object and its sidecar: the create-only re-upload
+    /// of the same bytes finds the key taken and writes the sidecar; other
+    /// bytes do not.
+    #[tokio::test]
+    async fn a_reupload_restores_a_missing_sidecar() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalDir::new(dir.path()).unwrap();
+        let key = Path::from("k.ndjson");
+        let body = PutPayload::from_static(b"{}\n{}\n");
+        store
+            .put_opts(&key, body.clone(), with_meta(PutMode::Create))
+            .await
+            .unwrap();
+        let side = sidecar(&dir.path().canonicalize().unwrap().join("k.ndjson"));
+        std::fs::remove_file(&side).unwrap();
+        let other = PutPayload::from_static(b"{}\n");
+        let e = store
+            .put_opts(&key, other, with_meta(PutMode::Create))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, object_store::Error::AlreadyExists { .. }),
+            "{e}"
+        );
+        assert!(!side.exists(), "other bytes: not this object's attributes");
+        let e = store
+            .put_opts(&key, body, with_meta(PutMode::Create))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, object_store::Error::AlreadyExists { .. }),
+            "{e}"
+        );
+        assert_eq!(
+            store.get(&key).await.unwrap().attributes,
+            with_meta(PutMode::Create).attributes
+        );
+    }
+}
