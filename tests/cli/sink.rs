@@ -137,6 +137,9 @@ fn stored(root: &Path) -> Vec<(String, Vec<Value>)> {
                 stack.push(p);
                 continue;
             }
+            if p.to_string_lossy().ends_with(crate::util::ATTRIBUTES) {
+                continue;
+            }
             let key = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
             assert!(key.ends_with(".ndjson.gz"), "{key}");
             let mut text = String::new();
@@ -794,4 +797,91 @@ fn a_token_guards_the_sink_and_tls_answers_curl_with_the_ca() {
     server.stop();
     let records: usize = stored(&dir.join("data")).iter().map(|(_, r)| r.len()).sum();
     assert_eq!(records, 1);
+}
+
+/// Runs `s3-event verify` with `args`; returns (exit code, stdout, stderr).
+fn verify(args: &[&str]) -> (i32, String, String) {
+    let out = crate::util::s3_event("verify")
+        .args(args)
+        .env_remove("v_config_path")
+        .env_remove("v_secret_path")
+        .output()
+        .unwrap();
+    let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
+    (
+        out.status.code().unwrap(),
+        text(out.stdout),
+        text(out.stderr),
+    )
+}
+
+/// `s3-event verify` on what `s3-event sink` wrote as Parquet: exit 0 and
+/// the count of records posted; after an object is deleted, exit 1 naming
+/// it; bad arguments exit 2.
+#[test]
+fn verify_checks_what_the_sink_wrote() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let port = free_port();
+    let config = json!({
+        "v_port": port.to_string(),
+        "store": "local",
+        "localDir": dir.join("data"),
+        "spoolDir": dir.join("spool"),
+        "bindAddress": "127.0.0.1",
+        "prefix": "events/",
+        "flushSize": "3",
+        "encoding": "parquet",
+    });
+    let hour = chrono::Utc::now();
+    let server = Server::start(dir, &config, &[], port);
+    for i in 0..10 {
+        let (code, _) = server.post(&[STRUCTURED], ce(&format!("v{i}")).to_string().as_bytes());
+        assert_eq!(code, 200);
+    }
+    server.stop();
+    let data = dir.join("data");
+    let data = data.to_str().unwrap();
+    let from = (hour - chrono::Duration::hours(1))
+        .format("%Y-%m-%dT%H")
+        .to_string();
+    let to = (hour + chrono::Duration::hours(2))
+        .format("%Y-%m-%dT%H")
+        .to_string();
+    let range = [
+        "--dir", data, "--prefix", "events/", "--from", &from, "--to", &to,
+    ];
+    let (code, out, err) = verify(&range);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("4 objects, 10 records"), "{out}");
+    assert!(out.trim_end().ends_with("complete"), "{out}");
+    // The second object (sequence numbers 3..=5) deleted.
+    let mut files: Vec<PathBuf> = Vec::new();
+    let mut stack = vec![dir.join("data")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "parquet") {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    std::fs::remove_file(&files[1]).unwrap();
+    let name = files[1].file_name().unwrap().to_str().unwrap();
+    let (code, out, err) = verify(&range);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(out.contains("missing: 3 sequence numbers 3..=5"), "{out}");
+    assert!(out.contains(name), "{name} not named: {out}");
+    assert!(err.contains("incomplete: 1 problem\n"), "{err}");
+    // Usage and configuration errors.
+    let (code, _, err) = verify(&["--dir", data, "--from", "yesterday"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("yesterday"), "{err}");
+    let missing = dir.join("nowhere");
+    let (code, _, err) = verify(&["--dir", missing.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("does not exist"), "{err}");
 }

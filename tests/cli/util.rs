@@ -5,6 +5,10 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+/// The suffix of the local directory store's attributes sidecars (they sit
+/// beside the objects and are not objects themselves).
+pub const ATTRIBUTES: &str = ".s3e-attributes.json";
+
 /// A command running `s3-event <subcommand>`: the binary cargo built for
 /// this test.
 pub fn s3_event(subcommand: &str) -> Command {

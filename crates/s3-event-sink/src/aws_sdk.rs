@@ -516,6 +516,17 @@ fn not_implemented(operation: &str) -> object_store::Error {
     }
 }
 
+/// The object's user metadata (`x-amz-meta-*`, such as the sink's delivery
+/// manifest) as attributes.
+fn user_metadata(
+    metadata: Option<&std::collections::HashMap<String, String>>,
+    attributes: &mut Attributes,
+) {
+    for (k, v) in metadata.into_iter().flatten() {
+        attributes.insert(Attribute::Metadata(k.clone().into()), v.clone().into());
+    }
+}
+
 /// The object headers a put can carry, from its attributes.
 #[derive(Default)]
 struct Headers {
@@ -686,6 +697,7 @@ impl AwsSdkStore {
         if let Some(c) = out.storage_class() {
             a.insert(Attribute::StorageClass, c.as_str().to_owned().into());
         }
+        user_metadata(out.metadata(), &mut a);
         Ok((m, a))
     }
 
@@ -884,6 +896,7 @@ impl ObjectStore for AwsSdkStore {
         if let Some(t) = out.content_encoding() {
             attributes.insert(Attribute::ContentEncoding, t.to_owned().into());
         }
+        user_metadata(out.metadata(), &mut attributes);
         let body = body_stream(key, out.body);
         Ok(GetResult {
             payload: GetResultPayload::Stream(body),

@@ -29,7 +29,7 @@ use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef};
 use base64::Engine as _;
 use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression as ParquetCodec, ZstdLevel};
+use parquet::basic::{Compression as ParquetCodec, Encoding as ParquetEncoding, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use serde_json::{Map, Value};
@@ -354,7 +354,7 @@ pub(crate) fn check(
     let obj = parse_object(record)?;
     match schema {
         ParquetSchema::CloudEvents => CeRow::from(obj).map(drop),
-        ParquetSchema::S3Records => S3Row::from(obj).map(drop),
+        ParquetSchema::S3Records => S3Row::from(obj, record).map(drop),
         ParquetSchema::Inferred => match inferred {
             Some(s) => fits_object(&obj, s.fields(), ""),
             None => infer(&obj).map(drop),
@@ -415,7 +415,9 @@ struct S3Row {
 }
 
 impl S3Row {
-    fn from(obj: Map<String, Value>) -> std::result::Result<Self, String> {
+    /// The columns of `obj`, parsed from `raw`, which the `record` column
+    /// keeps as it came (JSON text: what it parses to is `obj`).
+    fn from(obj: Map<String, Value>, raw: &[u8]) -> std::result::Result<Self, String> {
         let v = Value::Object(obj);
         let get = |p: &[&str]| str_at(&v, p).map(str::to_owned);
         let required = |p: &[&str], name: &str| {
@@ -446,7 +448,10 @@ impl S3Row {
                 get(&["requestParameters", "sourceIPAddress"]),
             ],
             size,
-            record: v.to_string(),
+            record: match std::str::from_utf8(raw) {
+                Ok(text) => text.to_owned(),
+                Err(_) => v.to_string(),
+            },
         })
     }
 }
@@ -754,7 +759,7 @@ impl ParquetBatch {
                 size,
                 record: whole,
             } => {
-                let row = S3Row::from(obj)?;
+                let row = S3Row::from(obj, record)?;
                 for (b, s) in strings.iter_mut().zip(row.strings) {
                     b.append_option(s);
                 }
@@ -819,6 +824,10 @@ impl ParquetBatch {
             let kv = |k: &str, v: String| KeyValue::new(k.to_owned(), v);
             let mut props = WriterProperties::builder()
                 .set_compression(self.opts.compression.codec())
+                // Min/max per column chunk, not per page: a column index
+                // per page costs footer bytes on every object and helps
+                // only objects of many pages per column.
+                .set_statistics_enabled(EnabledStatistics::Chunk)
                 // Min/max of long strings would fill the footer.
                 .set_statistics_truncate_length(Some(STATS_TRUNCATE))
                 .set_column_index_truncate_length(Some(STATS_TRUNCATE))
@@ -838,6 +847,17 @@ impl ParquetBatch {
                     .set_column_statistics_enabled(c.into(), EnabledStatistics::None)
                     .set_column_dictionary_enabled(c.into(), false);
             }
+            // S3 records: keys, times and sequencers are (nearly) all
+            // distinct and share long prefixes; sizes are distinct. A
+            // dictionary only adds its indices: delta encodings instead.
+            for c in ["key", "event_time", "sequencer"] {
+                props = props
+                    .set_column_dictionary_enabled(c.into(), false)
+                    .set_column_encoding(c.into(), ParquetEncoding::DELTA_BYTE_ARRAY);
+            }
+            props = props
+                .set_column_dictionary_enabled("size".into(), false)
+                .set_column_encoding("size".into(), ParquetEncoding::DELTA_BINARY_PACKED);
             let props = props.build();
             let w = ArrowWriter::try_new(Vec::with_capacity(64 * 1024), self.schema(), Some(props))
                 .map_err(perr)?;

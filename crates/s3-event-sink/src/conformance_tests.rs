@@ -184,8 +184,9 @@ async fn encodings_round_trip(kind: Kind) {
             let v: Value = serde_json::from_slice(b).expect("a JSON array object is valid JSON");
             assert_eq!(v.as_array().unwrap().len(), 20);
         }
-        // Content type and encoding, where the store keeps them.
-        if !matches!(kind, Kind::Local) {
+        // Content type and encoding (the local directory keeps them in a
+        // sidecar).
+        {
             let got = e.store.get(&Path::from(k.as_str())).await.unwrap();
             let ct = got.attributes.get(&object_store::Attribute::ContentType);
             assert_eq!(
@@ -419,7 +420,57 @@ async fn a_reused_instance_id_never_overwrites(kind: Kind) {
     assert_eq!(ns, want, "{kind:?}");
 }
 
+/// Every object carries its delivery manifest, read back from the store:
+/// the record count, the spool sequence numbers of its records (with a
+/// spool), the instance id and the SHA-256 of its bytes.
+async fn objects_carry_their_manifest(kind: Kind) {
+    let e = env(kind, "manifest");
+    let spool = tempfile::tempdir().unwrap();
+    let sink = e
+        .builder()
+        .with_flush_size(4)
+        .with_spool(SpoolOptions::new(spool.path()).with_fsync(SpoolFsync::Never))
+        .build()
+        .unwrap();
+    let events: Vec<Value> = (0..10).map(|n| json!({ "n": n })).collect();
+    sink.push_batch(&events).await.unwrap();
+    sink.shutdown().await.unwrap();
+    let objs = e.objects().await;
+    assert_eq!(objs.len(), 3, "{kind:?}");
+    let mut next = 0;
+    for (k, b) in &objs {
+        let m = crate::Manifest::read(&*e.store, &Path::from(k.as_str()))
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap_or_else(|| panic!("{kind:?}: {k} has no manifest"));
+        let n = decode(k, b).unwrap().records.len() as u64;
+        assert_eq!(m.records, n, "{kind:?} {k}");
+        assert_eq!(m.sha256, crate::manifest::sha256_hex(b), "{kind:?} {k}");
+        assert_eq!(m.instance, "inst");
+        assert_eq!(m.runs, [(next, next + n - 1)], "{kind:?} {k}");
+        assert!(k.ends_with(&format!("inst-{next:020}.ndjson.gz")), "{k}");
+        next += n;
+    }
+    // Without a spool: no sequence numbers, the count and checksum still.
+    let e = env(kind, "manifest-nospool");
+    let sink = e.builder().build().unwrap();
+    sink.push_batch(&events).await.unwrap();
+    sink.shutdown().await.unwrap();
+    let objs = e.objects().await;
+    let key = Path::from(objs[0].0.as_str());
+    let m = crate::Manifest::read(&*e.store, &key)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!((m.records, m.runs.len()), (10, 0), "{kind:?}");
+    assert_eq!(m.sha256, crate::manifest::sha256_hex(&objs[0].1));
+}
+
 conformance!(
+    objects_carry_their_manifest,
+    verify_finds_each_damage_by_name,
     create_only_puts_are_honoured,
     a_reused_instance_id_never_overwrites,
     flush_by_count,
@@ -536,6 +587,54 @@ async fn parquet_refuses_what_does_not_fit(kind: Kind) {
     assert!(err.to_string().contains("compression"), "{err}");
 }
 
+/// Events of two partitions interleaved: each partition's batch holds
+/// every other sequence number, and is closed once they fall into
+/// `MAX_SEQ_RUNS` runs, so its manifest stays small; the manifests list
+/// exactly the numbers of their records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interleaved_batches_close_at_the_run_bound() {
+    let e = env(Kind::Memory, "runs");
+    let spool = tempfile::tempdir().unwrap();
+    let p = TimePartitioner::new(Granularity::Hourly).with_time_source(TimeSource::Event {
+        fallback_to_processing: false,
+    });
+    let sink = e
+        .builder()
+        .with_partitioner(Arc::new(p))
+        .with_spool(SpoolOptions::new(spool.path()).with_fsync(SpoolFsync::Never))
+        .build()
+        .unwrap();
+    let times = ["2024-03-05T10:00:00Z", "2024-03-05T11:00:00Z"];
+    let events: Vec<Value> = (0..300)
+        .map(|n| json!({ "n": n, "eventTime": times[n % 2] }))
+        .collect();
+    sink.push_batch(&events).await.unwrap();
+    sink.shutdown().await.unwrap();
+    let max = crate::manifest::MAX_SEQ_RUNS;
+    let mut all = Vec::new();
+    for (k, b) in e.objects().await {
+        let m = crate::Manifest::read(&*e.store, &Path::from(k.as_str()))
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let ns: Vec<u64> = decode(&k, &b)
+            .unwrap()
+            .records
+            .iter()
+            .map(|r| r["n"].as_u64().unwrap())
+            .collect();
+        assert!(ns.len() <= max, "{k}: {} records", ns.len());
+        // With one pusher, event n is sequence number n.
+        let runs: Vec<(u64, u64)> = ns.iter().map(|&n| (n, n)).collect();
+        assert_eq!(m.runs, runs, "{k}");
+        assert_eq!(m.records, ns.len() as u64);
+        all.extend(ns);
+    }
+    all.sort_unstable();
+    assert_eq!(all, (0..300).collect::<Vec<_>>());
+}
+
 /// A full spool makes `push` wait instead of growing; with a bound on the
 /// wait, the push fails as backpressure and accepts nothing. Once the store
 /// is back, everything accepted is uploaded once.
@@ -582,4 +681,132 @@ async fn full_spool_is_backpressure() {
     let mut sorted = ns;
     sorted.sort_unstable();
     assert_eq!(sorted, (0..accepted).collect::<Vec<_>>());
+}
+
+/// Rewrites the object at `key` with `bytes`, keeping its attributes (its
+/// manifest among them), as a bit flip or a truncation in the store would.
+async fn rewrite(store: &dyn ObjectStore, key: &str, bytes: Vec<u8>) {
+    let path = Path::from(key);
+    let attributes = store.get(&path).await.unwrap().attributes;
+    let opts = PutOptions {
+        attributes,
+        ..PutOptions::default()
+    };
+    store
+        .put_opts(&path, PutPayload::from(bytes), opts)
+        .await
+        .unwrap();
+}
+
+/// `verify` passes on what the sink wrote, and then names each object that
+/// was deleted, truncated, copied under another key, or had one record
+/// changed; a range's edges are filled by the neighbouring partitions.
+async fn verify_finds_each_damage_by_name(kind: Kind) {
+    let e = env(kind, "verify");
+    let spool = tempfile::tempdir().unwrap();
+    let p = TimePartitioner::new(Granularity::Hourly).with_time_source(TimeSource::Event {
+        fallback_to_processing: false,
+    });
+    let sink = e
+        .builder()
+        .with_partitioner(Arc::new(p))
+        .with_flush_size(5)
+        .with_spool(SpoolOptions::new(spool.path()).with_fsync(SpoolFsync::Never))
+        .build()
+        .unwrap();
+    // Hour 10 then hour 11, two events each on the other side of the edge.
+    let hour = |n: u64| {
+        if (n < 40 && n != 38) || n == 41 {
+            10
+        } else {
+            11
+        }
+    };
+    let events: Vec<Value> = (0..60u64)
+        .map(|n| json!({ "n": n, "eventTime": format!("2024-03-05T{}:30:00Z", hour(n)) }))
+        .collect();
+    sink.push_batch(&events).await.unwrap();
+    sink.shutdown().await.unwrap();
+    let t = |s: &str| crate::verify::parse_time(s).unwrap();
+    let opts = |from: Option<&str>, to: Option<&str>| crate::VerifyOptions {
+        prefix: e.prefix.clone(),
+        from: from.map(t),
+        to: to.map(t),
+        ..Default::default()
+    };
+    let ten = opts(Some("2024-03-05T10"), Some("2024-03-05T11"));
+    for o in [
+        &ten,
+        &opts(Some("2024-03-05T11"), Some("2024-03-05T12")),
+        &opts(None, None),
+    ] {
+        let r = crate::verify(&*e.store, o).await.unwrap();
+        assert!(r.is_complete(), "{kind:?} {o:?}: {:#?}", r.problems);
+    }
+    let r = crate::verify(&*e.store, &ten).await.unwrap();
+    assert_eq!(r.records, 40, "{kind:?}");
+    assert!(
+        r.neighbours > 0,
+        "{kind:?}: the next hour's objects were read"
+    );
+
+    let objs = e.objects().await;
+    let hour10: Vec<&(String, Vec<u8>)> = objs.iter().filter(|(k, _)| k.contains("/10/")).collect();
+    assert!(hour10.len() >= 6, "{kind:?}: {} objects", hour10.len());
+    let key = |i: usize| hour10[i].0.clone();
+    // Deleted: the hole names the missing key.
+    e.store.delete(&Path::from(key(1).as_str())).await.unwrap();
+    // Truncated.
+    let b = &hour10[2].1;
+    rewrite(&*e.store, &key(2), b[..b.len() / 2].to_vec()).await;
+    // One record changed.
+    let mut d = decode(&key(3), &hour10[3].1).unwrap().records;
+    d[0]["n"] = json!(1000);
+    let mut enc = crate::BatchEncoder::new(Encoding::Ndjson, Compression::gzip());
+    for r in &d {
+        enc.push(r).unwrap();
+    }
+    rewrite(&*e.store, &key(3), enc.finish().unwrap()).await;
+    // Duplicated range: the same object under a second name.
+    let dup = key(4).replace(".ndjson.gz", "-copy.ndjson.gz");
+    e.store
+        .copy(&Path::from(key(4).as_str()), &Path::from(dup.as_str()))
+        .await
+        .unwrap();
+
+    let r = crate::verify(&*e.store, &ten).await.unwrap();
+    assert!(!r.is_complete());
+    let named = |what: &str, k: &str| {
+        r.problems
+            .iter()
+            .any(|p| p.to_string().starts_with(what) && p.keys().contains(&k))
+    };
+    let all = format!("{kind:?}: {:#?}", r.problems);
+    assert!(named("missing", &key(1)), "deleted {}: {all}", key(1));
+    assert!(named("mismatch", &key(2)), "truncated {}: {all}", key(2));
+    assert!(named("mismatch", &key(3)), "changed {}: {all}", key(3));
+    assert!(
+        named("overlap", &key(4)) && named("overlap", &dup),
+        "copied {}: {all}",
+        key(4)
+    );
+    let changed = r
+        .problems
+        .iter()
+        .filter(|p| p.keys().contains(&key(3).as_str()));
+    assert_eq!(
+        changed.count(),
+        1,
+        "one record changed: the checksum only; {all}"
+    );
+    // Exactly these four objects, nothing else.
+    for p in &r.problems {
+        let ks = p.keys();
+        assert!(
+            [key(1), key(2), key(3), key(4), dup.clone()]
+                .iter()
+                .any(|k| ks.contains(&k.as_str())),
+            "{kind:?}: unexpected {p}"
+        );
+    }
 }

@@ -804,7 +804,17 @@ async fn case_08_local_objects_are_fsynced() {
     }
     sink.shutdown().await.unwrap();
     let files = assert_fsynced(data.path(), &synced.lock().unwrap());
-    assert_eq!(files.len(), 4);
+    let (objects, sidecars) = split_sidecars(files);
+    assert_eq!(objects.len(), 4);
+    assert_eq!(sidecars.len(), 4, "each object's attributes, fsynced too");
+}
+
+/// Objects and their attributes sidecars ([`crate::LocalDir`]).
+fn split_sidecars(files: Vec<PathBuf>) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    files.into_iter().partition(|f| {
+        !f.to_string_lossy()
+            .ends_with(crate::local::ATTRIBUTES_SUFFIX)
+    })
 }
 
 /// Case 8, objects above the part size: a multipart upload to a local
@@ -835,7 +845,8 @@ async fn case_08_local_multipart_objects_are_fsynced() {
     }
     sink.shutdown().await.unwrap();
     let files = assert_fsynced(data.path(), &synced.lock().unwrap());
-    assert_eq!(files.len(), 1);
+    let (files, sidecars) = split_sidecars(files);
+    assert_eq!((files.len(), sidecars.len()), (1, 1));
     let len = std::fs::metadata(&files[0]).unwrap().len();
     assert!(
         len > crate::MIN_PART_SIZE as u64,

@@ -32,12 +32,15 @@ mod conformance_tests;
 #[cfg(test)]
 mod crash_tests;
 mod decode;
+#[cfg(all(test, feature = "integration", feature = "parquet"))]
+mod duckdb_tests;
 mod encode;
 mod error;
 #[cfg(test)]
 mod fault_tests;
 pub mod ingest;
 mod local;
+pub mod manifest;
 mod pipe;
 mod report;
 pub mod sink;
@@ -48,6 +51,7 @@ pub mod target;
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 mod upload;
+pub mod verify;
 
 pub use s3_event_core as core;
 
@@ -62,6 +66,7 @@ pub use decode::{decode, decode_with_limit, BadRecord, Decoded, DEFAULT_MAX_DECO
 pub use encode::{BatchEncoder, Compression, Encoding};
 pub use error::{Error, Result};
 pub use local::LocalDir;
+pub use manifest::Manifest;
 pub use report::{failure_report_key, failure_report_text};
 pub use sink::{
     KeyNaming, Sink, SinkBuilder, SinkStats, DEFAULT_DATA_DIR, DEFAULT_FLUSH_INTERVAL,
@@ -74,3 +79,4 @@ pub use spool::{SpoolFsync, SpoolOptions};
 pub use store::S3Config;
 pub use store::StoreConfig;
 pub use target::{SinkTarget, SinkTargetConfig};
+pub use verify::{verify, Problem, VerifyOptions, VerifyReport};

@@ -141,6 +141,11 @@ pub fn env(kind: Kind, test: &str) -> Env {
 }
 
 impl Env {
+    /// The directory of a [`Kind::Local`] store.
+    pub fn local_dir(&self) -> Option<&std::path::Path> {
+        self._dir.as_ref().map(|d| d.path())
+    }
+
     /// Every object under the prefix, sorted by key, with its bytes.
     pub async fn objects(&self) -> Vec<(String, Vec<u8>)> {
         objects(&*self.store, &self.prefix).await

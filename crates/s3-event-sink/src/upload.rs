@@ -34,6 +34,9 @@ pub(crate) struct Put<'a> {
     pub attributes: bool,
     /// Create-only (off for stores that do not support it).
     pub create: bool,
+    /// The delivery manifest, sent as user metadata with the other
+    /// attributes.
+    pub manifest: Option<&'a crate::Manifest>,
 }
 
 /// The key `n` collisions after `key`: `{name}-r{n}{ext}`.
@@ -56,6 +59,9 @@ impl Put<'_> {
             attributes.insert(Attribute::ContentType, self.content_type.into());
             if let Some(ce) = self.content_encoding {
                 attributes.insert(Attribute::ContentEncoding, ce.into());
+            }
+            if let Some(m) = self.manifest {
+                m.add_to(&mut attributes);
             }
         }
         if bytes.len() <= self.part_size {
@@ -225,6 +231,7 @@ mod tests {
             part_size: 1 << 20,
             attributes: true,
             create: true,
+            manifest: None,
         };
         let key = Path::from("a/b.ndjson");
         let one = Bytes::from_static(b"{\"n\":1}\n");

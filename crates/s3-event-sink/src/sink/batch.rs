@@ -61,6 +61,9 @@ pub(super) struct OpenBatch {
     pub(super) opened: u64,
     /// Spool sequence numbers of the events, in order (empty without a spool).
     pub(super) seqs: Vec<u64>,
+    /// How many runs of consecutive numbers `seqs` makes (the manifest
+    /// lists them; see [`crate::manifest::MAX_SEQ_RUNS`]).
+    pub(super) runs: usize,
 }
 
 /// One independently locked set of open batches. Concurrent pushers take
@@ -133,6 +136,7 @@ impl Inner {
         let path = self.key(partition, seq, &ext)?;
         let content_type = encoding.content_type();
         let content_encoding = compression.content_encoding();
+        let records = batch.encoder.len() as u64;
         let payload = batch.encoder.finish()?;
         let close = spooled.then(|| CloseFrame {
             key_seq: seq,
@@ -150,6 +154,7 @@ impl Inner {
             payload,
             content_type,
             content_encoding,
+            records,
             spooled: spooled.then_some((seq, batch.seqs)),
             close,
             durable_at: 0,
@@ -234,6 +239,7 @@ impl Inner {
                     deadline: Instant::now() + self.flush_interval,
                     opened,
                     seqs: Vec::new(),
+                    runs: 0,
                 },
             );
             self.wake.notify_one();
@@ -243,7 +249,12 @@ impl Inner {
             .get_mut(partition)
             .expect("batch was just inserted");
         batch.encoder.push_checked(record)?;
-        batch.seqs.extend(seq);
+        if let Some(s) = seq {
+            if batch.seqs.last().is_none_or(|&l| l + 1 != s) {
+                batch.runs += 1;
+            }
+            batch.seqs.push(s);
+        }
         // Compressed, `encoded_len` is an estimate of what `finish` will
         // produce; keep a record's worth (plus a margin) of headroom for it.
         let limit = if self.exact_size() {
@@ -253,7 +264,10 @@ impl Inner {
                 .saturating_sub(record.len() + GZIP_HEADROOM)
                 .max(1)
         };
-        if batch.encoder.len() >= self.flush_size || batch.encoder.encoded_len() >= limit {
+        if batch.encoder.len() >= self.flush_size
+            || batch.encoder.encoded_len() >= limit
+            || batch.runs >= crate::manifest::MAX_SEQ_RUNS
+        {
             self.close(shard_id, shard, partition)?;
         }
         Ok(())

@@ -152,12 +152,14 @@ impl Inner {
         let durable_at = b.durable_at;
         tracing::info!(key = %key, events = seqs.len(), "sink: re-uploading a spooled batch");
         let (content_type, content_encoding) = (enc.content_type(), enc.content_encoding());
+        let records = enc.len() as u64;
         let job = Job {
             key,
             ext: enc.extension(),
             payload: Payload::Ready(enc.finish()?.into()),
             content_type,
             content_encoding,
+            records,
             spooled: Some((b.key_seq, seqs)),
             close: Some(close),
             durable_at,

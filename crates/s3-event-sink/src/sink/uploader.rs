@@ -11,6 +11,8 @@ pub(super) struct Job {
     pub(super) payload: Payload,
     pub(super) content_type: &'static str,
     pub(super) content_encoding: Option<&'static str>,
+    /// The number of records.
+    pub(super) records: u64,
     /// The spool batch: its key sequence number and events.
     pub(super) spooled: Option<(u64, Vec<u64>)>,
     /// Its close frame, written again if the fsync that covered it failed.
@@ -56,6 +58,7 @@ pub(super) async fn store_job(
     inner: &Inner,
     job: &Job,
     bytes: &bytes::Bytes,
+    manifest: &crate::Manifest,
 ) -> object_store::Result<Path> {
     let mut n = 0;
     loop {
@@ -67,12 +70,15 @@ pub(super) async fn store_job(
             part_size: inner.part_size,
             attributes: inner.attributes_supported.load(Ordering::Relaxed),
             create: inner.create_supported.load(Ordering::Relaxed),
+            manifest: Some(manifest),
         };
         match put.put(&key, bytes).await {
             Ok(()) => return Ok(key),
             Err(object_store::Error::NotImplemented { operation, .. }) => {
                 if put.attributes {
-                    // The store keeps no content type (the local filesystem).
+                    // The store keeps no attributes: no content type, no
+                    // manifest.
+                    tracing::warn!(%operation, "sink: the store keeps no object attributes; objects go up without their delivery manifest");
                     inner.attributes_supported.store(false, Ordering::Relaxed);
                 } else if put.create {
                     tracing::warn!(%operation, "sink: the store has no create-only puts; a key reused by another batch would be overwritten");
@@ -115,7 +121,9 @@ pub(super) async fn upload(inner: Arc<Inner>, mut job: Job) {
     };
     let len = bytes.len() as u64;
     await_close_frame(&inner, &job).await;
-    let key = store_until_done(&inner, &job, &bytes).await;
+    let seqs = job.spooled.as_ref().map_or(&[][..], |(_, s)| &s[..]);
+    let manifest = crate::Manifest::new(&bytes, job.records, seqs, &inner.instance_id);
+    let key = store_until_done(&inner, &job, &bytes, &manifest).await;
     tracing::info!(key = %key, bytes = len, "upload file {} completed", key);
     if let Some((key_seq, seqs)) = &job.spooled {
         inner.uploaded(*key_seq, seqs).await;
@@ -176,10 +184,15 @@ async fn await_close_frame(inner: &Inner, job: &Job) {
 /// cannot fix (refused credentials, a missing bucket) is counted and makes
 /// the sink report itself degraded until an upload succeeds, but the batch
 /// is kept and retried (the operator may fix the store). Returns the key.
-async fn store_until_done(inner: &Inner, job: &Job, bytes: &bytes::Bytes) -> Path {
+async fn store_until_done(
+    inner: &Inner,
+    job: &Job,
+    bytes: &bytes::Bytes,
+    manifest: &crate::Manifest,
+) -> Path {
     let mut attempt: u32 = 0;
     loop {
-        match store_job(inner, job, bytes).await {
+        match store_job(inner, job, bytes, manifest).await {
             Ok(key) => {
                 if relock(&inner.degraded).take().is_some() {
                     tracing::info!(key = %key, "sink: uploads work again");
