@@ -200,7 +200,7 @@ pub(crate) fn envelope(id: &TargetId, r: &EventRecord) -> Result<Notification, T
 /// event; the body still carries it.
 pub(crate) fn attributes(n: &Notification) -> Vec<(&'static str, String)> {
     let accepted = |c: char| {
-        !(c < ' ' && !matches!(c, '\t' | '\n' | '\r')) && !matches!(c, '\u{FFFE}' | '\u{FFFF}')
+        (c >= ' ' || matches!(c, '\t' | '\n' | '\r')) && !matches!(c, '\u{FFFE}' | '\u{FFFF}')
     };
     [("EventName", &n.event_name), ("Key", &n.key)]
         .into_iter()
