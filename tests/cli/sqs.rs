@@ -313,8 +313,17 @@ fn s3_notifications_through_sqs_and_sns_reach_the_target_as_webhooks_do() {
     // Each event twice: directly and through SNS.
     let expected = 2 * (KEYS.len() + 2);
     let via_sqs = wait_for_records(&key, expected, Duration::from_secs(60));
-    let test_events = metric(port, "s3_event_sqs_messages_total{outcome=\"test_event\"}");
-    let rejected = metric(port, "s3_event_sqs_rejected_total{reason=\"bad_payload\"}");
+    // The counters, once the bad body and the test event were received
+    // (in whichever receive moto put them).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (test_events, rejected) = loop {
+        let t = metric(port, "s3_event_sqs_messages_total{outcome=\"test_event\"}");
+        let r = metric(port, "s3_event_sqs_rejected_total{reason=\"bad_payload\"}");
+        if (t >= 1.0 && r >= 1.0) || Instant::now() > deadline {
+            break (t, r);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     assert!(relay.terminate().success());
 
     // The same bodies, read from the reference queue, POSTed as webhooks.
