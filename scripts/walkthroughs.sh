@@ -5,7 +5,7 @@
 # back through the server's own client (redis-cli, psql, the search API) or
 # `s3-event subscribe`. Needs the servers of scripts/services.sh and the
 # binary: `cargo build` (it lands in ${CARGO_TARGET_DIR:-target}/debug).
-# Usage: scripts/walkthroughs.sh [redis|postgresql|elasticsearch|amqp|nats|kafka|sqs]...
+# Usage: scripts/walkthroughs.sh [redis|postgresql|elasticsearch|amqp|nats|kafka|sqs|sqs-source]...
 # Exits 1 when a walkthrough did not show the event arriving (and, for the
 # databases, leaving again on removal); scripts/test.sh runs it that way.
 set -u
@@ -58,6 +58,19 @@ walk() {
     echo "\$ python $W/sqs-queue.py receive bucketevents"
     "$PY" "$W/sqs-queue.py" receive bucketevents
     stop_relay ;;
+  sqs-source)
+    redis-cli del photoevents > /dev/null
+    echo "\$ python $W/s3-bucket.py notify photos photos-events"
+    "$PY" "$W/s3-bucket.py" notify photos photos-events
+    start_relay sqs-source
+    echo "\$ python $W/s3-bucket.py put photos 'red flower.jpg'"
+    "$PY" "$W/s3-bucket.py" put photos 'red flower.jpg'; sleep 2
+    show "redis-cli hgetall photoevents | cut -c1-120"
+    echo "\$ python $W/s3-bucket.py delete photos 'red flower.jpg'"
+    "$PY" "$W/s3-bucket.py" delete photos 'red flower.jpg'; sleep 2
+    show "redis-cli hlen photoevents"
+    show "curl -s http://127.0.0.1:8090/metrics | grep -E '^s3_event_sqs_(messages|deleted)_total'"
+    stop_relay ;;
   amqp|nats|kafka)
     case $1 in
       amqp) sub="amqp amqp://guest:guest@127.0.0.1:5672 bucketevents" ;;
@@ -84,6 +97,7 @@ expect() {
     postgresql) echo 'images/myphoto.jpg | s3:ObjectCreated:Put | 200436' ;;
     elasticsearch) echo '"_id" : "images/myphoto.jpg"' ;;
     sqs) echo 'attributes: {"EventName": "s3:ObjectCreated:Put", "Key": "images/myphoto.jpg"}' ;;
+    sqs-source) echo 'photos/red flower.jpg' ;;
     *) echo '{"EventName":"s3:ObjectCreated:Put","Key":"images/myphoto.jpg","Records":[' ;;
   esac
 }
@@ -93,12 +107,14 @@ removed() {
 0' ;;
     postgresql) echo '     0' ;;
     elasticsearch) echo '"count":0' ;;
+    sqs-source) echo '$ redis-cli hlen photoevents
+0' ;;
     *) echo '' ;;
   esac
 }
 
 status=0
-for t in ${@:-redis postgresql elasticsearch amqp nats kafka sqs}; do
+for t in ${@:-redis postgresql elasticsearch amqp nats kafka sqs sqs-source}; do
   out=$(walk "$t" 2>&1)
   printf '%s\n\n' "$out"
   if ! grep -qF "$(expect "$t")" <<<"$out" || ! grep -qF -- "$(removed "$t")" <<<"$out"; then

@@ -13,6 +13,11 @@
 //! set, also by S3 notifications POSTed there (MinIO/AIStor webhooks, SNS,
 //! SQS bodies, `{"Records": [...]}`); that address also answers
 //! `GET /health` and `GET /metrics` (the one router of [`Routes`]).
+//! With `sqs` (feature `sqs-source`; the keys of
+//! [`SqsSourceConfig`](crate::inputs::sqs::SqsSourceConfig)), the
+//! notifications are also long-polled from an SQS queue; a message is
+//! deleted once the valid records of the objects it announced are in the
+//! sink's spool.
 //!
 //! Delivery is at least once: an object's valid records are fsynced to the
 //! sink's spool before the poller records the object in its cursor, so a
@@ -55,10 +60,12 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::core::EventRecord;
-use crate::inputs::handler::HandlerError;
+use crate::inputs::handler::{BoxFuture, HandlerError};
 use crate::inputs::http::{serve, tls_config, HttpOptions, Routes};
 use crate::inputs::poller::{Poller, PollerConfig};
 use crate::inputs::receiver::{AuthToken, Receiver, ReceiverConfig};
+#[cfg(feature = "sqs-source")]
+use crate::inputs::sqs::{SqsSource, SqsSourceConfig};
 use crate::sink::ingest::ingest_object;
 use crate::sink::{Compression, Encoding, Sink, SinkStats, SpoolFsync, SpoolOptions, StoreConfig};
 
@@ -107,6 +114,12 @@ pub struct IngestConfig {
     /// TLS and limits of the notification server.
     #[serde(default)]
     pub http: HttpOptions,
+    /// Also take the notifications from an SQS queue (feature
+    /// `sqs-source`; the keys of [`SqsSourceConfig`], in snake case).
+    #[cfg(feature = "sqs-source")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "sqs-source")))]
+    #[serde(default)]
+    pub sqs: Option<SqsSourceConfig>,
 }
 
 fn default_input() -> StoreConfig {
@@ -186,6 +199,12 @@ impl IngestConfig {
         if self.auth_token.is_some() && self.listen.is_none() {
             return bad("`authToken` needs `listen`");
         }
+        #[cfg(feature = "sqs-source")]
+        if let Some(s) = &self.sqs {
+            s.validate().map_err(|e| {
+                IngestError::Config(format!("`sqs.{}", e.to_string().trim_start_matches('`')))
+            })?;
+        }
         for (key, store) in [("input", &self.input), ("output", &self.output)] {
             if let StoreConfig::Local { dir } = store {
                 if dir.as_os_str().is_empty() {
@@ -226,7 +245,20 @@ impl IngestConfig {
                 "max_concurrent_requests": self.http.max_concurrent_requests,
                 "read_timeout_secs": self.http.read_timeout.as_secs(),
             },
+            "sqs": self.sqs_redacted(),
         })
+    }
+
+    #[cfg(feature = "sqs-source")]
+    fn sqs_redacted(&self) -> serde_json::Value {
+        self.sqs
+            .as_ref()
+            .map_or(serde_json::Value::Null, crate::sqs_source::redacted)
+    }
+
+    #[cfg(not(feature = "sqs-source"))]
+    fn sqs_redacted(&self) -> serde_json::Value {
+        serde_json::Value::Null
     }
 }
 
@@ -342,6 +374,23 @@ pub struct Ingest {
     pipeline: Arc<Pipeline>,
     poller: Poller,
     listener: Option<std::net::TcpListener>,
+    #[cfg(feature = "sqs-source")]
+    sqs: Option<SqsSource>,
+}
+
+/// The records handler of every input: [`Pipeline::handle`].
+fn pipeline_handler(
+    pipeline: &Arc<Pipeline>,
+) -> impl Fn(Vec<EventRecord>) -> BoxFuture<'static, Result<(), HandlerError>>
+       + Clone
+       + Send
+       + Sync
+       + 'static {
+    let p = Arc::clone(pipeline);
+    move |records: Vec<EventRecord>| {
+        let p = Arc::clone(&p);
+        Box::pin(async move { p.handle(records).await })
+    }
 }
 
 impl std::fmt::Debug for Ingest {
@@ -397,11 +446,22 @@ impl Ingest {
             sink: Arc::new(sink),
             done: Mutex::new((HashMap::new(), VecDeque::new())),
         });
+        #[cfg(feature = "sqs-source")]
+        let sqs = match &config.sqs {
+            Some(c) => Some(
+                SqsSource::new(c.clone(), pipeline_handler(&pipeline)).map_err(|e| {
+                    IngestError::Config(format!("`sqs.{}", e.to_string().trim_start_matches('`')))
+                })?,
+            ),
+            None => None,
+        };
         Ok(Ingest {
             config,
             pipeline,
             poller,
             listener,
+            #[cfg(feature = "sqs-source")]
+            sqs,
         })
     }
 
@@ -434,6 +494,10 @@ impl Ingest {
                 c.http.scheme()
             ));
         }
+        #[cfg(feature = "sqs-source")]
+        if let Some(s) = &self.sqs {
+            out.push(crate::sqs_source::describe(s.config()));
+        }
         out
     }
 
@@ -449,21 +513,21 @@ impl Ingest {
             pipeline,
             poller,
             listener,
+            #[cfg(feature = "sqs-source")]
+            sqs,
         } = self;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|v| *v).await;
         };
-        let handler = {
-            let p = Arc::clone(&pipeline);
-            move |records: Vec<EventRecord>| {
-                let p = Arc::clone(&p);
-                async move { p.handle(records).await }
-            }
-        };
+        let handler = pipeline_handler(&pipeline);
         let mut tasks = vec![tokio::spawn(
             poller.run(handler.clone(), stopped(stop_rx.clone())),
         )];
+        #[cfg(feature = "sqs-source")]
+        if let Some(s) = sqs {
+            tasks.push(tokio::spawn(s.run(stopped(stop_rx.clone()))));
+        }
         if let Some(listener) = listener {
             let receiver = Receiver::new(
                 ReceiverConfig {

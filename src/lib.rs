@@ -40,3 +40,5 @@ pub mod relay;
 #[cfg(feature = "server")]
 #[cfg_attr(docsrs, doc(cfg(feature = "server")))]
 pub mod sink_server;
+#[cfg(all(feature = "sqs-source", any(feature = "relay", feature = "ingest")))]
+mod sqs_source;

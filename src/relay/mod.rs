@@ -74,6 +74,13 @@
 //!   send one: for MinIO webhooks use `receiver.auth_token`).
 //! - `poller`: `store` (a [`StoreConfig`]) and
 //!   the keys of [`PollerConfig`].
+//! - `sqs` (feature `sqs-source`): an SQS queue that S3 notifications
+//!   reach (S3 → SQS, S3 → SNS → SQS, EventBridge → SQS), long-polled; the
+//!   keys of [`SqsSourceConfig`](crate::inputs::sqs::SqsSourceConfig)
+//!   (`queue_url`, `aws`, `wait_time_secs`, `max_messages`, `receivers`,
+//!   `visibility_timeout_secs`, `sns`). A message is deleted once every
+//!   record it carried is queued (as a `200` answers a POST); one that is
+//!   not a notification is left for the queue's redrive policy.
 //!
 //! # When the HTTP answer comes
 //!
@@ -107,6 +114,8 @@ use crate::inputs::handler::{HandlerError, RecordsHandler};
 use crate::inputs::http::{prometheus, serve, tls_config, HttpOptions, Routes};
 use crate::inputs::poller::{Poller, PollerConfig};
 use crate::inputs::receiver::{Receiver, ReceiverConfig};
+#[cfg(feature = "sqs-source")]
+use crate::inputs::sqs::{SqsSource, SqsSourceConfig};
 use crate::sink::{SinkTarget, SinkTargetConfig, StoreConfig};
 use crate::targets::notifier::{DeliveryMode, Notifier, TargetOptions};
 use crate::targets::NotifyConfig;
@@ -142,6 +151,11 @@ pub struct RelayConfig {
     /// The bucket poller.
     #[serde(default)]
     pub poller: Option<PollerSection>,
+    /// The SQS source (feature `sqs-source`).
+    #[cfg(feature = "sqs-source")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "sqs-source")))]
+    #[serde(default)]
+    pub sqs: Option<SqsSourceConfig>,
     /// How long the targets may drain at shutdown.
     #[serde(default = "default_shutdown_secs")]
     pub shutdown_timeout_secs: u64,
@@ -271,6 +285,8 @@ impl Default for RelayConfig {
             receiver: ReceiverSection::default(),
             http: HttpOptions::default(),
             poller: None,
+            #[cfg(feature = "sqs-source")]
+            sqs: None,
             shutdown_timeout_secs: default_shutdown_secs(),
         }
     }
@@ -299,9 +315,10 @@ impl RelayConfig {
             return Err(config_err("no output: set `targets` and/or `directory`"));
         }
         let receiving = self.receiver.enable && self.listen.is_some();
-        if !receiving && self.poller.is_none() {
+        if !receiving && self.poller.is_none() && !self.has_sqs()? {
             return Err(config_err(
-                "no input: no receiver (`listen` is null or `receiver.enable` false) and no `poller`",
+                "no input: no receiver (`listen` is null or `receiver.enable` false), no `poller` \
+                 and no `sqs`",
             ));
         }
         if let Some(d) = &self.directory {
@@ -399,6 +416,18 @@ impl RelayConfig {
         }
     }
 
+    /// Whether the SQS source is configured (its keys valid).
+    fn has_sqs(&self) -> Result<bool, RelayError> {
+        #[cfg(feature = "sqs-source")]
+        if let Some(s) = &self.sqs {
+            s.validate().map_err(|e| {
+                RelayError::Config(format!("`sqs.{}", e.to_string().trim_start_matches('`')))
+            })?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
     /// The effective configuration as JSON, secrets replaced by `***`
     /// (for `--check-config`).
     pub fn redacted(&self) -> Result<Value, RelayError> {
@@ -439,8 +468,23 @@ impl RelayConfig {
                 "interval_secs": p.config.interval.as_secs(), "cursor_file": p.config.cursor_file,
                 "emit_existing": p.config.emit_existing,
             })),
+            "sqs": self.sqs_redacted(),
             "shutdown_timeout_secs": self.shutdown_timeout_secs,
         }))
+    }
+}
+
+impl RelayConfig {
+    #[cfg(feature = "sqs-source")]
+    fn sqs_redacted(&self) -> Value {
+        self.sqs
+            .as_ref()
+            .map_or(Value::Null, crate::sqs_source::redacted)
+    }
+
+    #[cfg(not(feature = "sqs-source"))]
+    fn sqs_redacted(&self) -> Value {
+        Value::Null
     }
 }
 
@@ -450,6 +494,8 @@ pub struct Relay {
     notifier: Arc<Notifier>,
     receiver: Option<Receiver>,
     poller: Option<(Poller, String)>,
+    #[cfg(feature = "sqs-source")]
+    sqs: Option<SqsSource>,
     listener: Option<std::net::TcpListener>,
     targets: Vec<(String, Option<PathBuf>, Result<bool, String>)>,
 }
@@ -605,11 +651,20 @@ impl Relay {
             ),
             None => None,
         };
+        #[cfg(feature = "sqs-source")]
+        let sqs = match &config.sqs {
+            Some(c) => Some(SqsSource::new(c.clone(), handler(&notifier)).map_err(|e| {
+                RelayError::Config(format!("`sqs.{}", e.to_string().trim_start_matches('`')))
+            })?),
+            None => None,
+        };
         Ok(Relay {
             config,
             notifier,
             receiver,
             poller,
+            #[cfg(feature = "sqs-source")]
+            sqs,
             listener,
             targets: described,
         })
@@ -660,6 +715,10 @@ impl Relay {
                 d.spool_dir().display()
             ));
         }
+        #[cfg(feature = "sqs-source")]
+        if let Some(s) = &self.sqs {
+            out.push(crate::sqs_source::describe(s.config()));
+        }
         if let Some((_, store)) = &self.poller {
             out.push(format!(
                 "polling {store} every {} s",
@@ -704,6 +763,8 @@ impl Relay {
             notifier,
             receiver,
             poller,
+            #[cfg(feature = "sqs-source")]
+            sqs,
             listener,
             ..
         } = self;
@@ -711,6 +772,8 @@ impl Relay {
         let poller_task = poller.map(|(poller, _)| {
             tokio::spawn(poller.run(handler(&notifier), stopped(stop_rx.clone())))
         });
+        #[cfg(feature = "sqs-source")]
+        let sqs_task = sqs.map(|s| tokio::spawn(s.run(stopped(stop_rx.clone()))));
         let stop_tx = Arc::new(stop_tx);
         let stopper = {
             let stop_tx = Arc::clone(&stop_tx);
@@ -745,6 +808,10 @@ impl Relay {
         stopper.abort();
         let _ = stop_tx.send(true);
         if let Some(t) = poller_task {
+            let _ = t.await;
+        }
+        #[cfg(feature = "sqs-source")]
+        if let Some(t) = sqs_task {
             let _ = t.await;
         }
         drop(receiver);

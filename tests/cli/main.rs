@@ -7,4 +7,5 @@
 mod ingest;
 mod relay;
 mod sink;
+mod sqs;
 mod util;

@@ -27,14 +27,14 @@ fn redis_addr() -> String {
     std::env::var("S3E_REDIS_ADDR").unwrap_or_else(|_| "127.0.0.1:6379".into())
 }
 
-fn redis() -> redis::Connection {
+pub(crate) fn redis() -> redis::Connection {
     redis::Client::open(format!("redis://{}/", redis_addr()))
         .and_then(|c| c.get_connection())
         .expect("Redis (scripts/services.sh) reachable")
 }
 
 /// A Redis key no other test or run uses.
-fn unique_key(name: &str) -> String {
+pub(crate) fn unique_key(name: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -83,7 +83,7 @@ fn minio_payload(name: &str) -> String {
 }
 
 /// One HTTP/1.1 request; the status and body of the answer.
-fn http(
+pub(crate) fn http(
     addr: SocketAddr,
     method: &str,
     path: &str,
@@ -116,14 +116,14 @@ fn http(
     Ok((status, body.to_owned()))
 }
 
-fn post(addr: SocketAddr, auth: Option<&str>, body: &str) -> (u16, String) {
+pub(crate) fn post(addr: SocketAddr, auth: Option<&str>, body: &str) -> (u16, String) {
     let h: Vec<(&str, &str)> = auth.map(|a| ("Authorization", a)).into_iter().collect();
     http(addr, "POST", "/", &h, body).expect("POST")
 }
 
 /// Starts the relay with `config` (written to `dir/relay.json`) or, when
 /// `None`, the embedded default with `--listen`; working directory `dir`.
-fn start(dir: &Path, config: Option<&Value>, port: u16) -> ChildGuard {
+pub(crate) fn start(dir: &Path, config: Option<&Value>, port: u16) -> ChildGuard {
     let mut cmd = crate::util::s3_event("relay");
     cmd.current_dir(dir)
         .env("RUST_LOG", "warn")
@@ -147,7 +147,7 @@ fn start(dir: &Path, config: Option<&Value>, port: u16) -> ChildGuard {
     child
 }
 
-fn redis_config(port: u16, key: &str, queue_dir: Option<&Path>) -> Value {
+pub(crate) fn redis_config(port: u16, key: &str, queue_dir: Option<&Path>) -> Value {
     let mut target = json!({"address": redis_addr(), "key": key, "format": "access"});
     if let Some(q) = queue_dir {
         target["queue_dir"] = q.to_str().unwrap().into();
@@ -525,7 +525,7 @@ fn kill9_run(target_down_first: bool) {
 }
 
 /// `(eventName, object key)` of the access-format entries in list `key`.
-fn redis_events(key: &str) -> Vec<(String, String)> {
+pub(crate) fn redis_events(key: &str) -> Vec<(String, String)> {
     let entries: Vec<String> = redis::cmd("LRANGE")
         .arg(key)
         .arg(0)

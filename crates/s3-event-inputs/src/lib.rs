@@ -11,6 +11,9 @@
 //! - `receiver` (feature `receiver`): an axum router receiving S3
 //!   notifications from MinIO/AIStor webhooks, AWS SNS (signatures verified)
 //!   and SQS bodies.
+//! - `sqs` (feature `sqs`): the SQS source, long-polling a queue that S3
+//!   notifications reach (directly, through SNS or EventBridge) and
+//!   deleting each message once the handler took its records.
 //! - `poller` (feature `poller`): a bucket poller over `object_store` that
 //!   turns listing differences into `ObjectCreated:Put`/`ObjectRemoved:Delete`.
 //! - `cloudevents` (feature `cloudevents`): the CloudEvents HTTP input's
@@ -40,3 +43,6 @@ pub mod poller;
 #[cfg(feature = "receiver")]
 #[cfg_attr(docsrs, doc(cfg(feature = "receiver")))]
 pub mod receiver;
+#[cfg(feature = "sqs")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqs")))]
+pub mod sqs;

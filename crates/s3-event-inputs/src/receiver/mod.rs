@@ -356,7 +356,7 @@ impl Outcome {
         }
     }
 
-    fn label(&self) -> &'static str {
+    pub(crate) fn label(&self) -> &'static str {
         match self {
             Outcome::Accepted { .. } => "accepted",
             Outcome::TestEvent => "test_event",
@@ -635,6 +635,34 @@ impl Receiver {
             _ => {}
         }
         outcome
+    }
+
+    /// Handles the body of one message read from an SQS queue (what the
+    /// `sqs` source does with each message): parsed as any body; an SNS
+    /// envelope in it (the queue subscribed to a topic without raw delivery)
+    /// verified when [`SnsConfig::verify_signatures`] and
+    /// [`SnsConfig::verify_sqs_wrapped`] are on (signature, certificate and
+    /// topic; no replay or age check, since SQS redelivers and keeps
+    /// messages up to 14 days); then handed on as [`Receiver::receive`]
+    /// would. The auth token does not apply, and nothing is counted in
+    /// [`Receiver::stats`]: the caller counts.
+    pub async fn handle_queued(&self, body: &[u8]) -> Outcome {
+        let inbound = match inbound::parse(body) {
+            Ok(i) => i,
+            Err(e) => return Outcome::Rejected(Rejection::BadPayload(e.to_string())),
+        };
+        let sns = &self.inner.config.sns;
+        if sns.verify_signatures && sns.verify_sqs_wrapped {
+            if let Some(message) = sns_message(&inbound) {
+                if let Err(r) = self.verify_sns_signature(message, false).await {
+                    return Outcome::Rejected(r);
+                }
+            }
+        }
+        if let Err(r) = self.verify_sqs_wrapped(&inbound).await {
+            return Outcome::Rejected(r);
+        }
+        self.dispatch(inbound).await
     }
 
     /// The checks in order (token, body, SNS signatures, replay), then the
