@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 
 use crate::util::{free_port, wait_for_port, ChildGuard};
 
-fn meter(customer: &str, value: f64) -> Value {
+pub(crate) fn meter(customer: &str, value: f64) -> Value {
     json!({"customerId": customer, "meterApiName": "ComputeHours", "meterValue": value,
            "meterTimeInMillis": 1619445706909u64, "dimensions": {"region": "us-west-2"}})
 }
@@ -59,7 +59,7 @@ fn mixed_batch() -> (Vec<(&'static str, Vec<u8>)>, Vec<&'static str>) {
 
 /// Customers of the records in gzip NDJSON objects, sorted, with a check
 /// that every record is a whole meter record.
-fn customers(objects: &[Vec<u8>]) -> Vec<String> {
+pub(crate) fn customers(objects: &[Vec<u8>]) -> Vec<String> {
     let mut out = Vec::new();
     for gz in objects {
         let mut text = String::new();
@@ -76,7 +76,7 @@ fn customers(objects: &[Vec<u8>]) -> Vec<String> {
     out
 }
 
-fn files_under(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -97,14 +97,14 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// A running `s3-event ingest` with its stderr in a file.
-struct Running {
+pub(crate) struct Running {
     child: ChildGuard,
     stderr: PathBuf,
     stdout: PathBuf,
 }
 
 impl Running {
-    fn start(dir: &Path, config: &Value, run: usize) -> Running {
+    pub(crate) fn start(dir: &Path, config: &Value, run: usize) -> Running {
         let cfg = dir.join("ingest.json");
         std::fs::write(&cfg, serde_json::to_vec_pretty(config).unwrap()).unwrap();
         let stderr = dir.join(format!("stderr-{run}.log"));
@@ -130,7 +130,7 @@ impl Running {
     }
 
     /// Waits until `n` objects were reported as read.
-    fn wait_ingested(&self, n: usize) {
+    pub(crate) fn wait_ingested(&self, n: usize) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let log = self.log();
@@ -156,7 +156,7 @@ impl Running {
     }
 
     /// SIGTERM; asserts exit 0 and returns (stdout, stderr).
-    fn stop(mut self) -> (String, String) {
+    pub(crate) fn stop(mut self) -> (String, String) {
         let status = self.child.terminate();
         let out = std::fs::read_to_string(&self.stdout).unwrap_or_default();
         let log = self.log();

@@ -447,3 +447,65 @@ fn kill9_of_the_sqs_relay_loses_no_notification() {
     assert!(relay.terminate().success());
     let _: () = redis::cmd("DEL").arg(&key).query(&mut redis()).unwrap();
 }
+
+/// `s3-event ingest` reading S3 notifications from SQS: the object a
+/// message announces is read into the sink (the poller, at start, found
+/// nothing), and the message is deleted once its records are in the spool.
+#[test]
+fn ingest_reads_the_object_an_sqs_message_announces_and_deletes_it() {
+    use crate::ingest::{customers, files_under, meter, Running};
+
+    let rt = rt();
+    let moto = Moto::new();
+    let (url, _) = rt.block_on(moto.queue(&unique("ingest")));
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::create_dir_all(dir.join("bucket/ingest")).unwrap();
+    let config = json!({
+        "pollIntervalMillis": 3_600_000,
+        "sqs": {
+            "queue_url": url,
+            "aws": {"endpoint": endpoint(), "region": "us-east-1",
+                    "access_key_id": "testing", "secret_access_key": "testing"},
+            "wait_time_secs": 1,
+            "visibility_timeout_secs": 2,
+        },
+    });
+    let run = Running::start(dir, &config, 1);
+    // The first poll (at start) finds nothing; only the message can bring
+    // this file in.
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::write(
+        dir.join("bucket/ingest/q 1.json"),
+        format!("{}\n", meter("q", 1.0)),
+    )
+    .unwrap();
+    let body = json!({"Records": [{
+        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
+        "eventTime": "2026-01-01T00:00:00.000Z", "eventName": "ObjectCreated:Put",
+        "s3": {"s3SchemaVersion": "1.0", "configurationId": "Config",
+               "bucket": {"name": "bucket", "arn": "arn:aws:s3:::bucket"},
+               "object": {"key": "ingest/q+1.json", "size": 10, "eTag": "abc"}}
+    }]});
+    rt.block_on(
+        moto.sqs
+            .send_message()
+            .queue_url(&url)
+            .message_body(body.to_string())
+            .send(),
+    )
+    .unwrap();
+    run.wait_ingested(1);
+    let (_, log) = run.stop();
+    // Deleted once handled: with the ingest stopped, a message it had not
+    // deleted would come back after the 2 s visibility timeout.
+    std::thread::sleep(Duration::from_secs(3));
+    let left = rt.block_on(moto.drain(&url));
+    assert!(left.is_empty(), "left in the queue: {left:?}\n{log}");
+    assert!(log.contains("ingest/q 1.json"), "{log}");
+    let objects: Vec<Vec<u8>> = files_under(&dir.join("meters"))
+        .iter()
+        .map(|p| std::fs::read(p).unwrap())
+        .collect();
+    assert_eq!(customers(&objects), ["q"]);
+}
