@@ -14,7 +14,7 @@
 //! SQS bodies, `{"Records": [...]}`); that address also answers
 //! `GET /health` and `GET /metrics` (the one router of [`Routes`]).
 //! With `sqs` (feature `sqs-source`; the keys of
-//! [`SqsSourceConfig`](crate::inputs::sqs::SqsSourceConfig)), the
+//! [`SqsSourceConfig`]), the
 //! notifications are also long-polled from an SQS queue; a message is
 //! deleted once the valid records of the objects it announced are in the
 //! sink's spool.

@@ -76,7 +76,7 @@
 //!   the keys of [`PollerConfig`].
 //! - `sqs` (feature `sqs-source`): an SQS queue that S3 notifications
 //!   reach (S3 → SQS, S3 → SNS → SQS, EventBridge → SQS), long-polled; the
-//!   keys of [`SqsSourceConfig`](crate::inputs::sqs::SqsSourceConfig)
+//!   keys of [`SqsSourceConfig`]
 //!   (`queue_url`, `aws`, `wait_time_secs`, `max_messages`, `receivers`,
 //!   `visibility_timeout_secs`, `sns`). A message is deleted once every
 //!   record it carried is queued (as a `200` answers a POST); one that is
