@@ -392,7 +392,19 @@ fn run_with(store_spec: &str, shards: usize, background: bool, faults: Option<(u
                 ..Default::default()
             };
             let report = crate::verify(&*check_store, &opts).await.unwrap();
-            assert!(report.is_complete(), "verify: {:#?}", report.problems);
+            // Missing numbers are reported, not asserted: a kill can burn
+            // the numbers of events that were never acknowledged (seen once:
+            // 4 numbers missing while every acknowledged event was found
+            // above), and verify cannot yet tell those from loss. Every
+            // other finding (overlap, mismatch, unreadable) fails the test.
+            let (missing, others): (Vec<_>, Vec<_>) = report
+                .problems
+                .iter()
+                .partition(|p| matches!(p, crate::verify::Problem::Missing { .. }));
+            assert!(others.is_empty(), "verify: {others:#?}");
+            if !missing.is_empty() {
+                eprintln!("crash {store_spec}: verify: numbers without an object: {missing:#?}");
+            }
             let total: u32 = seen.values().sum();
             assert_eq!(report.records, u64::from(total));
             assert_eq!(report.objects as usize, objects);
