@@ -28,16 +28,13 @@
 #![allow(missing_docs)]
 
 use std::future::Future;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::HeaderMap;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use s3_event::core::{
-    EventName, EventRecord, NotificationRule, RuleSet, Target, TargetError, TargetId,
-};
+use s3_event::core::{EventName, EventRecord, NotificationRule, RuleSet, Target, TargetId};
 use s3_event::inputs::receiver::{Outcome, Receiver, ReceiverConfig};
 use s3_event::targets::{DeliveryMode, Notifier, QueueStore, QueueStoreOptions, TargetOptions};
 
@@ -45,6 +42,10 @@ use s3_event::targets::{DeliveryMode, Notifier, QueueStore, QueueStoreOptions, T
 const PER_CONNECTION: usize = 8;
 
 /// A MinIO webhook body carrying one record (as MinIO sends them).
+#[path = "common/counting.rs"]
+mod counting;
+use counting::Counting;
+
 fn body(i: usize) -> Vec<u8> {
     let key = format!("uploads/2026/12/06/photo-{i:08}.jpg");
     format!(
@@ -56,50 +57,6 @@ fn body(i: usize) -> Vec<u8> {
 fn record(i: usize) -> EventRecord {
     let v: serde_json::Value = serde_json::from_slice(&body(i)).unwrap();
     EventRecord::from_slice(v["Records"][0].to_string().as_bytes()).unwrap()
-}
-
-/// Counts the events it receives.
-#[derive(Debug)]
-struct Counting {
-    id: TargetId,
-    seen: AtomicU64,
-}
-
-// `Target` is an `#[async_trait]` trait; implemented by hand (boxed future)
-// as in `benches/notifier.rs`.
-impl Target for Counting {
-    fn id(&self) -> &TargetId {
-        &self.id
-    }
-
-    fn send_batch<'a, 'b, 'f>(
-        &'a self,
-        events: &'b [EventRecord],
-    ) -> Pin<Box<dyn Future<Output = Result<(), TargetError>> + Send + 'f>>
-    where
-        'a: 'f,
-        'b: 'f,
-        Self: 'f,
-    {
-        Box::pin(async move {
-            self.seen.fetch_add(events.len() as u64, Ordering::Relaxed);
-            Ok(())
-        })
-    }
-
-    fn is_active<'a, 'f>(
-        &'a self,
-    ) -> Pin<Box<dyn Future<Output = Result<bool, TargetError>> + Send + 'f>>
-    where
-        'a: 'f,
-        Self: 'f,
-    {
-        Box::pin(async { Ok(true) })
-    }
-
-    fn max_batch(&self) -> usize {
-        256
-    }
 }
 
 fn bench_dir() -> tempfile::TempDir {
@@ -218,10 +175,7 @@ fn durable_ingest(c: &mut Criterion) {
         // Notifier::send, durable, async mode.
         let dir = bench_dir();
         let id: TargetId = "arn:minio:sqs::1:redis".parse().unwrap();
-        let target = Arc::new(Counting {
-            id: id.clone(),
-            seen: AtomicU64::new(0),
-        });
+        let target = Arc::new(Counting::new(id.clone()));
         let notifier = {
             let _guard = rt.enter();
             Arc::new(

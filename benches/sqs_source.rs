@@ -19,9 +19,7 @@
 // `criterion_group!` defines an undocumented public function.
 #![allow(missing_docs)]
 
-use std::future::Future;
 use std::net::ToSocketAddrs;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,8 +27,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, SendMessageBatchRequestEntry};
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 use s3_event::core::aws::AwsConfig;
-use s3_event::core::TargetId;
-use s3_event::core::{EventMask, EventRecord, NotificationRule, RuleSet, Target, TargetError};
+use s3_event::core::{EventMask, EventRecord, NotificationRule, RuleSet, Target};
 use s3_event::inputs::sqs::{SqsSource, SqsSourceConfig};
 use s3_event::targets::{DeliveryMode, Notifier, TargetOptions};
 
@@ -39,6 +36,10 @@ mod records;
 
 const MESSAGES: usize = 100;
 const LOOPS: usize = 4;
+
+#[path = "common/counting.rs"]
+mod counting;
+use counting::Counting;
 
 fn endpoint() -> String {
     std::env::var("S3E_MOTO_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:15000".into())
@@ -63,48 +64,6 @@ fn moto_up() -> bool {
         .ok()
         .and_then(|mut a| a.next())
         .is_some_and(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(1)).is_ok())
-}
-
-/// Counts the events it receives.
-#[derive(Debug)]
-struct Counting {
-    id: TargetId,
-    seen: AtomicU64,
-}
-
-impl Target for Counting {
-    fn id(&self) -> &TargetId {
-        &self.id
-    }
-
-    fn send_batch<'a, 'b, 'f>(
-        &'a self,
-        events: &'b [EventRecord],
-    ) -> Pin<Box<dyn Future<Output = Result<(), TargetError>> + Send + 'f>>
-    where
-        'a: 'f,
-        'b: 'f,
-        Self: 'f,
-    {
-        Box::pin(async move {
-            self.seen.fetch_add(events.len() as u64, Ordering::Release);
-            Ok(())
-        })
-    }
-
-    fn is_active<'a, 'f>(
-        &'a self,
-    ) -> Pin<Box<dyn Future<Output = Result<bool, TargetError>> + Send + 'f>>
-    where
-        'a: 'f,
-        Self: 'f,
-    {
-        Box::pin(async { Ok(true) })
-    }
-
-    fn max_batch(&self) -> usize {
-        256
-    }
 }
 
 /// A fresh queue holding `bodies`; its URL.
@@ -239,10 +198,9 @@ fn bench(c: &mut Criterion) {
         .iter()
         .map(|r| serde_json::json!({ "Records": [r] }).to_string())
         .collect();
-    let target = Arc::new(Counting {
-        id: "arn:minio:sqs::bench:webhook".parse().unwrap(),
-        seen: AtomicU64::new(0),
-    });
+    let target = Arc::new(Counting::new(
+        "arn:minio:sqs::bench:webhook".parse().unwrap(),
+    ));
     let notifier = {
         let _guard = rt.enter();
         let rule = NotificationRule::new("all", EventMask::ALL, target.id.clone());
