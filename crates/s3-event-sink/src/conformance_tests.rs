@@ -587,12 +587,12 @@ async fn parquet_refuses_what_does_not_fit(kind: Kind) {
     assert!(err.to_string().contains("compression"), "{err}");
 }
 
-/// Events of two partitions interleaved: each partition's batch holds
-/// every other sequence number, and is closed once they fall into
-/// `MAX_SEQ_RUNS` runs, so its manifest stays small; the manifests list
-/// exactly the numbers of their records.
+/// Events of two partitions interleaved: each partition's batch is one
+/// object (interleaving does not cut batches short), and the objects'
+/// delivery numbers are one run each, together every number from 0 to the
+/// last, so `verify` finds the range complete.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn interleaved_batches_close_at_the_run_bound() {
+async fn interleaved_partitions_make_one_object_each_with_consecutive_numbers() {
     let e = env(Kind::Memory, "runs");
     let spool = tempfile::tempdir().unwrap();
     let p = TimePartitioner::new(Granularity::Hourly).with_time_source(TimeSource::Event {
@@ -610,9 +610,10 @@ async fn interleaved_batches_close_at_the_run_bound() {
         .collect();
     sink.push_batch(&events).await.unwrap();
     sink.shutdown().await.unwrap();
-    let max = crate::manifest::MAX_SEQ_RUNS;
-    let mut all = Vec::new();
-    for (k, b) in e.objects().await {
+    let objs = e.objects().await;
+    assert_eq!(objs.len(), 2, "one object per partition");
+    let mut runs = Vec::new();
+    for (k, b) in objs {
         let m = crate::Manifest::read(&*e.store, &Path::from(k.as_str()))
             .await
             .unwrap()
@@ -624,15 +625,20 @@ async fn interleaved_batches_close_at_the_run_bound() {
             .iter()
             .map(|r| r["n"].as_u64().unwrap())
             .collect();
-        assert!(ns.len() <= max, "{k}: {} records", ns.len());
-        // With one pusher, event n is sequence number n.
-        let runs: Vec<(u64, u64)> = ns.iter().map(|&n| (n, n)).collect();
-        assert_eq!(m.runs, runs, "{k}");
-        assert_eq!(m.records, ns.len() as u64);
-        all.extend(ns);
+        assert_eq!(ns.len(), 150, "{k}");
+        assert!(ns.iter().all(|n| n % 2 == ns[0] % 2), "{k}: one partition");
+        assert_eq!(m.records, 150);
+        assert_eq!(m.runs.len(), 1, "{k}: {:?}", m.runs);
+        runs.push(m.runs[0]);
     }
-    all.sort_unstable();
-    assert_eq!(all, (0..300).collect::<Vec<_>>());
+    runs.sort_unstable();
+    assert_eq!(runs, [(0, 149), (150, 299)]);
+    let opts = crate::VerifyOptions {
+        prefix: e.prefix.clone(),
+        ..Default::default()
+    };
+    let report = crate::verify(&*e.store, &opts).await.unwrap();
+    assert!(report.is_complete(), "{report:?}");
 }
 
 /// A full spool makes `push` wait instead of growing; with a bound on the

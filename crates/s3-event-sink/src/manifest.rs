@@ -13,14 +13,17 @@
 //! | `s3e-records` | the number of records |
 //! | `s3e-sha256` | SHA-256 of the object's bytes, lowercase hex |
 //! | `s3e-instance` | the sink's instance id (numbers are per instance) |
-//! | `s3e-first-seq`, `s3e-last-seq` | the first and last spool sequence number |
+//! | `s3e-first-seq`, `s3e-last-seq` | the first and last delivery number of its records |
 //! | `s3e-seq-runs` | when the numbers are not one consecutive run: the runs, as `offset+count` from the first, comma-separated |
 //!
-//! Sequence numbers are present only when the sink spools (without a spool
-//! records are not numbered). A batch's numbers are one run unless pushers
-//! on other shards or events of other partitions took numbers in between; a
-//! batch is closed once its numbers fall into [`MAX_SEQ_RUNS`] runs, so the
-//! manifest stays within S3's 2 KiB of user metadata.
+//! Numbers are present only when the sink spools (without a spool records
+//! are not numbered). The spool gives each batch the next consecutive run
+//! of *delivery numbers* when the batch is closed (see [`crate::spool`]'s
+//! docs), so an object's numbers are one run and an instance's objects
+//! together hold every number from its first to its last: a hole is a lost
+//! batch. Objects written by versions before delivery numbers list the
+//! spool's event sequence numbers instead, which may fall into several runs
+//! (`s3e-seq-runs`, at most 1 KiB of text).
 //!
 //! [`Manifest::read`] reads it back; [`verify`](crate::verify()) checks a
 //! range of objects against their manifests.
@@ -29,8 +32,6 @@ use object_store::path::Path;
 use object_store::{Attribute, AttributeValue, Attributes, GetOptions, ObjectStore};
 use sha2::{Digest, Sha256};
 
-/// A batch is closed when its sequence numbers fall into this many runs.
-pub const MAX_SEQ_RUNS: usize = 64;
 /// The longest `s3e-seq-runs` value written; longer runs are left out (see
 /// [`Manifest::runs_omitted`]).
 const MAX_RUNS_TEXT: usize = 1024;
@@ -101,6 +102,22 @@ impl Manifest {
             sha256: sha256_hex(bytes),
             instance: instance.to_owned(),
             runs: runs_of(seqs),
+            runs_omitted: false,
+        }
+    }
+
+    /// The manifest of an object holding `bytes`: `records` records whose
+    /// delivery numbers are `first ..= first + records - 1`, numbered by
+    /// `instance`.
+    pub fn numbered(bytes: &[u8], records: u64, first: u64, instance: &str) -> Manifest {
+        Manifest {
+            records,
+            sha256: sha256_hex(bytes),
+            instance: instance.to_owned(),
+            runs: (records > 0)
+                .then(|| (first, first + records - 1))
+                .into_iter()
+                .collect(),
             runs_omitted: false,
         }
     }

@@ -22,7 +22,37 @@
 //!   batches; events of a batch are written before its close frame, and
 //!   events of the next batch may come before it too.) A second close frame
 //!   for the same `key_seq` (rewritten after a failed fsync) is ignored.
+//!   Written since the delivery numbers (kind 4), the body starts with
+//!   `number: u64` and `records: u64`: the batch's records are the
+//!   instance's delivery numbers `number .. number + records` (see below).
 //! - **uploaded**: `key_seq: u64`, written once the object is stored.
+//!
+//! # Delivery numbers
+//!
+//! The manifest of every object (see [`crate::manifest`]) lists the numbers
+//! of its records, and `s3-event verify` reports the holes between them.
+//! Event sequence numbers would leave holes that lose nothing (a refused
+//! write burns its numbers, batches of other partitions or shards take
+//! numbers in between), so objects carry *delivery numbers* instead: one
+//! counter per spool, from which each batch takes one consecutive run of
+//! `records` numbers when its close frame is written, under the spool's lock,
+//! so numbers are taken in the order the frames go into the log. A close
+//! frame whose write fails gives its numbers back (nothing else took numbers
+//! in between); one written again after a failed fsync keeps them. On open
+//! the counter continues after the highest number in any close frame read,
+//! or in the `numbers` file, which holds the end of the numbers of every
+//! uploaded batch and is replaced (fsynced) before segments are deleted, so
+//! that deleting the close frames never lets a number be given twice. A spool
+//! that has never numbered a batch starts at its next event sequence number,
+//! above any number an older version wrote into a manifest.
+//!
+//! So the numbers uploaded form one run without holes, across restarts and
+//! kill -9: events that were not in a durable close frame at a crash are
+//! numbered when they are closed on the next start, after the last durable
+//! number. The one hole left is a double fault: a close frame whose fsync
+//! failed, lost in a crash before it was written again, while a later frame
+//! was durable; `verify` then reports its numbers missing although its
+//! events are closed again (under new numbers) and uploaded.
 //!
 //! # Guarantees
 //!
@@ -69,6 +99,10 @@ const LEGACY_MAGIC: [u8; 8] = *b"S3ESPL01";
 const KIND_EVENT: u8 = 1;
 const KIND_CLOSE: u8 = 2;
 const KIND_UPLOADED: u8 = 3;
+/// A close frame with the batch's delivery numbers in front.
+const KIND_CLOSE_NUMBERED: u8 = 4;
+/// The side file holding the end of the numbers of every uploaded batch.
+const NUMBERS_FILE: &str = "numbers";
 /// Room kept on the spool's disk for close and uploaded frames (256 KiB).
 pub const RESERVE_BYTES: u64 = 256 * 1024;
 const RESERVE_FILE: &str = "reserve";
@@ -186,6 +220,12 @@ impl SpoolOptions {
 /// What a close frame records about a batch.
 #[derive(Clone, Debug)]
 pub(crate) struct CloseFrame {
+    /// The batch's first delivery number: `None` until its close frame is
+    /// first written (see [`Spool::write_closes`]); `None` also in frames
+    /// of spools written before numbering.
+    pub number: Option<u64>,
+    /// Its records (and events).
+    pub records: u64,
     pub key_seq: u64,
     pub last_seq: u64,
     pub shard: u16,
@@ -301,6 +341,8 @@ enum Frame<'a> {
         record: &'a [u8],
     },
     Close {
+        /// `(number, records)`, in frames written since numbering.
+        number: Option<(u64, u64)>,
         key_seq: u64,
         last_seq: u64,
         shard: u16,
@@ -316,6 +358,31 @@ enum Frame<'a> {
 
 fn parse_frame(kind: u8, body: &[u8]) -> Option<Frame<'_>> {
     let mut r = Reader(body);
+    if kind == KIND_CLOSE_NUMBERED {
+        let number = (r.u64()?, r.u64()?);
+        return match parse_frame(KIND_CLOSE, r.0)? {
+            Frame::Close {
+                key_seq,
+                last_seq,
+                shard,
+                encoding,
+                compression,
+                partition,
+                key,
+                ..
+            } => Some(Frame::Close {
+                number: Some(number),
+                key_seq,
+                last_seq,
+                shard,
+                encoding,
+                compression,
+                partition,
+                key,
+            }),
+            _ => None,
+        };
+    }
     let frame = match kind {
         KIND_EVENT => {
             let seq = r.u64()?;
@@ -342,6 +409,7 @@ fn parse_frame(kind: u8, body: &[u8]) -> Option<Frame<'_>> {
                     let key = r.str()?;
                     let opts = parquet_frame::read(comp, r.u8()?, r.u64()?)?;
                     return Some(Frame::Close {
+                        number: None,
                         key_seq,
                         last_seq,
                         shard,
@@ -366,6 +434,7 @@ fn parse_frame(kind: u8, body: &[u8]) -> Option<Frame<'_>> {
             let partition = r.str()?;
             let key = r.str()?;
             Frame::Close {
+                number: None,
                 key_seq,
                 last_seq,
                 shard,
@@ -390,6 +459,9 @@ pub(crate) struct PendingBatch {
     pub shard: u16,
     pub partition: String,
     pub key: Option<String>,
+    /// Its first delivery number, from its close frame (`None` for events
+    /// of no close frame, and for frames written before numbering).
+    pub number: Option<u64>,
     pub encoding: Encoding,
     pub compression: Compression,
     /// Its events.
@@ -427,6 +499,14 @@ pub(crate) struct Spool {
     fsync: SpoolFsync,
     max_bytes: u64,
     next_seq: u64,
+    /// The next delivery number, and where it stood before the buffered
+    /// close frames took theirs (given back if their write fails).
+    next_number: u64,
+    buf_number_start: Option<u64>,
+    /// The end of the numbers of every uploaded batch (and of every close
+    /// frame read on open), and the `numbers` file that keeps it.
+    uploaded_numbers: u64,
+    numbers_file: log::SideFile,
     /// First event sequence number of each segment holding events, to find
     /// an event's segment.
     seg_first: BTreeMap<u64, u64>,
@@ -449,6 +529,7 @@ impl std::fmt::Debug for Spool {
             .field("fsync", &self.fsync)
             .field("segments", &self.live.len())
             .field("next_seq", &self.next_seq)
+            .field("next_number", &self.next_number)
             .finish_non_exhaustive()
     }
 }
@@ -486,6 +567,8 @@ fn runs(events: impl Iterator<Item = (u64, u64)>) -> (Vec<(u64, u64)>, u64, u64,
 #[derive(Default)]
 struct Bookkeeping {
     next_seq: u64,
+    /// The end of the delivery numbers of every numbered close frame.
+    numbers_end: Option<u64>,
     /// Per shard and partition, events no close covers yet, in first-seen
     /// order of the pairs.
     open: OpenEvents,
@@ -532,6 +615,7 @@ impl Bookkeeping {
                     .push_back((seq, f.segment));
             }
             Frame::Close {
+                number,
                 key_seq,
                 last_seq,
                 shard,
@@ -539,15 +623,23 @@ impl Bookkeeping {
                 compression,
                 partition,
                 key,
-            } => self.close(CloseFrame {
-                key_seq,
-                last_seq,
-                shard,
-                encoding,
-                compression,
-                partition: partition.to_owned(),
-                key: key.to_owned(),
-            }),
+            } => {
+                if let Some((first, records)) = number {
+                    let end = first + records;
+                    self.numbers_end = Some(self.numbers_end.map_or(end, |e| e.max(end)));
+                }
+                self.close(CloseFrame {
+                    number: number.map(|(first, _)| first),
+                    records: number.map_or(0, |(_, records)| records),
+                    key_seq,
+                    last_seq,
+                    shard,
+                    encoding,
+                    compression,
+                    partition: partition.to_owned(),
+                    key: key.to_owned(),
+                })
+            }
             Frame::Uploaded { key_seq } => {
                 self.closed.remove(&key_seq);
             }
@@ -578,6 +670,7 @@ impl Bookkeeping {
                     shard: c.shard,
                     partition: c.partition,
                     key: Some(c.key),
+                    number: c.number,
                     encoding: c.encoding,
                     compression: c.compression,
                     count,
@@ -604,6 +697,7 @@ impl Bookkeeping {
                 shard: k.0,
                 partition: k.1,
                 key: None,
+                number: None,
                 encoding: Encoding::Ndjson,
                 compression: Compression::None,
                 count,
@@ -646,6 +740,16 @@ impl Spool {
         // The newest segment's base is the next number when its events (or
         // all of them) were deleted.
         let next_seq = book.next_seq.max(segments.last().map_or(0, |s| s.base));
+        let (numbers_file, saved) = log.side_file(NUMBERS_FILE)?;
+        let saved = std::str::from_utf8(&saved)
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok());
+        // Never numbered here: start above any event sequence number, which
+        // older versions put into manifests.
+        let next_number = match (saved, book.numbers_end) {
+            (None, None) => next_seq,
+            (a, b) => a.unwrap_or(0).max(b.unwrap_or(0)),
+        };
         let seg_first = std::mem::take(&mut book.seg_first)
             .into_iter()
             .map(|(seg, seq)| (seq, seg))
@@ -674,6 +778,10 @@ impl Spool {
             fsync: opts.fsync,
             max_bytes: opts.max_bytes,
             next_seq,
+            next_number,
+            buf_number_start: None,
+            uploaded_numbers: next_number,
+            numbers_file,
             seg_first,
             live,
             buf: Vec::new(),
@@ -730,9 +838,49 @@ impl Spool {
         seq
     }
 
-    /// Buffers a close frame.
+    /// Writes close frames (see [`Spool::commit`]), giving each frame that
+    /// has no delivery numbers yet the next `records` numbers, and the key
+    /// `name` makes of the frame and its first number. If the write fails,
+    /// the numbers are given back and taken out of the frames again.
+    pub fn write_closes<'a>(
+        &mut self,
+        closes: impl IntoIterator<Item = &'a mut CloseFrame>,
+        mut name: impl FnMut(&CloseFrame, u64) -> String,
+    ) -> log::Result<Token> {
+        let mut closes: Vec<&'a mut CloseFrame> = closes.into_iter().collect();
+        let mut fresh = vec![false; closes.len()];
+        for (c, fresh) in closes.iter_mut().zip(&mut fresh) {
+            if c.number.is_none() {
+                self.buf_number_start.get_or_insert(self.next_number);
+                c.number = Some(self.next_number);
+                c.key = name(c, self.next_number);
+                self.next_number += c.records;
+                *fresh = true;
+            }
+            self.append_close(c);
+        }
+        let res = self.commit();
+        if res.is_err() {
+            for (c, fresh) in closes.iter_mut().zip(fresh) {
+                if fresh {
+                    c.number = None;
+                }
+            }
+        }
+        res
+    }
+
+    /// Buffers a close frame (with its numbers, if it has them).
     pub fn append_close(&mut self, c: &CloseFrame) {
-        self.frame(KIND_CLOSE, |b| {
+        let kind = match c.number {
+            Some(_) => KIND_CLOSE_NUMBERED,
+            None => KIND_CLOSE,
+        };
+        self.frame(kind, |b| {
+            if let Some(n) = c.number {
+                b.extend_from_slice(&n.to_le_bytes());
+                b.extend_from_slice(&c.records.to_le_bytes());
+            }
             b.extend_from_slice(&c.key_seq.to_le_bytes());
             b.extend_from_slice(&c.last_seq.to_le_bytes());
             b.extend_from_slice(&c.shard.to_le_bytes());
@@ -774,7 +922,16 @@ impl Spool {
         }
         self.buf.clear();
         self.ends.clear();
-        let a = result?;
+        let given_back = self.buf_number_start.take();
+        let a = match result {
+            Ok(a) => a,
+            Err(e) => {
+                if let Some(n) = given_back {
+                    self.next_number = n;
+                }
+                return Err(e);
+            }
+        };
         if events > 0 {
             if self.seg_first.values().next_back() != Some(&a.segment) {
                 self.seg_first.insert(first_seq, a.segment);
@@ -795,15 +952,23 @@ impl Spool {
         self.log.append(&frames, self.next_seq)
     }
 
-    /// Records that the batch `key_seq` (events `seqs`) is stored: writes its
-    /// uploaded frame and counts its events out of their segments. Returns
-    /// the token that makes the frame durable. On failure nothing changed:
-    /// call again later.
-    pub fn uploaded(&mut self, key_seq: u64, seqs: &[u64]) -> log::Result<Token> {
+    /// Records that the batch `key_seq` (events `seqs`, delivery numbers
+    /// ending before `numbers_end`) is stored: writes its uploaded frame and
+    /// counts its events out of their segments. Returns the token that makes
+    /// the frame durable. On failure nothing changed: call again later.
+    pub fn uploaded(
+        &mut self,
+        key_seq: u64,
+        seqs: &[u64],
+        numbers_end: Option<u64>,
+    ) -> log::Result<Token> {
         self.frame(KIND_UPLOADED, |b| {
             b.extend_from_slice(&key_seq.to_le_bytes())
         });
         let token = self.commit()?;
+        if let Some(end) = numbers_end {
+            self.uploaded_numbers = self.uploaded_numbers.max(end);
+        }
         for &seq in seqs {
             if let Some((_, seg)) = self.seg_first.range(..=seq).next_back() {
                 if let Some(n) = self.live.get_mut(seg) {
@@ -816,8 +981,22 @@ impl Spool {
 
     /// The newest segment of the oldest run that holds no event left to
     /// upload (never the newest segment), and the token that must be
-    /// durable before they go (it covers every uploaded frame so far).
-    pub fn deletable(&self) -> Option<(u64, Token)> {
+    /// durable before they go: it covers every uploaded frame so far, and
+    /// the `numbers` file, replaced here with the end of the uploaded
+    /// batches' numbers (the close frames that go with the segments hold
+    /// no higher number). `Err` if that file could not be written: keep the
+    /// segments.
+    pub fn deletable(&mut self) -> log::Result<Option<(u64, Token)>> {
+        let Some((through, token)) = self.deletable_segments() else {
+            return Ok(None);
+        };
+        let saved = self
+            .numbers_file
+            .replace(format!("{}\n", self.uploaded_numbers).as_bytes())?;
+        Ok(Some((through, token.max(saved))))
+    }
+
+    fn deletable_segments(&self) -> Option<(u64, Token)> {
         let segments = self.log.segments();
         let newest = segments.last()?.segment;
         let through = segments
@@ -990,6 +1169,8 @@ mod tests {
 
     fn close(key_seq: u64, last_seq: u64, shard: u16, partition: &str, key: &str) -> CloseFrame {
         CloseFrame {
+            number: None,
+            records: last_seq + 1 - key_seq,
             key_seq,
             last_seq,
             shard,
@@ -998,6 +1179,11 @@ mod tests {
             partition: partition.into(),
             key: key.into(),
         }
+    }
+
+    /// Keys as they were.
+    fn keep(c: &CloseFrame, _: u64) -> String {
+        c.key.clone()
     }
 
     fn opts(dir: &Path) -> SpoolOptions {
@@ -1076,12 +1262,12 @@ mod tests {
             s.append_close(&close(seqs[0], seqs[9], 0, "p/", "k0"));
             s.commit().unwrap();
             let before = s.total_bytes();
-            s.uploaded(seqs[0], &seqs).unwrap();
-            let (through, _) = s.deletable().unwrap();
+            s.uploaded(seqs[0], &seqs, None).unwrap();
+            let (through, _) = s.deletable().unwrap().unwrap();
             assert!(s.log.remove_through(through).unwrap() > 0);
             s.deleted();
             assert!(s.total_bytes() < before);
-            assert!(s.deletable().is_none());
+            assert!(s.deletable().unwrap().is_none());
             // One more event after the upload stays open.
             s.append_event(0, "p/", b"{}");
             s.commit().unwrap();
@@ -1132,11 +1318,11 @@ mod tests {
             let b = s.append_event(0, "p/", b"2");
             s.append_close(&close(a, b, 0, "p/", "k"));
             s.commit().unwrap();
-            s.uploaded(a, &[a, b]).unwrap();
+            s.uploaded(a, &[a, b], None).unwrap();
             // A later segment, then everything before it deleted.
             s.log.seal();
-            s.uploaded(a, &[]).unwrap();
-            let (through, _) = s.deletable().unwrap();
+            s.uploaded(a, &[], None).unwrap();
+            let (through, _) = s.deletable().unwrap().unwrap();
             s.log.remove_through(through).unwrap();
             s.deleted();
         }
@@ -1198,6 +1384,69 @@ mod tests {
         let (_, r, records) = reopen(&opts(dir.path()));
         assert_eq!(r.closed.len(), 1);
         assert_eq!(records[0].len(), 2);
+    }
+
+    /// Delivery numbers: taken when a close frame is written, one run per
+    /// batch; given back when the write fails; read back on open.
+    #[test]
+    fn close_frames_take_consecutive_delivery_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let faults = Faults::new();
+        let o = opts(dir.path()).with_faults(Arc::clone(&faults));
+        {
+            let (mut s, _) = Spool::open(&o).unwrap();
+            let a = s.append_event(0, "p/", b"1");
+            let b = s.append_event(0, "q/", b"2");
+            let c = s.append_event(0, "p/", b"3");
+            s.commit().unwrap();
+            let mut p = close(a, c, 0, "p/", "kp");
+            p.records = 2;
+            let mut q = close(b, b, 0, "q/", "kq");
+            faults.fail_writes(1, 0, io::ErrorKind::Other);
+            assert!(s.write_closes([&mut p, &mut q], keep).is_err());
+            assert_eq!((p.number, q.number, s.next_number), (None, None, 0));
+            s.write_closes([&mut p, &mut q], keep).unwrap();
+            assert_eq!((p.number, q.number, s.next_number), (Some(0), Some(2), 3));
+            // Written again (after a failed fsync): the same numbers.
+            s.write_closes([&mut q], keep).unwrap();
+            assert_eq!((q.number, s.next_number), (Some(2), 3));
+        }
+        let (s, r, _) = reopen(&o);
+        let mut got: Vec<_> = r.closed.iter().map(|b| (b.key_seq, b.number)).collect();
+        got.sort_unstable();
+        assert_eq!(got, [(0, Some(0)), (1, Some(2))]);
+        assert_eq!(s.next_number, 3);
+    }
+
+    /// The numbers file keeps the counter when every close frame is
+    /// deleted; without it the spool would start at its next event
+    /// sequence number, which is higher here (an event is still open).
+    #[test]
+    fn delivery_numbers_continue_after_their_close_frames_are_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = opts(dir.path());
+        {
+            let (mut s, _) = Spool::open(&o).unwrap();
+            let a = s.append_event(0, "p/", b"1");
+            let b = s.append_event(0, "p/", b"2");
+            s.commit().unwrap();
+            let mut c = close(a, b, 0, "p/", "k");
+            s.write_closes([&mut c], keep).unwrap();
+            s.uploaded(a, &[a, b], Some(2)).unwrap();
+            s.log.seal();
+            s.append_event(0, "q/", b"3");
+            s.commit().unwrap();
+            let (through, _) = s.deletable().unwrap().unwrap();
+            s.log.remove_through(through).unwrap();
+            s.deleted();
+        }
+        let (s, r, _) = reopen(&o);
+        assert_eq!((r.closed.len(), r.open.len()), (0, 1));
+        assert_eq!((s.next_seq, s.next_number), (3, 2));
+        drop(s);
+        std::fs::remove_file(dir.path().join(NUMBERS_FILE)).unwrap();
+        let (s, _) = Spool::open(&o).unwrap();
+        assert_eq!(s.next_number, 3, "the fallback, not what was kept");
     }
 
     #[test]

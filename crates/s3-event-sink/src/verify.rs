@@ -8,16 +8,17 @@
 //!
 //! - reads it and checks its bytes against the manifest's SHA-256 and its
 //!   record count against the records it decodes to;
-//! - adds the runs of spool sequence numbers its manifest lists to its
+//! - adds the runs of delivery numbers its manifest lists to its
 //!   instance's sorted set of runs, reporting a run that overlaps another
 //!   object's (a batch stored twice under two keys, a wiped spool that
 //!   numbered again from 0).
 //!
-//! Then every hole between the runs is reported as missing sequence
-//! numbers, with the objects before and after it and, for sequence-named
-//! keys, the name the object that starts the hole would have.
+//! Then every hole between the runs is reported as missing numbers, with
+//! the objects before and after it and, for sequence-named keys, the name
+//! the object that starts the hole would have (a spooled batch's key holds
+//! its first delivery number).
 //!
-//! Sequence numbers are per sink instance and shared by its partitions, so
+//! Delivery numbers are per sink instance and shared by its partitions, so
 //! the objects of the partitions just before and after the range are read
 //! too (their manifests only, not their content): events that arrived at a
 //! partition boundary fill holes at the range's edges. A hole is reported
@@ -26,10 +27,13 @@
 //! It streams: objects are listed and checked a few at a time, and what is
 //! kept is the runs (a few per object), not the content.
 //!
-//! What it cannot tell apart from loss: sequence numbers burnt by a spool
-//! write that failed (those events were refused, not lost), and, with
+//! The spool gives each batch the next consecutive numbers when it closes
+//! it (see [`crate::spool`]), so refused pushes, interleaved partitions and
+//! kill -9 leave no hole. What it cannot tell apart from loss: with
 //! event-time partitions, late events that went to a partition outside the
-//! range (verify the whole prefix instead).
+//! range (verify the whole prefix instead); and the one double fault the
+//! spool's docs name (a failed fsync, then a crash before the frame was
+//! written again).
 
 use std::collections::BTreeMap;
 use std::fmt;

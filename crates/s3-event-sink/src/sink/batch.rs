@@ -61,9 +61,6 @@ pub(super) struct OpenBatch {
     pub(super) opened: u64,
     /// Spool sequence numbers of the events, in order (empty without a spool).
     pub(super) seqs: Vec<u64>,
-    /// How many runs of consecutive numbers `seqs` makes (the manifest
-    /// lists them; see [`crate::manifest::MAX_SEQ_RUNS`]).
-    pub(super) runs: usize,
 }
 
 /// One independently locked set of open batches. Concurrent pushers take
@@ -73,10 +70,9 @@ pub(super) struct OpenBatch {
 pub(super) struct Shard {
     pub(super) batches: HashMap<String, OpenBatch>,
     pub(super) next_opened: u64,
-    /// Closed batches waiting for the spool write that covers their close frame.
+    /// Closed batches waiting for the spool write that covers their close
+    /// frame (in [`Job::close`], numbered when written).
     pub(super) outbox: Vec<Job>,
-    /// Their close frames.
-    pub(super) closes: Vec<CloseFrame>,
 }
 
 impl Inner {
@@ -117,6 +113,15 @@ impl Inner {
         Path::parse(&key).map_err(|source| Error::InvalidKey { key, source })
     }
 
+    /// The key of a spooled batch whose first delivery number is `number`
+    /// (the close frame's own key, which named it by its first event, if
+    /// that could not be made: it cannot, the partition passed before).
+    pub(super) fn numbered_key(&self, c: &CloseFrame, number: u64) -> String {
+        let ext = format!("{}{}", c.encoding.extension(), c.compression.extension());
+        self.key(&c.partition, number, &ext)
+            .map_or_else(|_| c.key.clone(), |p| p.to_string())
+    }
+
     /// Closes `partition`'s batch in `shard` (if open): puts it and its close
     /// frame in the shard's outbox. [`Inner::commit`] writes and sends them.
     pub(super) fn close(&self, shard_id: usize, shard: &mut Shard, partition: &str) -> Result<()> {
@@ -139,6 +144,8 @@ impl Inner {
         let records = batch.encoder.len() as u64;
         let payload = batch.encoder.finish()?;
         let close = spooled.then(|| CloseFrame {
+            number: None,
+            records,
             key_seq: seq,
             last_seq: *batch.seqs.last().expect("a spooled batch has events"),
             shard: shard_id as u16,
@@ -147,7 +154,6 @@ impl Inner {
             partition: partition.to_owned(),
             key: path.to_string(),
         });
-        shard.closes.extend(close.clone());
         shard.outbox.push(Job {
             key: path,
             ext,
@@ -169,13 +175,19 @@ impl Inner {
     pub(super) fn commit(&self, shard: &mut Shard) -> Result<u64> {
         let mut pos = 0;
         if let Some(spool) = &self.spool {
-            if !shard.closes.is_empty() {
-                let mut sp = relock(spool);
-                for c in &shard.closes {
-                    sp.append_close(c);
+            if !shard.outbox.is_empty() {
+                let closes = shard.outbox.iter_mut().filter_map(|j| j.close.as_mut());
+                pos = relock(spool)
+                    .write_closes(closes, |c, n| self.numbered_key(c, n))
+                    .map_err(|e| self.spool_err(e))?;
+                for job in &mut shard.outbox {
+                    if let Some(c) = &job.close {
+                        job.key = Path::parse(&c.key).map_err(|source| Error::InvalidKey {
+                            key: c.key.clone(),
+                            source,
+                        })?;
+                    }
                 }
-                pos = sp.commit().map_err(|e| self.spool_err(e))?;
-                shard.closes.clear();
             }
         }
         for mut job in shard.outbox.drain(..) {
@@ -239,7 +251,6 @@ impl Inner {
                     deadline: Instant::now() + self.flush_interval,
                     opened,
                     seqs: Vec::new(),
-                    runs: 0,
                 },
             );
             self.wake.notify_one();
@@ -250,9 +261,6 @@ impl Inner {
             .expect("batch was just inserted");
         batch.encoder.push_checked(record)?;
         if let Some(s) = seq {
-            if batch.seqs.last().is_none_or(|&l| l + 1 != s) {
-                batch.runs += 1;
-            }
             batch.seqs.push(s);
         }
         // Compressed, `encoded_len` is an estimate of what `finish` will
@@ -264,10 +272,7 @@ impl Inner {
                 .saturating_sub(record.len() + GZIP_HEADROOM)
                 .max(1)
         };
-        if batch.encoder.len() >= self.flush_size
-            || batch.encoder.encoded_len() >= limit
-            || batch.runs >= crate::manifest::MAX_SEQ_RUNS
-        {
+        if batch.encoder.len() >= self.flush_size || batch.encoder.encoded_len() >= limit {
             self.close(shard_id, shard, partition)?;
         }
         Ok(())

@@ -21,8 +21,9 @@
 //! gzip does (see the `sink` bench).
 //!
 //! Objects are named `{prefix}{partition}{instance_id}-{seq:020}{ext}`. With
-//! a spool, `seq` is the spool sequence number of the batch's first event and
-//! the instance id is kept in the spool directory, so a batch re-uploaded
+//! a spool, `seq` is the batch's first delivery number (given when its close
+//! frame is written, and kept in it; see [`crate::spool`]) and the instance
+//! id is kept in the spool directory, so a batch re-uploaded
 //! after a crash lands on the same key: exactly once in the bucket (see
 //! [`crate::spool`]). Without a spool, `seq` counts batches and events still
 //! in memory when the process dies are lost.

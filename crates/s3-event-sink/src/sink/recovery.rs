@@ -56,13 +56,15 @@ impl Inner {
             self.encoding.extension(),
             self.compression.extension()
         );
-        let mut sp = relock(spool);
+        let mut closes = Vec::with_capacity(recovered.open.len());
         for b in &mut recovered.open {
             let key = self.key(&b.partition, b.key_seq, &ext)?;
             b.encoding = self.encoding;
             b.compression = self.compression;
             b.key = Some(key.to_string());
-            sp.append_close(&CloseFrame {
+            closes.push(CloseFrame {
+                number: None,
+                records: b.count,
                 key_seq: b.key_seq,
                 last_seq: b.last_seq,
                 // Closed under the shard that wrote the events, so a replay
@@ -74,9 +76,13 @@ impl Inner {
                 key: key.to_string(),
             });
         }
-        let token = sp.commit().map_err(|e| self.spool_err(e))?;
-        for b in &mut recovered.open {
+        let token = relock(spool)
+            .write_closes(&mut closes, |c, n| self.numbered_key(c, n))
+            .map_err(|e| self.spool_err(e))?;
+        for (b, c) in recovered.open.iter_mut().zip(closes) {
             b.durable_at = token;
+            b.number = c.number;
+            b.key = Some(c.key);
         }
         Ok(recovered)
     }
@@ -141,6 +147,8 @@ impl Inner {
             .expect("recovered batches are closed on start");
         let key = Path::parse(&k).map_err(|source| Error::InvalidKey { key: k, source })?;
         let close = CloseFrame {
+            number: b.number,
+            records: b.count,
             key_seq: b.key_seq,
             last_seq: b.last_seq,
             shard: b.shard,

@@ -6,11 +6,11 @@ use super::*;
 impl Inner {
     /// Marks a spooled batch uploaded and deletes the spool segments that no
     /// longer hold anything to upload.
-    pub(super) async fn uploaded(&self, key_seq: u64, seqs: &[u64]) {
+    pub(super) async fn uploaded(&self, key_seq: u64, seqs: &[u64], numbers_end: Option<u64>) {
         let Some(spool) = &self.spool else { return };
         let mut attempt: u32 = 0;
         loop {
-            let written = relock(spool).uploaded(key_seq, seqs);
+            let written = relock(spool).uploaded(key_seq, seqs, numbers_end);
             let Err(e) = written else { break };
             // Until it is written, the batch's segments stay (a restart
             // would upload it again, finding its object already there).
@@ -62,10 +62,14 @@ impl Inner {
     /// durable; false if that failed (the segments are kept for a later try).
     pub(super) async fn delete_pass(&self, spool: &Mutex<Spool>) -> bool {
         let (through, token, log) = {
-            let s = relock(spool);
+            let mut s = relock(spool);
             match s.deletable() {
-                Some((through, token)) => (through, token, s.log()),
-                None => return true,
+                Ok(Some((through, token))) => (through, token, s.log()),
+                Ok(None) => return true,
+                Err(e) => {
+                    tracing::error!(error = %e, "spool: saving the delivery numbers failed; segments kept");
+                    return false;
+                }
             }
         };
         #[cfg(test)]

@@ -15,7 +15,8 @@ pub(super) struct Job {
     pub(super) records: u64,
     /// The spool batch: its key sequence number and events.
     pub(super) spooled: Option<(u64, Vec<u64>)>,
-    /// Its close frame, written again if the fsync that covered it failed.
+    /// Its close frame, written again if the fsync that covered it failed;
+    /// its delivery numbers go into the manifest.
     pub(super) close: Option<CloseFrame>,
     /// The logical spool position the close frame must be durable to.
     pub(super) durable_at: u64,
@@ -121,12 +122,21 @@ pub(super) async fn upload(inner: Arc<Inner>, mut job: Job) {
     };
     let len = bytes.len() as u64;
     await_close_frame(&inner, &job).await;
-    let seqs = job.spooled.as_ref().map_or(&[][..], |(_, s)| &s[..]);
-    let manifest = crate::Manifest::new(&bytes, job.records, seqs, &inner.instance_id);
+    let number = job.close.as_ref().and_then(|c| c.number);
+    let manifest = match number {
+        Some(first) => crate::Manifest::numbered(&bytes, job.records, first, &inner.instance_id),
+        // Without a spool: no numbers; a batch closed by an older version:
+        // its event sequence numbers.
+        None => {
+            let seqs = job.spooled.as_ref().map_or(&[][..], |(_, s)| &s[..]);
+            crate::Manifest::new(&bytes, job.records, seqs, &inner.instance_id)
+        }
+    };
     let key = store_until_done(&inner, &job, &bytes, &manifest).await;
     tracing::info!(key = %key, bytes = len, "upload file {} completed", key);
     if let Some((key_seq, seqs)) = &job.spooled {
-        inner.uploaded(*key_seq, seqs).await;
+        let end = job.close.as_ref().and_then(|c| Some(c.number? + c.records));
+        inner.uploaded(*key_seq, seqs, end).await;
     }
     let c = &inner.counters;
     c.objects_uploaded.fetch_add(1, Ordering::Relaxed);
@@ -168,9 +178,9 @@ async fn await_close_frame(inner: &Inner, job: &Job) {
         tokio::time::sleep(inner.backoff(attempt)).await;
         attempt = attempt.saturating_add(1);
         if let (Some(spool), Some(c)) = (&inner.spool, &job.close) {
-            let mut sp = relock(spool);
-            sp.append_close(c);
-            match sp.commit() {
+            // It was written once, so it keeps its numbers.
+            let mut c = c.clone();
+            match relock(spool).write_closes([&mut c], |c, _| c.key.clone()) {
                 Ok(t) => at = t,
                 Err(e) => {
                     tracing::error!(error = %e, "spool: writing a close frame failed; retrying")
