@@ -816,3 +816,59 @@ async fn verify_finds_each_damage_by_name(kind: Kind) {
         );
     }
 }
+
+/// The field names of a Parquet object's schema.
+#[cfg(feature = "parquet")]
+fn parquet_fields(bytes: &[u8]) -> Vec<String> {
+    let b = ::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        bytes::Bytes::copy_from_slice(bytes),
+    )
+    .unwrap();
+    b.schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect()
+}
+
+/// An inferred Parquet schema is kept in the spool: a restarted sink
+/// refuses what does not fit the schema the first process inferred, and
+/// uploads what a crash left in the spool under that schema (not one
+/// inferred from the left-over records alone).
+#[cfg(feature = "parquet")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inferred_parquet_schema_survives_a_restart() {
+    let e = env(Kind::Memory, "schema");
+    let spool = tempfile::tempdir().unwrap();
+    let sink = || {
+        e.builder()
+            .with_encoding(Encoding::Parquet(crate::ParquetOptions::default()))
+            .with_spool(SpoolOptions::new(spool.path()).with_fsync(SpoolFsync::Never))
+            .build()
+            .unwrap()
+    };
+    let first = sink();
+    first.push(&json!({"a": 1, "b": "x"})).await.unwrap();
+    first.shutdown().await.unwrap();
+    drop(first);
+    let second = sink();
+    let err = second.push(&json!({"a": 2, "c": true})).await.unwrap_err();
+    assert!(
+        matches!(&err, crate::Error::RecordMismatch { reason, .. } if reason.contains("`c`")),
+        "{err}"
+    );
+    second.push(&json!({"a": 3})).await.unwrap();
+    second.crash().await;
+    let third = sink();
+    third.shutdown().await.unwrap();
+    let objs = e.objects().await;
+    assert_eq!(
+        objs.len(),
+        2,
+        "{:?}",
+        objs.iter().map(|o| &o.0).collect::<Vec<_>>()
+    );
+    for (k, b) in &objs {
+        assert_eq!(parquet_fields(b), ["a", "b"], "{k}");
+    }
+}

@@ -103,6 +103,9 @@ const KIND_UPLOADED: u8 = 3;
 const KIND_CLOSE_NUMBERED: u8 = 4;
 /// The side file holding the end of the numbers of every uploaded batch.
 const NUMBERS_FILE: &str = "numbers";
+/// The side file holding the record a Parquet schema was inferred from.
+#[cfg(feature = "parquet")]
+pub(crate) const SCHEMA_FILE: &str = "parquet-schema-record.json";
 /// Room kept on the spool's disk for close and uploaded frames (256 KiB).
 pub const RESERVE_BYTES: u64 = 256 * 1024;
 const RESERVE_FILE: &str = "reserve";
@@ -816,6 +819,28 @@ impl Spool {
             return true;
         }
         self.total_bytes() >= self.max_bytes
+    }
+
+    /// The record an inferred Parquet schema was inferred from, if one was
+    /// kept (see [`Spool::keep_schema_record`]).
+    #[cfg(feature = "parquet")]
+    pub fn kept_schema_record(&self) -> io::Result<Option<Vec<u8>>> {
+        match std::fs::read(self.dir.join(SCHEMA_FILE)) {
+            Ok(b) if !b.is_empty() => Ok(Some(b)),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Keeps the record an inferred Parquet schema is inferred from, so a
+    /// restarted sink infers the same schema (for new events and for the
+    /// spooled ones it uploads again). Returns the token that makes it
+    /// durable; a write of an event after it waits for a later one.
+    #[cfg(feature = "parquet")]
+    pub fn keep_schema_record(&mut self, record: &[u8]) -> log::Result<Token> {
+        let (mut file, _) = self.log.side_file(SCHEMA_FILE)?;
+        file.replace(record)
     }
 
     fn frame(&mut self, kind: u8, body: impl FnOnce(&mut Vec<u8>)) {

@@ -294,7 +294,7 @@ impl Inner {
     }
 
     /// Parquet: whether the record fits the schema (an inferred schema is
-    /// inferred here, from the first record).
+    /// inferred here, from the first record, which the spool keeps).
     #[cfg(feature = "parquet")]
     fn check_parquet(&self, index: usize, record: &[u8]) -> Result<()> {
         let Encoding::Parquet(opts) = self.encoding else {
@@ -304,19 +304,34 @@ impl Inner {
         let inferred = match opts.schema {
             crate::ParquetSchema::Inferred => Some(match self.parquet_schema.get() {
                 Some(s) => s,
-                None => {
-                    let obj = match serde_json::from_slice(record) {
-                        Ok(serde_json::Value::Object(m)) => m,
-                        _ => return Err(mismatch("not a JSON object".to_owned())),
-                    };
-                    let s = crate::columnar::infer(&obj).map_err(mismatch)?;
-                    let _ = self.parquet_schema.set(Arc::new(s));
-                    self.parquet_schema.get().expect("the schema was just set")
-                }
+                None => self.infer_schema(index, record)?,
             }),
             _ => None,
         };
         crate::columnar::check(opts.schema, inferred.map(|s| &**s), record).map_err(mismatch)
+    }
+
+    /// Infers the Parquet schema from `record` and, with a spool, keeps the
+    /// record there first (under the spool's lock, so that concurrent
+    /// pushers keep one record and set one schema).
+    #[cfg(feature = "parquet")]
+    fn infer_schema(&self, index: usize, record: &[u8]) -> Result<&arrow_schema::SchemaRef> {
+        let mismatch = |reason| Error::RecordMismatch { index, reason };
+        let mut sp = self.spool.as_ref().map(relock);
+        if let Some(s) = self.parquet_schema.get() {
+            return Ok(s);
+        }
+        let obj = match serde_json::from_slice(record) {
+            Ok(serde_json::Value::Object(m)) => m,
+            _ => return Err(mismatch("not a JSON object".to_owned())),
+        };
+        let s = crate::columnar::infer(&obj).map_err(mismatch)?;
+        if let Some(sp) = &mut sp {
+            sp.keep_schema_record(record)
+                .map_err(|e| self.spool_err(e))?;
+        }
+        let _ = self.parquet_schema.set(Arc::new(s));
+        Ok(self.parquet_schema.get().expect("the schema was just set"))
     }
 
     #[cfg(not(feature = "parquet"))]

@@ -103,10 +103,7 @@ impl Inner {
             match event {
                 Some((seq, record)) => {
                     let (enc, seqs) = building.entry(i).or_insert_with(|| {
-                        // The records were checked against a schema
-                        // this process has not: infer it from them all.
-                        let enc = BatchEncoder::new(encoding, compression).infer_from_all();
-                        (enc, Vec::new())
+                        (self.recovery_encoder(encoding, compression), Vec::new())
                     });
                     if let Err(e) = push_recovered(enc, record) {
                         failed.get_or_insert(e);
@@ -125,6 +122,52 @@ impl Inner {
         })
         .map_err(|e| self.spool_err(e))?;
         failed.map_or(Ok(()), Err)
+    }
+
+    /// With an inferred Parquet schema: infers it from the record the spool
+    /// kept, so this process writes the schema the last one did. A kept
+    /// record that no longer gives a schema fails the start, naming the
+    /// file (delete it to infer a new schema from the next event).
+    #[cfg(feature = "parquet")]
+    pub(super) fn load_kept_schema(&self) -> Result<()> {
+        let (Encoding::Parquet(opts), Some(spool)) = (self.encoding, &self.spool) else {
+            return Ok(());
+        };
+        if opts.schema != crate::ParquetSchema::Inferred {
+            return Ok(());
+        }
+        let path = std::path::Path::new(&self.spool_dir).join(spool::SCHEMA_FILE);
+        let bad = |source: std::io::Error| {
+            self.spool_err(s3_event_core::log::Error::Io {
+                op: "read the record the Parquet schema was inferred from",
+                path: path.clone(),
+                source,
+            })
+        };
+        let Some(record) = relock(spool).kept_schema_record().map_err(bad)? else {
+            return Ok(());
+        };
+        let invalid = |m: String| bad(std::io::Error::new(std::io::ErrorKind::InvalidData, m));
+        let obj = match serde_json::from_slice(&record) {
+            Ok(serde_json::Value::Object(m)) => m,
+            _ => return Err(invalid("not a JSON object".to_owned())),
+        };
+        let schema = crate::columnar::infer(&obj).map_err(invalid)?;
+        let _ = self.parquet_schema.set(Arc::new(schema));
+        Ok(())
+    }
+
+    /// The encoder of a recovered batch: with an inferred Parquet schema,
+    /// the one the spool kept (the records were checked against it), or,
+    /// from a spool that kept none (written before it did), one inferred
+    /// from all of the batch's records.
+    fn recovery_encoder(&self, encoding: Encoding, compression: Compression) -> BatchEncoder {
+        let enc = BatchEncoder::new(encoding, compression);
+        #[cfg(feature = "parquet")]
+        if let Some(s) = self.parquet_schema.get() {
+            return enc.with_parquet_schema(Some(Arc::clone(s)));
+        }
+        enc.infer_from_all()
     }
 
     /// Queues one recovered batch for upload once there is room, writing
