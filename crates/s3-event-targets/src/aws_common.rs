@@ -19,6 +19,7 @@ use s3_event_core::aws::AwsConfig;
 use s3_event_core::{EventRecord, Notification, TargetError, TargetId};
 use sha2::{Digest, Sha256};
 
+use crate::config::Timeouts;
 use crate::{Error, Result};
 
 /// Most entries in one `SendMessageBatch`, `PublishBatch` or `PutEvents`.
@@ -32,10 +33,6 @@ const ENTRY_RETRIES: u32 = 3;
 /// Digests of entries accepted by a `send_batch` call that then failed,
 /// kept at most this many.
 const ACCEPTED_MEMORY: usize = 1024;
-
-/// How long connecting, and one request, may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Error codes that mean "slow down" or "try again" (SQS, SNS, EventBridge,
 /// KMS behind SSE), besides every HTTP 5xx and 429.
@@ -70,8 +67,14 @@ pub(crate) fn aws_config(
 /// The SDK configuration for `service` (`SQS`, `SNS`, `EventBridge`): the
 /// keys and the environment resolved now (errors name the target's key),
 /// the SDK's own retries off (the notifier retries, with one policy for
-/// every target) and bounded timeouts.
-pub(crate) fn sdk_config(target: &str, service: &str, cfg: &AwsConfig) -> Result<SdkConfig> {
+/// every target), connecting and each request attempt bounded by
+/// `timeouts`.
+pub(crate) fn sdk_config(
+    target: &str,
+    service: &str,
+    cfg: &AwsConfig,
+    timeouts: Timeouts,
+) -> Result<SdkConfig> {
     let resolved = cfg.resolve(service).map_err(|e| {
         let key = match &e {
             s3_event_core::Error::Aws { field, .. } => match *field {
@@ -93,11 +96,21 @@ pub(crate) fn sdk_config(target: &str, service: &str, cfg: &AwsConfig) -> Result
         .retry_config(RetryConfig::disabled())
         .timeout_config(
             TimeoutConfig::builder()
-                .connect_timeout(CONNECT_TIMEOUT)
-                .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+                .connect_timeout(timeouts.connect)
+                .operation_attempt_timeout(timeouts.request)
                 .build(),
         )
         .build())
+}
+
+/// The connect and request attempt timeouts an SDK client was built with.
+#[cfg(test)]
+pub(crate) fn sdk_timeouts(c: Option<&TimeoutConfig>) -> Timeouts {
+    let c = c.expect("the SDK client has a timeout configuration");
+    Timeouts {
+        connect: c.connect_timeout().expect("a connect timeout"),
+        request: c.operation_attempt_timeout().expect("an attempt timeout"),
+    }
 }
 
 /// Whether an error code means a retry may succeed.
@@ -669,8 +682,12 @@ mod tests {
 pub(crate) mod moto {
     use std::net::ToSocketAddrs;
 
+    use std::time::Duration;
+
     use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
     use s3_event_core::aws::AwsConfig;
+
+    use crate::config::Timeouts;
 
     use crate::broker_tests::env_or;
 
@@ -703,7 +720,11 @@ pub(crate) mod moto {
 
     /// The SDK configuration for moto itself.
     pub(crate) fn sdk(service: &str) -> aws_types::SdkConfig {
-        super::sdk_config("test", service, &aws_at(&endpoint())).unwrap()
+        let timeouts = Timeouts {
+            connect: Duration::from_secs(3),
+            request: Duration::from_secs(10),
+        };
+        super::sdk_config("test", service, &aws_at(&endpoint()), timeouts).unwrap()
     }
 
     /// An SQS client talking to moto directly.

@@ -1,5 +1,6 @@
 //! The EventBridge target's configuration, in the key style of MinIO's targets.
 
+use std::time::Duration;
 use std::fmt;
 
 use s3_event_core::aws::AwsConfig;
@@ -7,15 +8,21 @@ use serde::Deserialize;
 
 use crate::config::queue::target_config;
 use crate::config::values::*;
-use crate::config::QueueConfig;
+use crate::config::{ClientConfig, QueueConfig, Timeouts};
 use crate::{Error, Result};
+
+/// Default `connect_timeout`: how long connecting may take.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Default `request_timeout`: how long one delivery attempt may take.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Configuration of one EventBridge target, as one entry of an
 /// `{"eventbridge": {"<id>": {…}}}` section (MinIO has no EventBridge
 /// target; the keys follow its other targets).
 ///
 /// Keys: `enable`, `event_bus_name`, `source`, `region`, `endpoint`, `access_key`,
-/// `secret_key`, `session_token`, `queue_dir`, `queue_limit`. Unset
+/// `secret_key`, `session_token`, `queue_dir`, `queue_limit`, `connect_timeout`, `request_timeout`. Unset
 /// `region`, `endpoint`, `access_key`, `secret_key` and `session_token`
 /// come from the standard AWS environment variables (see
 /// [`s3_event_core::aws`]). Empty strings mean "not set". Unknown keys are
@@ -28,6 +35,11 @@ pub struct EventBridgeConfig {
     /// `enable`, `queue_dir`, `queue_limit`.
     #[serde(skip)]
     pub queue: QueueConfig,
+
+    /// `connect_timeout`, `request_timeout`: default
+    /// [`DEFAULT_CONNECT_TIMEOUT`] and [`DEFAULT_REQUEST_TIMEOUT`].
+    #[serde(skip)]
+    pub client: ClientConfig,
 
     /// The event bus, by name or ARN (default `default`, the account's
     /// default bus).
@@ -72,6 +84,7 @@ impl fmt::Debug for EventBridgeConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EventBridgeConfig")
             .field("queue", &self.queue)
+            .field("client", &self.client)
             .field("event_bus_name", &self.event_bus_name)
             .field("source", &self.source)
             .field("region", &self.region)
@@ -84,6 +97,12 @@ impl fmt::Debug for EventBridgeConfig {
 }
 
 impl EventBridgeConfig {
+    /// The connect and request timeouts: the client block's keys, else
+    /// [`DEFAULT_CONNECT_TIMEOUT`] and [`DEFAULT_REQUEST_TIMEOUT`].
+    pub fn timeouts(&self) -> Timeouts {
+        Timeouts::of(&self.client, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT)
+    }
+
     /// A configuration putting events on the bus `event_bus_name`, every
     /// other key at its default (credentials and region from the
     /// environment).
@@ -119,6 +138,7 @@ impl EventBridgeConfig {
     /// key. Credentials are checked when the target is built (they may
     /// come from the environment).
     pub fn validate(&self, id: &str) -> Result<()> {
+        self.client.validate(&format!("eventbridge {id}"))?;
         let bus = self.bus();
         let name = bus.rsplit("event-bus/").next().unwrap_or(bus);
         let valid_name = |n: &str| {

@@ -202,7 +202,7 @@ impl EventBridgeTarget {
     pub fn new(id: TargetId, config: EventBridgeConfig) -> Result<EventBridgeTarget> {
         config.validate(id.id())?;
         let target = format!("eventbridge {}", id.id());
-        let sdk = aws_common::sdk_config(&target, "EventBridge", &config.aws())?;
+        let sdk = aws_common::sdk_config(&target, "EventBridge", &config.aws(), config.timeouts())?;
         Ok(EventBridgeTarget {
             client: Client::new(&sdk),
             id,

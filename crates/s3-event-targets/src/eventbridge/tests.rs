@@ -181,6 +181,18 @@ fn validate_names_the_key() {
     EventBridgeTarget::new(id(), arn).unwrap();
 }
 
+#[test]
+fn client_keys_reach_the_sdk_client() {
+    use crate::config::client::testing::{assert_client_keys, secs};
+    let keys = json!({"event_bus_name": "b",
+        "endpoint": "http://127.0.0.1:1", "access_key": "AKID", "secret_key": "S"});
+    assert_client_keys(keys, secs(3, 10), |v| {
+        let id = "arn:minio:sqs::1:eventbridge".parse().unwrap();
+        let t = EventBridgeTarget::new(id, serde_json::from_value(v).unwrap()).unwrap();
+        aws_common::sdk_timeouts(t.client.config().timeout_config())
+    });
+}
+
 #[tokio::test]
 async fn an_unreachable_endpoint_is_transient() {
     let t = EventBridgeTarget::new("arn:minio:sqs::1:eventbridge".parse().unwrap(), keyed("b"))

@@ -1,5 +1,6 @@
 //! The SNS target's configuration, in the key style of MinIO's targets.
 
+use std::time::Duration;
 use std::fmt;
 
 use s3_event_core::aws::AwsConfig;
@@ -7,15 +8,21 @@ use serde::Deserialize;
 
 use crate::config::queue::target_config;
 use crate::config::values::*;
-use crate::config::QueueConfig;
+use crate::config::{ClientConfig, QueueConfig, Timeouts};
 use crate::{Error, Result};
+
+/// Default `connect_timeout`: how long connecting may take.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Default `request_timeout`: how long one delivery attempt may take.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Configuration of one SNS target, as one entry of a `{"sns": {"<id>":
 /// {…}}}` section (MinIO has no SNS target; the keys follow its other
 /// targets).
 ///
 /// Keys: `enable`, `topic_arn`, `region`, `endpoint`, `access_key`,
-/// `secret_key`, `session_token`, `queue_dir`, `queue_limit`. Unset
+/// `secret_key`, `session_token`, `queue_dir`, `queue_limit`, `connect_timeout`, `request_timeout`. Unset
 /// `region`, `endpoint`, `access_key`, `secret_key` and `session_token`
 /// come from the standard AWS environment variables (see
 /// [`s3_event_core::aws`]). Empty strings mean "not set". Unknown keys are
@@ -28,6 +35,11 @@ pub struct SnsConfig {
     /// `enable`, `queue_dir`, `queue_limit`.
     #[serde(skip)]
     pub queue: QueueConfig,
+
+    /// `connect_timeout`, `request_timeout`: default
+    /// [`DEFAULT_CONNECT_TIMEOUT`] and [`DEFAULT_REQUEST_TIMEOUT`].
+    #[serde(skip)]
+    pub client: ClientConfig,
 
     /// The topic ARN, e.g. `arn:aws:sns:us-east-1:123456789012:events`
     /// (ending in `.fifo` for a FIFO topic). Required.
@@ -64,6 +76,7 @@ impl fmt::Debug for SnsConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SnsConfig")
             .field("queue", &self.queue)
+            .field("client", &self.client)
             .field("topic_arn", &self.topic_arn)
             .field("region", &self.region)
             .field("endpoint", &self.endpoint)
@@ -75,6 +88,12 @@ impl fmt::Debug for SnsConfig {
 }
 
 impl SnsConfig {
+    /// The connect and request timeouts: the client block's keys, else
+    /// [`DEFAULT_CONNECT_TIMEOUT`] and [`DEFAULT_REQUEST_TIMEOUT`].
+    pub fn timeouts(&self) -> Timeouts {
+        Timeouts::of(&self.client, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT)
+    }
+
     /// A configuration publishing to `topic_arn`, every other key at its
     /// default (credentials and region from the environment).
     pub fn new(topic_arn: impl Into<String>) -> Self {
@@ -104,6 +123,7 @@ impl SnsConfig {
     /// Credentials are checked when the target is built (they may come
     /// from the environment).
     pub fn validate(&self, id: &str) -> Result<()> {
+        self.client.validate(&format!("sns {id}"))?;
         let arn = self.topic_arn.trim();
         if arn.is_empty() {
             return Err(Error::InvalidConfig {

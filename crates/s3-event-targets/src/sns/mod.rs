@@ -74,7 +74,8 @@ impl SnsTarget {
     /// Nothing is contacted.
     pub fn new(id: TargetId, config: SnsConfig) -> Result<SnsTarget> {
         config.validate(id.id())?;
-        let sdk = aws_common::sdk_config(&format!("sns {}", id.id()), "SNS", &config.aws())?;
+        let target = format!("sns {}", id.id());
+        let sdk = aws_common::sdk_config(&target, "SNS", &config.aws(), config.timeouts())?;
         Ok(SnsTarget {
             client: Client::new(&sdk),
             fifo: config.is_fifo(),
@@ -254,6 +255,18 @@ mod tests {
         assert!(matches!(e, crate::Error::InvalidConfig { key: "topic_arn", .. }), "{e}");
         let e = SnsTarget::new(id(), keyed("events")).unwrap_err();
         assert!(e.to_string().contains("`events`"), "{e}");
+    }
+
+    #[test]
+    fn client_keys_reach_the_sdk_client() {
+        use crate::config::client::testing::{assert_client_keys, secs};
+        let keys = serde_json::json!({"topic_arn": TOPIC,
+            "endpoint": "http://127.0.0.1:1", "access_key": "AKID", "secret_key": "S"});
+        assert_client_keys(keys, secs(3, 10), |v| {
+            let t = SnsTarget::new("arn:minio:sqs::1:sns".parse().unwrap(), serde_json::from_value(v).unwrap())
+                .unwrap();
+            aws_common::sdk_timeouts(t.client.config().timeout_config())
+        });
     }
 
     #[tokio::test]

@@ -1,5 +1,6 @@
 //! The SQS target's configuration, in the key style of MinIO's targets.
 
+use std::time::Duration;
 use std::fmt;
 
 use s3_event_core::aws::AwsConfig;
@@ -7,15 +8,21 @@ use serde::Deserialize;
 
 use crate::config::queue::target_config;
 use crate::config::values::*;
-use crate::config::QueueConfig;
+use crate::config::{ClientConfig, QueueConfig, Timeouts};
 use crate::{Error, Result};
+
+/// Default `connect_timeout`: how long connecting may take.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Default `request_timeout`: how long one delivery attempt may take.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Configuration of one SQS target, as one entry of a `{"sqs": {"<id>":
 /// {…}}}` section (MinIO has no SQS target; the keys follow its other
 /// targets).
 ///
 /// Keys: `enable`, `queue_url`, `region`, `endpoint`, `access_key`,
-/// `secret_key`, `session_token`, `queue_dir`, `queue_limit`. Unset
+/// `secret_key`, `session_token`, `queue_dir`, `queue_limit`, `connect_timeout`, `request_timeout`. Unset
 /// `region`, `endpoint`, `access_key`, `secret_key` and `session_token`
 /// come from the standard AWS environment variables (see
 /// [`s3_event_core::aws`]). Empty strings mean "not set". Unknown keys are
@@ -28,6 +35,11 @@ pub struct SqsConfig {
     /// `enable`, `queue_dir`, `queue_limit`.
     #[serde(skip)]
     pub queue: QueueConfig,
+
+    /// `connect_timeout`, `request_timeout`: default
+    /// [`DEFAULT_CONNECT_TIMEOUT`] and [`DEFAULT_REQUEST_TIMEOUT`].
+    #[serde(skip)]
+    pub client: ClientConfig,
 
     /// The queue URL, e.g.
     /// `https://sqs.us-east-1.amazonaws.com/123456789012/events` (ending in
@@ -65,6 +77,7 @@ impl fmt::Debug for SqsConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SqsConfig")
             .field("queue", &self.queue)
+            .field("client", &self.client)
             .field("queue_url", &self.queue_url)
             .field("region", &self.region)
             .field("endpoint", &self.endpoint)
@@ -76,6 +89,12 @@ impl fmt::Debug for SqsConfig {
 }
 
 impl SqsConfig {
+    /// The connect and request timeouts: the client block's keys, else
+    /// [`DEFAULT_CONNECT_TIMEOUT`] and [`DEFAULT_REQUEST_TIMEOUT`].
+    pub fn timeouts(&self) -> Timeouts {
+        Timeouts::of(&self.client, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT)
+    }
+
     /// A configuration sending to `queue_url`, every other key at its
     /// default (credentials and region from the environment).
     pub fn new(queue_url: impl Into<String>) -> Self {
@@ -105,6 +124,7 @@ impl SqsConfig {
     /// Credentials are checked when the target is built (they may come
     /// from the environment).
     pub fn validate(&self, id: &str) -> Result<()> {
+        self.client.validate(&format!("sqs {id}"))?;
         let url = self.queue_url.trim();
         if url.is_empty() {
             return Err(Error::InvalidConfig {

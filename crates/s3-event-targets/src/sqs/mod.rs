@@ -77,7 +77,8 @@ impl SqsTarget {
     /// Nothing is contacted.
     pub fn new(id: TargetId, config: SqsConfig) -> Result<SqsTarget> {
         config.validate(id.id())?;
-        let sdk = aws_common::sdk_config(&format!("sqs {}", id.id()), "SQS", &config.aws())?;
+        let target = format!("sqs {}", id.id());
+        let sdk = aws_common::sdk_config(&target, "SQS", &config.aws(), config.timeouts())?;
         Ok(SqsTarget {
             client: Client::new(&sdk),
             fifo: config.is_fifo(),
@@ -274,6 +275,18 @@ mod tests {
         };
         let e = SqsTarget::new("arn:minio:sqs::1:sqs".parse().unwrap(), bad).unwrap_err();
         assert!(matches!(e, crate::Error::InvalidConfig { key: "endpoint", .. }), "{e}");
+    }
+
+    #[test]
+    fn client_keys_reach_the_sdk_client() {
+        use crate::config::client::testing::{assert_client_keys, secs};
+        let keys = serde_json::json!({"queue_url": "http://127.0.0.1:1/1/q",
+            "endpoint": "http://127.0.0.1:1", "access_key": "AKID", "secret_key": "S"});
+        assert_client_keys(keys, secs(3, 10), |v| {
+            let t = SqsTarget::new("arn:minio:sqs::1:sqs".parse().unwrap(), serde_json::from_value(v).unwrap())
+                .unwrap();
+            aws_common::sdk_timeouts(t.client.config().timeout_config())
+        });
     }
 
     #[tokio::test]
