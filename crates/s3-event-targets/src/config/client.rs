@@ -187,7 +187,10 @@ mod tests {
     #[test]
     fn invalid_and_zero_values_are_refused_naming_key_and_value() {
         let e = read(json!({"connect_timeout": "soon"})).unwrap_err();
-        assert!(e.contains("`connect_timeout`") && e.contains("\"soon\""), "{e}");
+        assert!(
+            e.contains("`connect_timeout`") && e.contains("\"soon\""),
+            "{e}"
+        );
         let e = read(json!({"request_timeout": "0s"})).unwrap_err();
         assert!(e.contains("`request_timeout` must be > 0, not 0"), "{e}");
         let zero = ClientConfig {

@@ -151,9 +151,7 @@ pub(crate) fn deserialize<'de, T: TargetConfig, D: Deserializer<'de>>(
     let queue = QueueConfig::deserialize(Value::Object(queue)).map_err(D::Error::custom)?;
     let client = ClientConfig::deserialize(Value::Object(client)).map_err(D::Error::custom)?;
     let mut config = T::deserialize_own(Value::Object(own)).map_err(D::Error::custom)?;
-    config
-        .read_own_block(block)
-        .map_err(D::Error::custom)?;
+    config.read_own_block(block).map_err(D::Error::custom)?;
     *config.queue_mut() = queue;
     *config.client_mut() = client;
     Ok(config)

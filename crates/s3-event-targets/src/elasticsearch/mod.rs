@@ -125,6 +125,7 @@ impl ElasticsearchTarget {
     /// builds the target. Nothing is contacted until the first send.
     pub fn new(id: TargetId, config: ElasticsearchConfig) -> Result<ElasticsearchTarget> {
         config.validate(id.id())?;
+        let timeouts = config.timeouts();
         let err = |key: &'static str, message: String| Error::InvalidConfig {
             target: format!("elasticsearch {}", id.id()),
             key,
@@ -144,7 +145,6 @@ impl ElasticsearchTarget {
             let p = format!("{}/", base.path());
             base.set_path(&p);
         }
-        let timeouts = config.timeouts();
         let client = reqwest::Client::builder()
             .use_rustls_tls()
             .timeout(timeouts.request)

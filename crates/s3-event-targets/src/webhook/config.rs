@@ -286,7 +286,8 @@ mod tests {
         assert_eq!(t(&read(serde_json::json!({"timeout": "2s"}))), (secs(2), secs(2)));
         let c = read(serde_json::json!({"timeout": "2s", "connect_timeout": "1s"}));
         assert_eq!(t(&c), (secs(1), secs(2)));
-        let c = read(serde_json::json!({"connect_timeout": "1s", "request_timeout": "3m"}));
+        let c = read(serde_json::json!({"connect_timeout": "1s", "request_timeout": "3m",
+                                        "endpoint": "http://h/"}));
         assert_eq!(t(&c), (secs(1), secs(180)));
         c.validate("1").unwrap();
         let both = WebhookConfig {
