@@ -30,7 +30,7 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// `Debug` never prints `auth_token` or `signature_key`, nor the parts of
 /// `endpoint` that can carry a token (user info, path, query, fragment):
 /// see [`redact_endpoint`].
-#[derive(Clone, PartialEq, Deserialize)]
+#[derive(Clone, Default, PartialEq, Deserialize)]
 #[serde(remote = "Self", deny_unknown_fields)]
 pub struct WebhookConfig {
     /// `enable`, `queue_dir`, `queue_limit`.
@@ -90,22 +90,6 @@ fn de_timeout<'de, D: Deserializer<'de>>(
 }
 
 target_config!(WebhookConfig);
-
-impl Default for WebhookConfig {
-    fn default() -> Self {
-        WebhookConfig {
-            queue: QueueConfig::default(),
-            client: ClientConfig::default(),
-            endpoint: String::new(),
-            auth_token: None,
-            client_cert: None,
-            client_key: None,
-            ca_cert: None,
-            signature_key: None,
-            timeout: None,
-        }
-    }
-}
 
 impl fmt::Debug for WebhookConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
