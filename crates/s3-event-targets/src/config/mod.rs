@@ -112,6 +112,12 @@ pub(crate) mod client;
 pub(crate) mod queue;
 pub(crate) mod values;
 
+#[cfg(feature = "aws-common")]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(any(feature = "sqs", feature = "sns", feature = "eventbridge")))
+)]
+pub use crate::aws_common::AwsConnection;
 pub use client::{ClientConfig, Timeouts};
 pub use queue::{QueueConfig, DEFAULT_QUEUE_LIMIT};
 
