@@ -236,6 +236,45 @@ async fn namespace_creates_overwrites_and_deletes() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn request_timeout_cuts_short_a_batch_that_waits_on_a_lock() {
+    let table = unique_name("s3e_pg_timeout");
+    let mut config = PostgresConfig::new(connection_string(None), &table, Format::Namespace);
+    config.client.request_timeout = Some(Duration::from_millis(300));
+    let t = PostgresTarget::new(id(), config).unwrap();
+    let put = |k: &str| test_record("s3:ObjectCreated:Put", "b", k, "");
+    // A first batch creates the table; then a session of our own locks it.
+    t.send(&put("k0")).await.unwrap();
+    let mut locker = sql().await;
+    let lock = locker.transaction().await.unwrap();
+    lock.batch_execute(&format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
+        .await
+        .unwrap();
+    let e = t.send(&put("k1")).await.unwrap_err();
+    assert!(e.is_transient(), "{e}");
+    assert!(
+        e.to_string()
+            .contains("the batch did not complete within `request_timeout` (300ms)"),
+        "not the request timeout: {e}"
+    );
+    lock.rollback().await.unwrap();
+    // With the lock gone the same target delivers again.
+    t.send(&put("k2")).await.unwrap();
+    let c = sql().await;
+    let keys: Vec<String> = c
+        .query(&format!("SELECT key FROM {table} ORDER BY key"), &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    // k1's transaction was rolled back when the timeout dropped it.
+    assert_eq!(keys, ["b/k0", "b/k2"]);
+    c.batch_execute(&format!("DROP TABLE {table}"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn access_appends_in_order_with_event_time() {
     let table = unique_name("s3e_pg_access");
     let t = target(&table, Format::Access);
