@@ -20,12 +20,13 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// `{"amqp": {"<id>": {…}}}` section.
 ///
 /// Keys are MinIO's: `enable`, `url`, `exchange`, `exchange_type`,
-/// `routing_key`, `mandatory`, `immediate`, `durable`, `internal`,
-/// `no_wait`, `auto_deleted`, `delivery_mode`, `publisher_confirms`,
-/// `queue_dir`, `queue_limit`, `connect_timeout`, `request_timeout`. (MinIO's environment spells the confirms
-/// key `MINIO_NOTIFY_AMQP_PUBLISHING_CONFIRMS`; here every variable is the
-/// key upper-cased: `…_PUBLISHER_CONFIRMS`.) MinIO's `arguments` key is not
-/// supported. Empty strings mean "not set". Unknown keys are rejected.
+/// `routing_key`, `mandatory`, `immediate`, `durable`, `internal`, `no_wait`,
+/// `auto_deleted`, `delivery_mode`, `publisher_confirms`, `queue_dir`,
+/// `queue_limit`, `connect_timeout`, `request_timeout`. (MinIO's environment
+/// spells the confirms key `MINIO_NOTIFY_AMQP_PUBLISHING_CONFIRMS`; here every
+/// variable is the key upper-cased: `…_PUBLISHER_CONFIRMS`.) MinIO's
+/// `arguments` key is not supported. Empty strings mean "not set". Unknown keys
+/// are rejected.
 ///
 /// `Debug` never prints the password of `url`.
 #[derive(Clone, Default, PartialEq, Deserialize)]

@@ -22,8 +22,9 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// `MINIO_NOTIFY_ELASTICSEARCH_<KEY>[_<ID>]`).
 ///
 /// Keys are MinIO's: `enable`, `format`, `url`, `index`, `username`,
-/// `password`, `queue_dir`, `queue_limit`, `connect_timeout`, `request_timeout`. `https` URLs use rustls with
-/// the web PKI roots. Unknown keys are rejected.
+/// `password`, `queue_dir`, `queue_limit`, `connect_timeout`,
+/// `request_timeout`. `https` URLs use rustls with the web PKI roots. Unknown
+/// keys are rejected.
 ///
 /// `Debug` never prints `password` nor a password inside `url`.
 #[derive(Clone, PartialEq, Deserialize)]

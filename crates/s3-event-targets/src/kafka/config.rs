@@ -23,17 +23,17 @@ pub const DEFAULT_BATCH_SIZE: usize = 100;
 /// Configuration of one Kafka target, as one entry of MinIO's
 /// `{"kafka": {"<id>": {…}}}` section.
 ///
-/// Keys are MinIO's: `enable`, `brokers`, `topic`, `queue_dir`,
-/// `queue_limit`, `connect_timeout`, `request_timeout`, `tls`, `tls_skip_verify`, `tls_client_auth`,
-/// `client_tls_cert`, `client_tls_key`, `sasl`, `sasl_username`,
-/// `sasl_password`, `sasl_mechanism`, `version`, `batch_size`,
-/// `batch_commit_timeout`, `compression_codec`, `compression_level`.
-/// Accepted for compatibility but without effect: `version` (the client
-/// negotiates API versions with the broker), `tls_client_auth` (a server
-/// setting in MinIO's Go library), `compression_level` (the client uses
-/// each codec's default level) and `batch_commit_timeout` (the notifier
-/// hands over whatever is queued at once, so a batch never waits to fill).
-/// Empty strings mean "not set". Unknown keys are rejected.
+/// Keys are MinIO's: `enable`, `brokers`, `topic`, `queue_dir`, `queue_limit`,
+/// `connect_timeout`, `request_timeout`, `tls`, `tls_skip_verify`,
+/// `tls_client_auth`, `client_tls_cert`, `client_tls_key`, `sasl`,
+/// `sasl_username`, `sasl_password`, `sasl_mechanism`, `version`, `batch_size`,
+/// `batch_commit_timeout`, `compression_codec`, `compression_level`. Accepted
+/// for compatibility but without effect: `version` (the client negotiates API
+/// versions with the broker), `tls_client_auth` (a server setting in MinIO's Go
+/// library), `compression_level` (the client uses each codec's default level)
+/// and `batch_commit_timeout` (the notifier hands over whatever is queued at
+/// once, so a batch never waits to fill). Empty strings mean "not set". Unknown
+/// keys are rejected.
 ///
 /// `Debug` never prints `sasl_password`.
 #[derive(Clone, Default, PartialEq, Deserialize)]

@@ -415,9 +415,9 @@ impl Target for KafkaTarget {
         result
     }
 
-    /// One metadata request (bounded by `request_timeout`, default 5 s); builds the client first when
-    /// there is none. Refused credentials or a missing topic are permanent
-    /// errors.
+    /// One metadata request (bounded by `request_timeout`, default 5 s); builds
+    /// the client first when there is none. Refused credentials or a missing
+    /// topic are permanent errors.
     async fn is_active(&self) -> Result<bool, TargetError> {
         let mut guard = self.state.lock().await;
         if let Some(state) = guard.as_ref() {

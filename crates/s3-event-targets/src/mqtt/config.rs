@@ -24,9 +24,10 @@ pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(10);
 ///
 /// Keys are MinIO's: `enable`, `broker`, `topic`, `qos`, `username`,
 /// `password`, `keep_alive_interval`, `reconnect_interval`, `queue_dir`,
-/// `queue_limit`, `connect_timeout`, `request_timeout`. TLS is chosen by the broker's scheme (`ssl://`, `tls://`,
-/// `mqtts://`) and verified against the system's roots, as MinIO does.
-/// Empty strings mean "not set". Unknown keys are rejected.
+/// `queue_limit`, `connect_timeout`, `request_timeout`. TLS is chosen by the
+/// broker's scheme (`ssl://`, `tls://`, `mqtts://`) and verified against the
+/// system's roots, as MinIO does. Empty strings mean "not set". Unknown keys
+/// are rejected.
 ///
 /// `Debug` never prints `password`.
 #[derive(Clone, Default, PartialEq, Deserialize)]

@@ -25,9 +25,9 @@ pub const DEFAULT_MAX_OPEN_CONNECTIONS: usize = 2;
 /// `{"mysql": {"<id>": {…}}}` section (environment:
 /// `MINIO_NOTIFY_MYSQL_<KEY>[_<ID>]`).
 ///
-/// Keys are MinIO's: `enable`, `format`, `dsn_string`, `table`,
-/// `queue_dir`, `queue_limit`, `connect_timeout`, `request_timeout`, `max_open_connections`, and the older
-/// `host`, `port`, `username`, `password`, `database` used when
+/// Keys are MinIO's: `enable`, `format`, `dsn_string`, `table`, `queue_dir`,
+/// `queue_limit`, `connect_timeout`, `request_timeout`, `max_open_connections`,
+/// and the older `host`, `port`, `username`, `password`, `database` used when
 /// `dsn_string` is empty. `dsn_string` is the Go driver's form, as MinIO:
 /// `user:password@tcp(host:port)/database?tls=skip-verify` (see [`Dsn`]).
 /// Unknown keys are rejected.

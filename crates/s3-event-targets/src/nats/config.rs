@@ -20,13 +20,13 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Configuration of one NATS target, as one entry of MinIO's
 /// `{"nats": {"<id>": {…}}}` section.
 ///
-/// Keys are MinIO's: `enable`, `address`, `subject`, `username`,
-/// `password`, `token`, `nkey_seed`, `user_credentials`, `tls`,
-/// `tls_skip_verify`, `tls_handshake_first`, `cert_authority`,
-/// `client_cert`, `client_key`, `ping_interval`, `jetstream`, `queue_dir`,
-/// `queue_limit`, `connect_timeout`, `request_timeout`. MinIO's deprecated NATS Streaming keys (`streaming*`)
-/// are not supported (NATS Streaming reached its end of life; use
-/// `jetstream`). Empty strings mean "not set". Unknown keys are rejected.
+/// Keys are MinIO's: `enable`, `address`, `subject`, `username`, `password`,
+/// `token`, `nkey_seed`, `user_credentials`, `tls`, `tls_skip_verify`,
+/// `tls_handshake_first`, `cert_authority`, `client_cert`, `client_key`,
+/// `ping_interval`, `jetstream`, `queue_dir`, `queue_limit`, `connect_timeout`,
+/// `request_timeout`. MinIO's deprecated NATS Streaming keys (`streaming*`) are
+/// not supported (NATS Streaming reached its end of life; use `jetstream`).
+/// Empty strings mean "not set". Unknown keys are rejected.
 ///
 /// `Debug` never prints `password`, `token` or `nkey_seed`.
 #[derive(Clone, Default, PartialEq, Deserialize)]

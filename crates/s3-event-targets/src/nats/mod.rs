@@ -381,9 +381,9 @@ impl Target for NatsTarget {
         }
     }
 
-    /// The client's connection state and one round trip (bounded by 2 s); before the first connection, one attempt to
-    /// connect. An authentication failure
-    /// is a permanent error.
+    /// The client's connection state and one round trip (bounded by 2 s);
+    /// before the first connection, one attempt to connect. An authentication
+    /// failure is a permanent error.
     async fn is_active(&self) -> Result<bool, TargetError> {
         match self.conn().await {
             Ok(conn) => {

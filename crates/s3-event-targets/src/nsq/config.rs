@@ -19,9 +19,10 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// `{"nsq": {"<id>": {…}}}` section.
 ///
 /// Keys are MinIO's: `enable`, `nsqd_address`, `topic`, `tls`,
-/// `tls_skip_verify`, `queue_dir`, `queue_limit`, `connect_timeout`, `request_timeout`. TLS (negotiated through
-/// NSQ's `IDENTIFY`) is not implemented: `tls` must be off. Empty strings
-/// mean "not set". Unknown keys are rejected.
+/// `tls_skip_verify`, `queue_dir`, `queue_limit`, `connect_timeout`,
+/// `request_timeout`. TLS (negotiated through NSQ's `IDENTIFY`) is not
+/// implemented: `tls` must be off. Empty strings mean "not set". Unknown keys
+/// are rejected.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(remote = "Self", deny_unknown_fields)]
 pub struct NsqConfig {

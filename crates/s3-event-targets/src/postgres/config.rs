@@ -24,11 +24,11 @@ pub const DEFAULT_MAX_OPEN_CONNECTIONS: usize = 2;
 /// `MINIO_NOTIFY_POSTGRES_<KEY>[_<ID>]`).
 ///
 /// Keys are MinIO's: `enable`, `format`, `connection_string`, `table`,
-/// `queue_dir`, `queue_limit`, `connect_timeout`, `request_timeout`, `max_open_connections`, and the older
-/// `host`, `port`, `username`, `password`, `database` used when
-/// `connection_string` is empty. `connection_string` is libpq's form,
-/// `host=… port=… user=… password=… dbname=… sslmode=…`, or a
-/// `postgresql://` URL. Unknown keys are rejected.
+/// `queue_dir`, `queue_limit`, `connect_timeout`, `request_timeout`,
+/// `max_open_connections`, and the older `host`, `port`, `username`,
+/// `password`, `database` used when `connection_string` is empty.
+/// `connection_string` is libpq's form, `host=… port=… user=… password=…
+/// dbname=… sslmode=…`, or a `postgresql://` URL. Unknown keys are rejected.
 ///
 /// `Debug` never prints `password` nor a password inside
 /// `connection_string`.

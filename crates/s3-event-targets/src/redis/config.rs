@@ -24,9 +24,10 @@ pub const DEFAULT_PORT: u16 = 6379;
 /// `{"redis": {"<id>": {…}}}` section (environment:
 /// `MINIO_NOTIFY_REDIS_<KEY>[_<ID>]`).
 ///
-/// Keys are MinIO's: `enable`, `format`, `address`, `password`, `user`,
-/// `key`, `queue_dir`, `queue_limit`, `connect_timeout`, `request_timeout`. MinIO's Redis target has no TLS
-/// option, and neither has this one. Unknown keys are rejected.
+/// Keys are MinIO's: `enable`, `format`, `address`, `password`, `user`, `key`,
+/// `queue_dir`, `queue_limit`, `connect_timeout`, `request_timeout`. MinIO's
+/// Redis target has no TLS option, and neither has this one. Unknown keys are
+/// rejected.
 ///
 /// `Debug` never prints `password`.
 #[derive(Clone, PartialEq, Deserialize)]
