@@ -88,6 +88,16 @@ async fn access_keys(c: &tokio_postgres::Client, table: &str) -> Vec<String> {
         .collect()
 }
 
+/// The keys (`bucket/object`) of a namespace table, sorted.
+async fn namespace_keys(c: &tokio_postgres::Client, table: &str) -> Vec<String> {
+    c.query(&format!("SELECT key FROM {table} ORDER BY key"), &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
 struct PgHarness {
     proxy: Proxy,
     table: String,
@@ -189,13 +199,7 @@ async fn namespace_creates_overwrites_and_deletes() {
     ])
     .await
     .unwrap();
-    let keys: Vec<String> = c
-        .query(&format!("SELECT key FROM {table} ORDER BY key"), &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let keys = namespace_keys(&c, &table).await;
     assert_eq!(keys, ["photos/d.jpg"]);
     t.send(&test_record(
         "s3:ObjectRemoved:Delete",
@@ -260,13 +264,7 @@ async fn request_timeout_cuts_short_a_batch_that_waits_on_a_lock() {
     // With the lock gone the same target delivers again.
     t.send(&put("k2")).await.unwrap();
     let c = sql().await;
-    let keys: Vec<String> = c
-        .query(&format!("SELECT key FROM {table} ORDER BY key"), &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let keys = namespace_keys(&c, &table).await;
     // k1's transaction was rolled back when the timeout dropped it.
     assert_eq!(keys, ["b/k0", "b/k2"]);
     c.batch_execute(&format!("DROP TABLE {table}"))
