@@ -1,12 +1,19 @@
-//! What the AWS targets (`sqs`, `sns`, `eventbridge`) share: the SDK
-//! configuration from their keys, the classification of SDK errors and of
-//! failed batch entries, the message attributes and FIFO ids, and the batch
-//! loop that resends only the entries that failed.
+//! What the AWS targets (`sqs`, `sns`, `eventbridge`) share: their
+//! connection keys ([`AwsConnection`]) and the SDK configuration made from
+//! them, the classification of SDK errors and of failed batch entries, the
+//! message attributes and FIFO ids, the batch loop that resends only the
+//! entries that failed, and the target itself ([`AwsTarget`], declared for
+//! each service by [`aws_target!`]). Each service module keeps what is its
+//! own: its keys, the entries it sends and its two calls (the batch and
+//! the probe), as an implementation of [`Service`] on its configuration.
 
 use std::collections::VecDeque;
+use std::fmt;
 use std::future::Future;
 use std::sync::Mutex;
 use std::time::Duration;
+
+use async_trait::async_trait;
 
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
@@ -17,9 +24,21 @@ use aws_smithy_types::timeout::TimeoutConfig;
 use aws_types::SdkConfig;
 use s3_event_core::aws::AwsConfig;
 use s3_event_core::{EventRecord, Notification, TargetError, TargetId};
+use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use crate::config::values::{opt_string, redact};
+use crate::config::{ClientConfig, Timeouts};
 use crate::{Error, Result};
+
+/// Default `connect_timeout` of the AWS targets.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Default `request_timeout` of the AWS targets: one request attempt.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The AWS targets' keys whose value is a secret.
+pub(crate) const SECRET_KEYS: &[&str] = &["secret_key", "session_token"];
 
 /// Most entries in one `SendMessageBatch`, `PublishBatch` or `PutEvents`.
 pub(crate) const MAX_ENTRIES: usize = 10;
@@ -33,10 +52,6 @@ const ENTRY_RETRIES: u32 = 3;
 /// kept at most this many.
 const ACCEPTED_MEMORY: usize = 1024;
 
-/// How long connecting, and one request, may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Error codes that mean "slow down" or "try again" (SQS, SNS, EventBridge,
 /// KMS behind SSE), besides every HTTP 5xx and 429.
 const TRANSIENT_CODES: &[&str] = &[
@@ -49,29 +64,78 @@ const TRANSIENT_CODES: &[&str] = &[
     "KMSThrottlingException",
 ];
 
-/// The connection keys every AWS target has, as an [`AwsConfig`]; unset
-/// keys fall back to the standard AWS environment variables.
-pub(crate) fn aws_config(
-    region: &Option<String>,
-    endpoint: &Option<String>,
-    access_key: &Option<String>,
-    secret_key: &Option<String>,
-    session_token: &Option<String>,
-) -> AwsConfig {
-    AwsConfig {
-        region: region.clone(),
-        endpoint: endpoint.clone(),
-        access_key_id: access_key.clone(),
-        secret_access_key: secret_key.clone(),
-        session_token: session_token.clone(),
+/// The connection keys every AWS target has (`region`, `endpoint`,
+/// `access_key`, `secret_key`, `session_token`), read like the `queue` and
+/// `client` blocks beside the target's own keys. Unset keys (empty strings
+/// mean unset) come from the standard AWS environment variables (see
+/// [`s3_event_core::aws`]).
+///
+/// `Debug` never prints `secret_key` or `session_token`.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsConnection {
+    /// The region (default `AWS_REGION`, `AWS_DEFAULT_REGION`, else
+    /// `us-east-1`).
+    #[serde(default, deserialize_with = "opt_string")]
+    pub region: Option<String>,
+
+    /// An endpoint override for a compatible service, e.g.
+    /// `http://127.0.0.1:15000` (default the service's
+    /// `AWS_ENDPOINT_URL_<SERVICE>`, i.e. `AWS_ENDPOINT_URL_SQS`, `_SNS`
+    /// or `_EVENTBRIDGE`, then `AWS_ENDPOINT_URL`, else AWS).
+    #[serde(default, deserialize_with = "opt_string")]
+    pub endpoint: Option<String>,
+
+    /// The access key id (default `AWS_ACCESS_KEY_ID`).
+    #[serde(default, deserialize_with = "opt_string")]
+    pub access_key: Option<String>,
+
+    /// The secret access key (default `AWS_SECRET_ACCESS_KEY`). Secret.
+    #[serde(default, deserialize_with = "opt_string")]
+    pub secret_key: Option<String>,
+
+    /// A session token (default `AWS_SESSION_TOKEN`). Secret.
+    #[serde(default, deserialize_with = "opt_string")]
+    pub session_token: Option<String>,
+}
+
+impl fmt::Debug for AwsConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AwsConnection")
+            .field("region", &self.region)
+            .field("endpoint", &self.endpoint)
+            .field("access_key", &self.access_key)
+            .field("secret_key", &redact(&self.secret_key))
+            .field("session_token", &redact(&self.session_token))
+            .finish()
+    }
+}
+
+impl AwsConnection {
+    /// The keys as an [`AwsConfig`] (unset keys are resolved from the
+    /// environment when the target is built).
+    pub fn aws(&self) -> AwsConfig {
+        AwsConfig {
+            region: self.region.clone(),
+            endpoint: self.endpoint.clone(),
+            access_key_id: self.access_key.clone(),
+            secret_access_key: self.secret_key.clone(),
+            session_token: self.session_token.clone(),
+        }
     }
 }
 
 /// The SDK configuration for `service` (`SQS`, `SNS`, `EventBridge`): the
 /// keys and the environment resolved now (errors name the target's key),
 /// the SDK's own retries off (the notifier retries, with one policy for
-/// every target) and bounded timeouts.
-pub(crate) fn sdk_config(target: &str, service: &str, cfg: &AwsConfig) -> Result<SdkConfig> {
+/// every target), connecting and each request attempt bounded by
+/// `timeouts`.
+pub(crate) fn sdk_config(
+    target: &str,
+    service: &str,
+    cfg: &AwsConfig,
+    timeouts: Timeouts,
+) -> Result<SdkConfig> {
     let resolved = cfg.resolve(service).map_err(|e| {
         let key = match &e {
             s3_event_core::Error::Aws { field, .. } => match *field {
@@ -93,11 +157,21 @@ pub(crate) fn sdk_config(target: &str, service: &str, cfg: &AwsConfig) -> Result
         .retry_config(RetryConfig::disabled())
         .timeout_config(
             TimeoutConfig::builder()
-                .connect_timeout(CONNECT_TIMEOUT)
-                .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+                .connect_timeout(timeouts.connect)
+                .operation_attempt_timeout(timeouts.request)
                 .build(),
         )
         .build())
+}
+
+/// The connect and request attempt timeouts an SDK client was built with.
+#[cfg(test)]
+pub(crate) fn sdk_timeouts(c: Option<&TimeoutConfig>) -> Timeouts {
+    let c = c.expect("the SDK client has a timeout configuration");
+    Timeouts {
+        connect: c.connect_timeout().expect("a connect timeout"),
+        request: c.operation_attempt_timeout().expect("an attempt timeout"),
+    }
 }
 
 /// Whether an error code means a retry may succeed.
@@ -161,6 +235,211 @@ pub(crate) struct Failed {
     /// Whether sending it again may succeed.
     pub transient: bool,
 }
+
+impl Failed {
+    /// An entry SQS or SNS refused: `id` is its position as the request
+    /// numbered it; the sender's fault is permanent unless its code says
+    /// "throttled" or "try again".
+    pub(crate) fn of_batch(
+        id: &str,
+        code: &str,
+        message: Option<&str>,
+        sender_fault: bool,
+    ) -> Failed {
+        Failed {
+            index: id.parse().unwrap_or(usize::MAX),
+            code: code.to_owned(),
+            message: message.unwrap_or_default().to_owned(),
+            transient: !sender_fault || transient_code(code),
+        }
+    }
+}
+
+/// What differs between the AWS targets, implemented by each one's
+/// configuration: the service's client, what a record becomes, and its
+/// two calls. [`AwsTarget`] does the rest.
+#[async_trait]
+pub(crate) trait Service: fmt::Debug + Send + Sync + 'static {
+    /// The type name in configuration (`sqs`), for errors.
+    const KIND: &'static str;
+    /// The SDK's name of the service (`SQS`), for its endpoint variables.
+    const SERVICE: &'static str;
+    /// The SDK client.
+    type Client: Send + Sync;
+    /// What one record becomes.
+    type Entry: Clone + Send + Sync;
+
+    /// The entry of one record.
+    fn entry(&self, id: &TargetId, r: &EventRecord) -> Result<Self::Entry, TargetError>;
+
+    /// One batch request of at most [`MAX_ENTRIES`] entries; the entries
+    /// the service refused (errors through [`classify`]).
+    async fn send(
+        &self,
+        id: &TargetId,
+        client: &Self::Client,
+        entries: Vec<Self::Entry>,
+    ) -> Result<Vec<Failed>, TargetError>;
+
+    /// One cheap call that fails permanently when the queue, topic or bus
+    /// is missing or the credentials are refused (errors through
+    /// [`classify`]).
+    async fn probe(&self, id: &TargetId, client: &Self::Client) -> Result<(), TargetError>;
+}
+
+/// An AWS target: a [`Service`]'s configuration, its SDK client, and the
+/// [`Batcher`]. Wrapped by each service's public target ([`aws_target!`]).
+pub(crate) struct AwsTarget<S: Service> {
+    id: TargetId,
+    config: S,
+    /// The SDK client (its configuration is read by tests).
+    pub(crate) client: S::Client,
+    batcher: Batcher,
+}
+
+/// The SDK configuration of an `S` target `id` from its connection keys
+/// (and the environment for what they leave unset) and its client block.
+pub(crate) fn target_sdk_config<S: Service>(
+    id: &TargetId,
+    connection: &AwsConnection,
+    client: &ClientConfig,
+) -> Result<SdkConfig> {
+    let timeouts = Timeouts::of(client, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT);
+    let target = format!("{} {}", S::KIND, id.id());
+    sdk_config(&target, S::SERVICE, &connection.aws(), timeouts)
+}
+
+impl<S: Service> AwsTarget<S> {
+    /// The target `id` sending with `client`.
+    pub(crate) fn new(id: TargetId, config: S, client: S::Client) -> AwsTarget<S> {
+        AwsTarget {
+            client,
+            id,
+            config,
+            batcher: Batcher::default(),
+        }
+    }
+
+    /// The target's id.
+    pub(crate) fn id(&self) -> &TargetId {
+        &self.id
+    }
+
+    /// The configuration the target was built with.
+    pub(crate) fn config(&self) -> &S {
+        &self.config
+    }
+
+    /// Sends every event, [`MAX_ENTRIES`] per request, in order, resending
+    /// only the entries that failed; returns once the service accepted
+    /// each.
+    pub(crate) async fn send_batch(&self, events: &[EventRecord]) -> Result<(), TargetError> {
+        self.batcher
+            .deliver(
+                &self.id,
+                events,
+                |r| self.config.entry(&self.id, r),
+                |entries| self.config.send(&self.id, &self.client, entries),
+            )
+            .await
+    }
+
+    /// The probe: `Ok(false)` while the service is unreachable or
+    /// throttling, an error when the destination does not exist or the
+    /// credentials are refused.
+    pub(crate) async fn is_active(&self) -> Result<bool, TargetError> {
+        match self.config.probe(&self.id, &self.client).await {
+            Ok(()) => Ok(true),
+            Err(e) if e.is_transient() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Declares an AWS target: `aws_target! { /// docs SqsTarget(SqsConfig,
+/// aws_sdk_sqs::Client) }` makes the public struct around an [`AwsTarget`]
+/// of the configuration (which implements [`Service`] and has the fields
+/// `connection` and `client`, the blocks), its `Debug` (the
+/// configuration's, which redacts the secrets), its registration, `new`,
+/// `config` and its [`Target`](s3_event_core::Target) implementation.
+macro_rules! aws_target {
+    ($(#[$doc:meta])* $target:ident($config:ty, $client:ty)) => {
+        $(#[$doc])*
+        pub struct $target($crate::aws_common::AwsTarget<$config>);
+
+        impl ::std::fmt::Debug for $target {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.debug_struct(stringify!($target))
+                    .field("id", self.0.id())
+                    .field("config", self.0.config())
+                    .finish_non_exhaustive()
+            }
+        }
+
+        /// Registered in `lib.rs`'s `targets!` list.
+        impl $crate::registry::TargetType for $target {
+            type Config = $config;
+
+            const SECRET_KEYS: &'static [&'static str] = $crate::aws_common::SECRET_KEYS;
+
+            fn build(
+                id: ::s3_event_core::TargetId,
+                config: $config,
+            ) -> $crate::Result<::std::sync::Arc<dyn ::s3_event_core::Target>> {
+                Ok(::std::sync::Arc::new($target::new(id, config)?))
+            }
+        }
+
+        impl $target {
+            /// Validates `config` (errors name the target and the key),
+            /// reads the environment for what it leaves unset, and builds
+            /// the client. Nothing is contacted.
+            pub fn new(id: ::s3_event_core::TargetId, config: $config) -> $crate::Result<$target> {
+                config.validate(id.id())?;
+                let sdk = $crate::aws_common::target_sdk_config::<$config>(
+                    &id,
+                    &config.connection,
+                    &config.client,
+                )?;
+                let client = <$client>::new(&sdk);
+                Ok($target($crate::aws_common::AwsTarget::new(id, config, client)))
+            }
+
+            /// The configuration the target was built with.
+            pub fn config(&self) -> &$config {
+                self.0.config()
+            }
+        }
+
+        #[::async_trait::async_trait]
+        impl ::s3_event_core::Target for $target {
+            fn id(&self) -> &::s3_event_core::TargetId {
+                self.0.id()
+            }
+
+            /// Sends every event, 10 per request, in order; returns once
+            /// the service accepted each. See the [module docs](self).
+            async fn send_batch(
+                &self,
+                events: &[::s3_event_core::EventRecord],
+            ) -> ::std::result::Result<(), ::s3_event_core::TargetError> {
+                self.0.send_batch(events).await
+            }
+
+            /// One cheap call: `Ok(false)` while the service is unreachable
+            /// or throttling, an error when the destination does not exist
+            /// or the credentials are refused.
+            async fn is_active(&self) -> ::std::result::Result<bool, ::s3_event_core::TargetError> {
+                self.0.is_active().await
+            }
+
+            fn max_batch(&self) -> usize {
+                $crate::aws_common::MAX_ENTRIES
+            }
+        }
+    };
+}
+pub(crate) use aws_target;
 
 /// One record as an SQS message or SNS notification: the envelope, its
 /// attributes, and for FIFO queues and topics the group and deduplication
@@ -672,6 +951,8 @@ pub(crate) mod moto {
     use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
     use s3_event_core::aws::AwsConfig;
 
+    use crate::config::Timeouts;
+
     use crate::broker_tests::env_or;
 
     /// moto's endpoint.
@@ -701,9 +982,25 @@ pub(crate) mod moto {
         }
     }
 
+    /// The connection keys of a target talking to moto at `endpoint`.
+    pub(crate) fn connection_at(endpoint: &str) -> super::AwsConnection {
+        let aws = aws_at(endpoint);
+        super::AwsConnection {
+            region: aws.region,
+            endpoint: aws.endpoint,
+            access_key: aws.access_key_id,
+            secret_key: aws.secret_access_key,
+            session_token: aws.session_token,
+        }
+    }
+
     /// The SDK configuration for moto itself.
     pub(crate) fn sdk(service: &str) -> aws_types::SdkConfig {
-        super::sdk_config("test", service, &aws_at(&endpoint())).unwrap()
+        let timeouts = Timeouts {
+            connect: super::DEFAULT_CONNECT_TIMEOUT,
+            request: super::DEFAULT_REQUEST_TIMEOUT,
+        };
+        super::sdk_config("test", service, &aws_at(&endpoint()), timeouts).unwrap()
     }
 
     /// An SQS client talking to moto directly.

@@ -1,24 +1,32 @@
 //! The AMQP target's configuration, under MinIO's key names.
 
+use std::time::Duration;
 use std::fmt;
 
 use serde::Deserialize;
 
 use crate::config::queue::target_config;
 use crate::config::values::*;
-use crate::config::QueueConfig;
+use crate::config::{ClientConfig, QueueConfig, Timeouts};
 use crate::{Error, Result};
+
+/// Default `connect_timeout`: how long connecting may take.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Default `request_timeout`: how long one delivery attempt may take.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Configuration of one AMQP 0-9-1 target, as one entry of MinIO's
 /// `{"amqp": {"<id>": {…}}}` section.
 ///
 /// Keys are MinIO's: `enable`, `url`, `exchange`, `exchange_type`,
-/// `routing_key`, `mandatory`, `immediate`, `durable`, `internal`,
-/// `no_wait`, `auto_deleted`, `delivery_mode`, `publisher_confirms`,
-/// `queue_dir`, `queue_limit`. (MinIO's environment spells the confirms
-/// key `MINIO_NOTIFY_AMQP_PUBLISHING_CONFIRMS`; here every variable is the
-/// key upper-cased: `…_PUBLISHER_CONFIRMS`.) MinIO's `arguments` key is not
-/// supported. Empty strings mean "not set". Unknown keys are rejected.
+/// `routing_key`, `mandatory`, `immediate`, `durable`, `internal`, `no_wait`,
+/// `auto_deleted`, `delivery_mode`, `publisher_confirms`, `queue_dir`,
+/// `queue_limit`, `connect_timeout`, `request_timeout`. (MinIO's environment
+/// spells the confirms key `MINIO_NOTIFY_AMQP_PUBLISHING_CONFIRMS`; here every
+/// variable is the key upper-cased: `…_PUBLISHER_CONFIRMS`.) MinIO's
+/// `arguments` key is not supported. Empty strings mean "not set". Unknown keys
+/// are rejected.
 ///
 /// `Debug` never prints the password of `url`.
 #[derive(Clone, Default, PartialEq, Deserialize)]
@@ -27,6 +35,11 @@ pub struct AmqpConfig {
     /// `enable`, `queue_dir`, `queue_limit`.
     #[serde(skip)]
     pub queue: QueueConfig,
+
+    /// `connect_timeout`, `request_timeout`: default
+    /// [`DEFAULT_CONNECT_TIMEOUT`] and [`DEFAULT_REQUEST_TIMEOUT`].
+    #[serde(skip)]
+    pub client: ClientConfig,
 
     /// `amqp://user:password@host:port/vhost` (`amqps://` for TLS).
     /// Required. Secret (it holds the password).
@@ -110,6 +123,7 @@ impl fmt::Debug for AmqpConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AmqpConfig")
             .field("queue", &self.queue)
+            .field("client", &self.client)
             .field("url", &redact_url(&self.url))
             .field("exchange", &self.exchange)
             .field("exchange_type", &self.exchange_type)
@@ -127,6 +141,12 @@ impl fmt::Debug for AmqpConfig {
 }
 
 impl AmqpConfig {
+    /// The connect and request timeouts: the client block's keys, else
+    /// [`DEFAULT_CONNECT_TIMEOUT`] and [`DEFAULT_REQUEST_TIMEOUT`].
+    pub fn timeouts(&self) -> Timeouts {
+        Timeouts::of(&self.client, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT)
+    }
+
     /// A configuration publishing to `exchange` with `routing_key` at
     /// `url`, with publisher confirms on, every other key at its default.
     pub fn new(
@@ -145,6 +165,7 @@ impl AmqpConfig {
 
     /// Checks every key; messages name the target (`amqp <id>`) and key.
     pub fn validate(&self, id: &str) -> Result<()> {
+        self.client.validate(&format!("amqp {id}"))?;
         let err = |key: &'static str, message: String| Error::InvalidConfig {
             target: format!("amqp {id}"),
             key,

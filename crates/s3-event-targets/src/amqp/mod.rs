@@ -41,17 +41,17 @@ use lapin::{
 };
 use s3_event_core::{EventRecord, Notification, Target, TargetError, TargetId};
 
-pub use config::AmqpConfig;
+pub use config::{AmqpConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT};
 
+use crate::config::Timeouts;
 use crate::error::describe;
 use crate::Result;
 
 /// Largest batch handed to [`AmqpTarget::send_batch`].
 const MAX_BATCH: usize = 256;
 
-/// How long connecting, publishing a batch or its confirms may take before
-/// the attempt is reported as transient.
-const TIMEOUT: Duration = Duration::from_secs(5);
+/// What a batch may take besides `request_timeout`, per event.
+const PER_EVENT: Duration = Duration::from_millis(10);
 
 /// How long `is_active` waits for the broker's answer.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -112,6 +112,12 @@ impl AmqpTarget {
     /// The configuration the target was built with.
     pub fn config(&self) -> &AmqpConfig {
         &self.config
+    }
+
+    /// How long connecting may take, and publishing a batch with its
+    /// confirms (plus 10 ms per event).
+    pub fn timeouts(&self) -> Timeouts {
+        self.config.timeouts()
     }
 
     /// A lapin error as a target error: permanent for the reply codes of
@@ -277,18 +283,19 @@ impl Target for AmqpTarget {
             *guard = None;
         }
         if guard.is_none() {
-            let conn = tokio::time::timeout(TIMEOUT, self.connect())
+            let limit = self.timeouts().connect;
+            let conn = tokio::time::timeout(limit, self.connect())
                 .await
                 .map_err(|_| {
                     TargetError::transient(
                         &self.id,
-                        format!("connecting: timed out after {TIMEOUT:?}"),
+                        format!("connecting: timed out after {limit:?}"),
                     )
                 })??;
             *guard = Some(conn);
         }
         let conn = guard.as_ref().expect("connected above");
-        let budget = TIMEOUT + Duration::from_millis(10 * events.len() as u64);
+        let budget = self.timeouts().request + PER_EVENT * events.len() as u32;
         let result = match tokio::time::timeout(budget, self.publish(conn, events)).await {
             Ok(r) => r,
             Err(_) => Err(TargetError::transient(
@@ -330,7 +337,7 @@ impl Target for AmqpTarget {
             }
             *guard = None;
         }
-        match tokio::time::timeout(TIMEOUT, self.connect()).await {
+        match tokio::time::timeout(self.timeouts().connect, self.connect()).await {
             Ok(Ok(conn)) => {
                 *guard = Some(conn);
                 Ok(true)
@@ -343,7 +350,8 @@ impl Target for AmqpTarget {
     /// Closes the connection.
     async fn close(&self) -> Result<(), TargetError> {
         if let Some(c) = self.conn.lock().await.take() {
-            let _ = tokio::time::timeout(TIMEOUT, c.connection.close(200, "bye".into())).await;
+            let limit = self.timeouts().request;
+            let _ = tokio::time::timeout(limit, c.connection.close(200, "bye".into())).await;
         }
         Ok(())
     }
@@ -365,6 +373,17 @@ mod tests {
         let c = AmqpConfig::new("amqp://guest:TOPSECRET@127.0.0.1:5672", "ex", "");
         let t = AmqpTarget::new("arn:minio:sqs::1:amqp".parse().unwrap(), c).unwrap();
         assert!(!format!("{t:?}").contains("TOPSECRET"));
+    }
+
+    #[test]
+    fn client_keys_reach_the_connection() {
+        use crate::config::client::testing::{assert_client_keys, secs};
+        let keys = serde_json::json!({"url": "amqp://127.0.0.1:5672", "exchange": "ex"});
+        assert_client_keys(keys, secs(5, 5), |v| {
+            AmqpTarget::new("arn:minio:sqs::1:amqp".parse().unwrap(), serde_json::from_value(v).unwrap())
+                .unwrap()
+                .timeouts()
+        });
     }
 
     #[tokio::test]

@@ -14,8 +14,9 @@
 //!
 //! The document may also be wrapped as `{"notify": {…}}`. Keys are those of
 //! the target's configuration struct (for `webhook`: `WebhookConfig`),
-//! whose [`QueueConfig`] block every type shares (`enable`, `queue_dir`,
-//! `queue_limit`); unknown keys are rejected with an error naming the
+//! whose [`QueueConfig`] block (`enable`, `queue_dir`, `queue_limit`) and
+//! [`ClientConfig`] block (`connect_timeout`, `request_timeout`) every
+//! type shares; unknown keys are rejected with an error naming the
 //! target and the key. Values are read as MinIO writes them (strings for
 //! everything, `"on"`/`"off"`, `"5s"`, `""` for unset), by the parsers of
 //! [`s3_event_core::config`]. The types, their keys and their
@@ -35,7 +36,8 @@
 //! `AUTH_TOKEN`, …, the JSON key upper-cased); `<ID>` is taken as written.
 //! For `webhook` the variables read are, each with and without `_<ID>`:
 //! `MINIO_NOTIFY_WEBHOOK_ENABLE`, `…_ENDPOINT`, `…_AUTH_TOKEN`,
-//! `…_CLIENT_CERT`, `…_CLIENT_KEY`, `…_QUEUE_DIR`, `…_QUEUE_LIMIT`,
+//! `…_CLIENT_CERT`, `…_CLIENT_KEY`, `…_CA_CERT`, `…_QUEUE_DIR`,
+//! `…_QUEUE_LIMIT`, `…_CONNECT_TIMEOUT`, `…_REQUEST_TIMEOUT`,
 //! `…_SIGNATURE_KEY` and `…_TIMEOUT`. The prefix `S3E_NOTIFY_` is an alias
 //! of `MINIO_NOTIFY_`; when both spell the same key, `S3E_NOTIFY_` wins.
 //! Any other variable under `MINIO_NOTIFY_WEBHOOK_`/`S3E_NOTIFY_WEBHOOK_` is
@@ -57,24 +59,28 @@
 //! and ignored (NATS Streaming enabled is refused: use `jetstream`).
 //! `senders` is this crate's: concurrent sends (1 to 50000; at most 64
 //! durable lanes with `queue_dir`), spread by object
-//! key so that one object's events stay in order. The same key given in
-//! both spellings is an error, as is any key not listed, naming it.
+//! key so that one object's events stay in order. `connect_timeout` and
+//! `request_timeout` are the [`ClientConfig`] block; unset, each type
+//! keeps its own defaults (its module's `DEFAULT_CONNECT_TIMEOUT` and
+//! `DEFAULT_REQUEST_TIMEOUT`); the webhook's older `timeout` sets both.
+//! The same key given in both spellings is an error, as is any key not
+//! listed, naming it.
 //!
 //! | type | keys (legacy spellings) |
 //! |---|---|
-//! | `webhook` | `enable`, `endpoint`, `auth_token` (`authToken`), `client_cert` (`clientCert`), `client_key` (`clientKey`), `ca_cert` (`caCert`), `queue_dir` (`queueDir`), `queue_limit` (`queueLimit`), `signature_key` (`signatureKey`), `timeout`, `senders` |
-//! | `redis` | `enable`, `format`, `address`, `password`, `user`, `key`, `queue_dir` (`queueDir`), `queue_limit` (`queueLimit`), `senders` |
-//! | `postgresql` | `enable`, `format`, `connection_string` (`connectionString`), `table`, `host`, `port`, `username` (`user`), `password`, `database`, `queue_dir` (`queueDir`), `queue_limit` (`queueLimit`), `max_open_connections` (`maxOpenConnections`), `senders` |
-//! | `mysql` | `enable`, `format`, `dsn_string` (`dsnString`), `table`, `host`, `port`, `username` (`user`), `password`, `database`, `queue_dir` (`queueDir`), `queue_limit` (`queueLimit`), `max_open_connections` (`maxOpenConnections`), `senders` |
-//! | `elasticsearch` | `enable`, `format`, `url`, `index`, `username`, `password`, `queue_dir` (`queueDir`), `queue_limit` (`queueLimit`), `senders` |
-//! | `nats` | `enable`, `address`, `subject`, `username` (`user`), `password`, `token`, `nkey_seed` (`nkeySeed`), `user_credentials` (`userCredentials`), `tls` (`secure`), `tls_skip_verify` (`tlsSkipVerify`), `tls_handshake_first` (`tlsHandshakeFirst`), `cert_authority` (`certAuthority`), `client_cert` (`clientCert`), `client_key` (`clientKey`), `ping_interval` (`pingInterval`), `jetstream`, `queue_dir` (`queueDir`), `queue_limit` (`queueLimit`), `senders` |
-//! | `amqp` | `enable`, `url`, `exchange`, `exchange_type` (`exchangeType`), `routing_key` (`routingKey`), `mandatory`, `immediate`, `durable`, `internal`, `no_wait` (`noWait`), `auto_deleted` (`autoDeleted`), `delivery_mode` (`deliveryMode`), `publisher_confirms` (`publisherConfirms`), `queue_dir` (`queueDir`), `queue_limit` (`queueLimit`), `senders` |
-//! | `mqtt` | `enable`, `broker`, `topic`, `qos`, `username`, `password`, `keep_alive_interval` (`keepAliveInterval`), `reconnect_interval` (`reconnectInterval`), `queue_dir` (`queueDir`), `queue_limit` (`queueLimit`), `senders` |
-//! | `kafka` | `enable`, `brokers`, `topic`, `queue_dir` (`queueDir`), `queue_limit` (`queueLimit`), `tls`, `tls_skip_verify` (`tlsSkipVerify`), `tls_client_auth` (`tlsClientAuth`), `client_tls_cert` (`clientTlsCert`), `client_tls_key` (`clientTlsKey`), `sasl`, `sasl_username` (`saslUsername`), `sasl_password` (`saslPassword`), `sasl_mechanism` (`saslMechanism`), `version`, `batch_size` (`batchSize`), `batch_commit_timeout` (`batchCommitTimeout`), `compression_codec` (`compressionCodec`), `compression_level` (`compressionLevel`), `senders` |
-//! | `eventbridge` | `enable`, `event_bus_name`, `source`, `region`, `endpoint`, `access_key`, `secret_key`, `session_token`, `queue_dir` (`queueDir`), `queue_limit` (`queueLimit`), `senders` |
-//! | `sns` | `enable`, `topic_arn`, `region`, `endpoint`, `access_key`, `secret_key`, `session_token`, `queue_dir` (`queueDir`), `queue_limit` (`queueLimit`), `senders` |
-//! | `sqs` | `enable`, `queue_url`, `region`, `endpoint`, `access_key`, `secret_key`, `session_token`, `queue_dir` (`queueDir`), `queue_limit` (`queueLimit`), `senders` |
-//! | `nsq` | `enable`, `nsqd_address` (`nsqdAddress`), `topic`, `tls`, `tls_skip_verify` (`tlsSkipVerify`), `queue_dir` (`queueDir`), `queue_limit` (`queueLimit`), `senders` |
+//! | `webhook` | `enable`, `endpoint`, `auth_token` (`authToken`), `client_cert` (`clientCert`), `client_key` (`clientKey`), `ca_cert` (`caCert`), `queue_dir` (`queueDir`), `queue_limit` (`queueLimit`), `connect_timeout`, `request_timeout`, `signature_key` (`signatureKey`), `timeout`, `senders` |
+//! | `redis` | `enable`, `format`, `address`, `password`, `user`, `key`, `queue_dir` (`queueDir`), `queue_limit` (`queueLimit`), `connect_timeout`, `request_timeout`, `senders` |
+//! | `postgresql` | `enable`, `format`, `connection_string` (`connectionString`), `table`, `host`, `port`, `username` (`user`), `password`, `database`, `queue_dir` (`queueDir`), `queue_limit` (`queueLimit`), `connect_timeout`, `request_timeout`, `max_open_connections` (`maxOpenConnections`), `senders` |
+//! | `mysql` | `enable`, `format`, `dsn_string` (`dsnString`), `table`, `host`, `port`, `username` (`user`), `password`, `database`, `queue_dir` (`queueDir`), `queue_limit` (`queueLimit`), `connect_timeout`, `request_timeout`, `max_open_connections` (`maxOpenConnections`), `senders` |
+//! | `elasticsearch` | `enable`, `format`, `url`, `index`, `username`, `password`, `queue_dir` (`queueDir`), `queue_limit` (`queueLimit`), `connect_timeout`, `request_timeout`, `senders` |
+//! | `nats` | `enable`, `address`, `subject`, `username` (`user`), `password`, `token`, `nkey_seed` (`nkeySeed`), `user_credentials` (`userCredentials`), `tls` (`secure`), `tls_skip_verify` (`tlsSkipVerify`), `tls_handshake_first` (`tlsHandshakeFirst`), `cert_authority` (`certAuthority`), `client_cert` (`clientCert`), `client_key` (`clientKey`), `ping_interval` (`pingInterval`), `jetstream`, `queue_dir` (`queueDir`), `queue_limit` (`queueLimit`), `connect_timeout`, `request_timeout`, `senders` |
+//! | `amqp` | `enable`, `url`, `exchange`, `exchange_type` (`exchangeType`), `routing_key` (`routingKey`), `mandatory`, `immediate`, `durable`, `internal`, `no_wait` (`noWait`), `auto_deleted` (`autoDeleted`), `delivery_mode` (`deliveryMode`), `publisher_confirms` (`publisherConfirms`), `queue_dir` (`queueDir`), `queue_limit` (`queueLimit`), `connect_timeout`, `request_timeout`, `senders` |
+//! | `mqtt` | `enable`, `broker`, `topic`, `qos`, `username`, `password`, `keep_alive_interval` (`keepAliveInterval`), `reconnect_interval` (`reconnectInterval`), `queue_dir` (`queueDir`), `queue_limit` (`queueLimit`), `connect_timeout`, `request_timeout`, `senders` |
+//! | `kafka` | `enable`, `brokers`, `topic`, `queue_dir` (`queueDir`), `queue_limit` (`queueLimit`), `connect_timeout`, `request_timeout`, `tls`, `tls_skip_verify` (`tlsSkipVerify`), `tls_client_auth` (`tlsClientAuth`), `client_tls_cert` (`clientTlsCert`), `client_tls_key` (`clientTlsKey`), `sasl`, `sasl_username` (`saslUsername`), `sasl_password` (`saslPassword`), `sasl_mechanism` (`saslMechanism`), `version`, `batch_size` (`batchSize`), `batch_commit_timeout` (`batchCommitTimeout`), `compression_codec` (`compressionCodec`), `compression_level` (`compressionLevel`), `senders` |
+//! | `eventbridge` | `enable`, `event_bus_name`, `source`, `region`, `endpoint`, `access_key`, `secret_key`, `session_token`, `queue_dir` (`queueDir`), `queue_limit` (`queueLimit`), `connect_timeout`, `request_timeout`, `senders` |
+//! | `sns` | `enable`, `topic_arn`, `region`, `endpoint`, `access_key`, `secret_key`, `session_token`, `queue_dir` (`queueDir`), `queue_limit` (`queueLimit`), `connect_timeout`, `request_timeout`, `senders` |
+//! | `sqs` | `enable`, `queue_url`, `region`, `endpoint`, `access_key`, `secret_key`, `session_token`, `queue_dir` (`queueDir`), `queue_limit` (`queueLimit`), `connect_timeout`, `request_timeout`, `senders` |
+//! | `nsq` | `enable`, `nsqd_address` (`nsqdAddress`), `topic`, `tls`, `tls_skip_verify` (`tlsSkipVerify`), `queue_dir` (`queueDir`), `queue_limit` (`queueLimit`), `connect_timeout`, `request_timeout`, `senders` |
 //!
 //! # Whole MinIO files
 //!
@@ -102,9 +108,17 @@ use crate::notifier::{DeliveryMode, Notifier, TargetOptions};
 use crate::registry::Imp;
 use crate::{Error, Result, TARGET_TYPES};
 
+pub(crate) mod client;
 pub(crate) mod queue;
 pub(crate) mod values;
 
+#[cfg(feature = "aws-common")]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(any(feature = "sqs", feature = "sns", feature = "eventbridge")))
+)]
+pub use crate::aws_common::AwsConnection;
+pub use client::{ClientConfig, Timeouts};
 pub use queue::{QueueConfig, DEFAULT_QUEUE_LIMIT};
 
 /// MinIO's other spellings of a type: its environment variables say
@@ -1174,6 +1188,42 @@ mod key_tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn every_type_refuses_bad_client_values_naming_the_key_and_the_value() {
+        let mut checked = 0;
+        for d in TARGET_TYPES {
+            let Some(imp) = &d.imp else { continue };
+            let kind = d.kind;
+            for (key, value, said) in [
+                ("connect_timeout", "soon", "not \"soon\""),
+                ("request_timeout", "10 parsecs", "not \"10 parsecs\""),
+                ("request_timeout", "0s", "must be > 0, not 0"),
+                ("connect_timeout", "-1s", "not \"-1s\""),
+            ] {
+                let map = [(key.to_owned(), Value::String(value.into()))]
+                    .into_iter()
+                    .collect();
+                let id = s3_event_core::TargetId::new("r", "1", kind).unwrap();
+                let e = (imp.build)(kind, id, &map).unwrap_err();
+                assert!(
+                    matches!(e, Error::InvalidConfig { key: k, .. } if k == key),
+                    "{kind}: {e:?}"
+                );
+                let m = e.to_string();
+                assert!(
+                    m.starts_with(&format!("{kind} 1: ")) && m.contains(&format!("`{key}`")),
+                    "{kind}: {m}"
+                );
+                assert!(m.contains(said), "{kind}: {m}");
+            }
+            checked += 1;
+        }
+        assert_eq!(
+            checked,
+            TARGET_TYPES.iter().filter(|d| d.imp.is_some()).count()
+        );
     }
 
     #[test]

@@ -1,14 +1,17 @@
 //! The keys every target takes besides its own: the `queue` block
-//! ([`QueueConfig`]: `enable`, `queue_dir`, `queue_limit`), and how a
-//! target configuration is read as its own keys plus that block
+//! ([`QueueConfig`]: `enable`, `queue_dir`, `queue_limit`), the `client`
+//! block ([`ClientConfig`]: `connect_timeout`, `request_timeout`), and how
+//! a target configuration is read as its own keys plus those blocks
 //! ([`TargetConfig`]).
 //!
 //! A target configuration derives `Deserialize` with
 //! `#[serde(remote = "Self", deny_unknown_fields)]` over its own keys, holds
-//! the block in a `#[serde(skip)] queue` field, and gets its
-//! `Deserialize` from `target_config!`: the block's
-//! keys go to the block, every other key to the target's own fields, so
-//! that an unknown key is still refused, naming it.
+//! the blocks in `#[serde(skip)] queue` and `client` fields, and gets its
+//! `Deserialize` from `target_config!`: the blocks' keys go to the blocks
+//! (and, for a type that has one, the keys of a block of its own, such as
+//! the AWS targets' connection keys, to that block), every other key to
+//! the target's own fields, so that an unknown key is still refused,
+//! naming it.
 
 use std::path::PathBuf;
 
@@ -17,6 +20,7 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
+use super::client::ClientConfig;
 use super::values::{default_true, flag, named, opt_path, opt_u64};
 use crate::notifier::TargetOptions;
 use crate::{Error, Result};
@@ -98,38 +102,62 @@ impl QueueConfig {
 }
 
 /// A target's configuration: its own keys (read by the derived
-/// `Deserialize` of `#[serde(remote = "Self")]`) and the [`QueueConfig`]
-/// block. Implemented by `target_config!`.
+/// `Deserialize` of `#[serde(remote = "Self")]`), the [`QueueConfig`] and
+/// [`ClientConfig`] blocks, and optionally a block of its own. Implemented
+/// by `target_config!`.
 #[allow(dead_code)] // Unused with no target feature on.
 pub(crate) trait TargetConfig: Sized {
     /// Reads the target's own keys only (the derived implementation).
     fn deserialize_own<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error>;
+    /// The keys of the type's own block, read apart from its fields (the
+    /// AWS targets' connection keys); none by default.
+    fn own_block_keys() -> &'static [&'static str] {
+        &[]
+    }
+    /// Reads the type's own block from its keys.
+    fn read_own_block(&mut self, _keys: Map<String, Value>) -> serde_json::Result<()> {
+        Ok(())
+    }
     /// The `queue` block.
     fn queue(&self) -> &QueueConfig;
     /// The `queue` block, to fill in.
     fn queue_mut(&mut self) -> &mut QueueConfig;
+    /// The `client` block, to fill in.
+    fn client_mut(&mut self) -> &mut ClientConfig;
 }
 
-/// The `Deserialize` of a [`TargetConfig`]: the block's keys to the block,
-/// the others to the target's own fields (which refuse unknown keys).
+/// Takes the keys `names` out of `map`, as a map of their own.
+fn take(map: &mut Map<String, Value>, names: &[&str]) -> Map<String, Value> {
+    let mut block = Map::new();
+    for key in names {
+        if let Some(v) = map.remove(*key) {
+            block.insert((*key).to_owned(), v);
+        }
+    }
+    block
+}
+
+/// The `Deserialize` of a [`TargetConfig`]: the blocks' keys to the
+/// blocks, the others to the target's own fields (which refuse unknown
+/// keys).
 #[allow(dead_code)] // Unused with no target feature on.
 pub(crate) fn deserialize<'de, T: TargetConfig, D: Deserializer<'de>>(
     d: D,
 ) -> std::result::Result<T, D::Error> {
     let mut own = Map::<String, Value>::deserialize(d)?;
-    let mut block = Map::new();
-    for key in field_names::<QueueConfig>() {
-        if let Some(v) = own.remove(*key) {
-            block.insert((*key).to_owned(), v);
-        }
-    }
-    let queue = QueueConfig::deserialize(Value::Object(block)).map_err(D::Error::custom)?;
+    let queue = take(&mut own, field_names::<QueueConfig>());
+    let client = take(&mut own, field_names::<ClientConfig>());
+    let block = take(&mut own, T::own_block_keys());
+    let queue = QueueConfig::deserialize(Value::Object(queue)).map_err(D::Error::custom)?;
+    let client = ClientConfig::deserialize(Value::Object(client)).map_err(D::Error::custom)?;
     let mut config = T::deserialize_own(Value::Object(own)).map_err(D::Error::custom)?;
+    config.read_own_block(block).map_err(D::Error::custom)?;
     *config.queue_mut() = queue;
+    *config.client_mut() = client;
     Ok(config)
 }
 
-/// Every key a `T` accepts, as spelled in JSON: the block's, then its own.
+/// Every key a `T` accepts, as spelled in JSON: the blocks', then its own.
 #[allow(dead_code)] // Unused with no target feature on.
 pub(crate) fn keys<T: TargetConfig>() -> Vec<&'static str> {
     struct Own<T>(T);
@@ -139,16 +167,23 @@ pub(crate) fn keys<T: TargetConfig>() -> Vec<&'static str> {
         }
     }
     let mut keys = field_names::<QueueConfig>().to_vec();
+    keys.extend(field_names::<ClientConfig>());
+    keys.extend(T::own_block_keys());
     keys.extend(field_names::<Own<T>>());
     keys
 }
 
 /// Implements [`TargetConfig`] and `Deserialize` for a configuration
 /// struct that derives `Deserialize` with `#[serde(remote = "Self",
-/// deny_unknown_fields)]` and holds `#[serde(skip)] pub queue: QueueConfig`.
+/// deny_unknown_fields)]` and holds `#[serde(skip)] pub queue:
+/// QueueConfig` and `#[serde(skip)] pub client: ClientConfig`.
+///
+/// `target_config!(Config, field: Block)` also reads the keys of `Block`
+/// (a `Deserialize` struct with `deny_unknown_fields`) into
+/// `#[serde(skip)] pub field: Block`.
 #[allow(unused_macros)] // Unused with no target feature on.
 macro_rules! target_config {
-    ($config:ty) => {
+    ($config:ty $(, $field:ident: $block:ty)?) => {
         impl $crate::config::queue::TargetConfig for $config {
             fn deserialize_own<'de, D: ::serde::Deserializer<'de>>(
                 d: D,
@@ -156,11 +191,28 @@ macro_rules! target_config {
                 // The inherent function derived by `remote = "Self"`.
                 <$config>::deserialize(d)
             }
+            $(
+                fn own_block_keys() -> &'static [&'static str] {
+                    ::s3_event_core::config::field_names::<$block>()
+                }
+                fn read_own_block(
+                    &mut self,
+                    keys: ::serde_json::Map<String, ::serde_json::Value>,
+                ) -> ::serde_json::Result<()> {
+                    self.$field = <$block as ::serde::Deserialize>::deserialize(
+                        ::serde_json::Value::Object(keys),
+                    )?;
+                    Ok(())
+                }
+            )?
             fn queue(&self) -> &$crate::config::QueueConfig {
                 &self.queue
             }
             fn queue_mut(&mut self) -> &mut $crate::config::QueueConfig {
                 &mut self.queue
+            }
+            fn client_mut(&mut self) -> &mut $crate::config::ClientConfig {
+                &mut self.client
             }
         }
         impl<'de> ::serde::Deserialize<'de> for $config {

@@ -1,5 +1,6 @@
 //! The Elasticsearch target's configuration, under MinIO's key names.
 
+use std::time::Duration;
 use std::fmt;
 
 use serde::Deserialize;
@@ -7,16 +8,23 @@ use serde::Deserialize;
 use crate::db_common::Format;
 use crate::config::queue::target_config;
 use crate::config::values::*;
-use crate::config::QueueConfig;
+use crate::config::{ClientConfig, QueueConfig, Timeouts};
 use crate::{Error, Result};
+
+/// Default `connect_timeout`: how long connecting may take.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default `request_timeout`: how long one delivery attempt may take.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Configuration of one Elasticsearch (or OpenSearch) target, as one entry
 /// of MinIO's `{"elasticsearch": {"<id>": {…}}}` section (environment:
 /// `MINIO_NOTIFY_ELASTICSEARCH_<KEY>[_<ID>]`).
 ///
 /// Keys are MinIO's: `enable`, `format`, `url`, `index`, `username`,
-/// `password`, `queue_dir`, `queue_limit`. `https` URLs use rustls with
-/// the web PKI roots. Unknown keys are rejected.
+/// `password`, `queue_dir`, `queue_limit`, `connect_timeout`,
+/// `request_timeout`. `https` URLs use rustls with the web PKI roots. Unknown
+/// keys are rejected.
 ///
 /// `Debug` never prints `password` nor a password inside `url`.
 #[derive(Clone, PartialEq, Deserialize)]
@@ -25,6 +33,11 @@ pub struct ElasticsearchConfig {
     /// `enable`, `queue_dir`, `queue_limit`.
     #[serde(skip)]
     pub queue: QueueConfig,
+
+    /// `connect_timeout`, `request_timeout`: default
+    /// [`DEFAULT_CONNECT_TIMEOUT`] and [`DEFAULT_REQUEST_TIMEOUT`].
+    #[serde(skip)]
+    pub client: ClientConfig,
 
     /// `namespace` (one document per object, default) or `access` (one
     /// document per event).
@@ -50,6 +63,7 @@ impl Default for ElasticsearchConfig {
     fn default() -> Self {
         ElasticsearchConfig {
             queue: QueueConfig::default(),
+            client: ClientConfig::default(),
             format: Format::Namespace,
             url: String::new(),
             index: String::new(),
@@ -76,6 +90,7 @@ impl fmt::Debug for ElasticsearchConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ElasticsearchConfig")
             .field("queue", &self.queue)
+            .field("client", &self.client)
             .field("format", &self.format)
             .field("url", &redact_url(&self.url))
             .field("index", &self.index)
@@ -100,6 +115,12 @@ pub(crate) fn valid_index(name: &str) -> bool {
 }
 
 impl ElasticsearchConfig {
+    /// The connect and request timeouts: the client block's keys, else
+    /// [`DEFAULT_CONNECT_TIMEOUT`] and [`DEFAULT_REQUEST_TIMEOUT`].
+    pub fn timeouts(&self) -> Timeouts {
+        Timeouts::of(&self.client, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT)
+    }
+
     /// A configuration writing to `index` at `url`, in `format`, every other
     /// key at its default.
     pub fn new(url: impl Into<String>, index: impl Into<String>, format: Format) -> Self {
@@ -114,6 +135,7 @@ impl ElasticsearchConfig {
     /// Checks every key; messages name the target (`elasticsearch <id>`)
     /// and the key.
     pub fn validate(&self, id: &str) -> Result<()> {
+        self.client.validate(&format!("elasticsearch {id}"))?;
         let err = |key: &'static str, message: String| Error::InvalidConfig {
             target: format!("elasticsearch {id}"),
             key,

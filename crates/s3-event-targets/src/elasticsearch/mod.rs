@@ -38,13 +38,12 @@ use s3_event_core::{EventRecord, Target, TargetError, TargetId};
 use sha2::{Digest, Sha256};
 
 pub use crate::db_common::Format;
-pub use config::ElasticsearchConfig;
+pub use config::{ElasticsearchConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT};
 
+use crate::config::Timeouts;
 use crate::db_common::{collapse, records_doc, NsOp, MAX_BATCH};
 use crate::{Error, Result};
 
-/// How long one request may take.
-const TIMEOUT: Duration = Duration::from_secs(10);
 /// How long `is_active`'s probe may take.
 const PING_TIMEOUT: Duration = Duration::from_secs(3);
 /// The longest document id the server accepts, in bytes.
@@ -62,6 +61,7 @@ pub struct ElasticsearchTarget {
     username: Option<String>,
     password: Option<String>,
     client: reqwest::Client,
+    timeouts: Timeouts,
     index_ready: AtomicBool,
 }
 
@@ -74,6 +74,7 @@ impl fmt::Debug for ElasticsearchTarget {
             .field("format", &self.format)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("timeouts", &self.timeouts)
             .finish()
     }
 }
@@ -124,6 +125,7 @@ impl ElasticsearchTarget {
     /// builds the target. Nothing is contacted until the first send.
     pub fn new(id: TargetId, config: ElasticsearchConfig) -> Result<ElasticsearchTarget> {
         config.validate(id.id())?;
+        let timeouts = config.timeouts();
         let err = |key: &'static str, message: String| Error::InvalidConfig {
             target: format!("elasticsearch {}", id.id()),
             key,
@@ -145,8 +147,8 @@ impl ElasticsearchTarget {
         }
         let client = reqwest::Client::builder()
             .use_rustls_tls()
-            .timeout(TIMEOUT)
-            .connect_timeout(TIMEOUT)
+            .timeout(timeouts.request)
+            .connect_timeout(timeouts.connect)
             .build()
             .map_err(|e| err("url", format!("cannot build the HTTP client: {e}")))?;
         Ok(ElasticsearchTarget {
@@ -157,8 +159,14 @@ impl ElasticsearchTarget {
             username,
             password,
             client,
+            timeouts,
             index_ready: AtomicBool::new(false),
         })
+    }
+
+    /// The connect and request timeouts its HTTP client was built with.
+    pub fn timeouts(&self) -> Timeouts {
+        self.timeouts
     }
 
     fn url(&self, path: &str) -> reqwest::Url {
@@ -379,6 +387,17 @@ mod tests {
 
     fn id() -> TargetId {
         "arn:minio:sqs::1:elasticsearch".parse().unwrap()
+    }
+
+    #[test]
+    fn client_keys_reach_the_client() {
+        use crate::config::client::testing::{assert_client_keys, secs};
+        let keys = serde_json::json!({"url": "http://127.0.0.1:9200", "index": "events"});
+        assert_client_keys(keys, secs(10, 10), |v| {
+            ElasticsearchTarget::new(id(), serde_json::from_value(v).unwrap())
+                .unwrap()
+                .timeouts()
+        });
     }
 
     #[test]

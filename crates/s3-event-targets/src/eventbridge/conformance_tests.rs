@@ -10,7 +10,9 @@
 //! has no size limit), so there is no poison event and
 //! `dead_letters_poison` is skipped.
 
-use s3_event_core::inbound;
+use std::sync::Arc;
+
+use s3_event_core::{inbound, Target};
 
 use super::*;
 use crate::aws_common::moto::{self, rich_records, QueueReader, Received};
@@ -67,12 +69,8 @@ impl EventBridgeHarness {
     }
 
     fn config(&self) -> EventBridgeConfig {
-        let aws = moto::aws_at(&format!("http://127.0.0.1:{}", self.proxy.port()));
         EventBridgeConfig {
-            region: aws.region,
-            endpoint: aws.endpoint,
-            access_key: aws.access_key_id,
-            secret_key: aws.secret_access_key,
+            connection: moto::connection_at(&format!("http://127.0.0.1:{}", self.proxy.port())),
             ..EventBridgeConfig::new(self.bus.clone())
         }
     }

@@ -21,7 +21,10 @@
 //!   other code permanent); the accepted ones are not put again.
 //! - Connection settings and credentials: the keys, else the standard AWS
 //!   environment ([`s3_event_core::aws`]); the SDK's default HTTPS client
-//!   (rustls). The SDK does not retry by itself: the notifier does.
+//!   (rustls), 3 s to connect and 10 s a request unless `connect_timeout`
+//!   and `request_timeout` say otherwise. The SDK does not retry by
+//!   itself: the notifier does.
+//! - `is_active`: `DescribeEventBus`.
 //!
 //! ```no_run
 //! use s3_event_targets::eventbridge::{EventBridgeConfig, EventBridgeTarget};
@@ -33,20 +36,17 @@
 
 mod config;
 
-use std::fmt;
-use std::sync::Arc;
-
 use async_trait::async_trait;
 use aws_sdk_eventbridge::primitives::{DateTime, DateTimeFormat};
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use aws_sdk_eventbridge::Client;
-use s3_event_core::{EventRecord, Target, TargetError, TargetId};
+use s3_event_core::{EventRecord, TargetError, TargetId};
 use serde_json::{json, Map, Value};
 
+pub use crate::aws_common::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT};
 pub use config::EventBridgeConfig;
 
-use crate::aws_common::{self, Batcher, Failed, MAX_ENTRIES};
-use crate::Result;
+use crate::aws_common::{self, aws_target, Failed, Service};
 
 /// One record as an EventBridge event: what `PutEvents` takes.
 #[derive(Clone, Debug, PartialEq)]
@@ -167,80 +167,56 @@ fn extra_detail(r: &EventRecord, detail: &mut Map<String, Value>) {
     put(detail, "destination-access-tier", tier);
 }
 
-/// An EventBridge [`Target`]. See the [module docs](self).
-pub struct EventBridgeTarget {
-    id: TargetId,
-    config: EventBridgeConfig,
-    client: Client,
-    batcher: Batcher,
+aws_target! {
+    /// An EventBridge [`Target`](s3_event_core::Target). See the [module
+    /// docs](self).
+    EventBridgeTarget(EventBridgeConfig, Client)
 }
 
-impl fmt::Debug for EventBridgeTarget {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EventBridgeTarget")
-            .field("id", &self.id)
-            .field("config", &self.config)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Registered in `lib.rs`'s `targets!` list.
-impl crate::registry::TargetType for EventBridgeTarget {
-    type Config = EventBridgeConfig;
-
-    const SECRET_KEYS: &'static [&'static str] = &["secret_key", "session_token"];
-
-    fn build(id: TargetId, config: EventBridgeConfig) -> crate::Result<Arc<dyn Target>> {
-        Ok(Arc::new(EventBridgeTarget::new(id, config)?))
-    }
-}
-
-impl EventBridgeTarget {
-    /// Validates `config` (errors name the target and the key), reads the
-    /// environment for what it leaves unset, and builds the client.
-    /// Nothing is contacted.
-    pub fn new(id: TargetId, config: EventBridgeConfig) -> Result<EventBridgeTarget> {
-        config.validate(id.id())?;
-        let target = format!("eventbridge {}", id.id());
-        let sdk = aws_common::sdk_config(&target, "EventBridge", &config.aws())?;
-        Ok(EventBridgeTarget {
-            client: Client::new(&sdk),
-            id,
-            config,
-            batcher: Batcher::default(),
-        })
-    }
-
-    /// The configuration the target was built with.
-    pub fn config(&self) -> &EventBridgeConfig {
-        &self.config
-    }
-
-    fn entry(&self, e: S3Event) -> PutEventsRequestEntry {
+impl EventBridgeConfig {
+    /// The `PutEvents` entry of an event: on the bus, from the source.
+    fn put_entry(&self, e: S3Event) -> PutEventsRequestEntry {
         let time = e
             .time
             .as_deref()
             .and_then(|t| DateTime::from_str(t, DateTimeFormat::DateTime).ok());
         PutEventsRequestEntry::builder()
-            .event_bus_name(self.config.bus())
-            .source(self.config.source())
+            .event_bus_name(self.bus())
+            .source(self.source())
             .detail_type(e.detail_type)
             .detail(e.detail.to_string())
             .set_resources(Some(e.resources))
             .set_time(time)
             .build()
     }
+}
 
-    /// One `PutEvents` of `events`; the entries EventBridge refused.
-    async fn put(&self, events: Vec<S3Event>) -> Result<Vec<Failed>, TargetError> {
-        let entries = events.into_iter().map(|e| self.entry(e)).collect();
-        let out = self
-            .client
+#[async_trait]
+impl Service for EventBridgeConfig {
+    const KIND: &'static str = "eventbridge";
+    const SERVICE: &'static str = "EventBridge";
+    type Client = Client;
+    type Entry = S3Event;
+
+    fn entry(&self, _id: &TargetId, r: &EventRecord) -> Result<S3Event, TargetError> {
+        Ok(event_for(r))
+    }
+
+    /// One `PutEvents`: a refused entry is transient when its code says
+    /// "throttled" or "try again", permanent otherwise.
+    async fn send(
+        &self,
+        id: &TargetId,
+        client: &Client,
+        events: Vec<S3Event>,
+    ) -> Result<Vec<Failed>, TargetError> {
+        let entries = events.into_iter().map(|e| self.put_entry(e)).collect();
+        let out = client
             .put_events()
             .set_entries(Some(entries))
             .send()
             .await
-            .map_err(|e| aws_common::classify(&self.id, "PutEvents", &e))?;
+            .map_err(|e| aws_common::classify(id, "PutEvents", &e))?;
         Ok(out
             .entries()
             .iter()
@@ -256,52 +232,16 @@ impl EventBridgeTarget {
             })
             .collect())
     }
-}
 
-#[async_trait]
-impl Target for EventBridgeTarget {
-    fn id(&self) -> &TargetId {
-        &self.id
-    }
-
-    /// Puts every event, 10 per `PutEvents`, in order; returns once
-    /// EventBridge accepted each. See the [module docs](self).
-    async fn send_batch(&self, events: &[EventRecord]) -> Result<(), TargetError> {
-        self.batcher
-            .deliver(
-                &self.id,
-                events,
-                |r| Ok(event_for(r)),
-                |events| self.put(events),
-            )
-            .await
-    }
-
-    /// `DescribeEventBus`: `Ok(false)` while EventBridge is unreachable or
-    /// throttling, an error when the bus does not exist or the credentials
-    /// are refused.
-    async fn is_active(&self) -> Result<bool, TargetError> {
-        let res = self
-            .client
+    /// `DescribeEventBus`.
+    async fn probe(&self, id: &TargetId, client: &Client) -> Result<(), TargetError> {
+        client
             .describe_event_bus()
-            .name(self.config.bus())
+            .name(self.bus())
             .send()
-            .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(e) => {
-                let e = aws_common::classify(&self.id, "DescribeEventBus", &e);
-                if e.is_transient() {
-                    Ok(false)
-                } else {
-                    Err(e)
-                }
-            }
-        }
-    }
-
-    fn max_batch(&self) -> usize {
-        MAX_ENTRIES
+            .await
+            .map(drop)
+            .map_err(|e| aws_common::classify(id, "DescribeEventBus", &e))
     }
 }
 

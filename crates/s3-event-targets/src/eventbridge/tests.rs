@@ -1,6 +1,7 @@
-use s3_event_core::inbound;
+use s3_event_core::{inbound, Target};
 
 use super::*;
+use crate::aws_common::AwsConnection;
 use crate::NotifyConfig;
 
 /// An EventBridge event as S3 sends it, with `detail-type`, `detail` and
@@ -111,10 +112,13 @@ fn event_names_s3_does_not_send_keep_their_name() {
 
 fn keyed(bus: &str) -> EventBridgeConfig {
     EventBridgeConfig {
-        access_key: Some("AKID".into()),
-        secret_key: Some("EB-SECRET".into()),
-        session_token: Some("EB-TOKEN".into()),
-        endpoint: Some("http://127.0.0.1:1".into()),
+        connection: AwsConnection {
+            access_key: Some("AKID".into()),
+            secret_key: Some("EB-SECRET".into()),
+            session_token: Some("EB-TOKEN".into()),
+            endpoint: Some("http://127.0.0.1:1".into()),
+            ..AwsConnection::default()
+        },
         ..EventBridgeConfig::new(bus)
     }
 }
@@ -179,6 +183,18 @@ fn validate_names_the_key() {
     assert!(matches!(e, crate::Error::InvalidConfig { key: "source", .. }), "{e}");
     let arn = keyed("arn:aws:events:us-east-1:123456789012:event-bus/s3-events");
     EventBridgeTarget::new(id(), arn).unwrap();
+}
+
+#[test]
+fn client_keys_reach_the_sdk_client() {
+    use crate::config::client::testing::{assert_client_keys, secs};
+    let keys = json!({"event_bus_name": "b",
+        "endpoint": "http://127.0.0.1:1", "access_key": "AKID", "secret_key": "S"});
+    assert_client_keys(keys, secs(3, 10), |v| {
+        let id = "arn:minio:sqs::1:eventbridge".parse().unwrap();
+        let t = EventBridgeTarget::new(id, serde_json::from_value(v).unwrap()).unwrap();
+        aws_common::sdk_timeouts(t.0.client.config().timeout_config())
+    });
 }
 
 #[tokio::test]

@@ -8,8 +8,14 @@ use serde::Deserialize;
 
 use crate::config::queue::target_config;
 use crate::config::values::*;
-use crate::config::QueueConfig;
+use crate::config::{ClientConfig, QueueConfig, Timeouts};
 use crate::{Error, Result};
+
+/// Default `connect_timeout`: how long connecting may take.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Default `request_timeout`: how long one delivery attempt may take.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Default `batch_size`: events produced in one request per partition.
 pub const DEFAULT_BATCH_SIZE: usize = 100;
@@ -17,17 +23,17 @@ pub const DEFAULT_BATCH_SIZE: usize = 100;
 /// Configuration of one Kafka target, as one entry of MinIO's
 /// `{"kafka": {"<id>": {…}}}` section.
 ///
-/// Keys are MinIO's: `enable`, `brokers`, `topic`, `queue_dir`,
-/// `queue_limit`, `tls`, `tls_skip_verify`, `tls_client_auth`,
-/// `client_tls_cert`, `client_tls_key`, `sasl`, `sasl_username`,
-/// `sasl_password`, `sasl_mechanism`, `version`, `batch_size`,
-/// `batch_commit_timeout`, `compression_codec`, `compression_level`.
-/// Accepted for compatibility but without effect: `version` (the client
-/// negotiates API versions with the broker), `tls_client_auth` (a server
-/// setting in MinIO's Go library), `compression_level` (the client uses
-/// each codec's default level) and `batch_commit_timeout` (the notifier
-/// hands over whatever is queued at once, so a batch never waits to fill).
-/// Empty strings mean "not set". Unknown keys are rejected.
+/// Keys are MinIO's: `enable`, `brokers`, `topic`, `queue_dir`, `queue_limit`,
+/// `connect_timeout`, `request_timeout`, `tls`, `tls_skip_verify`,
+/// `tls_client_auth`, `client_tls_cert`, `client_tls_key`, `sasl`,
+/// `sasl_username`, `sasl_password`, `sasl_mechanism`, `version`, `batch_size`,
+/// `batch_commit_timeout`, `compression_codec`, `compression_level`. Accepted
+/// for compatibility but without effect: `version` (the client negotiates API
+/// versions with the broker), `tls_client_auth` (a server setting in MinIO's Go
+/// library), `compression_level` (the client uses each codec's default level)
+/// and `batch_commit_timeout` (the notifier hands over whatever is queued at
+/// once, so a batch never waits to fill). Empty strings mean "not set". Unknown
+/// keys are rejected.
 ///
 /// `Debug` never prints `sasl_password`.
 #[derive(Clone, Default, PartialEq, Deserialize)]
@@ -36,6 +42,11 @@ pub struct KafkaConfig {
     /// `enable`, `queue_dir`, `queue_limit`.
     #[serde(skip)]
     pub queue: QueueConfig,
+
+    /// `connect_timeout`, `request_timeout`: default
+    /// [`DEFAULT_CONNECT_TIMEOUT`] and [`DEFAULT_REQUEST_TIMEOUT`].
+    #[serde(skip)]
+    pub client: ClientConfig,
 
     /// Bootstrap brokers, `host:port` separated by commas. Required.
     #[serde(default)]
@@ -109,6 +120,7 @@ impl fmt::Debug for KafkaConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KafkaConfig")
             .field("queue", &self.queue)
+            .field("client", &self.client)
             .field("brokers", &self.brokers)
             .field("topic", &self.topic)
             .field("tls", &self.tls)
@@ -130,6 +142,12 @@ impl fmt::Debug for KafkaConfig {
 }
 
 impl KafkaConfig {
+    /// The connect and request timeouts: the client block's keys, else
+    /// [`DEFAULT_CONNECT_TIMEOUT`] and [`DEFAULT_REQUEST_TIMEOUT`].
+    pub fn timeouts(&self) -> Timeouts {
+        Timeouts::of(&self.client, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT)
+    }
+
     /// A configuration producing to `topic` on `brokers`, every other key
     /// at its default.
     pub fn new(brokers: impl Into<String>, topic: impl Into<String>) -> Self {
@@ -152,6 +170,7 @@ impl KafkaConfig {
 
     /// Checks every key; messages name the target (`kafka <id>`) and key.
     pub fn validate(&self, id: &str) -> Result<()> {
+        self.client.validate(&format!("kafka {id}"))?;
         let err = |key: &'static str, message: &str| Error::InvalidConfig {
             target: format!("kafka {id}"),
             key,

@@ -45,14 +45,13 @@ use rskafka::record::Record;
 use rskafka::BackoffConfig;
 use s3_event_core::{EventRecord, Notification, Target, TargetError, TargetId};
 
-pub use config::{KafkaConfig, DEFAULT_BATCH_SIZE};
+pub use config::{
+    KafkaConfig, DEFAULT_BATCH_SIZE, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT,
+};
 
+use crate::config::Timeouts;
 use crate::error::describe;
 use crate::{Error, Result};
-
-/// How long connecting or a produce request may take (retries included)
-/// before the attempt is reported as transient.
-const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The partition sarama's hash partitioner (MinIO's Kafka client) picks for
 /// `key` among `partitions`: FNV-1a (32 bit) of the key, as a signed
@@ -209,6 +208,13 @@ impl KafkaTarget {
         &self.config
     }
 
+    /// How long connecting may take (the bootstrap connection, the
+    /// metadata, a partition leader's connection), and one produce request
+    /// or metadata probe; each retries inside that time.
+    pub fn timeouts(&self) -> Timeouts {
+        self.config.timeouts()
+    }
+
     /// An rskafka error as a target error.
     fn error(&self, what: &str, e: &rskafka::client::error::Error) -> TargetError {
         use rskafka::client::error::{Error as E, ProtocolError as P};
@@ -243,13 +249,16 @@ impl KafkaTarget {
 
     async fn connect(&self) -> Result<State, TargetError> {
         let c = &self.config;
+        let t = self.timeouts();
         let mut builder = ClientBuilder::new(c.broker_list())
             .client_id(format!("s3-event {}", self.id))
             .backoff_config(BackoffConfig {
                 init_backoff: Duration::from_millis(50),
                 max_backoff: Duration::from_secs(1),
                 base: 2.0,
-                deadline: Some(TIMEOUT),
+                // Retries stop within the longer bound; the outer
+                // bounds below apply each.
+                deadline: Some(t.connect.max(t.request)),
             });
         if let Some(tls) = &self.tls {
             builder = builder.tls_config(tls.clone());
@@ -272,17 +281,17 @@ impl KafkaTarget {
                 },
             );
         }
-        let client = match tokio::time::timeout(TIMEOUT, builder.build()).await {
+        let client = match tokio::time::timeout(t.connect, builder.build()).await {
             Ok(Ok(client)) => client,
             Ok(Err(e)) => return Err(self.error("connecting", &e)),
             Err(_) => {
                 return Err(TargetError::transient(
                     &self.id,
-                    format!("connecting: timed out after {TIMEOUT:?}"),
+                    format!("connecting: timed out after {:?}", t.connect),
                 ))
             }
         };
-        let topics = tokio::time::timeout(TIMEOUT, client.list_topics())
+        let topics = tokio::time::timeout(t.connect, client.list_topics())
             .await
             .map_err(|_| TargetError::transient(&self.id, "reading metadata: timed out"))?
             .map_err(|e| self.error("reading metadata", &e))?;
@@ -315,7 +324,7 @@ impl KafkaTarget {
             return Ok(pc.clone());
         }
         let pc = tokio::time::timeout(
-            TIMEOUT,
+            self.timeouts().connect,
             state.client.partition_client(
                 self.config.topic.clone(),
                 partition,
@@ -344,12 +353,13 @@ impl KafkaTarget {
                 timestamp: rskafka::chrono::Utc::now(),
             });
         }
+        let limit = self.timeouts().request;
         let mut requests = tokio::task::JoinSet::new();
         for (partition, records) in by_partition {
             let pc = self.partition_client(state, partition).await?;
             let compression = self.compression;
             requests.spawn(async move {
-                let r = tokio::time::timeout(TIMEOUT, pc.produce(records, compression)).await;
+                let r = tokio::time::timeout(limit, pc.produce(records, compression)).await;
                 (partition, r)
             });
         }
@@ -360,7 +370,7 @@ impl KafkaTarget {
                 Ok((p, Ok(Err(e)))) => self.error(&format!("producing to partition {p}"), &e),
                 Ok((p, Err(_))) => TargetError::transient(
                     &self.id,
-                    format!("producing to partition {p}: no acknowledgement within {TIMEOUT:?}"),
+                    format!("producing to partition {p}: no acknowledgement within {limit:?}"),
                 ),
                 Err(e) => TargetError::transient(&self.id, format!("produce task: {e}")),
             };
@@ -405,14 +415,14 @@ impl Target for KafkaTarget {
         result
     }
 
-    /// One metadata request (bounded by 5 s); builds the client first when
-    /// there is none. Refused credentials or a missing topic are permanent
-    /// errors.
+    /// One metadata request (bounded by `request_timeout`, default 5 s); builds
+    /// the client first when there is none. Refused credentials or a missing
+    /// topic are permanent errors.
     async fn is_active(&self) -> Result<bool, TargetError> {
         let mut guard = self.state.lock().await;
         if let Some(state) = guard.as_ref() {
             let ok = matches!(
-                tokio::time::timeout(TIMEOUT, state.client.list_topics()).await,
+                tokio::time::timeout(self.timeouts().request, state.client.list_topics()).await,
                 Ok(Ok(_))
             );
             if ok {
@@ -477,6 +487,17 @@ mod tests {
         };
         let t = KafkaTarget::new("arn:minio:sqs::1:kafka".parse().unwrap(), c).unwrap();
         assert!(!format!("{t:?}").contains("K-SECRET"));
+    }
+
+    #[test]
+    fn client_keys_reach_the_client() {
+        use crate::config::client::testing::{assert_client_keys, secs};
+        let keys = serde_json::json!({"brokers": "127.0.0.1:9092", "topic": "t"});
+        assert_client_keys(keys, secs(5, 5), |v| {
+            KafkaTarget::new("arn:minio:sqs::1:kafka".parse().unwrap(), serde_json::from_value(v).unwrap())
+                .unwrap()
+                .timeouts()
+        });
     }
 
     #[tokio::test]

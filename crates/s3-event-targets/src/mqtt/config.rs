@@ -7,8 +7,14 @@ use serde::Deserialize;
 
 use crate::config::queue::target_config;
 use crate::config::values::*;
-use crate::config::QueueConfig;
+use crate::config::{ClientConfig, QueueConfig, Timeouts};
 use crate::{Error, Result};
+
+/// Default `connect_timeout`: how long connecting may take.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Default `request_timeout`: how long one delivery attempt may take.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Default `keep_alive_interval`.
 pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(10);
@@ -18,9 +24,10 @@ pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(10);
 ///
 /// Keys are MinIO's: `enable`, `broker`, `topic`, `qos`, `username`,
 /// `password`, `keep_alive_interval`, `reconnect_interval`, `queue_dir`,
-/// `queue_limit`. TLS is chosen by the broker's scheme (`ssl://`, `tls://`,
-/// `mqtts://`) and verified against the system's roots, as MinIO does.
-/// Empty strings mean "not set". Unknown keys are rejected.
+/// `queue_limit`, `connect_timeout`, `request_timeout`. TLS is chosen by the
+/// broker's scheme (`ssl://`, `tls://`, `mqtts://`) and verified against the
+/// system's roots, as MinIO does. Empty strings mean "not set". Unknown keys
+/// are rejected.
 ///
 /// `Debug` never prints `password`.
 #[derive(Clone, Default, PartialEq, Deserialize)]
@@ -29,6 +36,11 @@ pub struct MqttConfig {
     /// `enable`, `queue_dir`, `queue_limit`.
     #[serde(skip)]
     pub queue: QueueConfig,
+
+    /// `connect_timeout`, `request_timeout`: default
+    /// [`DEFAULT_CONNECT_TIMEOUT`] and [`DEFAULT_REQUEST_TIMEOUT`].
+    #[serde(skip)]
+    pub client: ClientConfig,
 
     /// `tcp://host:port` (also `mqtt://`), or `ssl://`/`tls://`/`mqtts://`
     /// for TLS; the port defaults to 1883 (8883 with TLS). Required.
@@ -69,6 +81,7 @@ impl fmt::Debug for MqttConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MqttConfig")
             .field("queue", &self.queue)
+            .field("client", &self.client)
             .field("broker", &self.broker)
             .field("topic", &self.topic)
             .field("qos", &self.qos)
@@ -89,6 +102,12 @@ pub(crate) struct Broker {
 }
 
 impl MqttConfig {
+    /// The connect and request timeouts: the client block's keys, else
+    /// [`DEFAULT_CONNECT_TIMEOUT`] and [`DEFAULT_REQUEST_TIMEOUT`].
+    pub fn timeouts(&self) -> Timeouts {
+        Timeouts::of(&self.client, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT)
+    }
+
     /// A configuration publishing on `topic` at `broker` with `qos`, every
     /// other key at its default.
     pub fn new(broker: impl Into<String>, topic: impl Into<String>, qos: u8) -> Self {
@@ -134,6 +153,7 @@ impl MqttConfig {
 
     /// Checks every key; messages name the target (`mqtt <id>`) and key.
     pub fn validate(&self, id: &str) -> Result<()> {
+        self.client.validate(&format!("mqtt {id}"))?;
         let err = |key: &'static str, message: String| Error::InvalidConfig {
             target: format!("mqtt {id}"),
             key,

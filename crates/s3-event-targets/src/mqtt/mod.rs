@@ -40,16 +40,16 @@ use rumqttc::{
 use s3_event_core::{EventRecord, Notification, Target, TargetError, TargetId};
 use tokio::sync::oneshot;
 
-pub use config::{MqttConfig, DEFAULT_KEEP_ALIVE};
+pub use config::{
+    MqttConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEP_ALIVE, DEFAULT_REQUEST_TIMEOUT,
+};
 
+use crate::config::Timeouts;
 use crate::error::describe;
 use crate::{Error, Result};
 
 /// Largest batch handed to [`MqttTarget::send_batch`].
 const MAX_BATCH: usize = 256;
-
-/// How long connecting or a batch's acknowledgements may take.
-const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long `is_active` waits for the broker's answer.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -266,6 +266,12 @@ impl MqttTarget {
         &self.config
     }
 
+    /// How long connecting (up to the broker's `CONNACK`) and a batch's
+    /// acknowledgements may take.
+    pub fn timeouts(&self) -> Timeouts {
+        self.config.timeouts()
+    }
+
     fn connect_error(&self, e: &ConnectionError) -> TargetError {
         let message = format!(
             "connecting to {}:{}: {}",
@@ -330,7 +336,8 @@ impl MqttTarget {
             shared,
             task,
         };
-        let result = match tokio::time::timeout(TIMEOUT, ready_rx).await {
+        let limit = self.timeouts().connect;
+        let result = match tokio::time::timeout(limit, ready_rx).await {
             Ok(Ok(Ok(()))) => Ok(conn),
             Ok(Ok(Err(e))) => Err(self.connect_error(&e)),
             Ok(Err(_)) => Err(TargetError::transient(
@@ -339,7 +346,7 @@ impl MqttTarget {
             )),
             Err(_) => Err(TargetError::transient(
                 &self.id,
-                format!("connecting: no CONNACK within {TIMEOUT:?}"),
+                format!("connecting: no CONNACK within {limit:?}"),
             )),
         };
         if result.is_err() {
@@ -357,8 +364,9 @@ impl MqttTarget {
                 .await
                 .map_err(|e| TargetError::transient(&self.id, format!("publish: {e}")))?;
         }
+        let limit = self.timeouts().request;
         for ack in acks {
-            match tokio::time::timeout(TIMEOUT, ack).await {
+            match tokio::time::timeout(limit, ack).await {
                 Ok(Ok(Ok(()))) => {}
                 Ok(Ok(Err(why))) => return Err(TargetError::transient(&self.id, why)),
                 Ok(Err(_)) => {
@@ -370,7 +378,7 @@ impl MqttTarget {
                 Err(_) => {
                     return Err(TargetError::transient(
                         &self.id,
-                        format!("no acknowledgement from the broker within {TIMEOUT:?}"),
+                        format!("no acknowledgement from the broker within {limit:?}"),
                     ))
                 }
             }
@@ -473,6 +481,17 @@ mod conformance_tests;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_keys_reach_the_connection() {
+        use crate::config::client::testing::{assert_client_keys, secs};
+        let keys = serde_json::json!({"broker": "tcp://127.0.0.1:1883", "topic": "t"});
+        assert_client_keys(keys, secs(5, 5), |v| {
+            MqttTarget::new("arn:minio:sqs::1:mqtt".parse().unwrap(), serde_json::from_value(v).unwrap())
+                .unwrap()
+                .timeouts()
+        });
+    }
 
     #[tokio::test]
     async fn refused_connection_is_transient() {

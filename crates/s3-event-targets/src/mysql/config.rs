@@ -1,6 +1,7 @@
 //! The MySQL target's configuration, under MinIO's key names, and MinIO's
 //! Go-driver DSN form.
 
+use std::time::Duration;
 use std::fmt;
 
 use serde::Deserialize;
@@ -8,8 +9,14 @@ use serde::Deserialize;
 use crate::db_common::Format;
 use crate::config::queue::target_config;
 use crate::config::values::*;
-use crate::config::QueueConfig;
+use crate::config::{ClientConfig, QueueConfig, Timeouts};
 use crate::{Error, Result};
+
+/// Default `connect_timeout`: how long connecting may take.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default `request_timeout`: how long one delivery attempt may take.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Default `max_open_connections`, as MinIO.
 pub const DEFAULT_MAX_OPEN_CONNECTIONS: usize = 2;
@@ -18,9 +25,9 @@ pub const DEFAULT_MAX_OPEN_CONNECTIONS: usize = 2;
 /// `{"mysql": {"<id>": {…}}}` section (environment:
 /// `MINIO_NOTIFY_MYSQL_<KEY>[_<ID>]`).
 ///
-/// Keys are MinIO's: `enable`, `format`, `dsn_string`, `table`,
-/// `queue_dir`, `queue_limit`, `max_open_connections`, and the older
-/// `host`, `port`, `username`, `password`, `database` used when
+/// Keys are MinIO's: `enable`, `format`, `dsn_string`, `table`, `queue_dir`,
+/// `queue_limit`, `connect_timeout`, `request_timeout`, `max_open_connections`,
+/// and the older `host`, `port`, `username`, `password`, `database` used when
 /// `dsn_string` is empty. `dsn_string` is the Go driver's form, as MinIO:
 /// `user:password@tcp(host:port)/database?tls=skip-verify` (see [`Dsn`]).
 /// Unknown keys are rejected.
@@ -32,6 +39,11 @@ pub struct MySqlConfig {
     /// `enable`, `queue_dir`, `queue_limit`.
     #[serde(skip)]
     pub queue: QueueConfig,
+
+    /// `connect_timeout`, `request_timeout`: default
+    /// [`DEFAULT_CONNECT_TIMEOUT`] and [`DEFAULT_REQUEST_TIMEOUT`].
+    #[serde(skip)]
+    pub client: ClientConfig,
 
     /// `namespace` (one row per object, default) or `access` (one row per
     /// event).
@@ -69,6 +81,7 @@ impl Default for MySqlConfig {
     fn default() -> Self {
         MySqlConfig {
             queue: QueueConfig::default(),
+            client: ClientConfig::default(),
             format: Format::Namespace,
             dsn_string: None,
             table: String::new(),
@@ -86,6 +99,7 @@ impl fmt::Debug for MySqlConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MySqlConfig")
             .field("queue", &self.queue)
+            .field("client", &self.client)
             .field("format", &self.format)
             .field("dsn_string", &self.dsn_string.as_deref().map(redact_dsn))
             .field("table", &self.table)
@@ -275,6 +289,12 @@ pub(crate) fn valid_table(name: &str) -> bool {
 }
 
 impl MySqlConfig {
+    /// The connect and request timeouts: the client block's keys, else
+    /// [`DEFAULT_CONNECT_TIMEOUT`] and [`DEFAULT_REQUEST_TIMEOUT`].
+    pub fn timeouts(&self) -> Timeouts {
+        Timeouts::of(&self.client, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT)
+    }
+
     /// A configuration writing to `table` through `dsn_string`, in
     /// `format`, every other key at its default.
     pub fn new(dsn_string: impl Into<String>, table: impl Into<String>, format: Format) -> Self {
@@ -317,6 +337,7 @@ impl MySqlConfig {
 
     /// Checks every key; messages name the target (`mysql <id>`) and key.
     pub fn validate(&self, id: &str) -> Result<()> {
+        self.client.validate(&format!("mysql {id}"))?;
         let err = |key: &'static str, message: &str| Error::InvalidConfig {
             target: format!("mysql {id}"),
             key,

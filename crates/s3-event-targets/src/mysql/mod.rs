@@ -41,13 +41,15 @@ use mysql_async::{Conn, OptsBuilder, Pool, PoolConstraints, PoolOpts, SslOpts, T
 use s3_event_core::{EventRecord, Target, TargetError, TargetId};
 
 pub use crate::db_common::Format;
-pub use config::{Dsn, DsnTls, MySqlConfig, DEFAULT_MAX_OPEN_CONNECTIONS};
+pub use config::{
+    Dsn, DsnTls, MySqlConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_OPEN_CONNECTIONS,
+    DEFAULT_REQUEST_TIMEOUT,
+};
 
+use crate::config::Timeouts;
 use crate::db_common::{collapse, records_doc, NsOp, MAX_BATCH};
 use crate::Result;
 
-/// How long getting a connection and running a batch may take.
-const OP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long `is_active`'s ping may take.
 const PING_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -62,6 +64,8 @@ pub struct MySqlTarget {
     /// Created on first use (the pool needs a runtime).
     pool: Mutex<Option<Pool>>,
     table_ready: AtomicBool,
+    /// Getting a pooled connection, and one batch.
+    timeouts: Timeouts,
 }
 
 impl fmt::Debug for MySqlTarget {
@@ -72,6 +76,7 @@ impl fmt::Debug for MySqlTarget {
             .field("table", &self.table)
             .field("format", &self.format)
             .field("max_open_connections", &self.connections)
+            .field("timeouts", &self.timeouts)
             .finish()
     }
 }
@@ -116,6 +121,7 @@ impl MySqlTarget {
         config.validate(id.id())?;
         let dsn = config.dsn(id.id())?;
         Ok(MySqlTarget {
+            timeouts: config.timeouts(),
             format: config.format,
             connections: config.connections(),
             table: config.table,
@@ -124,6 +130,12 @@ impl MySqlTarget {
             table_ready: AtomicBool::new(false),
             id,
         })
+    }
+
+    /// How long getting a pooled connection (connecting, when there is
+    /// none) and one batch may take.
+    pub fn timeouts(&self) -> Timeouts {
+        self.timeouts
     }
 
     fn pool(&self) -> Pool {
@@ -180,12 +192,13 @@ impl MySqlTarget {
     }
 
     async fn conn(&self) -> Result<Conn, TargetError> {
-        match tokio::time::timeout(OP_TIMEOUT, self.pool().get_conn()).await {
+        let limit = self.timeouts.connect;
+        match tokio::time::timeout(limit, self.pool().get_conn()).await {
             Ok(Ok(c)) => Ok(c),
             Ok(Err(e)) => Err(self.error(e)),
             Err(_) => Err(TargetError::transient(
                 &self.id,
-                format!("no connection within {OP_TIMEOUT:?}"),
+                format!("no connection within `connect_timeout` ({limit:?})"),
             )),
         }
     }
@@ -317,11 +330,12 @@ impl Target for MySqlTarget {
             self.ensure_table(&mut conn).await?;
             self.write(&mut conn, events).await
         };
-        match tokio::time::timeout(OP_TIMEOUT, work).await {
+        let limit = self.timeouts.request;
+        match tokio::time::timeout(limit, work).await {
             Ok(r) => r.map_err(|e| self.error(e)),
             Err(_) => Err(TargetError::transient(
                 &self.id,
-                format!("the batch did not complete within {OP_TIMEOUT:?}"),
+                format!("the batch did not complete within `request_timeout` ({limit:?})"),
             )),
         }
     }
@@ -396,6 +410,18 @@ mod tests {
         ] {
             assert!(Dsn::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn client_keys_reach_the_pool_and_the_batches() {
+        use crate::config::client::testing::{assert_client_keys, secs};
+        let keys = serde_json::json!({"dsn_string": "root:@tcp(127.0.0.1:3306)/test",
+                                      "table": "t"});
+        assert_client_keys(keys, secs(10, 10), |v| {
+            MySqlTarget::new(id(), serde_json::from_value(v).unwrap())
+                .unwrap()
+                .timeouts()
+        });
     }
 
     #[test]

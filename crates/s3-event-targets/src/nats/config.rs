@@ -8,19 +8,25 @@ use serde::Deserialize;
 
 use crate::config::queue::target_config;
 use crate::config::values::*;
-use crate::config::QueueConfig;
+use crate::config::{ClientConfig, QueueConfig, Timeouts};
 use crate::{Error, Result};
+
+/// Default `connect_timeout`: how long connecting may take.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Default `request_timeout`: how long one delivery attempt may take.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Configuration of one NATS target, as one entry of MinIO's
 /// `{"nats": {"<id>": {…}}}` section.
 ///
-/// Keys are MinIO's: `enable`, `address`, `subject`, `username`,
-/// `password`, `token`, `nkey_seed`, `user_credentials`, `tls`,
-/// `tls_skip_verify`, `tls_handshake_first`, `cert_authority`,
-/// `client_cert`, `client_key`, `ping_interval`, `jetstream`, `queue_dir`,
-/// `queue_limit`. MinIO's deprecated NATS Streaming keys (`streaming*`)
-/// are not supported (NATS Streaming reached its end of life; use
-/// `jetstream`). Empty strings mean "not set". Unknown keys are rejected.
+/// Keys are MinIO's: `enable`, `address`, `subject`, `username`, `password`,
+/// `token`, `nkey_seed`, `user_credentials`, `tls`, `tls_skip_verify`,
+/// `tls_handshake_first`, `cert_authority`, `client_cert`, `client_key`,
+/// `ping_interval`, `jetstream`, `queue_dir`, `queue_limit`, `connect_timeout`,
+/// `request_timeout`. MinIO's deprecated NATS Streaming keys (`streaming*`) are
+/// not supported (NATS Streaming reached its end of life; use `jetstream`).
+/// Empty strings mean "not set". Unknown keys are rejected.
 ///
 /// `Debug` never prints `password`, `token` or `nkey_seed`.
 #[derive(Clone, Default, PartialEq, Deserialize)]
@@ -29,6 +35,11 @@ pub struct NatsConfig {
     /// `enable`, `queue_dir`, `queue_limit`.
     #[serde(skip)]
     pub queue: QueueConfig,
+
+    /// `connect_timeout`, `request_timeout`: default
+    /// [`DEFAULT_CONNECT_TIMEOUT`] and [`DEFAULT_REQUEST_TIMEOUT`].
+    #[serde(skip)]
+    pub client: ClientConfig,
 
     /// The server, `host:port` or `nats://host:port` (`tls://` for TLS);
     /// several may be given separated by commas. Required.
@@ -102,6 +113,7 @@ impl fmt::Debug for NatsConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NatsConfig")
             .field("queue", &self.queue)
+            .field("client", &self.client)
             .field("address", &self.address)
             .field("subject", &self.subject)
             .field("username", &self.username)
@@ -122,6 +134,12 @@ impl fmt::Debug for NatsConfig {
 }
 
 impl NatsConfig {
+    /// The connect and request timeouts: the client block's keys, else
+    /// [`DEFAULT_CONNECT_TIMEOUT`] and [`DEFAULT_REQUEST_TIMEOUT`].
+    pub fn timeouts(&self) -> Timeouts {
+        Timeouts::of(&self.client, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT)
+    }
+
     /// A configuration publishing on `subject` at `address`, every other
     /// key at its default.
     pub fn new(address: impl Into<String>, subject: impl Into<String>) -> Self {
@@ -134,6 +152,7 @@ impl NatsConfig {
 
     /// Checks every key; messages name the target (`nats <id>`) and key.
     pub fn validate(&self, id: &str) -> Result<()> {
+        self.client.validate(&format!("nats {id}"))?;
         let err = |key: &'static str, message: &str| Error::InvalidConfig {
             target: format!("nats {id}"),
             key,

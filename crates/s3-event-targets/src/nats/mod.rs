@@ -38,17 +38,18 @@ use async_nats::{jetstream, Client, ConnectErrorKind, ConnectOptions};
 use async_trait::async_trait;
 use s3_event_core::{EventRecord, Notification, Target, TargetError, TargetId};
 
-pub use config::NatsConfig;
+pub use config::{NatsConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT};
 
+use crate::config::Timeouts;
 use crate::error::describe;
 use crate::{Error, Result};
 
 /// Largest batch handed to [`NatsTarget::send_batch`].
 const MAX_BATCH: usize = 256;
 
-/// How long connecting, a flush or a batch's acknowledgements may take
-/// before the attempt is reported as transient.
-const TIMEOUT: Duration = Duration::from_secs(5);
+/// How much longer than the client's own timeouts the outer bounds wait,
+/// so that the client's error (which says more) comes first.
+const MARGIN: Duration = Duration::from_secs(1);
 
 /// How long `is_active` waits for the server's `PONG`.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -58,6 +59,8 @@ pub struct NatsTarget {
     id: TargetId,
     config: NatsConfig,
     tls: Option<async_nats::rustls::ClientConfig>,
+    /// Connecting; a batch's round trip or acknowledgements, a flush.
+    timeouts: Timeouts,
     conn: tokio::sync::Mutex<Option<Conn>>,
 }
 
@@ -148,6 +151,7 @@ impl NatsTarget {
         };
         Ok(NatsTarget {
             id,
+            timeouts: config.timeouts(),
             config,
             tls,
             conn: tokio::sync::Mutex::new(None),
@@ -159,11 +163,17 @@ impl NatsTarget {
         &self.config
     }
 
+    /// How long connecting, and a batch's round trip or acknowledgements,
+    /// may take.
+    pub fn timeouts(&self) -> Timeouts {
+        self.timeouts
+    }
+
     fn options(&self) -> Result<ConnectOptions, TargetError> {
         let c = &self.config;
         let mut o = ConnectOptions::new()
             .name(format!("s3-event {}", self.id))
-            .connection_timeout(TIMEOUT)
+            .connection_timeout(self.timeouts.connect)
             .max_reconnects(None)
             // Never wait for the whole reconnect backoff: a restarted server
             // is found within a second.
@@ -191,7 +201,7 @@ impl NatsTarget {
                     TargetError::permanent(&self.id, format!("bad `user_credentials`: {e}"))
                 })?
                 .name(format!("s3-event {}", self.id))
-                .connection_timeout(TIMEOUT)
+                .connection_timeout(self.timeouts.connect)
                 .max_reconnects(None);
         }
         if let Some(ping) = c.ping_interval.filter(|p| !p.is_zero()) {
@@ -214,7 +224,8 @@ impl NatsTarget {
         }
         let address = self.config.address.clone();
         let connect = self.options()?.connect(address.as_str());
-        let client = match tokio::time::timeout(TIMEOUT + Duration::from_secs(1), connect).await {
+        let limit = self.timeouts.connect;
+        let client = match tokio::time::timeout(limit + MARGIN, connect).await {
             Ok(Ok(client)) => client,
             Ok(Err(e)) => {
                 let message = format!("connecting to {address}: {}", describe(&e));
@@ -229,14 +240,15 @@ impl NatsTarget {
             Err(_) => {
                 return Err(TargetError::transient(
                     &self.id,
-                    format!("connecting to {address}: timed out after {TIMEOUT:?}"),
+                    format!("connecting to {address}: timed out after {limit:?}"),
                 ))
             }
         };
-        let js = self
-            .config
-            .jetstream
-            .then(|| jetstream::new(client.clone()));
+        let js = self.config.jetstream.then(|| {
+            let mut js = jetstream::new(client.clone());
+            js.set_timeout(self.timeouts.request);
+            js
+        });
         let conn = Conn { client, js };
         *guard = Some(conn.clone());
         Ok(conn)
@@ -263,7 +275,7 @@ impl NatsTarget {
                     TargetError::transient(&self.id, format!("publish: {}", describe(&e)))
                 })?;
         }
-        round_trip(client, TIMEOUT)
+        round_trip(client, self.timeouts.request)
             .await
             .map_err(|e| TargetError::transient(&self.id, format!("after publishing: {e}")))
     }
@@ -296,13 +308,14 @@ impl NatsTarget {
             );
         }
         for ack in acks {
-            match tokio::time::timeout(TIMEOUT + Duration::from_secs(1), ack).await {
+            let limit = self.timeouts.request;
+            match tokio::time::timeout(limit + MARGIN, ack).await {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => return Err(classify(e)),
                 Err(_) => {
                     return Err(TargetError::transient(
                         &self.id,
-                        format!("JetStream publish: no acknowledgement within {TIMEOUT:?}"),
+                        format!("JetStream publish: no acknowledgement within {limit:?}"),
                     ))
                 }
             }
@@ -368,9 +381,9 @@ impl Target for NatsTarget {
         }
     }
 
-    /// The client's connection state and one round trip (bounded by 2 s); before the first connection, one attempt to
-    /// connect. An authentication failure
-    /// is a permanent error.
+    /// The client's connection state and one round trip (bounded by 2 s);
+    /// before the first connection, one attempt to connect. An authentication
+    /// failure is a permanent error.
     async fn is_active(&self) -> Result<bool, TargetError> {
         match self.conn().await {
             Ok(conn) => {
@@ -389,7 +402,7 @@ impl Target for NatsTarget {
     /// Flushes and drops the connection.
     async fn close(&self) -> Result<(), TargetError> {
         if let Some(conn) = self.conn.lock().await.take() {
-            let _ = tokio::time::timeout(TIMEOUT, conn.client.flush()).await;
+            let _ = tokio::time::timeout(self.timeouts.request, conn.client.flush()).await;
         }
         Ok(())
     }
@@ -415,6 +428,17 @@ mod tests {
         let t = NatsTarget::new("arn:minio:sqs::1:nats".parse().unwrap(), c).unwrap();
         let d = format!("{t:?}");
         assert!(!d.contains("tok-SECRET"), "{d}");
+    }
+
+    #[test]
+    fn client_keys_reach_the_connection() {
+        use crate::config::client::testing::{assert_client_keys, secs};
+        let keys = serde_json::json!({"address": "127.0.0.1:4222", "subject": "s"});
+        assert_client_keys(keys, secs(5, 5), |v| {
+            NatsTarget::new("arn:minio:sqs::1:nats".parse().unwrap(), serde_json::from_value(v).unwrap())
+                .unwrap()
+                .timeouts()
+        });
     }
 
     #[tokio::test]

@@ -1,26 +1,39 @@
 //! The NSQ target's configuration, under MinIO's key names.
 
 
+use std::time::Duration;
 use serde::Deserialize;
 
 use crate::config::queue::target_config;
 use crate::config::values::*;
-use crate::config::QueueConfig;
+use crate::config::{ClientConfig, QueueConfig, Timeouts};
 use crate::{Error, Result};
+
+/// Default `connect_timeout`: how long connecting may take.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Default `request_timeout`: how long one delivery attempt may take.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Configuration of one NSQ target, as one entry of MinIO's
 /// `{"nsq": {"<id>": {…}}}` section.
 ///
 /// Keys are MinIO's: `enable`, `nsqd_address`, `topic`, `tls`,
-/// `tls_skip_verify`, `queue_dir`, `queue_limit`. TLS (negotiated through
-/// NSQ's `IDENTIFY`) is not implemented: `tls` must be off. Empty strings
-/// mean "not set". Unknown keys are rejected.
+/// `tls_skip_verify`, `queue_dir`, `queue_limit`, `connect_timeout`,
+/// `request_timeout`. TLS (negotiated through NSQ's `IDENTIFY`) is not
+/// implemented: `tls` must be off. Empty strings mean "not set". Unknown keys
+/// are rejected.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(remote = "Self", deny_unknown_fields)]
 pub struct NsqConfig {
     /// `enable`, `queue_dir`, `queue_limit`.
     #[serde(skip)]
     pub queue: QueueConfig,
+
+    /// `connect_timeout`, `request_timeout`: default
+    /// [`DEFAULT_CONNECT_TIMEOUT`] and [`DEFAULT_REQUEST_TIMEOUT`].
+    #[serde(skip)]
+    pub client: ClientConfig,
 
     /// The nsqd TCP address, `host:port` (nsqd's default port is 4150).
     /// Required.
@@ -56,6 +69,12 @@ pub(crate) fn valid_topic(topic: &str) -> bool {
 }
 
 impl NsqConfig {
+    /// The connect and request timeouts: the client block's keys, else
+    /// [`DEFAULT_CONNECT_TIMEOUT`] and [`DEFAULT_REQUEST_TIMEOUT`].
+    pub fn timeouts(&self) -> Timeouts {
+        Timeouts::of(&self.client, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT)
+    }
+
     /// A configuration publishing on `topic` at `nsqd_address`, every
     /// other key at its default.
     pub fn new(nsqd_address: impl Into<String>, topic: impl Into<String>) -> Self {
@@ -68,6 +87,7 @@ impl NsqConfig {
 
     /// Checks every key; messages name the target (`nsq <id>`) and key.
     pub fn validate(&self, id: &str) -> Result<()> {
+        self.client.validate(&format!("nsq {id}"))?;
         let err = |key: &'static str, message: &str| Error::InvalidConfig {
             target: format!("nsq {id}"),
             key,

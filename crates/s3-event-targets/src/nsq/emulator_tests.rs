@@ -99,6 +99,17 @@ async fn refused_connection_is_transient() {
 }
 
 #[test]
+fn client_keys_reach_the_connection() {
+    use crate::config::client::testing::{assert_client_keys, secs};
+    let keys = serde_json::json!({"nsqd_address": "127.0.0.1:4150", "topic": "t"});
+    assert_client_keys(keys, secs(5, 5), |v| {
+        NsqTarget::new("arn:minio:sqs::1:nsq".parse().unwrap(), serde_json::from_value(v).unwrap())
+            .unwrap()
+            .timeouts()
+    });
+}
+
+#[test]
 fn mpub_body_layout() {
     let b = mpub_body(&[b"ab".to_vec(), b"c".to_vec()]);
     assert_eq!(b, [0, 0, 0, 2, 0, 0, 0, 2, b'a', b'b', 0, 0, 0, 1, b'c']);

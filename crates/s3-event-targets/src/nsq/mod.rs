@@ -32,15 +32,13 @@ use s3_event_core::{EventRecord, Notification, Target, TargetError, TargetId};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-pub use config::NsqConfig;
+pub use config::{NsqConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT};
 
+use crate::config::Timeouts;
 use crate::Result;
 
 /// Largest batch handed to [`NsqTarget::send_batch`] (one `MPUB`).
 const MAX_BATCH: usize = 256;
-
-/// How long connecting or a command's answer may take.
-const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The protocol magic sent first on every connection.
 const MAGIC: &[u8; 4] = b"  V2";
@@ -126,11 +124,28 @@ impl NsqTarget {
         &self.config
     }
 
+    /// How long connecting may take, and one delivery attempt in all (a
+    /// connection when one is needed, the command, nsqd's answer).
+    pub fn timeouts(&self) -> Timeouts {
+        self.config.timeouts()
+    }
+
+    /// A connection, within `connect_timeout`.
     async fn connect(&self) -> Result<BufReader<TcpStream>, Failure> {
-        let mut s = TcpStream::connect(self.config.nsqd_address.as_str()).await?;
-        s.set_nodelay(true)?;
-        s.write_all(MAGIC).await?;
-        Ok(BufReader::new(s))
+        let limit = self.timeouts().connect;
+        let connect = async {
+            let mut s = TcpStream::connect(self.config.nsqd_address.as_str()).await?;
+            s.set_nodelay(true)?;
+            s.write_all(MAGIC).await?;
+            Ok::<_, Failure>(BufReader::new(s))
+        };
+        tokio::time::timeout(limit, connect)
+            .await
+            .unwrap_or_else(|_| {
+                Err(Failure::Transient(format!(
+                    "connecting: timed out after {limit:?}"
+                )))
+            })
     }
 
     /// Sends `cmd` and reads frames up to its answer, answering heartbeats.
@@ -205,10 +220,11 @@ impl Target for NsqTarget {
             }
             Self::exchange(guard.as_mut().expect("connected above"), &cmd).await
         };
-        let result = match tokio::time::timeout(TIMEOUT, attempt).await {
+        let limit = self.timeouts().request;
+        let result = match tokio::time::timeout(limit, attempt).await {
             Ok(r) => r,
             Err(_) => Err(Failure::Transient(format!(
-                "no answer from nsqd within {TIMEOUT:?}"
+                "no answer from nsqd within {limit:?}"
             ))),
         };
         match result {

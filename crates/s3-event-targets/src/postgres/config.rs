@@ -1,5 +1,6 @@
 //! The PostgreSQL target's configuration, under MinIO's key names.
 
+use std::time::Duration;
 use std::fmt;
 use std::path::PathBuf;
 
@@ -8,8 +9,12 @@ use serde::Deserialize;
 use crate::db_common::Format;
 use crate::config::queue::target_config;
 use crate::config::values::*;
-use crate::config::QueueConfig;
+use crate::config::{ClientConfig, QueueConfig};
 use crate::{Error, Result};
+
+/// Default `connect_timeout`: how long connecting, and waiting for a
+/// pooled connection, may take.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Default `max_open_connections`, as MinIO.
 pub const DEFAULT_MAX_OPEN_CONNECTIONS: usize = 2;
@@ -19,11 +24,11 @@ pub const DEFAULT_MAX_OPEN_CONNECTIONS: usize = 2;
 /// `MINIO_NOTIFY_POSTGRES_<KEY>[_<ID>]`).
 ///
 /// Keys are MinIO's: `enable`, `format`, `connection_string`, `table`,
-/// `queue_dir`, `queue_limit`, `max_open_connections`, and the older
-/// `host`, `port`, `username`, `password`, `database` used when
-/// `connection_string` is empty. `connection_string` is libpq's form,
-/// `host=… port=… user=… password=… dbname=… sslmode=…`, or a
-/// `postgresql://` URL. Unknown keys are rejected.
+/// `queue_dir`, `queue_limit`, `connect_timeout`, `request_timeout`,
+/// `max_open_connections`, and the older `host`, `port`, `username`,
+/// `password`, `database` used when `connection_string` is empty.
+/// `connection_string` is libpq's form, `host=… port=… user=… password=…
+/// dbname=… sslmode=…`, or a `postgresql://` URL. Unknown keys are rejected.
 ///
 /// `Debug` never prints `password` nor a password inside
 /// `connection_string`.
@@ -33,6 +38,12 @@ pub struct PostgresConfig {
     /// `enable`, `queue_dir`, `queue_limit`.
     #[serde(skip)]
     pub queue: QueueConfig,
+
+    /// `connect_timeout` (default [`DEFAULT_CONNECT_TIMEOUT`]),
+    /// `request_timeout` (default none: a batch is not cut short, as
+    /// before the key existed).
+    #[serde(skip)]
+    pub client: ClientConfig,
 
     /// `namespace` (one row per object, default) or `access` (one row per
     /// event).
@@ -70,6 +81,7 @@ impl Default for PostgresConfig {
     fn default() -> Self {
         PostgresConfig {
             queue: QueueConfig::default(),
+            client: ClientConfig::default(),
             format: Format::Namespace,
             connection_string: None,
             table: String::new(),
@@ -300,6 +312,7 @@ impl fmt::Debug for PostgresConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PostgresConfig")
             .field("queue", &self.queue)
+            .field("client", &self.client)
             .field("format", &self.format)
             .field(
                 "connection_string",
@@ -396,6 +409,7 @@ impl PostgresConfig {
     /// Checks every key; messages name the target (`postgresql <id>`) and
     /// the key.
     pub fn validate(&self, id: &str) -> Result<()> {
+        self.client.validate(&format!("postgresql {id}"))?;
         let err = |key: &'static str, message: &str| Error::InvalidConfig {
             target: format!("postgresql {id}"),
             key,

@@ -88,6 +88,16 @@ async fn access_keys(c: &tokio_postgres::Client, table: &str) -> Vec<String> {
         .collect()
 }
 
+/// The keys (`bucket/object`) of a namespace table, sorted.
+async fn namespace_keys(c: &tokio_postgres::Client, table: &str) -> Vec<String> {
+    c.query(&format!("SELECT key FROM {table} ORDER BY key"), &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
 struct PgHarness {
     proxy: Proxy,
     table: String,
@@ -189,13 +199,7 @@ async fn namespace_creates_overwrites_and_deletes() {
     ])
     .await
     .unwrap();
-    let keys: Vec<String> = c
-        .query(&format!("SELECT key FROM {table} ORDER BY key"), &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let keys = namespace_keys(&c, &table).await;
     assert_eq!(keys, ["photos/d.jpg"]);
     t.send(&test_record(
         "s3:ObjectRemoved:Delete",
@@ -230,6 +234,39 @@ async fn namespace_creates_overwrites_and_deletes() {
             ("value".to_string(), "jsonb".to_string())
         ]
     );
+    c.batch_execute(&format!("DROP TABLE {table}"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn request_timeout_cuts_short_a_batch_that_waits_on_a_lock() {
+    let table = unique_name("s3e_pg_timeout");
+    let mut config = PostgresConfig::new(connection_string(None), &table, Format::Namespace);
+    config.client.request_timeout = Some(Duration::from_millis(300));
+    let t = PostgresTarget::new(id(), config).unwrap();
+    let put = |k: &str| test_record("s3:ObjectCreated:Put", "b", k, "");
+    // A first batch creates the table; then a session of our own locks it.
+    t.send(&put("k0")).await.unwrap();
+    let mut locker = sql().await;
+    let lock = locker.transaction().await.unwrap();
+    lock.batch_execute(&format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
+        .await
+        .unwrap();
+    let e = t.send(&put("k1")).await.unwrap_err();
+    assert!(e.is_transient(), "{e}");
+    assert!(
+        e.to_string()
+            .contains("the batch did not complete within `request_timeout` (300ms)"),
+        "not the request timeout: {e}"
+    );
+    lock.rollback().await.unwrap();
+    // With the lock gone the same target delivers again.
+    t.send(&put("k2")).await.unwrap();
+    let c = sql().await;
+    let keys = namespace_keys(&c, &table).await;
+    // k1's transaction was rolled back when the timeout dropped it.
+    assert_eq!(keys, ["b/k0", "b/k2"]);
     c.batch_execute(&format!("DROP TABLE {table}"))
         .await
         .unwrap();

@@ -44,13 +44,11 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod
 use s3_event_core::{EventRecord, Target, TargetError, TargetId};
 
 pub use crate::db_common::Format;
-pub use config::{PostgresConfig, DEFAULT_MAX_OPEN_CONNECTIONS};
+pub use config::{PostgresConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_OPEN_CONNECTIONS};
 
 use crate::db_common::{collapse, records_doc, NsOp, MAX_BATCH};
 use crate::{Error, Result};
 
-/// How long connecting (and waiting for a pooled connection) may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long `is_active`'s `SELECT 1` may take.
 const PING_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -63,6 +61,10 @@ pub struct PostgresTarget {
     shown: String,
     pool: Pool,
     table_ready: AtomicBool,
+    /// Connecting, and waiting for a pooled connection.
+    connect_timeout: Duration,
+    /// One batch (its statement or transaction); `None`: unbounded.
+    request_timeout: Option<Duration>,
 }
 
 impl fmt::Debug for PostgresTarget {
@@ -72,6 +74,8 @@ impl fmt::Debug for PostgresTarget {
             .field("connection", &self.shown)
             .field("table", &self.table)
             .field("format", &self.format)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
             .finish()
     }
 }
@@ -108,7 +112,8 @@ impl PostgresTarget {
     pub fn new(id: TargetId, config: PostgresConfig) -> Result<PostgresTarget> {
         config.validate(id.id())?;
         let (mut pg, pg_tls) = config.pg_config(id.id())?;
-        pg.connect_timeout(CONNECT_TIMEOUT);
+        let connect_timeout = config.client.connect_timeout_or(DEFAULT_CONNECT_TIMEOUT);
+        pg.connect_timeout(connect_timeout);
         if pg.get_application_name().is_none() {
             pg.application_name("s3-event");
         }
@@ -152,9 +157,9 @@ impl PostgresTarget {
         let pool = Pool::builder(manager)
             .max_size(config.connections())
             .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(CONNECT_TIMEOUT))
-            .create_timeout(Some(CONNECT_TIMEOUT))
-            .recycle_timeout(Some(CONNECT_TIMEOUT))
+            .wait_timeout(Some(connect_timeout))
+            .create_timeout(Some(connect_timeout))
+            .recycle_timeout(Some(connect_timeout))
             .build()
             .map_err(|e| Error::InvalidConfig {
                 target: format!("postgresql {}", id.id()),
@@ -168,7 +173,21 @@ impl PostgresTarget {
             shown,
             pool,
             table_ready: AtomicBool::new(false),
+            connect_timeout,
+            request_timeout: config.client.request_timeout,
         })
+    }
+
+    /// How long connecting, and waiting for a pooled connection, may take
+    /// (`connect_timeout`).
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
+    /// How long one batch may take (`request_timeout`); `None`: as long as
+    /// the server takes.
+    pub fn request_timeout(&self) -> Option<Duration> {
+        self.request_timeout
     }
 
     fn db_error(&self, e: &tokio_postgres::Error) -> TargetError {
@@ -330,10 +349,22 @@ impl Target for PostgresTarget {
             collapse(&self.id, events)?;
         }
         let mut client = self.client().await?;
-        self.ensure_table(&client).await?;
-        self.write(&mut client, events)
-            .await
-            .map_err(|e| self.db_error(&e))
+        let work = async {
+            self.ensure_table(&client).await?;
+            self.write(&mut client, events)
+                .await
+                .map_err(|e| self.db_error(&e))
+        };
+        let Some(limit) = self.request_timeout else {
+            return work.await;
+        };
+        match tokio::time::timeout(limit, work).await {
+            Ok(r) => r,
+            Err(_) => Err(TargetError::transient(
+                &self.id,
+                format!("the batch did not complete within `request_timeout` ({limit:?})"),
+            )),
+        }
     }
 
     /// `SELECT 1` on a pooled connection: `Ok(true)` on an answer,
@@ -565,6 +596,24 @@ mod tests {
             .build_targets()
             .unwrap();
         assert_eq!(t[0].0.id().to_string(), "arn:minio:sqs:r:1:postgresql");
+    }
+
+    #[test]
+    fn client_keys_reach_the_pool_and_the_batches() {
+        let built = |v: serde_json::Value| {
+            let t = PostgresTarget::new(id(), serde_json::from_value(v).unwrap()).unwrap();
+            (t.connect_timeout(), t.request_timeout())
+        };
+        let mut keys = serde_json::json!({"connection_string": "host=127.0.0.1 dbname=test",
+                                          "table": "t"});
+        // Without the keys: 5 s to connect, batches unbounded, as before.
+        assert_eq!(built(keys.clone()), (Duration::from_secs(5), None));
+        keys["connect_timeout"] = "1500ms".into();
+        keys["request_timeout"] = "2.5s".into();
+        assert_eq!(
+            built(keys),
+            (Duration::from_millis(1500), Some(Duration::from_millis(2500)))
+        );
     }
 
     #[tokio::test]

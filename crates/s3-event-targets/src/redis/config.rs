@@ -1,5 +1,6 @@
 //! The Redis target's configuration, under MinIO's key names.
 
+use std::time::Duration;
 use std::fmt;
 
 use serde::Deserialize;
@@ -7,8 +8,14 @@ use serde::Deserialize;
 use crate::db_common::Format;
 use crate::config::queue::target_config;
 use crate::config::values::*;
-use crate::config::QueueConfig;
+use crate::config::{ClientConfig, QueueConfig, Timeouts};
 use crate::{Error, Result};
+
+/// Default `connect_timeout`: how long connecting may take.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Default `request_timeout`: how long one delivery attempt may take.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The port used when `address` has none.
 pub const DEFAULT_PORT: u16 = 6379;
@@ -17,9 +24,10 @@ pub const DEFAULT_PORT: u16 = 6379;
 /// `{"redis": {"<id>": {…}}}` section (environment:
 /// `MINIO_NOTIFY_REDIS_<KEY>[_<ID>]`).
 ///
-/// Keys are MinIO's: `enable`, `format`, `address`, `password`, `user`,
-/// `key`, `queue_dir`, `queue_limit`. MinIO's Redis target has no TLS
-/// option, and neither has this one. Unknown keys are rejected.
+/// Keys are MinIO's: `enable`, `format`, `address`, `password`, `user`, `key`,
+/// `queue_dir`, `queue_limit`, `connect_timeout`, `request_timeout`. MinIO's
+/// Redis target has no TLS option, and neither has this one. Unknown keys are
+/// rejected.
 ///
 /// `Debug` never prints `password`.
 #[derive(Clone, PartialEq, Deserialize)]
@@ -28,6 +36,11 @@ pub struct RedisConfig {
     /// `enable`, `queue_dir`, `queue_limit`.
     #[serde(skip)]
     pub queue: QueueConfig,
+
+    /// `connect_timeout`, `request_timeout`: default
+    /// [`DEFAULT_CONNECT_TIMEOUT`] and [`DEFAULT_REQUEST_TIMEOUT`].
+    #[serde(skip)]
+    pub client: ClientConfig,
 
     /// `namespace` (a hash `key` of `bucket/object` → event, default) or
     /// `access` (a list `key` of events, appended).
@@ -54,6 +67,7 @@ impl Default for RedisConfig {
     fn default() -> Self {
         RedisConfig {
             queue: QueueConfig::default(),
+            client: ClientConfig::default(),
             format: Format::Namespace,
             address: String::new(),
             password: None,
@@ -67,6 +81,7 @@ impl fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisConfig")
             .field("queue", &self.queue)
+            .field("client", &self.client)
             .field("format", &self.format)
             .field("address", &self.address)
             .field("password", &redact(&self.password))
@@ -77,6 +92,12 @@ impl fmt::Debug for RedisConfig {
 }
 
 impl RedisConfig {
+    /// The connect and request timeouts: the client block's keys, else
+    /// [`DEFAULT_CONNECT_TIMEOUT`] and [`DEFAULT_REQUEST_TIMEOUT`].
+    pub fn timeouts(&self) -> Timeouts {
+        Timeouts::of(&self.client, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT)
+    }
+
     /// A configuration writing to `key` on the server at `address`
     /// (`host:port`), in `format`, every other key at its default.
     pub fn new(address: impl Into<String>, key: impl Into<String>, format: Format) -> Self {
@@ -128,6 +149,7 @@ impl RedisConfig {
 
     /// Checks every key; messages name the target (`redis <id>`) and key.
     pub fn validate(&self, id: &str) -> Result<()> {
+        self.client.validate(&format!("redis {id}"))?;
         self.host_port(id)?;
         let err = |key: &'static str, message: &str| Error::InvalidConfig {
             target: format!("redis {id}"),

@@ -32,15 +32,12 @@ use async_trait::async_trait;
 use s3_event_core::{EventRecord, Target, TargetError, TargetId};
 
 pub use crate::db_common::Format;
-pub use config::{RedisConfig, DEFAULT_PORT};
+pub use config::{RedisConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_PORT, DEFAULT_REQUEST_TIMEOUT};
 
+use crate::config::Timeouts;
 use crate::db_common::{collapse, records_doc, NsOp, MAX_BATCH};
 use crate::{Error, Result};
 
-/// How long a connection attempt may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// How long a command (or a pipelined batch) may take.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long `is_active`'s `PING` may take.
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -72,6 +69,8 @@ pub struct RedisTarget {
     address: String,
     user: Option<String>,
     has_password: bool,
+    /// Connecting, and one command or pipelined batch.
+    timeouts: Timeouts,
     client: ::redis::Client,
     /// Created on first use (needs a runtime); clones share one connection.
     manager: Mutex<Option<ConnectionManager>>,
@@ -86,6 +85,7 @@ impl fmt::Debug for RedisTarget {
             .field("password", &self.has_password.then_some("***"))
             .field("key", &self.key)
             .field("format", &self.format)
+            .field("timeouts", &self.timeouts)
             .finish()
     }
 }
@@ -128,6 +128,7 @@ impl RedisTarget {
                 message: format!("invalid Redis connection settings: {e}"),
             })?;
         Ok(RedisTarget {
+            timeouts: config.timeouts(),
             format: config.format,
             key: config.key,
             address: config.address,
@@ -139,6 +140,12 @@ impl RedisTarget {
         })
     }
 
+    /// The connect timeout and the response timeout (of one command or
+    /// pipelined batch) its connection uses.
+    pub fn timeouts(&self) -> Timeouts {
+        self.timeouts
+    }
+
     /// The shared connection, created (lazily connecting) on first use.
     fn connection(&self) -> Result<ConnectionManager, TargetError> {
         let mut m = self.manager.lock().unwrap_or_else(|p| p.into_inner());
@@ -146,8 +153,8 @@ impl RedisTarget {
             return Ok(c.clone());
         }
         let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_connection_timeout(Some(self.timeouts.connect))
+            .set_response_timeout(Some(self.timeouts.request))
             // Fail fast while the server is down: the notifier retries with
             // its own backoff and probes `is_active`.
             .set_number_of_retries(1)
@@ -374,6 +381,17 @@ mod tests {
             matches!(err, Error::InvalidConfig { key: "format", .. }),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn client_keys_reach_the_connection() {
+        use crate::config::client::testing::{assert_client_keys, secs};
+        let keys = serde_json::json!({"address": "127.0.0.1:6379", "key": "k"});
+        assert_client_keys(keys, secs(3, 10), |v| {
+            RedisTarget::new(id(), serde_json::from_value(v).unwrap())
+                .unwrap()
+                .timeouts()
+        });
     }
 
     #[tokio::test]

@@ -9,8 +9,10 @@
 //! over SNS's 256 KiB limit, which moto refuses inside the batch
 //! (`SenderFault`), so the batch loop's per-entry path is exercised.
 
+use std::sync::Arc;
+
 use aws_sdk_sqs::types::QueueAttributeName;
-use s3_event_core::Notification;
+use s3_event_core::{Notification, Target};
 
 use super::*;
 use crate::aws_common::moto::{self, rich_records, QueueReader, Received};
@@ -53,12 +55,8 @@ impl SnsHarness {
     }
 
     fn sns_target(&self) -> SnsTarget {
-        let aws = moto::aws_at(&format!("http://127.0.0.1:{}", self.proxy.port()));
         let config = SnsConfig {
-            region: aws.region,
-            endpoint: aws.endpoint,
-            access_key: aws.access_key_id,
-            secret_key: aws.secret_access_key,
+            connection: moto::connection_at(&format!("http://127.0.0.1:{}", self.proxy.port())),
             ..SnsConfig::new(self.topic_arn.clone())
         };
         SnsTarget::new("arn:minio:sqs::conformance:sns".parse().unwrap(), config).unwrap()

@@ -14,7 +14,10 @@
 //!   request other than throttling and 5xx.
 //! - Connection settings and credentials: the keys, else the standard AWS
 //!   environment ([`s3_event_core::aws`]); the SDK's default HTTPS client
-//!   (rustls). The SDK does not retry by itself: the notifier does.
+//!   (rustls), 3 s to connect and 10 s a request unless `connect_timeout`
+//!   and `request_timeout` say otherwise. The SDK does not retry by
+//!   itself: the notifier does.
+//! - `is_active`: `GetTopicAttributes`.
 //!
 //! ```no_run
 //! use s3_event_targets::sns::{SnsConfig, SnsTarget};
@@ -25,161 +28,84 @@
 
 mod config;
 
-use std::fmt;
-use std::sync::Arc;
-
 use async_trait::async_trait;
 use aws_sdk_sns::types::{MessageAttributeValue, PublishBatchRequestEntry};
 use aws_sdk_sns::Client;
-use s3_event_core::{EventRecord, Target, TargetError, TargetId};
+use s3_event_core::{EventRecord, TargetError, TargetId};
 
+pub use crate::aws_common::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT};
 pub use config::SnsConfig;
 
-use crate::aws_common::{self, Batcher, Failed, Message, MAX_ENTRIES};
-use crate::Result;
+use crate::aws_common::{self, aws_target, Failed, Message, Service};
 
-/// An SNS [`Target`]. See the [module docs](self).
-pub struct SnsTarget {
-    id: TargetId,
-    config: SnsConfig,
-    client: Client,
-    fifo: bool,
-    batcher: Batcher,
+aws_target! {
+    /// An SNS [`Target`](s3_event_core::Target). See the [module docs](self).
+    SnsTarget(SnsConfig, Client)
 }
 
-impl fmt::Debug for SnsTarget {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SnsTarget")
-            .field("id", &self.id)
-            .field("config", &self.config)
-            .field("fifo", &self.fifo)
-            .finish_non_exhaustive()
-    }
-}
+#[async_trait]
+impl Service for SnsConfig {
+    const KIND: &'static str = "sns";
+    const SERVICE: &'static str = "SNS";
+    type Client = Client;
+    type Entry = Message;
 
-/// Registered in `lib.rs`'s `targets!` list.
-impl crate::registry::TargetType for SnsTarget {
-    type Config = SnsConfig;
-
-    const SECRET_KEYS: &'static [&'static str] = &["secret_key", "session_token"];
-
-    fn build(id: TargetId, config: SnsConfig) -> crate::Result<Arc<dyn Target>> {
-        Ok(Arc::new(SnsTarget::new(id, config)?))
-    }
-}
-
-impl SnsTarget {
-    /// Validates `config` (errors name the target and the key), reads the
-    /// environment for what it leaves unset, and builds the client.
-    /// Nothing is contacted.
-    pub fn new(id: TargetId, config: SnsConfig) -> Result<SnsTarget> {
-        config.validate(id.id())?;
-        let sdk = aws_common::sdk_config(&format!("sns {}", id.id()), "SNS", &config.aws())?;
-        Ok(SnsTarget {
-            client: Client::new(&sdk),
-            fifo: config.is_fifo(),
-            id,
-            config,
-            batcher: Batcher::default(),
-        })
+    fn entry(&self, id: &TargetId, r: &EventRecord) -> Result<Message, TargetError> {
+        aws_common::message(id, r, self.is_fifo())
     }
 
-    /// The configuration the target was built with.
-    pub fn config(&self) -> &SnsConfig {
-        &self.config
-    }
-
-    /// One `PublishBatch` of `messages`; the entries SNS refused.
-    async fn publish(&self, messages: Vec<Message>) -> Result<Vec<Failed>, TargetError> {
-        let mut req = self
-            .client
-            .publish_batch()
-            .topic_arn(self.config.topic_arn.trim());
+    /// One `PublishBatch`.
+    async fn send(
+        &self,
+        id: &TargetId,
+        client: &Client,
+        messages: Vec<Message>,
+    ) -> Result<Vec<Failed>, TargetError> {
+        let mut req = client.publish_batch().topic_arn(self.topic_arn.trim());
         for (i, m) in messages.into_iter().enumerate() {
-            req = req.publish_batch_request_entries(self.entry(i, m)?);
+            req = req.publish_batch_request_entries(entry(id, i, m)?);
         }
         let out = req
             .send()
             .await
-            .map_err(|e| aws_common::classify(&self.id, "PublishBatch", &e))?;
+            .map_err(|e| aws_common::classify(id, "PublishBatch", &e))?;
         Ok(out
             .failed()
             .iter()
-            .map(|f| Failed {
-                index: f.id().parse().unwrap_or(usize::MAX),
-                code: f.code().to_owned(),
-                message: f.message().unwrap_or_default().to_owned(),
-                transient: !f.sender_fault() || aws_common::transient_code(f.code()),
-            })
+            .map(|f| Failed::of_batch(f.id(), f.code(), f.message(), f.sender_fault()))
             .collect())
     }
 
-    fn entry(&self, i: usize, m: Message) -> Result<PublishBatchRequestEntry, TargetError> {
-        let built = |e: aws_sdk_sns::error::BuildError| TargetError::permanent(&self.id, e);
-        let mut b = PublishBatchRequestEntry::builder()
-            .id(i.to_string())
-            .message(m.body);
-        for (name, value) in m.attributes {
-            let v = MessageAttributeValue::builder()
-                .data_type("String")
-                .string_value(value)
-                .build()
-                .map_err(built)?;
-            b = b.message_attributes(name, v);
-        }
-        if let Some((group, dedup)) = m.fifo {
-            b = b.message_group_id(group).message_deduplication_id(dedup);
-        }
-        b.build().map_err(built)
+    /// `GetTopicAttributes`.
+    async fn probe(&self, id: &TargetId, client: &Client) -> Result<(), TargetError> {
+        client
+            .get_topic_attributes()
+            .topic_arn(self.topic_arn.trim())
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| aws_common::classify(id, "GetTopicAttributes", &e))
     }
 }
 
-#[async_trait]
-impl Target for SnsTarget {
-    fn id(&self) -> &TargetId {
-        &self.id
+/// Message `i` of a batch: the body, its attributes, the FIFO ids.
+fn entry(id: &TargetId, i: usize, m: Message) -> Result<PublishBatchRequestEntry, TargetError> {
+    let built = |e: aws_sdk_sns::error::BuildError| TargetError::permanent(id, e);
+    let mut b = PublishBatchRequestEntry::builder()
+        .id(i.to_string())
+        .message(m.body);
+    for (name, value) in m.attributes {
+        let v = MessageAttributeValue::builder()
+            .data_type("String")
+            .string_value(value)
+            .build()
+            .map_err(built)?;
+        b = b.message_attributes(name, v);
     }
-
-    /// Publishes every event, 10 per `PublishBatch`, in order; returns once
-    /// SNS accepted each. See the [module docs](self).
-    async fn send_batch(&self, events: &[EventRecord]) -> Result<(), TargetError> {
-        let fifo = self.fifo;
-        self.batcher
-            .deliver(
-                &self.id,
-                events,
-                |r| aws_common::message(&self.id, r, fifo),
-                |messages| self.publish(messages),
-            )
-            .await
+    if let Some((group, dedup)) = m.fifo {
+        b = b.message_group_id(group).message_deduplication_id(dedup);
     }
-
-    /// `GetTopicAttributes`: `Ok(false)` while SNS is unreachable or
-    /// throttling, an error when the topic does not exist or the
-    /// credentials are refused.
-    async fn is_active(&self) -> Result<bool, TargetError> {
-        let res = self
-            .client
-            .get_topic_attributes()
-            .topic_arn(self.config.topic_arn.trim())
-            .send()
-            .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(e) => {
-                let e = aws_common::classify(&self.id, "GetTopicAttributes", &e);
-                if e.is_transient() {
-                    Ok(false)
-                } else {
-                    Err(e)
-                }
-            }
-        }
-    }
-
-    fn max_batch(&self) -> usize {
-        MAX_ENTRIES
-    }
+    b.build().map_err(built)
 }
 
 #[cfg(all(test, feature = "integration", feature = "sqs"))]
@@ -187,17 +113,23 @@ mod conformance_tests;
 
 #[cfg(test)]
 mod tests {
+    use s3_event_core::Target;
+
     use super::*;
+    use crate::aws_common::AwsConnection;
     use crate::NotifyConfig;
 
     const TOPIC: &str = "arn:aws:sns:us-east-1:123456789012:events";
 
     fn keyed(arn: &str) -> SnsConfig {
         SnsConfig {
-            access_key: Some("AKID".into()),
-            secret_key: Some("SNS-SECRET".into()),
-            session_token: Some("SNS-TOKEN".into()),
-            endpoint: Some("http://127.0.0.1:1".into()),
+            connection: AwsConnection {
+                access_key: Some("AKID".into()),
+                secret_key: Some("SNS-SECRET".into()),
+                session_token: Some("SNS-TOKEN".into()),
+                endpoint: Some("http://127.0.0.1:1".into()),
+                ..AwsConnection::default()
+            },
             ..SnsConfig::new(arn)
         }
     }
@@ -254,6 +186,18 @@ mod tests {
         assert!(matches!(e, crate::Error::InvalidConfig { key: "topic_arn", .. }), "{e}");
         let e = SnsTarget::new(id(), keyed("events")).unwrap_err();
         assert!(e.to_string().contains("`events`"), "{e}");
+    }
+
+    #[test]
+    fn client_keys_reach_the_sdk_client() {
+        use crate::config::client::testing::{assert_client_keys, secs};
+        let keys = serde_json::json!({"topic_arn": TOPIC,
+            "endpoint": "http://127.0.0.1:1", "access_key": "AKID", "secret_key": "S"});
+        assert_client_keys(keys, secs(3, 10), |v| {
+            let t = SnsTarget::new("arn:minio:sqs::1:sns".parse().unwrap(), serde_json::from_value(v).unwrap())
+                .unwrap();
+            aws_common::sdk_timeouts(t.0.client.config().timeout_config())
+        });
     }
 
     #[tokio::test]

@@ -9,8 +9,10 @@
 //! `MaximumMessageSize` 1024, so the poison event (a key of 1100
 //! characters) is refused permanently while the suite's events fit.
 
+use std::sync::Arc;
+
 use aws_sdk_sqs::types::QueueAttributeName;
-use s3_event_core::Notification;
+use s3_event_core::{Notification, Target};
 
 use super::*;
 use crate::aws_common::moto::{self, rich_records, QueueReader};
@@ -41,12 +43,8 @@ impl SqsHarness {
     }
 
     fn config(&self) -> SqsConfig {
-        let aws = moto::aws_at(&format!("http://127.0.0.1:{}", self.proxy.port()));
         SqsConfig {
-            region: aws.region,
-            endpoint: aws.endpoint,
-            access_key: aws.access_key_id,
-            secret_key: aws.secret_access_key,
+            connection: moto::connection_at(&format!("http://127.0.0.1:{}", self.proxy.port())),
             ..SqsConfig::new(self.queue_url.clone())
         }
     }

@@ -14,178 +14,100 @@
 //!   refused request other than throttling and 5xx.
 //! - Connection settings and credentials: the keys, else the standard AWS
 //!   environment ([`s3_event_core::aws`]); the SDK's default HTTPS client
-//!   (rustls). The SDK does not retry by itself: the notifier does.
+//!   (rustls), 3 s to connect and 10 s a request unless `connect_timeout`
+//!   and `request_timeout` say otherwise. The SDK does not retry by
+//!   itself: the notifier does.
+//! - `is_active`: `GetQueueAttributes` (the queue ARN).
 //!
 //! ```no_run
 //! use s3_event_targets::sqs::{SqsConfig, SqsTarget};
 //!
-//! let config = SqsConfig {
-//!     endpoint: Some("http://127.0.0.1:15000".into()),
-//!     ..SqsConfig::new("http://127.0.0.1:15000/123456789012/events")
-//! };
+//! let mut config = SqsConfig::new("http://127.0.0.1:15000/123456789012/events");
+//! config.connection.endpoint = Some("http://127.0.0.1:15000".into());
 //! let target = SqsTarget::new("arn:minio:sqs::1:sqs".parse().unwrap(), config).unwrap();
 //! ```
 
 mod config;
 
-use std::fmt;
-use std::sync::Arc;
-
 use async_trait::async_trait;
 use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName, SendMessageBatchRequestEntry};
 use aws_sdk_sqs::Client;
-use s3_event_core::{EventRecord, Target, TargetError, TargetId};
+use s3_event_core::{EventRecord, TargetError, TargetId};
 
+pub use crate::aws_common::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT};
 pub use config::SqsConfig;
 
-use crate::aws_common::{self, Batcher, Failed, Message, MAX_ENTRIES};
-use crate::Result;
+use crate::aws_common::{self, aws_target, Failed, Message, Service};
 
-/// An SQS [`Target`]. See the [module docs](self).
-pub struct SqsTarget {
-    id: TargetId,
-    config: SqsConfig,
-    client: Client,
-    fifo: bool,
-    batcher: Batcher,
+aws_target! {
+    /// An SQS [`Target`](s3_event_core::Target). See the [module docs](self).
+    SqsTarget(SqsConfig, Client)
 }
 
-impl fmt::Debug for SqsTarget {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SqsTarget")
-            .field("id", &self.id)
-            .field("config", &self.config)
-            .field("fifo", &self.fifo)
-            .finish_non_exhaustive()
-    }
-}
+#[async_trait]
+impl Service for SqsConfig {
+    const KIND: &'static str = "sqs";
+    const SERVICE: &'static str = "SQS";
+    type Client = Client;
+    type Entry = Message;
 
-/// Registered in `lib.rs`'s `targets!` list.
-impl crate::registry::TargetType for SqsTarget {
-    type Config = SqsConfig;
-
-    const SECRET_KEYS: &'static [&'static str] = &["secret_key", "session_token"];
-
-    fn build(id: TargetId, config: SqsConfig) -> crate::Result<Arc<dyn Target>> {
-        Ok(Arc::new(SqsTarget::new(id, config)?))
-    }
-}
-
-impl SqsTarget {
-    /// Validates `config` (errors name the target and the key), reads the
-    /// environment for what it leaves unset, and builds the client.
-    /// Nothing is contacted.
-    pub fn new(id: TargetId, config: SqsConfig) -> Result<SqsTarget> {
-        config.validate(id.id())?;
-        let sdk = aws_common::sdk_config(&format!("sqs {}", id.id()), "SQS", &config.aws())?;
-        Ok(SqsTarget {
-            client: Client::new(&sdk),
-            fifo: config.is_fifo(),
-            id,
-            config,
-            batcher: Batcher::default(),
-        })
+    fn entry(&self, id: &TargetId, r: &EventRecord) -> Result<Message, TargetError> {
+        aws_common::message(id, r, self.is_fifo())
     }
 
-    /// The configuration the target was built with.
-    pub fn config(&self) -> &SqsConfig {
-        &self.config
-    }
-
-    /// One `SendMessageBatch` of `messages`; the entries SQS refused.
-    async fn send_messages(&self, messages: Vec<Message>) -> Result<Vec<Failed>, TargetError> {
-        let mut req = self
-            .client
-            .send_message_batch()
-            .queue_url(self.config.queue_url.trim());
+    /// One `SendMessageBatch`.
+    async fn send(
+        &self,
+        id: &TargetId,
+        client: &Client,
+        messages: Vec<Message>,
+    ) -> Result<Vec<Failed>, TargetError> {
+        let mut req = client.send_message_batch().queue_url(self.queue_url.trim());
         for (i, m) in messages.into_iter().enumerate() {
-            req = req.entries(self.entry(i, m)?);
+            req = req.entries(entry(id, i, m)?);
         }
         let out = req
             .send()
             .await
-            .map_err(|e| aws_common::classify(&self.id, "SendMessageBatch", &e))?;
+            .map_err(|e| aws_common::classify(id, "SendMessageBatch", &e))?;
         Ok(out
             .failed()
             .iter()
-            .map(|f| Failed {
-                index: f.id().parse().unwrap_or(usize::MAX),
-                code: f.code().to_owned(),
-                message: f.message().unwrap_or_default().to_owned(),
-                transient: !f.sender_fault() || aws_common::transient_code(f.code()),
-            })
+            .map(|f| Failed::of_batch(f.id(), f.code(), f.message(), f.sender_fault()))
             .collect())
     }
 
-    fn entry(&self, i: usize, m: Message) -> Result<SendMessageBatchRequestEntry, TargetError> {
-        let built = |e: aws_sdk_sqs::error::BuildError| TargetError::permanent(&self.id, e);
-        let mut b = SendMessageBatchRequestEntry::builder()
-            .id(i.to_string())
-            .message_body(m.body);
-        for (name, value) in m.attributes {
-            let v = MessageAttributeValue::builder()
-                .data_type("String")
-                .string_value(value)
-                .build()
-                .map_err(built)?;
-            b = b.message_attributes(name, v);
-        }
-        if let Some((group, dedup)) = m.fifo {
-            b = b
-                .message_group_id(group)
-                .message_deduplication_id(dedup);
-        }
-        b.build().map_err(built)
+    /// `GetQueueAttributes` (the queue ARN).
+    async fn probe(&self, id: &TargetId, client: &Client) -> Result<(), TargetError> {
+        client
+            .get_queue_attributes()
+            .queue_url(self.queue_url.trim())
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| aws_common::classify(id, "GetQueueAttributes", &e))
     }
 }
 
-#[async_trait]
-impl Target for SqsTarget {
-    fn id(&self) -> &TargetId {
-        &self.id
+/// Message `i` of a batch: the body, its attributes, the FIFO ids.
+fn entry(id: &TargetId, i: usize, m: Message) -> Result<SendMessageBatchRequestEntry, TargetError> {
+    let built = |e: aws_sdk_sqs::error::BuildError| TargetError::permanent(id, e);
+    let mut b = SendMessageBatchRequestEntry::builder()
+        .id(i.to_string())
+        .message_body(m.body);
+    for (name, value) in m.attributes {
+        let v = MessageAttributeValue::builder()
+            .data_type("String")
+            .string_value(value)
+            .build()
+            .map_err(built)?;
+        b = b.message_attributes(name, v);
     }
-
-    /// Sends every event, 10 per `SendMessageBatch`, in order; returns once
-    /// SQS accepted each. See the [module docs](self).
-    async fn send_batch(&self, events: &[EventRecord]) -> Result<(), TargetError> {
-        let fifo = self.fifo;
-        self.batcher
-            .deliver(
-                &self.id,
-                events,
-                |r| aws_common::message(&self.id, r, fifo),
-                |messages| self.send_messages(messages),
-            )
-            .await
+    if let Some((group, dedup)) = m.fifo {
+        b = b.message_group_id(group).message_deduplication_id(dedup);
     }
-
-    /// `GetQueueAttributes` (the queue ARN): `Ok(false)` while SQS is
-    /// unreachable or throttling, an error when the queue does not exist or
-    /// the credentials are refused.
-    async fn is_active(&self) -> Result<bool, TargetError> {
-        let res = self
-            .client
-            .get_queue_attributes()
-            .queue_url(self.config.queue_url.trim())
-            .attribute_names(QueueAttributeName::QueueArn)
-            .send()
-            .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(e) => {
-                let e = aws_common::classify(&self.id, "GetQueueAttributes", &e);
-                if e.is_transient() {
-                    Ok(false)
-                } else {
-                    Err(e)
-                }
-            }
-        }
-    }
-
-    fn max_batch(&self) -> usize {
-        MAX_ENTRIES
-    }
+    b.build().map_err(built)
 }
 
 #[cfg(all(test, feature = "integration"))]
@@ -193,16 +115,21 @@ mod conformance_tests;
 
 #[cfg(test)]
 mod tests {
+    use s3_event_core::Target;
+
     use super::*;
+    use crate::aws_common::AwsConnection;
     use crate::NotifyConfig;
 
     fn keyed(url: &str) -> SqsConfig {
         SqsConfig {
-            access_key: Some("AKID".into()),
-            secret_key: Some("SQS-SECRET".into()),
-            session_token: Some("SQS-TOKEN".into()),
-            region: Some("eu-west-1".into()),
-            endpoint: Some("http://127.0.0.1:1".into()),
+            connection: AwsConnection {
+                access_key: Some("AKID".into()),
+                secret_key: Some("SQS-SECRET".into()),
+                session_token: Some("SQS-TOKEN".into()),
+                region: Some("eu-west-1".into()),
+                endpoint: Some("http://127.0.0.1:1".into()),
+            },
             ..SqsConfig::new(url)
         }
     }
@@ -259,21 +186,29 @@ mod tests {
         let e = SqsTarget::new("arn:minio:sqs::1:sqs".parse().unwrap(), keyed("queue"))
             .unwrap_err();
         assert!(e.to_string().contains("`queue`"), "{e}");
-        let half = SqsConfig {
-            secret_key: None,
-            ..keyed("http://127.0.0.1:1/1/q")
-        };
+        let mut half = keyed("http://127.0.0.1:1/1/q");
+        half.connection.secret_key = None;
         // Only when the environment has no secret either.
         if std::env::var_os("AWS_SECRET_ACCESS_KEY").is_none() {
             let e = SqsTarget::new("arn:minio:sqs::1:sqs".parse().unwrap(), half).unwrap_err();
             assert!(matches!(e, crate::Error::InvalidConfig { key: "secret_key", .. }), "{e}");
         }
-        let bad = SqsConfig {
-            endpoint: Some("127.0.0.1:1".into()),
-            ..keyed("http://127.0.0.1:1/1/q")
-        };
+        let mut bad = keyed("http://127.0.0.1:1/1/q");
+        bad.connection.endpoint = Some("127.0.0.1:1".into());
         let e = SqsTarget::new("arn:minio:sqs::1:sqs".parse().unwrap(), bad).unwrap_err();
         assert!(matches!(e, crate::Error::InvalidConfig { key: "endpoint", .. }), "{e}");
+    }
+
+    #[test]
+    fn client_keys_reach_the_sdk_client() {
+        use crate::config::client::testing::{assert_client_keys, secs};
+        let keys = serde_json::json!({"queue_url": "http://127.0.0.1:1/1/q",
+            "endpoint": "http://127.0.0.1:1", "access_key": "AKID", "secret_key": "S"});
+        assert_client_keys(keys, secs(3, 10), |v| {
+            let t = SqsTarget::new("arn:minio:sqs::1:sqs".parse().unwrap(), serde_json::from_value(v).unwrap())
+                .unwrap();
+            aws_common::sdk_timeouts(t.0.client.config().timeout_config())
+        });
     }
 
     #[tokio::test]

@@ -8,30 +8,39 @@ use serde::{Deserialize, Deserializer};
 
 use crate::config::queue::target_config;
 use crate::config::values::{named, opt_duration, opt_path, opt_string, redact};
-use crate::config::QueueConfig;
+use crate::config::{ClientConfig, QueueConfig, Timeouts};
 use crate::{Error, Result};
 
-/// Default request `timeout`.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default `connect_timeout`.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default `request_timeout` (and `timeout`).
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Configuration of one webhook target, as one entry of MinIO's
 /// `{"webhook": {"<id>": {…}}}` section.
 ///
 /// Keys are MinIO's (`enable`, `endpoint`, `auth_token`, `client_cert`,
-/// `client_key`, `queue_dir`, `queue_limit`) plus this crate's
-/// `signature_key` and `timeout`. MinIO writes unset options as empty
+/// `client_key`, `queue_dir`, `queue_limit`) plus this crate's `ca_cert`,
+/// `signature_key`, `timeout` and the client block's `connect_timeout`
+/// and `request_timeout` (default 10 s each). MinIO writes unset options as empty
 /// strings; an empty string means "not set" for every optional key. Unknown
 /// keys are rejected.
 ///
 /// `Debug` never prints `auth_token` or `signature_key`, nor the parts of
 /// `endpoint` that can carry a token (user info, path, query, fragment):
 /// see [`redact_endpoint`].
-#[derive(Clone, PartialEq, Deserialize)]
+#[derive(Clone, Default, PartialEq, Deserialize)]
 #[serde(remote = "Self", deny_unknown_fields)]
 pub struct WebhookConfig {
     /// `enable`, `queue_dir`, `queue_limit`.
     #[serde(skip)]
     pub queue: QueueConfig,
+
+    /// `connect_timeout`, `request_timeout`: default
+    /// [`DEFAULT_CONNECT_TIMEOUT`] and [`DEFAULT_REQUEST_TIMEOUT`].
+    #[serde(skip)]
+    pub client: ClientConfig,
 
     /// The URL events are POSTed to; `http` or `https`. Required.
     #[serde(rename = "endpoint", default)]
@@ -63,46 +72,30 @@ pub struct WebhookConfig {
     #[serde(rename = "signature_key", default, deserialize_with = "opt_string")]
     pub signature_key: Option<String>,
 
-    /// Per-request timeout: seconds as a number, or a string such as
-    /// `"10s"`, `"500ms"`, `"2m"`, `"10"`. Default 10 s.
-    #[serde(
-        rename = "timeout",
-        default = "default_timeout",
-        deserialize_with = "de_timeout"
-    )]
-    pub timeout: Duration,
+    /// The older key for the timeouts, kept so that configurations
+    /// written before the client block still load: seconds as a number,
+    /// or a string such as `"10s"`, `"500ms"`, `"2m"`, `"10"`. When set, it
+    /// is the request timeout and, unless `connect_timeout` is set, the
+    /// connect timeout (as it always was). Setting it and
+    /// `request_timeout` together is refused.
+    #[serde(rename = "timeout", default, deserialize_with = "de_timeout")]
+    pub timeout: Option<Duration>,
 }
 
-fn default_timeout() -> Duration {
-    DEFAULT_TIMEOUT
-}
-
-/// `timeout`: a duration; empty is the default.
-fn de_timeout<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Duration, D::Error> {
-    Ok(named("timeout", opt_duration(d))?.unwrap_or(DEFAULT_TIMEOUT))
+/// `timeout`: a duration; empty is unset.
+fn de_timeout<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<Duration>, D::Error> {
+    named("timeout", opt_duration(d))
 }
 
 target_config!(WebhookConfig);
-
-impl Default for WebhookConfig {
-    fn default() -> Self {
-        WebhookConfig {
-            queue: QueueConfig::default(),
-            endpoint: String::new(),
-            auth_token: None,
-            client_cert: None,
-            client_key: None,
-            ca_cert: None,
-            signature_key: None,
-            timeout: DEFAULT_TIMEOUT,
-        }
-    }
-}
 
 impl fmt::Debug for WebhookConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WebhookConfig")
             .field("queue", &self.queue)
+            .field("client", &self.client)
             .field("endpoint", &redact_endpoint(&self.endpoint))
             .field("auth_token", &redact(&self.auth_token))
             .field("client_cert", &self.client_cert)
@@ -198,10 +191,33 @@ impl WebhookConfig {
                 "`auth_token` must be printable ASCII without surrounding spaces".into(),
             ));
         }
-        if self.timeout.is_zero() {
+        if self.timeout.is_some_and(|t| t.is_zero()) {
             return Err(err("timeout", "`timeout` must be > 0".into()));
         }
+        if self.timeout.is_some() && self.client.request_timeout.is_some() {
+            return Err(err(
+                "timeout",
+                "`timeout` is the older name of `request_timeout`: set one of them".into(),
+            ));
+        }
+        self.client.validate(&format!("webhook {id}"))?;
         self.queue.validate(&format!("webhook {id}"))
+    }
+
+    /// The connect and request timeouts the HTTP client uses: the client
+    /// block's keys, else the older `timeout`, else 10 s each.
+    pub fn timeouts(&self) -> Timeouts {
+        let c = &self.client;
+        Timeouts {
+            connect: c
+                .connect_timeout
+                .or(self.timeout)
+                .unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+            request: c
+                .request_timeout
+                .or(self.timeout)
+                .unwrap_or(DEFAULT_REQUEST_TIMEOUT),
+        }
     }
 
     /// The `Authorization` header value: `Bearer <token>` for a bare token,
@@ -225,7 +241,7 @@ mod tests {
     fn timeout_takes_what_the_shared_duration_parser_takes() {
         let timeout = |v: serde_json::Value| {
             serde_json::from_value::<WebhookConfig>(serde_json::json!({ "timeout": v }))
-                .map(|c| c.timeout)
+                .map(|c| c.timeouts().request)
         };
         for (v, d) in [
             (serde_json::json!("500ms"), Duration::from_millis(500)),
@@ -235,11 +251,38 @@ mod tests {
             (serde_json::json!("1.5s"), Duration::from_millis(1500)),
             (serde_json::json!("7"), Duration::from_secs(7)),
             (serde_json::json!(3), Duration::from_secs(3)),
-            (serde_json::json!(""), DEFAULT_TIMEOUT),
+            (serde_json::json!(""), DEFAULT_REQUEST_TIMEOUT),
         ] {
             assert_eq!(timeout(v.clone()).unwrap(), d, "{v}");
         }
         let e = timeout(serde_json::json!("soon")).unwrap_err().to_string();
         assert!(e.contains("\"soon\""), "{e}");
+    }
+
+    #[test]
+    fn client_keys_and_the_older_timeout_key() {
+        let read = |v: serde_json::Value| serde_json::from_value::<WebhookConfig>(v).unwrap();
+        let t = |c: &WebhookConfig| (c.timeouts().connect, c.timeouts().request);
+        let secs = Duration::from_secs;
+        // No key: 10 s each, as before the client block.
+        assert_eq!(t(&read(serde_json::json!({}))), (secs(10), secs(10)));
+        // The older key sets both, as it always did.
+        assert_eq!(t(&read(serde_json::json!({"timeout": "2s"}))), (secs(2), secs(2)));
+        let c = read(serde_json::json!({"timeout": "2s", "connect_timeout": "1s"}));
+        assert_eq!(t(&c), (secs(1), secs(2)));
+        let c = read(serde_json::json!({"connect_timeout": "1s", "request_timeout": "3m",
+                                        "endpoint": "http://h/"}));
+        assert_eq!(t(&c), (secs(1), secs(180)));
+        c.validate("1").unwrap();
+        let both = WebhookConfig {
+            endpoint: "http://h/".into(),
+            ..read(serde_json::json!({"timeout": "2s", "request_timeout": "3s"}))
+        };
+        let e = both.validate("1").unwrap_err();
+        assert!(
+            matches!(e, Error::InvalidConfig { key: "timeout", .. })
+                && e.to_string().contains("`request_timeout`"),
+            "{e}"
+        );
     }
 }

@@ -84,7 +84,7 @@ impl WebhookHarness {
 impl Harness for WebhookHarness {
     fn target(&self) -> Arc<dyn Target> {
         let mut c = WebhookConfig::new(format!("http://127.0.0.1:{}/", self.port));
-        c.timeout = Duration::from_secs(2);
+        c.client.request_timeout = Some(Duration::from_secs(2));
         let id: TargetId = "arn:minio:sqs::conformance:webhook".parse().unwrap();
         Arc::new(WebhookTarget::new(id, c).unwrap())
     }

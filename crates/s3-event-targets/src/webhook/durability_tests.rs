@@ -51,7 +51,7 @@ fn record(n: u64) -> EventRecord {
 /// `http://127.0.0.1:{port}/` queued durably in `dir`.
 fn notifier(dir: &Path, port: u16) -> Notifier {
     let mut c = WebhookConfig::new(format!("http://127.0.0.1:{port}/"));
-    c.timeout = Duration::from_secs(2);
+    c.client.request_timeout = Some(Duration::from_secs(2));
     let t = Arc::new(WebhookTarget::new(id(), c).unwrap());
     let rules = RuleSet::new([NotificationRule::new(
         "r",

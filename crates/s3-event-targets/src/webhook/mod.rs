@@ -3,7 +3,8 @@
 //!
 //! - [`WebhookConfig`]: MinIO's keys (`endpoint`, `auth_token`,
 //!   `client_cert`/`client_key`, `queue_dir`, `queue_limit`, `enable`) plus
-//!   `signature_key` and `timeout`.
+//!   `ca_cert`, `signature_key`, the client block's `connect_timeout` and
+//!   `request_timeout` (10 s each), and the older `timeout` (both at once).
 //! - [`WebhookTarget`]: the [`Target`]. Status 2xx is delivered; 408, 429,
 //!   5xx, connection errors and timeouts are transient (`Retry-After`
 //!   seconds honoured); other statuses are permanent. Redirects are not
@@ -25,8 +26,11 @@ use reqwest::StatusCode;
 use s3_event_core::{EventRecord, Notification, Target, TargetError, TargetId};
 use sha2::Sha256;
 
-pub use config::{redact_endpoint, WebhookConfig, DEFAULT_TIMEOUT};
+pub use config::{
+    redact_endpoint, WebhookConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT,
+};
 
+use crate::config::Timeouts;
 use crate::{Error, Result};
 
 /// Header carrying the signing time, unix seconds.
@@ -155,7 +159,7 @@ pub struct WebhookTarget {
     endpoint: reqwest::Url,
     authorization: Option<HeaderValue>,
     signature_key: Option<Vec<u8>>,
-    timeout: Duration,
+    timeouts: Timeouts,
     client: reqwest::Client,
 }
 
@@ -166,7 +170,7 @@ impl fmt::Debug for WebhookTarget {
             .field("endpoint", &config::redact_endpoint(self.endpoint.as_str()))
             .field("authorization", &self.authorization.as_ref().map(|_| "***"))
             .field("signature_key", &self.signature_key.as_ref().map(|_| "***"))
-            .field("timeout", &self.timeout)
+            .field("timeouts", &self.timeouts)
             .finish()
     }
 }
@@ -213,10 +217,11 @@ impl WebhookTarget {
             }
             None => None,
         };
+        let timeouts = config.timeouts();
         let mut builder = reqwest::Client::builder()
             .use_rustls_tls()
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout)
+            .timeout(timeouts.request)
+            .connect_timeout(timeouts.connect)
             .redirect(reqwest::redirect::Policy::none());
         if let (Some(cert), Some(key)) = (&config.client_cert, &config.client_key) {
             let read = |k: &'static str, p: &std::path::Path| {
@@ -258,9 +263,14 @@ impl WebhookTarget {
             endpoint,
             authorization,
             signature_key: config.signature_key.map(String::into_bytes),
-            timeout: config.timeout,
+            timeouts,
             client,
         })
+    }
+
+    /// The connect and request timeouts its HTTP client was built with.
+    pub fn timeouts(&self) -> Timeouts {
+        self.timeouts
     }
 
     fn transport_error(&self, e: reqwest::Error) -> TargetError {
@@ -271,6 +281,14 @@ impl WebhookTarget {
         // (connect, timeout, reset, body) may work on a later attempt.
         if e.is_builder() {
             TargetError::permanent(&self.id, e)
+        } else if e.is_timeout() && e.is_connect() {
+            let t = self.timeouts.connect;
+            let message = format!("not connected within `connect_timeout` ({t:?}): {}", describe(&e));
+            TargetError::transient(&self.id, message)
+        } else if e.is_timeout() {
+            let t = self.timeouts.request;
+            let message = format!("no answer within `request_timeout` ({t:?}): {}", describe(&e));
+            TargetError::transient(&self.id, message)
         } else {
             TargetError::transient(&self.id, describe(&e))
         }
@@ -379,7 +397,7 @@ impl Target for WebhookTarget {
         let probe = self
             .client
             .head(self.endpoint.clone())
-            .timeout(self.timeout.min(Duration::from_secs(5)))
+            .timeout(self.timeouts.request.min(Duration::from_secs(5)))
             .send()
             .await;
         match probe {
@@ -475,7 +493,7 @@ mod tests {
 
     fn target(addr: SocketAddr, f: impl FnOnce(&mut WebhookConfig)) -> WebhookTarget {
         let mut c = WebhookConfig::new(format!("http://{addr}/events"));
-        c.timeout = Duration::from_secs(2);
+        c.client.request_timeout = Some(Duration::from_secs(2));
         f(&mut c);
         WebhookTarget::new(id(), c).unwrap()
     }
@@ -667,6 +685,63 @@ mod tests {
     }
 
     #[test]
+    fn client_keys_reach_the_client() {
+        use crate::config::client::testing::{assert_client_keys, secs};
+        let keys = serde_json::json!({"endpoint": "http://127.0.0.1:1/events"});
+        assert_client_keys(keys, secs(10, 10), |v| {
+            WebhookTarget::new(id(), serde_json::from_value(v).unwrap())
+                .unwrap()
+                .timeouts()
+        });
+    }
+
+    /// A receiver on loopback that accepts connections and reads what is
+    /// sent, but never answers.
+    #[cfg(feature = "integration")]
+    async fn silent_receiver() -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    use tokio::io::AsyncReadExt;
+                    let mut buf = [0u8; 4096];
+                    while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {}
+                });
+            }
+        });
+        addr
+    }
+
+    #[cfg(feature = "integration")]
+    #[tokio::test]
+    async fn request_timeout_fails_a_delivery_the_receiver_never_answers() {
+        let addr = silent_receiver().await;
+        let config: WebhookConfig = serde_json::from_value(serde_json::json!({
+            "endpoint": format!("http://{addr}/events"),
+            "request_timeout": "300ms",
+        }))
+        .unwrap();
+        let t = WebhookTarget::new(id(), config).unwrap();
+        let e = t.send(&record("k")).await.unwrap_err();
+        assert!(e.is_transient(), "{e}");
+        let m = e.to_string();
+        assert!(
+            m.contains("no answer within `request_timeout` (300ms)"),
+            "not the request timeout: {m}"
+        );
+        // The older `timeout` key still sets it.
+        let config: WebhookConfig = serde_json::from_value(serde_json::json!({
+            "endpoint": format!("http://{addr}/events"),
+            "timeout": "200ms",
+        }))
+        .unwrap();
+        let t = WebhookTarget::new(id(), config).unwrap();
+        let m = t.send(&record("k")).await.unwrap_err().to_string();
+        assert!(m.contains("`request_timeout` (200ms)"), "{m}");
+    }
+
+    #[test]
     fn debug_hides_secrets() {
         let mut c = WebhookConfig::new("http://example.invalid/");
         c.auth_token = Some("tok-SECRET".into());
@@ -719,7 +794,7 @@ mod tests {
         assert_eq!(c.auth_token, None);
         assert_eq!(c.client_cert, None);
         assert_eq!(c.queue.queue_limit, crate::config::DEFAULT_QUEUE_LIMIT);
-        assert_eq!(c.timeout, Duration::from_millis(500));
+        assert_eq!(c.timeouts().request, Duration::from_millis(500));
         assert_eq!(
             c.queue.target_options().queue_dir.as_deref(),
             Some("/tmp/q".as_ref())
@@ -754,8 +829,11 @@ mod tests {
         c.client_key = Some("/k.pem".into());
         assert!(msg(c).contains("`client_cert`"));
         let mut c = WebhookConfig::new("https://h/");
-        c.timeout = Duration::ZERO;
+        c.timeout = Some(Duration::ZERO);
         assert!(msg(c).contains("`timeout`"));
+        let mut c = WebhookConfig::new("https://h/");
+        c.client.request_timeout = Some(Duration::ZERO);
+        assert!(msg(c).contains("`request_timeout`"));
         // Missing certificate files are reported at build time, naming the key.
         let mut c = WebhookConfig::new("https://h/");
         c.client_cert = Some("/nonexistent/c.pem".into());
