@@ -51,7 +51,7 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
         "h" => n * 3600.0,
         _ => return None,
     };
-    Some(Duration::from_secs_f64(secs))
+    Duration::try_from_secs_f64(secs).ok()
 }
 
 /// A value given as a string, or as a number or bool taken as its text (the
@@ -150,6 +150,9 @@ mod tests {
         assert_eq!(parse_duration("10"), Some(Duration::from_secs(10)));
         assert_eq!(parse_duration("2h"), Some(Duration::from_secs(7200)));
         assert_eq!(parse_duration("5 parsecs"), None);
+        // Too long for a Duration: refused, not a panic.
+        assert_eq!(parse_duration("1e300h"), None);
+        assert_eq!(parse_duration(&format!("{}h", u64::MAX)), None);
         let t: Vec<Text> = serde_json::from_str(r#"["a", 8080, true]"#).unwrap();
         assert_eq!(
             t.iter().map(|t| t.0.as_str()).collect::<Vec<_>>(),
