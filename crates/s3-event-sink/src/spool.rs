@@ -361,31 +361,6 @@ enum Frame<'a> {
 
 fn parse_frame(kind: u8, body: &[u8]) -> Option<Frame<'_>> {
     let mut r = Reader(body);
-    if kind == KIND_CLOSE_NUMBERED {
-        let number = (r.u64()?, r.u64()?);
-        return match parse_frame(KIND_CLOSE, r.0)? {
-            Frame::Close {
-                key_seq,
-                last_seq,
-                shard,
-                encoding,
-                compression,
-                partition,
-                key,
-                ..
-            } => Some(Frame::Close {
-                number: Some(number),
-                key_seq,
-                last_seq,
-                shard,
-                encoding,
-                compression,
-                partition,
-                key,
-            }),
-            _ => None,
-        };
-    }
     let frame = match kind {
         KIND_EVENT => {
             let seq = r.u64()?;
@@ -398,59 +373,66 @@ fn parse_frame(kind: u8, body: &[u8]) -> Option<Frame<'_>> {
                 record: r.0,
             }
         }
-        KIND_CLOSE => {
-            let key_seq = r.u64()?;
-            let last_seq = r.u64()?;
-            let shard = r.u16()?;
-            let encoding = match r.u8()? {
-                0 => Encoding::Ndjson,
-                1 => Encoding::JsonArray,
-                #[cfg(feature = "parquet")]
-                2 => {
-                    let comp = (r.u8()?, r.u8()?);
-                    let partition = r.str()?;
-                    let key = r.str()?;
-                    let opts = parquet_frame::read(comp, r.u8()?, r.u64()?)?;
-                    return Some(Frame::Close {
-                        number: None,
-                        key_seq,
-                        last_seq,
-                        shard,
-                        encoding: Encoding::Parquet(opts),
-                        compression: Compression::None,
-                        partition,
-                        key,
-                    });
-                }
-                _ => return None,
-            };
-            let compression = match (r.u8()?, r.u8()?) {
-                (0, _) => Compression::None,
-                (1, level) => Compression::Gzip {
-                    level: u32::from(level),
-                },
-                (2, level) => Compression::Zstd {
-                    level: u32::from(level),
-                },
-                _ => return None,
-            };
-            let partition = r.str()?;
-            let key = r.str()?;
-            Frame::Close {
-                number: None,
-                key_seq,
-                last_seq,
-                shard,
-                encoding,
-                compression,
-                partition,
-                key,
-            }
+        KIND_CLOSE => parse_close(r, None)?,
+        KIND_CLOSE_NUMBERED => {
+            let number = (r.u64()?, r.u64()?);
+            parse_close(r, Some(number))?
         }
         KIND_UPLOADED => Frame::Uploaded { key_seq: r.u64()? },
         _ => return None,
     };
     Some(frame)
+}
+
+/// A close frame's body (after the numbers, in a numbered one).
+fn parse_close(mut r: Reader<'_>, number: Option<(u64, u64)>) -> Option<Frame<'_>> {
+    let key_seq = r.u64()?;
+    let last_seq = r.u64()?;
+    let shard = r.u16()?;
+    let encoding = match r.u8()? {
+        0 => Encoding::Ndjson,
+        1 => Encoding::JsonArray,
+        #[cfg(feature = "parquet")]
+        2 => {
+            let comp = (r.u8()?, r.u8()?);
+            let partition = r.str()?;
+            let key = r.str()?;
+            let opts = parquet_frame::read(comp, r.u8()?, r.u64()?)?;
+            return Some(Frame::Close {
+                number,
+                key_seq,
+                last_seq,
+                shard,
+                encoding: Encoding::Parquet(opts),
+                compression: Compression::None,
+                partition,
+                key,
+            });
+        }
+        _ => return None,
+    };
+    let compression = match (r.u8()?, r.u8()?) {
+        (0, _) => Compression::None,
+        (1, level) => Compression::Gzip {
+            level: u32::from(level),
+        },
+        (2, level) => Compression::Zstd {
+            level: u32::from(level),
+        },
+        _ => return None,
+    };
+    let partition = r.str()?;
+    let key = r.str()?;
+    Some(Frame::Close {
+        number,
+        key_seq,
+        last_seq,
+        shard,
+        encoding,
+        compression,
+        partition,
+        key,
+    })
 }
 
 /// A batch found on open that still has to be uploaded: closed (with its

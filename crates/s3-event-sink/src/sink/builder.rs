@@ -284,8 +284,6 @@ impl SinkBuilder {
             #[cfg(feature = "parquet")]
             parquet_schema: std::sync::OnceLock::new(),
         });
-        #[cfg(feature = "parquet")]
-        inner.load_kept_schema()?;
         let recovered = inner.close_recovered(recovered)?;
         let mut tasks = vec![tokio::spawn(background(Arc::clone(&inner), rx))];
         if !recovered.is_empty() {

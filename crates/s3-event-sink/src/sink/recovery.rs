@@ -35,7 +35,10 @@ impl Inner {
     /// its shard and partition, so one written after new events of the same
     /// shard and partition would, on the next start, take those into the
     /// wrong batch. Counts the recovered events.
+    /// First, with an inferred Parquet schema, loads the one the spool kept.
     pub(super) fn close_recovered(&self, mut recovered: Recovered) -> Result<Recovered> {
+        #[cfg(feature = "parquet")]
+        self.load_kept_schema()?;
         let events: u64 = recovered
             .closed
             .iter()
