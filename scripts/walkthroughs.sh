@@ -20,8 +20,13 @@ start_relay() { # target
   $S3E relay --config "$W/$1.json" > /tmp/relay.out 2> /tmp/relay.err & RELAY=$!
   for _ in $(seq 50); do curl -s -o /dev/null http://127.0.0.1:8090/health && break; sleep 0.2; done
   cat /tmp/relay.out
+  # Another process on 8090 would answer in its place: say so.
+  if ! kill -0 "$RELAY" 2> /dev/null; then
+    echo "s3-event relay exited at start:"
+    cat /tmp/relay.err
+  fi
 }
-stop_relay() { kill -TERM "$RELAY"; wait "$RELAY"; }
+stop_relay() { kill -TERM "$RELAY" 2> /dev/null; wait "$RELAY"; }
 post() { show "curl -s -X POST -d @$W/$1 http://127.0.0.1:8090/"; sleep 1; }
 
 walk() {
