@@ -112,7 +112,11 @@
 //!    object holds offsets both below and above `c`. A new owner starting
 //!    at `c` therefore meets every T-object from its first message on, and
 //!    point 2 holds from its first message. Commits go to Kafka (never
-//!    auto-commit) right after the uploads that allow them.
+//!    auto-commit) right after the uploads that allow them. Two time
+//!    partitions whose batches keep overlapping (a steady trickle of late
+//!    messages) could leave no clean cut for ever; when none has appeared
+//!    for a flush interval, all the partition's open batches are closed
+//!    together, which makes one (the late batch is then cut short).
 //! 6. **Determinism.** The time partition comes from the message's Kafka
 //!    timestamp and the record from the message's bytes (wrapping adds
 //!    only the message's own fields), so every attempt sees the same
@@ -151,6 +155,8 @@
 //! librdkafka's statistics, every `statistics_interval`).
 
 mod consumer;
+#[cfg(all(test, feature = "integration"))]
+mod kill_tests;
 mod partition;
 mod record;
 #[cfg(all(test, feature = "integration"))]
@@ -191,6 +197,7 @@ pub(crate) struct Counters {
     pub bytes: AtomicU64,
     pub adopted: AtomicU64,
     pub collisions: AtomicU64,
+    pub forced_cuts: AtomicU64,
     pub store_retries: AtomicU64,
     pub commits: AtomicU64,
     pub commit_failures: AtomicU64,
@@ -249,6 +256,10 @@ pub struct KafkaSourceStats {
     pub adopted: u64,
     /// Uploads that found their key taken by another attempt's batch.
     pub collisions: u64,
+    /// Times a partition's open batches were all closed together because
+    /// batches of overlapping time partitions left no offset to commit
+    /// at for a flush interval.
+    pub forced_cuts: u64,
     /// Store operations retried.
     pub store_retries: u64,
     /// Offset commits that succeeded.
@@ -288,6 +299,7 @@ impl KafkaStatsHandle {
             bytes: get(&c.bytes),
             adopted: get(&c.adopted),
             collisions: get(&c.collisions),
+            forced_cuts: get(&c.forced_cuts),
             store_retries: get(&c.store_retries),
             commits,
             commit_failures: get(&c.commit_failures),

@@ -223,6 +223,9 @@ pub(crate) struct PartitionState {
     pub committed: Option<i64>,
     /// Something was stored or adopted since the last commit.
     pub dirty: bool,
+    /// Since when a stored object straddles every offset that could
+    /// otherwise be committed.
+    stuck_since: Option<Instant>,
 }
 
 impl PartitionState {
@@ -237,6 +240,7 @@ impl PartitionState {
             stored: Vec::new(),
             committed: None,
             dirty: false,
+            stuck_since: None,
         }
     }
 
@@ -600,6 +604,7 @@ impl PartitionState {
             .values()
             .filter_map(|t| t.open.as_ref())
             .map(|b| b.opened + sh.flush_interval)
+            .chain(self.stuck_since.map(|s| s + sh.flush_interval))
             .min()
     }
 
@@ -618,13 +623,34 @@ impl PartitionState {
         for t in due {
             self.flush(sh, &t).await?;
         }
+        // Batches of several time partitions that keep overlapping leave
+        // no clean cut to commit at: after a flush interval of that, all
+        // of them close together, which makes one.
+        let Some(now) = now else { return Ok(()) };
+        if self.committable() < self.uncut() {
+            let since = *self.stuck_since.get_or_insert(now);
+            if now.duration_since(since) >= sh.flush_interval {
+                let open: Vec<String> = self
+                    .parts
+                    .iter()
+                    .filter(|(_, t)| t.open.is_some())
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                sh.counters.forced_cuts.fetch_add(1, Ordering::Relaxed);
+                for t in open {
+                    self.flush(sh, &t).await?;
+                }
+                self.stuck_since = None;
+            }
+        } else {
+            self.stuck_since = None;
+        }
         Ok(())
     }
 
-    /// The offset it is safe to commit: every offset below it is stored
-    /// (in an object or a failure report) and no stored object holds
-    /// offsets on both sides of it. `None` before the first message.
-    pub(crate) fn committable(&self) -> Option<i64> {
+    /// The commit point if no stored object straddled it: the lowest
+    /// offset not yet stored.
+    fn uncut(&self) -> Option<i64> {
         let mut c = self.next?;
         for t in self.parts.values() {
             if let Some(b) = &t.open {
@@ -634,6 +660,14 @@ impl PartitionState {
                 c = c.min(cs.first);
             }
         }
+        Some(c)
+    }
+
+    /// The offset it is safe to commit: every offset below it is stored
+    /// (in an object or a failure report) and no stored object holds
+    /// offsets on both sides of it. `None` before the first message.
+    pub(crate) fn committable(&self) -> Option<i64> {
+        let mut c = self.uncut()?;
         loop {
             let mut lowered = false;
             for &(f, l) in &self.stored {

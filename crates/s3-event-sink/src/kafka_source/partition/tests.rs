@@ -431,3 +431,38 @@ async fn randomized_owners_zombies_and_crashes() {
         once(&data, (0..total).filter(|o| !poison.contains(o)));
     }
 }
+
+/// A steady trickle of late messages keeps a batch of the previous hour
+/// open beside the current hour's: the batches overlap, so without forced
+/// cuts no offset could ever be committed.
+#[tokio::test]
+async fn overlapping_hours_still_get_commits() {
+    let store = Arc::new(InMemory::new());
+    // Batches close on count (the late hour's fills 7 times slower), and
+    // on time only after 30 ms.
+    let mut sh = shared(&store, 20);
+    sh.flush_interval = Duration::from_millis(30);
+    let mut p = PartitionState::new(TOPIC, P);
+    let mut lowest_gap = i64::MAX;
+    for o in 0..600 {
+        p.offer(&sh, msg(o, if o % 7 == 3 { 9 } else { 10 }, false))
+            .await
+            .unwrap();
+        if o % 10 == 9 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            p.flush_due(&sh, Some(Instant::now())).await.unwrap();
+            if o > 300 {
+                lowest_gap = lowest_gap.min(o + 1 - p.committable().unwrap());
+            }
+        }
+    }
+    assert!(sh.counters.forced_cuts.load(Ordering::Relaxed) > 0);
+    // The commit point comes back to the head now and then.
+    assert!(
+        lowest_gap < 20,
+        "the commit point lags by {lowest_gap} at best"
+    );
+    p.flush_due(&sh, None).await.unwrap();
+    let (data, _, _) = census(&store).await;
+    once(&data, 0..600);
+}
