@@ -20,7 +20,9 @@
 //!     .with_flush_interval(Duration::from_secs(60))
 //!     .build()?;
 //! let stats = source.stats_handle();
-//! let totals = source.run(async { tokio::signal::ctrl_c().await.ok(); }).await?;
+//! // Runs for an hour (pass a signal handler's future to stop on SIGTERM),
+//! // then uploads what is open, commits and leaves the group.
+//! let totals = source.run(tokio::time::sleep(Duration::from_secs(3600))).await?;
 //! println!("{} objects, {} messages", totals.objects, stats.snapshot().messages);
 //! # Ok(()) }
 //! ```
