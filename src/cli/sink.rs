@@ -177,10 +177,10 @@ async fn kafka(args: Args, config: Config) -> Exit {
         .with_wrap(args.wrap);
     for kv in &args.kafka_options {
         let Some((k, v)) = kv.split_once('=') else {
-            return Exit::Config(format!(
-                "--kafka-option `{}`: expected KEY=VALUE",
-                kv.split('=').next().unwrap_or_default()
-            ));
+            // Not echoed: it may be a password missing its `=`.
+            return Exit::Config(
+                "a --kafka-option without `=`: expected KEY=VALUE (the argument is not shown: it may hold a secret)".to_owned(),
+            );
         };
         b = b.with_kafka_option(k.trim(), v);
     }

@@ -33,6 +33,8 @@ const COMMITTED_TIMEOUT: Duration = Duration::from_secs(10);
 enum Event {
     Assign(Vec<(String, i32)>),
     Revoke(Vec<(String, i32)>),
+    /// A rebalance error: librdkafka has unassigned every partition.
+    RevokeAll,
 }
 
 fn list(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
@@ -67,8 +69,10 @@ impl ConsumerContext for Context {
             Rebalance::Assign(tpl) => Event::Assign(list(tpl)),
             Rebalance::Revoke(tpl) => Event::Revoke(list(tpl)),
             Rebalance::Error(e) => {
-                tracing::warn!(error = %e, "kafka source: rebalance error");
-                return;
+                // The client has unassigned everything: nothing may be
+                // uploaded or committed until the next assignment.
+                tracing::warn!(error = %e, "kafka source: rebalance error; every partition is given up");
+                Event::RevokeAll
             }
         };
         self.events.lock().expect("events lock").push(event);
@@ -101,8 +105,18 @@ fn client(source: &KafkaSource, ctx: Context) -> Result<Client> {
     for (k, v) in &c.options {
         cfg.set(k, v);
     }
-    cfg.create_with_context(ctx)
-        .map_err(|e| kafka_err(format!("creating the consumer for `{}`", c.brokers), e))
+    cfg.create_with_context(ctx).map_err(|e| match e {
+        // librdkafka's message names the refused option and repeats its
+        // value, which may be a password: keep the key, drop the rest.
+        rdkafka::error::KafkaError::ClientConfig(_, _, key, _) => Error::Kafka {
+            context: format!(
+                "creating the consumer for `{}`: librdkafka refused the option `{key}` (its value is not shown)",
+                c.brokers
+            ),
+            source: None,
+        },
+        e => kafka_err(format!("creating the consumer for `{}`", c.brokers), e),
+    })
 }
 
 /// The time partition of a message: its Kafka timestamp (the epoch when it
@@ -148,7 +162,9 @@ pub(super) async fn run(
     let stats = KafkaStatsHandle(Arc::clone(&source.counters));
     match result {
         Ok(()) => {
-            // Shutdown: everything open goes up, then its commit.
+            // Shutdown: revocations queued last come first; then everything
+            // open goes up, then its commit.
+            l.apply_events(&source.counters).await;
             if source.config.flush_on_shutdown {
                 for p in l.parts.values_mut() {
                     p.flush_due(sh, None).await?;
@@ -192,9 +208,12 @@ impl Loop {
                 m = client.recv() => Some(m),
                 () = tokio::time::sleep_until(deadline.into()) => None,
             };
+            // Rebalances the poll ran come before its message, and before
+            // any flush or commit: a poll that ran only a rebalance answers
+            // nothing, and the timer branch may win, with partitions the
+            // client no longer owns still here.
+            self.apply_events(counters).await;
             if let Some(m) = msg {
-                // Rebalances the poll ran come before its message.
-                self.apply_events(counters).await;
                 match m {
                     Ok(m) => {
                         let key = (m.topic().to_owned(), m.partition());
@@ -236,6 +255,12 @@ impl Loop {
                         if let Some(p) = self.parts.remove(&key) {
                             tracing::info!(topic = %key.0, partition = key.1, open = p.open_records(), "kafka source: partition revoked; its open batches are abandoned (their offsets are not committed: the next owner reads them again)");
                         }
+                    }
+                }
+                Event::RevokeAll => {
+                    counters.revocations.fetch_add(1, Ordering::Relaxed);
+                    for (key, p) in self.parts.drain() {
+                        tracing::info!(topic = %key.0, partition = key.1, open = p.open_records(), "kafka source: partition given up after a rebalance error; its open batches are abandoned");
                     }
                 }
                 Event::Assign(list) => {

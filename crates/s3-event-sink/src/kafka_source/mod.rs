@@ -54,7 +54,8 @@
 //! and its [manifest](crate::manifest) names the instance `{topic}+{partition}`
 //! and lists the offsets it holds, so [`verify`](crate::verify()) checks
 //! every topic-partition for holes and overlaps. The record is the
-//! message's value (JSON; a pretty-printed value is compacted), or with
+//! message's value (JSON, as sent; a pretty-printed value's line breaks
+//! become spaces), or with
 //! [`with_wrap`](KafkaSourceBuilder::with_wrap) an object of `topic`,
 //! `partition`, `offset`, `timestamp`, `key`, `headers` and `value`. A
 //! message whose value is not JSON (or is empty, or a tombstone) is not
@@ -182,6 +183,8 @@ pub const DEFAULT_FLUSH_SIZE: usize = 1000;
 pub const DEFAULT_MAX_BYTES: usize = 64 * 1024 * 1024;
 /// The default `flush_interval`.
 pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(60);
+/// The largest `max_bytes`: S3's limit for one put (5 GiB).
+const MAX_SINGLE_PUT: usize = 5 << 30;
 /// The directory, inside each time partition, of failure reports.
 pub const FAILURE_DIR: &str = "_failed";
 
@@ -335,7 +338,6 @@ pub struct KafkaSourceBuilder {
     max_bytes: usize,
     flush_interval: Duration,
     wrap: bool,
-    part_size: usize,
     retry: RetryPolicy,
     statistics_interval: Duration,
     options: BTreeMap<String, String>,
@@ -380,7 +382,6 @@ impl Default for KafkaSourceBuilder {
             max_bytes: DEFAULT_MAX_BYTES,
             flush_interval: DEFAULT_FLUSH_INTERVAL,
             wrap: false,
-            part_size: crate::DEFAULT_PART_SIZE,
             retry: RetryPolicy::default(),
             statistics_interval: Duration::from_secs(5),
             options: BTreeMap::new(),
@@ -477,12 +478,6 @@ impl KafkaSourceBuilder {
         self
     }
 
-    /// Objects above this size go up in parts of it (default 16 MiB).
-    pub fn with_part_size(mut self, part_size: usize) -> Self {
-        self.part_size = part_size;
-        self
-    }
-
     /// How store failures are retried (never given up).
     pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
         self.retry = retry;
@@ -572,11 +567,14 @@ impl KafkaSourceBuilder {
         if self.flush_interval.is_zero() {
             return bad("flush_interval", "0s".into(), "a duration > 0");
         }
-        if self.part_size < crate::MIN_PART_SIZE {
+        // Every object goes up in one create-only put (a multipart upload
+        // has none, and a zombie owner's could replace a stored object):
+        // S3 takes up to 5 GiB in one put.
+        if self.max_bytes > MAX_SINGLE_PUT {
             return bad(
-                "part_size",
-                self.part_size.to_string(),
-                "at least 5 MiB (S3's smallest part)",
+                "max_bytes",
+                self.max_bytes.to_string(),
+                "at most 5 GiB (objects go up in one create-only put)",
             );
         }
         if self.encoding.is_parquet() {
@@ -618,7 +616,6 @@ impl KafkaSourceBuilder {
             flush_size: self.flush_size,
             max_bytes: self.max_bytes,
             flush_interval: self.flush_interval,
-            part_size: self.part_size,
             retry: self.retry.clone(),
             counters: Arc::clone(&counters),
             chain_check: self.chain_check,

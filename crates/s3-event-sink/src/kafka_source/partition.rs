@@ -43,7 +43,6 @@ pub(crate) struct Shared {
     pub flush_size: usize,
     pub max_bytes: usize,
     pub flush_interval: Duration,
-    pub part_size: usize,
     pub retry: RetryPolicy,
     pub counters: Arc<Counters>,
     /// Look for a stored object before opening a batch (off only in tests
@@ -734,7 +733,9 @@ async fn put_until_done(
         store: &*sh.store,
         content_type,
         content_encoding,
-        part_size: sh.part_size,
+        // One put whatever the size: only a single put is create-only
+        // (`max_bytes` is at most 5 GiB, S3's single-put limit).
+        part_size: usize::MAX,
         attributes: true,
         create: true,
         manifest: Some(manifest),

@@ -102,9 +102,11 @@ fn headers<'a>(m: &MessageRef<'a>) -> Vec<Header<'a>> {
         .collect()
 }
 
-/// Why `payload` cannot be a record, or its compact JSON when it can: the
-/// bytes as they are when they parse as one JSON value and hold no raw
-/// newline, else re-serialized compactly (a pretty-printed value).
+/// Why `payload` cannot be a record, or the record when it can: the bytes
+/// as they are (trimmed) when they are one JSON value in UTF-8, with raw
+/// line breaks as spaces (a pretty-printed value: outside strings they can
+/// only be whitespace, inside one they are not JSON), so that nothing else
+/// of the value changes (key order, duplicate keys, number spelling).
 fn json_value(payload: Option<&[u8]>) -> Result<std::borrow::Cow<'_, [u8]>, String> {
     let Some(p) = payload else {
         return Err("the message has no value (a tombstone)".into());
@@ -112,22 +114,21 @@ fn json_value(payload: Option<&[u8]>) -> Result<std::borrow::Cow<'_, [u8]>, Stri
     if p.iter().all(u8::is_ascii_whitespace) {
         return Err("the message's value is empty".into());
     }
+    // serde_json's slice reader skips strings without checking their
+    // UTF-8; the str reader's input is checked here first.
+    let text = std::str::from_utf8(p).map_err(|e| format!("the value is not UTF-8: {e}"))?;
+    if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(text) {
+        return Err(format!("the value is not JSON: {e}"));
+    }
+    let p = trim(p);
     if memchr::memchr2(b'\n', b'\r', p).is_none() {
-        return match serde_json::from_slice::<serde::de::IgnoredAny>(p) {
-            Ok(_) => Ok(std::borrow::Cow::Borrowed(trim(p))),
-            Err(e) => Err(format!("the value is not JSON: {e}")),
-        };
+        return Ok(std::borrow::Cow::Borrowed(p));
     }
-    match serde_json::from_slice::<Box<RawValue>>(p) {
-        Ok(raw) => {
-            let v: serde_json::Value =
-                serde_json::from_str(raw.get()).map_err(|e| format!("the value: {e}"))?;
-            Ok(std::borrow::Cow::Owned(
-                serde_json::to_vec(&v).map_err(|e| format!("the value: {e}"))?,
-            ))
-        }
-        Err(e) => Err(format!("the value is not JSON: {e}")),
-    }
+    Ok(std::borrow::Cow::Owned(
+        p.iter()
+            .map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b })
+            .collect(),
+    ))
 }
 
 fn trim(b: &[u8]) -> &[u8] {
@@ -212,16 +213,25 @@ mod tests {
     }
 
     #[test]
-    fn json_values_are_kept_and_pretty_ones_compacted() {
+    fn json_values_are_kept_and_pretty_ones_put_on_one_line() {
         let m = msg(Some(br#" {"a": 1} "#));
         assert_eq!(
             body(&m, false, Encoding::Ndjson),
             Body::Record(br#"{"a": 1}"#.to_vec())
         );
-        let m = msg(Some(b"{\n  \"a\": [1,\n 2]\n}\n"));
+        let m = msg(Some(b"{\n  \"a\": [1,\r\n 2]\n}\n"));
         assert_eq!(
             body(&m, false, Encoding::Ndjson),
-            Body::Record(br#"{"a":[1,2]}"#.to_vec())
+            Body::Record(br#"{   "a": [1,   2] }"#.to_vec())
+        );
+        // Nothing else of the value changes: key order, duplicate keys,
+        // numbers beyond 64 bits.
+        let m = msg(Some(
+            b"{\"b\":1,\n\"a\":2,\"a\":3,\"n\":123456789012345678901234567890}",
+        ));
+        assert_eq!(
+            body(&m, false, Encoding::Ndjson),
+            Body::Record(br#"{"b":1, "a":2,"a":3,"n":123456789012345678901234567890}"#.to_vec())
         );
         let m = msg(Some(b"42"));
         assert_eq!(
@@ -254,7 +264,10 @@ mod tests {
             (Some(&b"{} {}"[..]), "not JSON"),
             (Some(&b"  "[..]), "empty"),
             (None, "tombstone"),
-            (Some(&[0xff, 0xfe][..]), "not JSON"),
+            (Some(&[0xff, 0xfe][..]), "not UTF-8"),
+            // Bad UTF-8 inside a JSON string (serde_json's slice reader
+            // would skip it unchecked).
+            (Some(&b"{\"a\":\"\xff\"}"[..]), "not UTF-8"),
         ] {
             let m = msg(payload);
             let Body::Poison { report, reason } = body(&m, false, Encoding::Ndjson) else {

@@ -28,7 +28,6 @@ fn shared(store: &Arc<InMemory>, flush_size: usize) -> Shared {
         flush_size,
         max_bytes: 1 << 20,
         flush_interval: Duration::from_secs(3600),
-        part_size: 5 << 20,
         retry: RetryPolicy::default(),
         counters: Arc::new(Counters::default()),
         chain_check: true,
