@@ -23,6 +23,10 @@ stage() { # name command...
   fi
 }
 
+# The Kafka source's multi-instance SIGKILL test writes its closing note here.
+export S3E_KS_NOTE="$PWD/$LOG_DIR/kafka-kill-note.txt"
+rm -f "$S3E_KS_NOTE"
+
 # Real servers for the integration tests (installed and started when missing).
 stage services scripts/services.sh all
 stage fmt cargo fmt --all -- --check
@@ -42,6 +46,11 @@ while read -r p f i; do
 done < <(cat "$LOG_DIR/test.log" "$LOG_DIR/bench-smoke.log" 2>/dev/null |
   sed -nE 's/^test result: [a-zA-Z]+\. ([0-9]+) passed; ([0-9]+) failed; ([0-9]+) ignored.*/\1 \2 \3/p')
 
+echo
+if [ -s "$S3E_KS_NOTE" ]; then
+  echo "=== kafka source, three instances under SIGKILL"
+  cat "$S3E_KS_NOTE"
+fi
 echo
 echo "=== stage times"
 printf '  %s\n' "${TIMES[@]}"

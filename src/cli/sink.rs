@@ -1,4 +1,5 @@
-//! `s3-event sink`: the CloudEvents HTTP sink server.
+//! `s3-event sink`: the CloudEvents HTTP sink server, or (`--source
+//! kafka`) the Kafka source: a consumer group writing topics to the store.
 
 use std::path::PathBuf;
 
@@ -16,6 +17,13 @@ use super::{print_json, runtime, Exit};
 /// environment variable of the same name overrides each key. With no
 /// configuration: port 8080 on loopback, gzip NDJSON under ./data/, spool
 /// ./spool/.
+///
+/// With `--source kafka` the events come from Kafka topics instead, read by
+/// a consumer group (run several instances with the same `--group` to share
+/// the partitions): the store, prefix, encoding, compression, flushSize,
+/// scheduledInterval and timeInterval keys apply (time partitions follow
+/// the messages' Kafka timestamps); there is no spool and no HTTP port.
+/// Every message lands exactly once, across crashes and rebalances.
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
@@ -37,12 +45,42 @@ pub struct Args {
     /// Start without first checking that the store takes a write.
     #[arg(long)]
     skip_check: bool,
+    /// Where events come from: the CloudEvents HTTP server, or Kafka topics
+    /// read by a consumer group.
+    #[arg(long, value_enum, default_value = "http")]
+    source: Source,
+    /// Kafka: the bootstrap brokers, `host:port[,host:port…]`.
+    #[arg(long, env = "S3E_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    brokers: String,
+    /// Kafka: the consumer group (required with `--source kafka`).
+    #[arg(long, env = "S3E_KAFKA_GROUP")]
+    group: Option<String>,
+    /// Kafka: a topic to read (repeat, or separate with commas).
+    #[arg(long = "topic", env = "S3E_KAFKA_TOPICS", value_delimiter = ',')]
+    topics: Vec<String>,
+    /// Kafka: store each message wrapped with its topic, partition,
+    /// offset, timestamp, key and headers, not its value alone.
+    #[arg(long)]
+    wrap: bool,
+    /// Kafka: a librdkafka consumer property (`security.protocol=SASL_SSL`,
+    /// `sasl.username=…`); repeat for more. Values are never printed.
+    #[arg(long = "kafka-option", value_name = "KEY=VALUE")]
+    kafka_options: Vec<String>,
+}
+
+/// Where `s3-event sink` takes events from.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Source {
+    /// The CloudEvents HTTP server.
+    Http,
+    /// Kafka topics, read by a consumer group.
+    Kafka,
 }
 
 pub fn run(args: Args) -> Exit {
     let sources = Sources {
-        config_path: args.config,
-        secret_path: args.secret,
+        config_path: args.config.clone(),
+        secret_path: args.secret.clone(),
     };
     let mut config = match Config::load(&sources) {
         Ok(c) => c,
@@ -58,6 +96,9 @@ pub fn run(args: Args) -> Exit {
         Ok(rt) => rt,
         Err(e) => return e,
     };
+    if args.source == Source::Kafka {
+        return rt.block_on(kafka(args, config));
+    }
     rt.block_on(async move {
         if !args.skip_check {
             if let Err(e) = config.check_store().await {
@@ -99,4 +140,77 @@ pub fn run(args: Args) -> Exit {
             Err(e) => Exit::Failed(e.to_string()),
         }
     })
+}
+
+/// `--source kafka`: the Kafka source into the configured store.
+async fn kafka(args: Args, config: Config) -> Exit {
+    use s3_event::sink::kafka_source::KafkaSource;
+
+    let Some(group) = args.group else {
+        return Exit::Config("--source kafka needs --group (or S3E_KAFKA_GROUP)".into());
+    };
+    if args.topics.is_empty() {
+        return Exit::Config(
+            "--source kafka needs at least one --topic (or S3E_KAFKA_TOPICS)".into(),
+        );
+    }
+    if config.partition_template.is_some() {
+        return Exit::Config(
+            "partitionTemplate does not apply to --source kafka: its time partitions follow the messages' Kafka timestamps (timeInterval sets hourly or daily)".into(),
+        );
+    }
+    let store = match config.store_config().build() {
+        Ok(s) => s,
+        Err(e) => return Exit::Config(format!("the store: {e}")),
+    };
+    let mut b = KafkaSource::builder()
+        .with_brokers(&args.brokers)
+        .with_group_id(&group)
+        .with_topics(args.topics.iter().cloned())
+        .with_store(store)
+        .with_prefix(config.prefix.clone())
+        .with_granularity(config.time_interval)
+        .with_encoding(config.encoding)
+        .with_compression(config.compression)
+        .with_flush_size(config.flush_size)
+        .with_flush_interval(config.scheduled_interval)
+        .with_wrap(args.wrap);
+    for kv in &args.kafka_options {
+        let Some((k, v)) = kv.split_once('=') else {
+            // Not echoed: it may be a password missing its `=`.
+            return Exit::Config(
+                "a --kafka-option without `=`: expected KEY=VALUE (the argument is not shown: it may hold a secret)".to_owned(),
+            );
+        };
+        b = b.with_kafka_option(k.trim(), v);
+    }
+    let source = match b.build() {
+        Ok(s) => s,
+        Err(e) => return Exit::Config(e.to_string()),
+    };
+    if !args.skip_check {
+        if let Err(e) = config.check_store().await {
+            return Exit::Config(format!("{e} (start with --skip-check to skip this check)"));
+        }
+    }
+    println!(
+        "s3-event sink: reading {} from {} as group `{group}`; writing {} objects under {} ({} partitions by Kafka timestamp, {} records or {} s per object)",
+        args.topics.join(", "),
+        args.brokers,
+        config.describe_format(),
+        config.describe_store(),
+        config.time_interval,
+        config.flush_size,
+        config.scheduled_interval.as_secs(),
+    );
+    match source.run(shutdown_signal()).await {
+        Ok(s) => {
+            println!(
+                "s3-event sink: stopped: {} messages, {} objects ({} bytes), {} failure reports, {} objects found already stored, {} commits",
+                s.messages, s.objects, s.bytes, s.poison, s.adopted, s.commits
+            );
+            Exit::Ok
+        }
+        Err(e) => Exit::Failed(e.to_string()),
+    }
 }

@@ -116,6 +116,16 @@ pub enum Error {
         /// The limit.
         max: usize,
     },
+    /// The Kafka source (feature `kafka-source`) failed: the client could
+    /// not be configured or could not join its group, or an object at one
+    /// of its keys is not its own.
+    #[error("kafka source: {context}{}", source.as_ref().map(|e| format!(": {e}")).unwrap_or_default())]
+    Kafka {
+        /// What was being done, naming the value at fault.
+        context: String,
+        /// The client's or store's error, if any.
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
     /// The sink has been shut down and accepts no more events.
     #[error("the sink is shut down")]
     Shutdown,

@@ -39,6 +39,9 @@ mod error;
 #[cfg(test)]
 mod fault_tests;
 pub mod ingest;
+#[cfg(feature = "kafka-source")]
+#[cfg_attr(docsrs, doc(cfg(feature = "kafka-source")))]
+pub mod kafka_source;
 mod local;
 pub mod manifest;
 mod pipe;

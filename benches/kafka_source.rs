@@ -1,0 +1,178 @@
+//! The Kafka source's throughput beside a raw consumer, messages/s, in the
+//! same run on the same topic:
+//!
+//! - `kafka_source/raw_consumer`: an rdkafka `StreamConsumer` in a fresh
+//!   group reads every message of the topic and sums the payload sizes:
+//!   the ceiling.
+//! - `kafka_source/source_to_memory`: the Kafka source in a fresh group
+//!   reads the same messages into the in-memory store (NDJSON, no
+//!   compression, 1000 records per object, offsets committed after each
+//!   upload).
+//!
+//! Both are timed from the first message taken to the last (the group
+//! join, a few seconds on tansu, is left out: `iter_custom`). The topic
+//! (3 partitions, `MESSAGES` JSON values of about 150 bytes) is produced
+//! once. Broker: `S3E_KAFKA_BROKERS` (default `127.0.0.1:19092`, tansu from
+//! `scripts/services.sh`). Run with
+//! `cargo bench --bench kafka_source --features kafka-source`.
+
+// `criterion_group!` defines an undocumented public function.
+#![allow(missing_docs)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::Message;
+use s3_event::sink::kafka_source::KafkaSource;
+use s3_event::sink::Compression;
+
+const MESSAGES: usize = 100_000;
+const PARTITIONS: i32 = 3;
+
+fn brokers() -> String {
+    std::env::var("S3E_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:19092".into())
+}
+
+fn unique(what: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "s3e-bench-{what}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+async fn produce(topic: &str) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
+    let t = NewTopic::new(topic, PARTITIONS, TopicReplication::Fixed(1));
+    for r in admin
+        .create_topics([&t], &AdminOptions::new())
+        .await
+        .expect("the broker at S3E_KAFKA_BROKERS creates the bench topic")
+    {
+        r.unwrap();
+    }
+    let p: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("linger.ms", "20")
+        .set("queue.buffering.max.messages", "200000")
+        .create()
+        .unwrap();
+    let mut pending = Vec::with_capacity(MESSAGES);
+    for n in 0..MESSAGES {
+        let v = format!(
+            r#"{{"n":{n},"eventName":"s3:ObjectCreated:Put","bucket":"photos","key":"2024/03/05/img-{n:08}.jpg","size":{},"etag":"d41d8cd98f00b204e9800998ecf8427e"}}"#,
+            n * 37 % 100_000
+        );
+        let rec = FutureRecord::<(), String>::to(topic)
+            .partition((n % PARTITIONS as usize) as i32)
+            .payload(&v);
+        pending.push(
+            p.send_result(rec)
+                .expect("the producer queue takes the message"),
+        );
+    }
+    for f in pending {
+        f.await.unwrap().unwrap();
+    }
+}
+
+/// Reads the whole topic with a raw consumer; the time from the first
+/// message to the last.
+async fn raw(topic: &str) -> Duration {
+    let c: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", unique("raw"))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    c.subscribe(&[topic]).unwrap();
+    let mut bytes = 0usize;
+    let mut first = None;
+    for _ in 0..MESSAGES {
+        let m = c.recv().await.unwrap();
+        first.get_or_insert_with(Instant::now);
+        bytes += m.payload().map_or(0, <[u8]>::len);
+    }
+    std::hint::black_box(bytes);
+    first.unwrap().elapsed()
+}
+
+/// Runs the source into memory until it has taken every message; the
+/// time from the first message to the last.
+async fn source(topic: &str) -> Duration {
+    let store = Arc::new(object_store::memory::InMemory::new());
+    let s = KafkaSource::builder()
+        .with_brokers(brokers())
+        .with_group_id(unique("source"))
+        .with_topics([topic])
+        .with_store(store)
+        .with_compression(Compression::None)
+        .with_flush_size(1000)
+        .build()
+        .unwrap();
+    let stats = s.stats_handle();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(s.run(async {
+        rx.await.ok();
+    }));
+    let mut first = None;
+    loop {
+        let n = stats.snapshot().messages;
+        if n > 0 {
+            first.get_or_insert_with(Instant::now);
+        }
+        if n as usize >= MESSAGES {
+            break;
+        }
+        tokio::time::sleep(Duration::from_micros(500)).await;
+    }
+    let took = first.unwrap().elapsed();
+    tx.send(()).unwrap();
+    let totals = run.await.unwrap().unwrap();
+    assert_eq!(totals.records as usize, MESSAGES);
+    took
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let topic = unique("topic");
+    rt.block_on(produce(&topic));
+    let mut g = c.benchmark_group("kafka_source");
+    g.throughput(Throughput::Elements(MESSAGES as u64));
+    g.sample_size(10);
+    g.warm_up_time(Duration::from_millis(1));
+    g.measurement_time(Duration::from_secs(1));
+    g.bench_function("raw_consumer", |b| {
+        b.iter_custom(|iters| {
+            (0..iters)
+                .map(|_| rt.block_on(raw(&topic)))
+                .sum::<Duration>()
+        })
+    });
+    g.bench_function("source_to_memory", |b| {
+        b.iter_custom(|iters| {
+            (0..iters)
+                .map(|_| rt.block_on(source(&topic)))
+                .sum::<Duration>()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,406 @@
+//! The consumer loop: rdkafka in, [`PartitionState`]s out.
+//!
+//! librdkafka runs the rebalance callbacks inside the poll that `recv`
+//! makes; the context only queues them, and the loop applies them before it
+//! handles the message that poll returned, so a message is never handled
+//! for a partition already revoked.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::message::{Headers, Message};
+use rdkafka::statistics::Statistics;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use s3_event_core::Partitioner;
+
+use super::partition::{Incoming, PartitionState, Shared};
+use super::record::{self, MessageRef};
+use super::{Counters, KafkaSource, KafkaSourceStats, KafkaStatsHandle};
+use crate::{Error, Result};
+
+/// How often the loop wakes without messages: rebalances, commits, time
+/// flushes.
+const TICK: Duration = Duration::from_millis(200);
+
+/// How long looking up committed offsets on assignment may take.
+const COMMITTED_TIMEOUT: Duration = Duration::from_secs(10);
+
+enum Event {
+    Assign(Vec<(String, i32)>),
+    Revoke(Vec<(String, i32)>),
+    /// A rebalance error: librdkafka has unassigned every partition.
+    RevokeAll,
+}
+
+fn list(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
+    tpl.elements()
+        .iter()
+        .map(|e| (e.topic().to_owned(), e.partition()))
+        .collect()
+}
+
+struct Context {
+    events: Mutex<Vec<Event>>,
+    /// High watermarks from the last statistics.
+    watermarks: Mutex<HashMap<(String, i32), i64>>,
+}
+
+impl ClientContext for Context {
+    fn stats(&self, statistics: Statistics) {
+        let mut w = self.watermarks.lock().expect("watermarks lock");
+        for (topic, t) in statistics.topics {
+            for (p, s) in t.partitions {
+                if p >= 0 && s.hi_offset >= 0 {
+                    w.insert((topic.clone(), p), s.hi_offset);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for Context {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let event = match rebalance {
+            Rebalance::Assign(tpl) => Event::Assign(list(tpl)),
+            Rebalance::Revoke(tpl) => Event::Revoke(list(tpl)),
+            Rebalance::Error(e) => {
+                // The client has unassigned everything: nothing may be
+                // uploaded or committed until the next assignment.
+                tracing::warn!(error = %e, "kafka source: rebalance error; every partition is given up");
+                Event::RevokeAll
+            }
+        };
+        self.events.lock().expect("events lock").push(event);
+    }
+}
+
+type Client = rdkafka::consumer::StreamConsumer<Context>;
+
+fn kafka_err(context: impl Into<String>, e: rdkafka::error::KafkaError) -> Error {
+    Error::Kafka {
+        context: context.into(),
+        source: Some(Box::new(e)),
+    }
+}
+
+fn client(source: &KafkaSource, ctx: Context) -> Result<Client> {
+    let c = &source.config;
+    let mut cfg = ClientConfig::new();
+    cfg.set("bootstrap.servers", &c.brokers)
+        .set("group.id", &c.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest");
+    if !c.statistics_interval.is_zero() {
+        cfg.set(
+            "statistics.interval.ms",
+            c.statistics_interval.as_millis().to_string(),
+        );
+    }
+    for (k, v) in &c.options {
+        cfg.set(k, v);
+    }
+    cfg.create_with_context(ctx).map_err(|e| match e {
+        // librdkafka's message names the refused option and repeats its
+        // value, which may be a password: keep the key, drop the rest.
+        rdkafka::error::KafkaError::ClientConfig(_, _, key, _) => Error::Kafka {
+            context: format!(
+                "creating the consumer for `{}`: librdkafka refused the option `{key}` (its value is not shown)",
+                c.brokers
+            ),
+            source: None,
+        },
+        e => kafka_err(format!("creating the consumer for `{}`", c.brokers), e),
+    })
+}
+
+/// The time partition of a message: its Kafka timestamp (the epoch when it
+/// has none, so that a redo agrees).
+fn time_partition(p: &s3_event_core::TimePartitioner, ts: Option<i64>) -> String {
+    let t = ts
+        .and_then(DateTime::<Utc>::from_timestamp_millis)
+        .unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
+    // Processing-time partitioners only read `now`; they cannot fail.
+    p.partition(&serde_json::Value::Null, t)
+        .map(|k| k.into_string())
+        .unwrap_or_default()
+}
+
+struct Loop {
+    client: Arc<Client>,
+    parts: HashMap<(String, i32), PartitionState>,
+    commit: bool,
+}
+
+pub(super) async fn run(
+    source: KafkaSource,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<KafkaSourceStats> {
+    let ctx = Context {
+        events: Mutex::new(Vec::new()),
+        watermarks: Mutex::new(HashMap::new()),
+    };
+    let client = Arc::new(client(&source, ctx)?);
+    let topics: Vec<&str> = source.config.topics.iter().map(String::as_str).collect();
+    client
+        .subscribe(&topics)
+        .map_err(|e| kafka_err(format!("subscribing to {topics:?}"), e))?;
+    tracing::info!(group = %source.config.group_id, topics = ?topics, "kafka source: subscribed");
+    let mut l = Loop {
+        client: Arc::clone(&client),
+        parts: HashMap::new(),
+        commit: source.config.commit,
+    };
+    let sh = &source.shared;
+    let wrap = source.config.wrap;
+    let result = l.main(&source, sh, wrap, shutdown).await;
+    let stats = KafkaStatsHandle(Arc::clone(&source.counters));
+    match result {
+        Ok(()) => {
+            // Shutdown: revocations queued last come first; then everything
+            // open goes up, then its commit.
+            l.apply_events(&source.counters).await;
+            if source.config.flush_on_shutdown {
+                for p in l.parts.values_mut() {
+                    p.flush_due(sh, None).await?;
+                }
+            }
+            l.commit_dirty(&source.counters).await;
+            l.publish(&source.counters);
+            drop(l);
+            // Leaves the group (librdkafka's consumer close) on drop.
+            let client = Arc::into_inner(client);
+            tokio::task::spawn_blocking(move || drop(client)).await.ok();
+            Ok(stats.snapshot())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+impl Loop {
+    async fn main(
+        &mut self,
+        source: &KafkaSource,
+        sh: &Shared,
+        wrap: bool,
+        shutdown: impl std::future::Future<Output = ()> + Send,
+    ) -> Result<()> {
+        let counters = &source.counters;
+        tokio::pin!(shutdown);
+        let mut last_publish = Instant::now();
+        loop {
+            self.apply_events(counters).await;
+            let deadline = self
+                .parts
+                .values()
+                .filter_map(|p| p.deadline(sh))
+                .min()
+                .map_or(Instant::now() + TICK, |d| d.min(Instant::now() + TICK));
+            let client = Arc::clone(&self.client);
+            let msg = tokio::select! {
+                biased;
+                () = &mut shutdown => return Ok(()),
+                m = client.recv() => Some(m),
+                () = tokio::time::sleep_until(deadline.into()) => None,
+            };
+            // Rebalances the poll ran come before its message, and before
+            // any flush or commit: a poll that ran only a rebalance answers
+            // nothing, and the timer branch may win, with partitions the
+            // client no longer owns still here.
+            self.apply_events(counters).await;
+            if let Some(m) = msg {
+                match m {
+                    Ok(m) => {
+                        let key = (m.topic().to_owned(), m.partition());
+                        if let Some(state) = self.parts.get_mut(&key) {
+                            let incoming = incoming(&m, &source.partitioner, wrap, sh);
+                            drop(m);
+                            state.offer(sh, incoming).await?;
+                        }
+                    }
+                    Err(e) => {
+                        counters.consumer_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(error = %e, "kafka source: consumer error");
+                    }
+                }
+            }
+            let now = Instant::now();
+            for p in self.parts.values_mut() {
+                if p.deadline(sh).is_some_and(|d| d <= now) {
+                    p.flush_due(sh, Some(now)).await?;
+                }
+            }
+            self.commit_dirty(counters).await;
+            if last_publish.elapsed() >= TICK {
+                self.publish(counters);
+                last_publish = Instant::now();
+            }
+        }
+    }
+
+    /// Applies queued assignments and revocations.
+    async fn apply_events(&mut self, counters: &Counters) {
+        let events =
+            std::mem::take(&mut *self.client.context().events.lock().expect("events lock"));
+        for e in events {
+            match e {
+                Event::Revoke(list) => {
+                    counters.revocations.fetch_add(1, Ordering::Relaxed);
+                    for key in list {
+                        if let Some(p) = self.parts.remove(&key) {
+                            tracing::info!(topic = %key.0, partition = key.1, open = p.open_records(), "kafka source: partition revoked; its open batches are abandoned (their offsets are not committed: the next owner reads them again)");
+                        }
+                    }
+                }
+                Event::RevokeAll => {
+                    counters.revocations.fetch_add(1, Ordering::Relaxed);
+                    for (key, p) in self.parts.drain() {
+                        tracing::info!(topic = %key.0, partition = key.1, open = p.open_records(), "kafka source: partition given up after a rebalance error; its open batches are abandoned");
+                    }
+                }
+                Event::Assign(list) => {
+                    counters.assignments.fetch_add(1, Ordering::Relaxed);
+                    let mut tpl = TopicPartitionList::new();
+                    for (t, p) in &list {
+                        self.parts
+                            .entry((t.clone(), *p))
+                            .or_insert_with(|| PartitionState::new(t, *p));
+                        tpl.add_partition(t, *p);
+                    }
+                    let client = Arc::clone(&self.client);
+                    let committed = tokio::task::spawn_blocking(move || {
+                        client.committed_offsets(tpl, COMMITTED_TIMEOUT)
+                    })
+                    .await;
+                    match committed {
+                        Ok(Ok(tpl)) => {
+                            for e in tpl.elements() {
+                                let key = (e.topic().to_owned(), e.partition());
+                                if let (Some(p), Offset::Offset(c)) =
+                                    (self.parts.get_mut(&key), e.offset())
+                                {
+                                    p.resume_at(c);
+                                }
+                            }
+                        }
+                        Ok(Err(e)) => {
+                            tracing::warn!(error = %e, "kafka source: looking up committed offsets failed; resuming where the client fetches")
+                        }
+                        Err(_) => {}
+                    }
+                    tracing::info!(partitions = ?list, "kafka source: partitions assigned");
+                }
+            }
+        }
+    }
+
+    /// Commits every partition whose committable offset moved.
+    async fn commit_dirty(&mut self, counters: &Counters) {
+        let mut tpl = TopicPartitionList::new();
+        let mut offsets = Vec::new();
+        for (key, p) in &self.parts {
+            if !p.dirty {
+                continue;
+            }
+            let Some(c) = p.committable() else { continue };
+            if p.committed.is_some_and(|done| done >= c) {
+                continue;
+            }
+            if tpl
+                .add_partition_offset(&key.0, key.1, Offset::Offset(c))
+                .is_ok()
+            {
+                offsets.push((key.clone(), c));
+            }
+        }
+        if offsets.is_empty() || !self.commit {
+            return;
+        }
+        let client = Arc::clone(&self.client);
+        let started = Instant::now();
+        let r = tokio::task::spawn_blocking(move || client.commit(&tpl, CommitMode::Sync)).await;
+        let micros = started.elapsed().as_micros() as u64;
+        match r {
+            Ok(Ok(())) => {
+                counters.commits.fetch_add(1, Ordering::Relaxed);
+                counters
+                    .commit_micros_total
+                    .fetch_add(micros, Ordering::Relaxed);
+                counters
+                    .commit_micros_max
+                    .fetch_max(micros, Ordering::Relaxed);
+                for (key, c) in offsets {
+                    if let Some(p) = self.parts.get_mut(&key) {
+                        p.set_committed(c);
+                    }
+                }
+            }
+            Ok(Err(e)) => {
+                counters.commit_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "kafka source: commit refused (a rebalance?); the offsets stay uncommitted");
+            }
+            Err(_) => {
+                counters.commit_failures.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Per-partition figures into the counters.
+    fn publish(&self, counters: &Counters) {
+        let w = self
+            .client
+            .context()
+            .watermarks
+            .lock()
+            .expect("watermarks lock")
+            .clone();
+        let mut out = std::collections::BTreeMap::new();
+        for (key, p) in &self.parts {
+            let hw = w.get(key).copied();
+            let pos = p.position();
+            out.insert(
+                format!("{}+{}", key.0, key.1),
+                super::PartitionStats {
+                    position: pos,
+                    committed: p.committed,
+                    high_watermark: hw,
+                    lag: hw.zip(pos).map(|(h, p)| (h - p).max(0)),
+                    open_records: p.open_records(),
+                },
+            );
+        }
+        *counters.partitions.lock().expect("stats lock") = out;
+    }
+}
+
+fn incoming<M: Message>(
+    m: &M,
+    partitioner: &s3_event_core::TimePartitioner,
+    wrap: bool,
+    sh: &Shared,
+) -> Incoming {
+    let timestamp = m.timestamp().to_millis();
+    let headers = m
+        .headers()
+        .map(|h| h.iter().map(|h| (h.key, h.value)).collect())
+        .unwrap_or_default();
+    let r = MessageRef {
+        topic: m.topic(),
+        partition: m.partition(),
+        offset: m.offset(),
+        timestamp,
+        key: m.key(),
+        payload: m.payload(),
+        headers,
+    };
+    Incoming {
+        offset: m.offset(),
+        tpart: time_partition(partitioner, timestamp),
+        body: record::body(&r, wrap, sh.encoding),
+    }
+}
