@@ -527,6 +527,45 @@ impl KafkaSourceBuilder {
     /// Checks the configuration; the consumer is created by
     /// [`KafkaSource::run`].
     pub fn build(self) -> Result<KafkaSource> {
+        self.check()?;
+        let prefix = if self.prefix.is_empty() || self.prefix.ends_with('/') {
+            self.prefix.clone()
+        } else {
+            format!("{}/", self.prefix)
+        };
+        let Some(store) = self.store.clone() else {
+            return Err(Error::InvalidConfig {
+                what: "store",
+                value: String::new(),
+                expected: "a store (`with_store`)",
+            });
+        };
+        let counters = Arc::new(Counters::default());
+        let shared = partition::Shared {
+            store,
+            prefix,
+            failure_dir: FAILURE_DIR.to_owned(),
+            encoding: self.encoding,
+            compression: self.compression,
+            flush_size: self.flush_size,
+            max_bytes: self.max_bytes,
+            flush_interval: self.flush_interval,
+            retry: self.retry.clone(),
+            counters: Arc::clone(&counters),
+            chain_check: self.chain_check,
+            manifest_wait: partition::MANIFEST_WAIT,
+        };
+        let partitioner = TimePartitioner::new(self.granularity).with_layout(self.layout);
+        Ok(KafkaSource {
+            config: self,
+            shared,
+            partitioner,
+            counters,
+        })
+    }
+
+    /// The values `build` refuses, each named with what was expected.
+    fn check(&self) -> Result<()> {
         let bad = |what: &'static str, value: String, expected: &'static str| {
             Err(Error::InvalidConfig {
                 what,
@@ -535,10 +574,10 @@ impl KafkaSourceBuilder {
             })
         };
         if self.brokers.trim().is_empty() {
-            return bad("brokers", self.brokers, "`host:port[,host:port…]`");
+            return bad("brokers", self.brokers.clone(), "`host:port[,host:port…]`");
         }
         if self.group_id.trim().is_empty() {
-            return bad("group_id", self.group_id, "a consumer group name");
+            return bad("group_id", self.group_id.clone(), "a consumer group name");
         }
         if self.topics.is_empty() {
             return bad("topics", String::new(), "at least one topic");
@@ -598,36 +637,7 @@ impl KafkaSourceBuilder {
                 );
             }
         }
-        let prefix = if self.prefix.is_empty() || self.prefix.ends_with('/') {
-            self.prefix.clone()
-        } else {
-            format!("{}/", self.prefix)
-        };
-        let Some(store) = self.store.clone() else {
-            return bad("store", String::new(), "a store (`with_store`)");
-        };
-        let counters = Arc::new(Counters::default());
-        let shared = partition::Shared {
-            store,
-            prefix,
-            failure_dir: FAILURE_DIR.to_owned(),
-            encoding: self.encoding,
-            compression: self.compression,
-            flush_size: self.flush_size,
-            max_bytes: self.max_bytes,
-            flush_interval: self.flush_interval,
-            retry: self.retry.clone(),
-            counters: Arc::clone(&counters),
-            chain_check: self.chain_check,
-            manifest_wait: partition::MANIFEST_WAIT,
-        };
-        let partitioner = TimePartitioner::new(self.granularity).with_layout(self.layout);
-        Ok(KafkaSource {
-            config: self,
-            shared,
-            partitioner,
-            counters,
-        })
+        Ok(())
     }
 }
 

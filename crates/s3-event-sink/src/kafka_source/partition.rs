@@ -293,22 +293,8 @@ impl PartitionState {
             }
             return Ok(());
         }
-        if tp.open.is_none() && tp.check {
-            let key = sh.key(&m.tpart, &self.topic, self.partition, m.offset);
-            match Self::held(sh, &self.instance, &key, m.offset).await? {
-                None => {
-                    if let Some(tp) = self.parts.get_mut(&m.tpart) {
-                        tp.check = false;
-                    }
-                }
-                Some(held) => {
-                    c.adopted.fetch_add(1, Ordering::Relaxed);
-                    c.skipped.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(key = %key, "kafka source: the object at the next batch's key is already stored (an upload whose commit was lost); skipping its records");
-                    self.adopt(sh, &m.tpart, &key, m.offset, held, &[])?;
-                    return Ok(());
-                }
-            }
+        if tp.open.is_none() && tp.check && self.chain_check(sh, &m.tpart, m.offset).await? {
+            return Ok(());
         }
         let tp = self.parts.get_mut(&m.tpart).expect("inserted above");
         if tp
@@ -342,21 +328,7 @@ impl PartitionState {
                 tp.open = None;
             }
             let reason = e.to_string();
-            let report = match super::record::poison(
-                &super::record::MessageRef {
-                    topic: &self.topic,
-                    partition: self.partition,
-                    offset: m.offset,
-                    timestamp: None,
-                    key: None,
-                    payload: Some(&record),
-                    headers: Vec::new(),
-                },
-                reason.clone(),
-            ) {
-                Body::Poison { report, .. } => report,
-                Body::Record(_) => unreachable!("poison() makes reports"),
-            };
+            let report = self.refusal_report(m.offset, &record, &reason);
             return self.report(sh, &m.tpart, m.offset, report, &reason).await;
         }
         c.records.fetch_add(1, Ordering::Relaxed);
@@ -364,6 +336,47 @@ impl PartitionState {
             self.flush(sh, &m.tpart).await?;
         }
         Ok(())
+    }
+
+    /// The chain check at a chain point of `tpart` (the message at
+    /// `offset` would open a batch): true when an object is already stored
+    /// at its key (adopted: its records are skipped), false when none is
+    /// (no check in this time partition until the next chain point).
+    async fn chain_check(&mut self, sh: &Shared, tpart: &str, offset: i64) -> Result<bool> {
+        let key = sh.key(tpart, &self.topic, self.partition, offset);
+        match Self::held(sh, &self.instance, &key, offset).await? {
+            None => {
+                if let Some(tp) = self.parts.get_mut(tpart) {
+                    tp.check = false;
+                }
+                Ok(false)
+            }
+            Some(held) => {
+                let c = &sh.counters;
+                c.adopted.fetch_add(1, Ordering::Relaxed);
+                c.skipped.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(key = %key, "kafka source: the object at the next batch's key is already stored (an upload whose commit was lost); skipping its records");
+                self.adopt(sh, tpart, &key, offset, held, &[])?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// The failure report of a record the encoder refused.
+    fn refusal_report(&self, offset: i64, record: &[u8], reason: &str) -> Vec<u8> {
+        let m = super::record::MessageRef {
+            topic: &self.topic,
+            partition: self.partition,
+            offset,
+            timestamp: None,
+            key: None,
+            payload: Some(record),
+            headers: Vec::new(),
+        };
+        match super::record::poison(&m, reason.to_owned()) {
+            Body::Poison { report, .. } => report,
+            Body::Record(_) => unreachable!("poison() makes reports"),
+        }
     }
 
     /// Stores the failure report of the message at `offset` (create-only:
