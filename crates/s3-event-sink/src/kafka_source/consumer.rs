@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use futures_util::FutureExt;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::{Headers, Message};
@@ -26,6 +27,10 @@ use crate::{Error, Result};
 /// How often the loop wakes without messages: rebalances, commits, time
 /// flushes.
 const TICK: Duration = Duration::from_millis(200);
+
+/// How many messages the loop takes in a row when the client has them
+/// ready, before it checks timers, rebalances and commits.
+const DRAIN: usize = 256;
 
 /// How long looking up committed offsets on assignment may take.
 const COMMITTED_TIMEOUT: Duration = Duration::from_secs(10);
@@ -119,6 +124,8 @@ fn time_partition(p: &s3_event_core::TimePartitioner, ts: Option<i64>) -> String
 
 struct Loop {
     client: Arc<Client>,
+    /// The last time partition computed, by minute of its timestamp.
+    tpart: (i64, String),
     parts: HashMap<(String, i32), PartitionState>,
     commit: bool,
 }
@@ -139,6 +146,7 @@ pub(super) async fn run(
     tracing::info!(group = %source.config.group_id, topics = ?topics, "kafka source: subscribed");
     let mut l = Loop {
         client: Arc::clone(&client),
+        tpart: (i64::MIN, String::new()),
         parts: HashMap::new(),
         commit: source.config.commit,
     };
@@ -186,20 +194,28 @@ impl Loop {
                 .min()
                 .map_or(Instant::now() + TICK, |d| d.min(Instant::now() + TICK));
             let client = Arc::clone(&self.client);
-            let msg = tokio::select! {
+            let mut msg = tokio::select! {
                 biased;
                 () = &mut shutdown => return Ok(()),
                 m = client.recv() => Some(m),
                 () = tokio::time::sleep_until(deadline.into()) => None,
             };
-            if let Some(m) = msg {
+            // Then whatever the client already holds, without a timer per
+            // message, up to a bound so that time flushes stay on time.
+            let mut taken = 0;
+            while let Some(m) = msg.take() {
                 // Rebalances the poll ran come before its message.
                 self.apply_events(counters).await;
                 match m {
                     Ok(m) => {
-                        let key = (m.topic().to_owned(), m.partition());
-                        if let Some(state) = self.parts.get_mut(&key) {
-                            let incoming = incoming(&m, &source.partitioner, wrap, sh);
+                        let (topic, partition) = (m.topic(), m.partition());
+                        if let Some(state) = self
+                            .parts
+                            .values_mut()
+                            .find(|p| p.partition == partition && p.topic == topic)
+                        {
+                            let incoming =
+                                incoming(&m, &source.partitioner, &mut self.tpart, wrap, sh);
                             drop(m);
                             state.offer(sh, incoming).await?;
                         }
@@ -208,6 +224,10 @@ impl Loop {
                         counters.consumer_errors.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(error = %e, "kafka source: consumer error");
                     }
+                }
+                taken += 1;
+                if taken < DRAIN {
+                    msg = client.recv().now_or_never();
                 }
             }
             let now = Instant::now();
@@ -276,6 +296,9 @@ impl Loop {
 
     /// Commits every partition whose committable offset moved.
     async fn commit_dirty(&mut self, counters: &Counters) {
+        if !self.parts.values().any(|p| p.dirty) {
+            return;
+        }
         let mut tpl = TopicPartitionList::new();
         let mut offsets = Vec::new();
         for (key, p) in &self.parts {
@@ -356,6 +379,7 @@ impl Loop {
 fn incoming<M: Message>(
     m: &M,
     partitioner: &s3_event_core::TimePartitioner,
+    cache: &mut (i64, String),
     wrap: bool,
     sh: &Shared,
 ) -> Incoming {
@@ -373,9 +397,14 @@ fn incoming<M: Message>(
         payload: m.payload(),
         headers,
     };
+    // Partitions are whole hours or days (UTC): a minute never spans two.
+    let minute = timestamp.map_or(i64::MIN + 1, |t| t.div_euclid(60_000));
+    if cache.0 != minute {
+        *cache = (minute, time_partition(partitioner, timestamp));
+    }
     Incoming {
         offset: m.offset(),
-        tpart: time_partition(partitioner, timestamp),
+        tpart: cache.1.clone(),
         body: record::body(&r, wrap, sh.encoding),
     }
 }

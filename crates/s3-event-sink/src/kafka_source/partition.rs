@@ -277,11 +277,17 @@ impl PartitionState {
             c.skipped.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
-        let tp = self.parts.entry(m.tpart.clone()).or_insert(TimePart {
-            open: None,
-            check: sh.chain_check,
-            count_skip: None,
-        });
+        if !self.parts.contains_key(&m.tpart) {
+            self.parts.insert(
+                m.tpart.clone(),
+                TimePart {
+                    open: None,
+                    check: sh.chain_check,
+                    count_skip: None,
+                },
+            );
+        }
+        let tp = self.parts.get_mut(&m.tpart).expect("inserted above");
         if let Some(cs) = &mut tp.count_skip {
             c.skipped.fetch_add(1, Ordering::Relaxed);
             cs.remaining -= 1;
