@@ -11,7 +11,7 @@
 //!
 //! Both are timed from the first message taken to the last (the group
 //! join, a few seconds on tansu, is left out: `iter_custom`). The topic
-//! (3 partitions, `MESSAGES` JSON values of about 150 bytes) is produced
+//! (3 partitions, 100 000 JSON values of about 150 bytes) is produced
 //! once. Broker: `S3E_KAFKA_BROKERS` (default `127.0.0.1:19092`, tansu from
 //! `scripts/services.sh`). Run with
 //! `cargo bench --bench kafka_source --features kafka-source`.
@@ -32,8 +32,18 @@ use rdkafka::Message;
 use s3_event::sink::kafka_source::KafkaSource;
 use s3_event::sink::Compression;
 
-const MESSAGES: usize = 100_000;
 const PARTITIONS: i32 = 3;
+
+/// Messages in the topic: 100 000 under `cargo bench`; 5 000 when the
+/// bench runs once in test mode (`cargo test --benches`), which only
+/// checks that it works.
+fn messages() -> usize {
+    if std::env::args().any(|a| a == "--bench") {
+        100_000
+    } else {
+        5_000
+    }
+}
 
 fn brokers() -> String {
     std::env::var("S3E_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:19092".into())
@@ -68,8 +78,8 @@ async fn produce(topic: &str) {
         .set("queue.buffering.max.messages", "200000")
         .create()
         .unwrap();
-    let mut pending = Vec::with_capacity(MESSAGES);
-    for n in 0..MESSAGES {
+    let mut pending = Vec::with_capacity(messages());
+    for n in 0..messages() {
         let v = format!(
             r#"{{"n":{n},"eventName":"s3:ObjectCreated:Put","bucket":"photos","key":"2024/03/05/img-{n:08}.jpg","size":{},"etag":"d41d8cd98f00b204e9800998ecf8427e"}}"#,
             n * 37 % 100_000
@@ -100,7 +110,7 @@ async fn raw(topic: &str) -> Duration {
     c.subscribe(&[topic]).unwrap();
     let mut bytes = 0usize;
     let mut first = None;
-    for _ in 0..MESSAGES {
+    for _ in 0..messages() {
         let m = c.recv().await.unwrap();
         first.get_or_insert_with(Instant::now);
         bytes += m.payload().map_or(0, <[u8]>::len);
@@ -133,7 +143,7 @@ async fn source(topic: &str) -> Duration {
         if n > 0 {
             first.get_or_insert_with(Instant::now);
         }
-        if n as usize >= MESSAGES {
+        if n as usize >= messages() {
             break;
         }
         tokio::time::sleep(Duration::from_micros(500)).await;
@@ -141,7 +151,7 @@ async fn source(topic: &str) -> Duration {
     let took = first.unwrap().elapsed();
     tx.send(()).unwrap();
     let totals = run.await.unwrap().unwrap();
-    assert_eq!(totals.records as usize, MESSAGES);
+    assert_eq!(totals.records as usize, messages());
     took
 }
 
@@ -153,7 +163,7 @@ fn bench(c: &mut Criterion) {
     let topic = unique("topic");
     rt.block_on(produce(&topic));
     let mut g = c.benchmark_group("kafka_source");
-    g.throughput(Throughput::Elements(MESSAGES as u64));
+    g.throughput(Throughput::Elements(messages() as u64));
     g.sample_size(10);
     g.warm_up_time(Duration::from_millis(1));
     g.measurement_time(Duration::from_secs(1));

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use futures_util::FutureExt;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::{Headers, Message};
@@ -26,6 +27,10 @@ use crate::{Error, Result};
 /// How often the loop wakes without messages: rebalances, commits, time
 /// flushes.
 const TICK: Duration = Duration::from_millis(200);
+
+/// How many messages the loop takes in a row when the client has them
+/// ready, before it checks timers, rebalances and commits.
+const DRAIN: usize = 256;
 
 /// How long looking up committed offsets on assignment may take.
 const COMMITTED_TIMEOUT: Duration = Duration::from_secs(10);
@@ -133,6 +138,8 @@ fn time_partition(p: &s3_event_core::TimePartitioner, ts: Option<i64>) -> String
 
 struct Loop {
     client: Arc<Client>,
+    /// The last time partition computed, by minute of its timestamp.
+    tpart: (i64, String),
     parts: HashMap<(String, i32), PartitionState>,
     commit: bool,
 }
@@ -153,6 +160,7 @@ pub(super) async fn run(
     tracing::info!(group = %source.config.group_id, topics = ?topics, "kafka source: subscribed");
     let mut l = Loop {
         client: Arc::clone(&client),
+        tpart: (i64::MIN, String::new()),
         parts: HashMap::new(),
         commit: source.config.commit,
     };
@@ -202,7 +210,7 @@ impl Loop {
                 .min()
                 .map_or(Instant::now() + TICK, |d| d.min(Instant::now() + TICK));
             let client = Arc::clone(&self.client);
-            let msg = tokio::select! {
+            let mut msg = tokio::select! {
                 biased;
                 () = &mut shutdown => return Ok(()),
                 m = client.recv() => Some(m),
@@ -213,12 +221,22 @@ impl Loop {
             // nothing, and the timer branch may win, with partitions the
             // client no longer owns still here.
             self.apply_events(counters).await;
-            if let Some(m) = msg {
+            // Then whatever the client already holds, without a timer per
+            // message, up to a bound so that time flushes stay on time.
+            let mut taken = 0;
+            while let Some(m) = msg.take() {
+                // Rebalances a poll ran come before its message.
+                self.apply_events(counters).await;
                 match m {
                     Ok(m) => {
-                        let key = (m.topic().to_owned(), m.partition());
-                        if let Some(state) = self.parts.get_mut(&key) {
-                            let incoming = incoming(&m, &source.partitioner, wrap, sh);
+                        let (topic, partition) = (m.topic(), m.partition());
+                        if let Some(state) = self
+                            .parts
+                            .values_mut()
+                            .find(|p| p.partition == partition && p.topic == topic)
+                        {
+                            let incoming =
+                                incoming(&m, &source.partitioner, &mut self.tpart, wrap, sh);
                             drop(m);
                             state.offer(sh, incoming).await?;
                         }
@@ -228,7 +246,13 @@ impl Loop {
                         tracing::warn!(error = %e, "kafka source: consumer error");
                     }
                 }
+                taken += 1;
+                if taken < DRAIN {
+                    msg = client.recv().now_or_never();
+                }
             }
+            // The last poll may have run a rebalance and answered nothing.
+            self.apply_events(counters).await;
             let now = Instant::now();
             for p in self.parts.values_mut() {
                 if p.deadline(sh).is_some_and(|d| d <= now) {
@@ -301,6 +325,9 @@ impl Loop {
 
     /// Commits every partition whose committable offset moved.
     async fn commit_dirty(&mut self, counters: &Counters) {
+        if !self.parts.values().any(|p| p.dirty) {
+            return;
+        }
         let mut tpl = TopicPartitionList::new();
         let mut offsets = Vec::new();
         for (key, p) in &self.parts {
@@ -381,6 +408,7 @@ impl Loop {
 fn incoming<M: Message>(
     m: &M,
     partitioner: &s3_event_core::TimePartitioner,
+    cache: &mut (i64, String),
     wrap: bool,
     sh: &Shared,
 ) -> Incoming {
@@ -398,9 +426,14 @@ fn incoming<M: Message>(
         payload: m.payload(),
         headers,
     };
+    // Partitions are whole hours or days (UTC): a minute never spans two.
+    let minute = timestamp.map_or(i64::MIN + 1, |t| t.div_euclid(60_000));
+    if cache.0 != minute {
+        *cache = (minute, time_partition(partitioner, timestamp));
+    }
     Incoming {
         offset: m.offset(),
-        tpart: time_partition(partitioner, timestamp),
+        tpart: cache.1.clone(),
         body: record::body(&r, wrap, sh.encoding),
     }
 }

@@ -276,23 +276,13 @@ impl PartitionState {
             c.skipped.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
-        let tp = self.parts.entry(m.tpart.clone()).or_insert(TimePart {
-            open: None,
-            check: sh.chain_check,
-            count_skip: None,
-        });
-        if let Some(cs) = &mut tp.count_skip {
-            c.skipped.fetch_add(1, Ordering::Relaxed);
-            cs.remaining -= 1;
-            cs.last = m.offset;
-            if cs.remaining == 0 {
-                self.stored.push((cs.first, cs.last));
-                self.dirty = true;
-                tp.count_skip = None;
-                tp.check = sh.chain_check;
-            }
+        if self.count_skipped(sh, &m.tpart, m.offset) {
             return Ok(());
         }
+        let tp = self
+            .parts
+            .get_mut(&m.tpart)
+            .expect("added by count_skipped");
         if tp.open.is_none() && tp.check && self.chain_check(sh, &m.tpart, m.offset).await? {
             return Ok(());
         }
@@ -336,6 +326,36 @@ impl PartitionState {
             self.flush(sh, &m.tpart).await?;
         }
         Ok(())
+    }
+
+    /// Adds `tpart`'s state if it is new; true when the message at
+    /// `offset` is one of the records of an object found without a manifest
+    /// (counted off, not stored again).
+    fn count_skipped(&mut self, sh: &Shared, tpart: &str, offset: i64) -> bool {
+        if !self.parts.contains_key(tpart) {
+            self.parts.insert(
+                tpart.to_owned(),
+                TimePart {
+                    open: None,
+                    check: sh.chain_check,
+                    count_skip: None,
+                },
+            );
+        }
+        let tp = self.parts.get_mut(tpart).expect("inserted above");
+        let Some(cs) = &mut tp.count_skip else {
+            return false;
+        };
+        sh.counters.skipped.fetch_add(1, Ordering::Relaxed);
+        cs.remaining -= 1;
+        cs.last = offset;
+        if cs.remaining == 0 {
+            self.stored.push((cs.first, cs.last));
+            self.dirty = true;
+            tp.count_skip = None;
+            tp.check = sh.chain_check;
+        }
+        true
     }
 
     /// The chain check at a chain point of `tpart` (the message at
