@@ -343,17 +343,7 @@ enum Frame<'a> {
         partition: &'a str,
         record: &'a [u8],
     },
-    Close {
-        /// `(number, records)`, in frames written since numbering.
-        number: Option<(u64, u64)>,
-        key_seq: u64,
-        last_seq: u64,
-        shard: u16,
-        encoding: Encoding,
-        compression: Compression,
-        partition: &'a str,
-        key: &'a str,
-    },
+    Close(CloseFrame),
     Uploaded {
         key_seq: u64,
     },
@@ -373,10 +363,10 @@ fn parse_frame(kind: u8, body: &[u8]) -> Option<Frame<'_>> {
                 record: r.0,
             }
         }
-        KIND_CLOSE => parse_close(r, None)?,
+        KIND_CLOSE => Frame::Close(parse_close(r, None)?),
         KIND_CLOSE_NUMBERED => {
             let number = (r.u64()?, r.u64()?);
-            parse_close(r, Some(number))?
+            Frame::Close(parse_close(r, Some(number))?)
         }
         KIND_UPLOADED => Frame::Uploaded { key_seq: r.u64()? },
         _ => return None,
@@ -384,11 +374,21 @@ fn parse_frame(kind: u8, body: &[u8]) -> Option<Frame<'_>> {
     Some(frame)
 }
 
-/// A close frame's body (after the numbers, in a numbered one).
-fn parse_close(mut r: Reader<'_>, number: Option<(u64, u64)>) -> Option<Frame<'_>> {
-    let key_seq = r.u64()?;
-    let last_seq = r.u64()?;
-    let shard = r.u16()?;
+/// A close frame's body (after the numbers `(first, records)`, in a
+/// numbered one).
+fn parse_close(mut r: Reader<'_>, number: Option<(u64, u64)>) -> Option<CloseFrame> {
+    let (key_seq, last_seq, shard) = (r.u64()?, r.u64()?, r.u16()?);
+    let close = |encoding, compression, partition: &str, key: &str| CloseFrame {
+        number: number.map(|(first, _)| first),
+        records: number.map_or(0, |(_, records)| records),
+        key_seq,
+        last_seq,
+        shard,
+        encoding,
+        compression,
+        partition: partition.to_owned(),
+        key: key.to_owned(),
+    };
     let encoding = match r.u8()? {
         0 => Encoding::Ndjson,
         1 => Encoding::JsonArray,
@@ -398,16 +398,12 @@ fn parse_close(mut r: Reader<'_>, number: Option<(u64, u64)>) -> Option<Frame<'_
             let partition = r.str()?;
             let key = r.str()?;
             let opts = parquet_frame::read(comp, r.u8()?, r.u64()?)?;
-            return Some(Frame::Close {
-                number,
-                key_seq,
-                last_seq,
-                shard,
-                encoding: Encoding::Parquet(opts),
-                compression: Compression::None,
+            return Some(close(
+                Encoding::Parquet(opts),
+                Compression::None,
                 partition,
                 key,
-            });
+            ));
         }
         _ => return None,
     };
@@ -423,16 +419,7 @@ fn parse_close(mut r: Reader<'_>, number: Option<(u64, u64)>) -> Option<Frame<'_
     };
     let partition = r.str()?;
     let key = r.str()?;
-    Some(Frame::Close {
-        number,
-        key_seq,
-        last_seq,
-        shard,
-        encoding,
-        compression,
-        partition,
-        key,
-    })
+    Some(close(encoding, compression, partition, key))
 }
 
 /// A batch found on open that still has to be uploaded: closed (with its
@@ -599,31 +586,12 @@ impl Bookkeeping {
                     })
                     .push_back((seq, f.segment));
             }
-            Frame::Close {
-                number,
-                key_seq,
-                last_seq,
-                shard,
-                encoding,
-                compression,
-                partition,
-                key,
-            } => {
-                if let Some((first, records)) = number {
-                    let end = first + records;
+            Frame::Close(c) => {
+                if let Some(first) = c.number {
+                    let end = first + c.records;
                     self.numbers_end = Some(self.numbers_end.map_or(end, |e| e.max(end)));
                 }
-                self.close(CloseFrame {
-                    number: number.map(|(first, _)| first),
-                    records: number.map_or(0, |(_, records)| records),
-                    key_seq,
-                    last_seq,
-                    shard,
-                    encoding,
-                    compression,
-                    partition: partition.to_owned(),
-                    key: key.to_owned(),
-                })
+                self.close(c)
             }
             Frame::Uploaded { key_seq } => {
                 self.closed.remove(&key_seq);
