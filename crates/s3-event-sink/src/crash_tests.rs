@@ -62,17 +62,31 @@ fn sink(
     let p = TimePartitioner::new(Granularity::Hourly).with_time_source(TimeSource::Event {
         fallback_to_processing: false,
     });
-    Sink::builder()
-        .with_store(store)
-        .with_prefix(prefix)
-        .with_partitioner(Arc::new(p))
-        .with_flush_size(37)
-        .with_shards(shards)
-        .with_background_compression(background)
-        .with_flush_interval(Duration::from_millis(50))
-        .with_spool(opts)
-        .build()
-        .unwrap()
+    let p: Arc<dyn s3_event_core::Partitioner> = Arc::new(p);
+    // With injected faults, the close frames a start writes for what the
+    // last run left open can fail like any write: the start is refused
+    // (nothing written) and tried again, as a supervisor would.
+    let mut attempt = 0;
+    loop {
+        let built = Sink::builder()
+            .with_store(Arc::clone(&store))
+            .with_prefix(prefix)
+            .with_partitioner(Arc::clone(&p))
+            .with_flush_size(37)
+            .with_shards(shards)
+            .with_background_compression(background)
+            .with_flush_interval(Duration::from_millis(50))
+            .with_spool(opts.clone())
+            .build();
+        match built {
+            Ok(sink) => return sink,
+            Err(e @ crate::Error::Spool { .. }) if opts.faults.is_some() && attempt < 5 => {
+                eprintln!("crash child: start refused ({e}); starting again");
+                attempt += 1;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
 }
 
 fn event(n: u64) -> Value {
