@@ -49,11 +49,12 @@
 //! needs an fsync, which [`FsyncPolicy`] groups:
 //!
 //! - `Always`: `append`, `append_batch` and `ack` return once fsynced.
-//! - `Every(d)`: fsync rounds start at most once per `d`, in the background
-//!   whenever something was written, and when a caller waits:
-//!   [`QueueStore::sync`], [`QueueStore::append_durable`] (blocking) or
-//!   [`QueueStore::append_batch_synced`] (async). Callers that wait together
-//!   share a round (group commit).
+//! - `Every(d)`: fsync rounds start at most once per `d` when a caller
+//!   waits: [`QueueStore::sync`], [`QueueStore::append_durable`] (blocking)
+//!   or [`QueueStore::append_batch_synced`] (async). Callers that wait
+//!   together share a round (group commit). What nobody waits for (acks)
+//!   is fsynced in the background 100 ms (or `d`, if longer) after the last
+//!   round.
 //! - `Never`: no fsync; `sync` returns at once.
 //!
 //! A failed fsync is reported to every caller whose writes it covered, also
@@ -103,6 +104,15 @@ const ACK_LOG_COMPACT_BYTES: u64 = 64 * 1024;
 const MAX_DROPPED: usize = 4096;
 /// Most bytes `peek` reads at once (unless one entry is larger).
 const READ_CHUNK: u64 = 1 << 20;
+
+/// How long after the last fsync round what nobody waits for (acks, and
+/// [`QueueStore::append`] without a sync) is fsynced by the log's thread.
+/// Appenders that must not lose an entry wait for its round; a lost ack
+/// only delivers again. Longer than the default interval on purpose: a
+/// background round in a burst of appends made the sync that followed
+/// wait for it and then run its own, and contended with the appender
+/// (`benches/queue_store.rs`, `segment_log/256`).
+const BACKGROUND_FSYNC: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Options of [`QueueStore::open`].
 #[derive(Clone, Debug)]
@@ -277,6 +287,7 @@ impl QueueStore {
         options.validate()?;
         let dir = dir.as_ref().to_path_buf();
         let log_options = LogOptions::new(SEGMENT_SUFFIX, MAGIC)
+            .with_background(BACKGROUND_FSYNC)
             .with_legacy(Legacy::Headerless)
             .with_segment_bytes(options.segment_bytes)
             .with_fsync(options.fsync)

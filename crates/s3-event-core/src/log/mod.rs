@@ -176,7 +176,8 @@ pub enum FsyncPolicy {
     Always,
     /// Rounds start at most once per interval: when someone waits, and in
     /// the background whenever something was written, so at most about one
-    /// interval of writes is not on disk.
+    /// interval of writes is not on disk (or [`LogOptions::background`], if
+    /// set, for writes nobody waits for).
     Every(Duration),
     /// Never fsync: writes survive a crash of the process, not of the machine.
     Never,
@@ -206,6 +207,15 @@ pub struct LogOptions {
     pub segment_bytes: u64,
     /// When to fsync.
     pub fsync: FsyncPolicy,
+    /// With [`FsyncPolicy::Every`], how long after the last round the fsync
+    /// thread syncs writes that nobody waits for (`None`: the interval; a
+    /// shorter one is raised to the interval).
+    ///
+    /// A log whose writers wait for their own fsyncs sets it longer than
+    /// the interval: a background round in the middle of a burst of appends
+    /// adds an fsync, and contention with the appender, to the round the
+    /// burst's waiter asks for next.
+    pub background: Option<Duration>,
     /// What the log is for, in messages (`spool`, `queue store`).
     pub what: &'static str,
     /// Faults to inject into file operations (tests).
@@ -221,6 +231,7 @@ impl LogOptions {
             legacy: None,
             segment_bytes: 64 << 20,
             fsync: FsyncPolicy::Every(Duration::from_millis(10)),
+            background: None,
             what: "log",
             faults: None,
         }
@@ -229,6 +240,12 @@ impl LogOptions {
     /// Sets the fsync policy.
     pub fn with_fsync(mut self, fsync: FsyncPolicy) -> Self {
         self.fsync = fsync;
+        self
+    }
+
+    /// Sets [`LogOptions::background`].
+    pub fn with_background(mut self, every: Duration) -> Self {
+        self.background = Some(every);
         self
     }
 
@@ -1392,7 +1409,9 @@ impl Shared {
     /// [`FsyncPolicy::Every`] in the background whenever something was
     /// written; a last round when the log is dropped.
     fn syncer(&self) {
-        let period = self.interval();
+        let period = self
+            .interval()
+            .map(|d| self.opts.background.map_or(d, |b| b.max(d)));
         loop {
             let mut sy = self.sync_state();
             loop {
@@ -1408,10 +1427,20 @@ impl Shared {
                     }
                     return;
                 }
-                if !sy.running && (sy.requested > sy.taken || (period.is_some() && dirty)) {
+                // A background round is due one period after the last round
+                // started, if something was written since.
+                let now = Instant::now();
+                let due = period
+                    .filter(|_| dirty)
+                    .map(|p| sy.last_start.map_or(now, |l| l + p));
+                if !sy.running && (sy.requested > sy.taken || due.is_some_and(|t| t <= now)) {
                     break;
                 }
-                sy = match period {
+                let wait = match due {
+                    Some(t) if t > now => Some(t - now),
+                    _ => period,
+                };
+                sy = match wait {
                     Some(d) => {
                         self.work
                             .wait_timeout(sy, d.max(Duration::from_millis(1)))

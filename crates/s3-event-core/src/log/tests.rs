@@ -188,6 +188,32 @@ fn every_interval_syncs_in_the_background() {
 }
 
 #[test]
+fn background_rounds_wait_their_own_period() {
+    // Waiters get rounds every 1 ms; writes nobody waits for are synced
+    // 400 ms after the last round started, not 1 ms after.
+    let dir = tempfile::tempdir().unwrap();
+    let o = opts(FsyncPolicy::Every(Duration::from_millis(1)))
+        .with_background(Duration::from_millis(400));
+    let (log, _) = Log::open(dir.path(), o, |_| {}).unwrap();
+    let before = Instant::now();
+    let a = log.append(&["a"], 0).unwrap();
+    log.sync_to(a.token).unwrap();
+    let after_waited = log.stats().fsyncs;
+    assert_eq!(after_waited, 1);
+    log.append(&["b"], 0).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while log.stats().fsyncs == after_waited {
+        assert!(Instant::now() < deadline, "no background fsync");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(
+        before.elapsed() >= Duration::from_millis(400),
+        "background round after {:?}",
+        before.elapsed()
+    );
+}
+
+#[test]
 fn concurrent_callers_share_fsync_rounds() {
     let dir = tempfile::tempdir().unwrap();
     let o = opts(FsyncPolicy::Always);
