@@ -152,6 +152,12 @@ async fn source(topic: &str) -> Duration {
     tx.send(()).unwrap();
     let totals = run.await.unwrap().unwrap();
     assert_eq!(totals.records as usize, messages());
+    if std::env::var_os("S3E_BENCH_VERBOSE").is_some() {
+        eprintln!(
+            "source: {} objects, {} commits (mean {:?}, max {:?}), took {took:?}",
+            totals.objects, totals.commits, totals.commit_latency_mean, totals.commit_latency_max
+        );
+    }
     took
 }
 

@@ -724,10 +724,11 @@ impl PartitionState {
     }
 
     /// Records that `c` was committed: spans wholly below it are dropped.
+    /// Still dirty if more was stored since `c` was sent.
     pub(crate) fn set_committed(&mut self, c: i64) {
         self.committed = Some(c);
         self.stored.retain(|&(_, l)| l >= c);
-        self.dirty = false;
+        self.dirty = self.committable().is_some_and(|now| now > c);
     }
 }
 
