@@ -1406,8 +1406,9 @@ impl Shared {
     }
 
     /// The fsync thread: runs rounds for async waiters, and with
-    /// [`FsyncPolicy::Every`] in the background whenever something was
-    /// written; a last round when the log is dropped.
+    /// [`FsyncPolicy::Every`] in the background, one period (the interval,
+    /// or [`LogOptions::background`]) after the last round if something was
+    /// written since; a last round when the log is dropped.
     fn syncer(&self) {
         let period = self
             .interval()

@@ -414,8 +414,12 @@ impl Loop {
                     .commit_micros_max
                     .fetch_max(micros, Ordering::Relaxed);
                 for (key, c) in offsets {
+                    // An answer that came after the partition was given up
+                    // and assigned again never moves its offset back.
                     if let Some(p) = self.parts.get_mut(key) {
-                        p.set_committed(*c);
+                        if p.committed.is_none_or(|done| done < *c) {
+                            p.set_committed(*c);
+                        }
                     }
                 }
             }
