@@ -404,14 +404,45 @@ impl QueueStore {
     /// without blocking a thread (the log's fsync thread runs it), so that
     /// concurrent requests on a few runtime threads share fsync rounds.
     pub async fn append_batch_synced<E: AsRef<[u8]>>(&self, entries: &[E]) -> Result<Range<Seq>> {
-        let (seqs, token) = self.write_entries(entries)?;
-        self.log.synced(token).await?;
+        let (seqs, durable) = self.append_batch_then(entries, |_| {})?;
+        durable.await?;
         Ok(seqs)
+    }
+
+    /// [`Self::append_batch_synced`] in two steps: writes the entries,
+    /// calls `written` with their numbers while no reader can see them yet
+    /// (before [`Self::peek_after`] can return them), and returns the
+    /// numbers with a future that resolves once they are durable. Lets a
+    /// caller hand what it wrote to a reader in memory, keyed by number,
+    /// before the reader could look for it in the store; `written` must
+    /// not call into this store.
+    pub fn append_batch_then<E: AsRef<[u8]>>(
+        &self,
+        entries: &[E],
+        written: impl FnOnce(Range<Seq>),
+    ) -> Result<(Range<Seq>, Durable)> {
+        let (seqs, token) = self.write_entries_then(entries, written)?;
+        Ok((
+            seqs,
+            Durable {
+                synced: self.log.synced(token),
+            },
+        ))
     }
 
     /// Writes the frames of `entries`; returns their numbers and the token
     /// a sync must reach to cover them.
     fn write_entries<E: AsRef<[u8]>>(&self, entries: &[E]) -> Result<(Range<Seq>, log::Token)> {
+        self.write_entries_then(entries, |_| {})
+    }
+
+    /// [`Self::write_entries`], calling `written` before the state lock is
+    /// released.
+    fn write_entries_then<E: AsRef<[u8]>>(
+        &self,
+        entries: &[E],
+        written: impl FnOnce(Range<Seq>),
+    ) -> Result<(Range<Seq>, log::Token)> {
         let mut st = self.state();
         let start = st.next_seq;
         if entries.is_empty() {
@@ -465,6 +496,7 @@ impl QueueStore {
             // The previous newest segment may now go.
             self.reclaim(&mut st);
         }
+        written(first..first + n);
         Ok((first..first + n, a.token))
     }
 
@@ -674,6 +706,29 @@ impl QueueStore {
         let on_disk: std::collections::BTreeSet<u64> =
             self.log.segments().iter().map(|s| s.segment).collect();
         st.live.retain(|s, _| on_disk.contains(s));
+    }
+}
+
+/// The future of [`QueueStore::append_batch_then`]: resolves once the
+/// entries are durable (fsynced by the log's thread, shared with other
+/// appenders' rounds), or with the error of the round that should have
+/// covered them.
+#[derive(Debug)]
+#[must_use = "the entries are not known to be durable until this resolves"]
+pub struct Durable {
+    synced: log::Synced,
+}
+
+impl std::future::Future for Durable {
+    type Output = Result<()>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<()>> {
+        std::pin::Pin::new(&mut self.synced)
+            .poll(cx)
+            .map_err(Error::from)
     }
 }
 

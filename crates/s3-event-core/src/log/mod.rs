@@ -1185,8 +1185,14 @@ impl Future for Synced {
             sy.wakers.push(cx.waker().clone());
         }
         sy.requested = sy.requested.max(self.token);
+        // While a round runs (or waits its interval), whoever runs it
+        // looks at `requested` again when it ends (`round` wakes the fsync
+        // thread): no need to wake it once per waiter.
+        let idle = !sy.running;
         drop(sy);
-        sh.work.notify_all();
+        if idle {
+            sh.work.notify_all();
+        }
         Poll::Pending
     }
 }

@@ -142,30 +142,36 @@ impl DeadLetterStore {
     }
 
     /// Appends encoded dead letters and waits until they are durable.
-    /// Beyond the limit the oldest are discarded first; returns how many.
+    /// Beyond the limit the oldest are discarded first (the stored ones,
+    /// then the first of `letters`); returns how many.
     pub async fn append(&self, letters: &[Vec<u8>]) -> Result<u64> {
-        let discarded = self.make_room(letters.len())?;
+        let (letters, discarded) = self.make_room(letters)?;
         self.store.append_batch_synced(letters).await?;
         Ok(discarded)
     }
 
     /// [`Self::append`], blocking (start-up migration).
     pub fn append_blocking(&self, letters: &[Vec<u8>]) -> Result<u64> {
-        let discarded = self.make_room(letters.len())?;
+        let (letters, discarded) = self.make_room(letters)?;
         self.store.append_batch_durable(letters)?;
         Ok(discarded)
     }
 
-    fn make_room(&self, n: usize) -> Result<u64> {
-        let over = (self.store.len() + n).saturating_sub(self.limit);
+    /// Discards the oldest stored letters so that `letters` fit; returns
+    /// what of `letters` to append (its newest `limit`, when it alone is
+    /// over) and how many were discarded in all.
+    fn make_room<'a>(&self, letters: &'a [Vec<u8>]) -> Result<(&'a [Vec<u8>], u64)> {
+        let skip = letters.len().saturating_sub(self.limit);
+        let letters = &letters[skip..];
+        let over = (self.store.len() + letters.len()).saturating_sub(self.limit);
         if over == 0 {
-            return Ok(0);
+            return Ok((letters, skip as u64));
         }
         let oldest = self.store.peek(over)?;
         if let Some((last, _)) = oldest.last() {
             self.store.ack(*last)?;
         }
-        Ok(oldest.len() as u64)
+        Ok((letters, skip as u64 + oldest.len() as u64))
     }
 
     /// Up to `max` of the oldest dead letters, with their numbers.
@@ -203,6 +209,30 @@ mod tests {
             .as_bytes(),
         )
         .unwrap()
+    }
+
+    #[test]
+    fn a_batch_over_the_limit_keeps_its_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DeadLetterStore::open(dir.path(), 3, None).unwrap();
+        let letters = |keys: &[&str]| -> Vec<Vec<u8>> {
+            keys.iter().map(|k| encode(&record(k), "boom")).collect()
+        };
+        assert_eq!(store.append_blocking(&letters(&["a", "b"])).unwrap(), 0);
+        // Five more, with room for three: both stored ones and the
+        // batch's first two go.
+        let five = letters(&["c", "d", "e", "f", "g"]);
+        assert_eq!(store.append_blocking(&five).unwrap(), 4);
+        let kept: Vec<String> = store
+            .peek(10)
+            .unwrap()
+            .into_iter()
+            .map(|(_, l)| match l {
+                Letter::Record(d) => d.record.key().unwrap().to_owned(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(kept, ["e", "f", "g"]);
     }
 
     #[test]

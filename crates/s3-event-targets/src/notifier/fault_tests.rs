@@ -395,7 +395,8 @@ async fn dead_letters_are_listed_and_replayed() {
 }
 
 /// Case 16: a sync-mode sender whose entry is found corrupt (and dropped)
-/// is answered with an error.
+/// is answered with an error. Entries are read from disk only when they
+/// were not handed to the worker in memory: here the hand-over is full.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_entry_answers_its_sync_waiter() {
     let dir = tempfile::tempdir().unwrap();
@@ -409,18 +410,18 @@ async fn corrupt_entry_answers_its_sync_waiter() {
             .build()
             .unwrap(),
     );
-    // The worker holds "first" (the target is down), so it reads
-    // "corrupt-me" from disk only once the target is back.
-    let first = tokio::spawn({
+    let send = |key: String| {
         let n = n.clone();
-        async move { n.send(record("first")).await }
-    });
+        tokio::spawn(async move { n.send(record(&key)).await })
+    };
+    // The worker holds "first" (the target is down) while the hand-over
+    // fills, so it reads "corrupt-me" from disk once the target is back.
+    let first = send("first".into());
     wait_for(|| n.stats()[0].1.failed > 0).await;
-    let second = tokio::spawn({
-        let n = n.clone();
-        async move { n.send(record("corrupt-me")).await }
-    });
-    wait_for(|| n.stats()[0].1.queued == 2).await;
+    let fillers: Vec<_> = (0..HANDOFF_MAX).map(|i| send(format!("f{i}"))).collect();
+    wait_for(|| n.stats()[0].1.queued == 1 + HANDOFF_MAX as u64).await;
+    let second = send("corrupt-me".into());
+    wait_for(|| n.stats()[0].1.queued == 2 + HANDOFF_MAX as u64).await;
     let needle = b"corrupt-me";
     let mut flipped = false;
     for path in segment_files(dir.path()) {
@@ -435,13 +436,18 @@ async fn corrupt_entry_answers_its_sync_waiter() {
     t.down.store(false, Ordering::SeqCst);
     let out = first.await.unwrap().unwrap();
     assert_eq!(out.delivered, 1);
+    for f in fillers {
+        assert_eq!(f.await.unwrap().unwrap().delivered, 1);
+    }
     let second = tokio::time::timeout(Duration::from_secs(20), second)
         .await
         .expect("the sender of the dropped entry is answered")
         .unwrap();
     let err = second.unwrap_err();
     assert!(err.to_string().contains("corrupt"), "{err}");
-    assert_eq!(t.seen(), ["first"]);
+    let seen = t.seen();
+    assert_eq!(seen.len(), 1 + HANDOFF_MAX);
+    assert!(!seen.iter().any(|k| k.starts_with("corrupt")));
 }
 
 /// Case 16: an entry that was dead-lettered is never reported as sent,

@@ -116,12 +116,13 @@ impl Pipeline {
         }
     }
 
-    /// The worker of a durable lane. It reads past what it delivered
-    /// ([`QueueStore::peek_after`]), so nothing is sent twice by this
-    /// process whatever happens to the acknowledgements, which are written
-    /// when the lane is idle or at most every [`ACK_EVERY`] while busy
-    /// (after the dead letters they cover are stored), so that most fsync
-    /// rounds sync the segments alone. A failed acknowledgement or
+    /// The worker of a durable lane. It takes the records its senders
+    /// handed over ([`Lane::take_handed`]) and reads the others past what
+    /// it delivered ([`QueueStore::peek_after`]), so nothing is sent twice
+    /// by this process whatever happens to the acknowledgements, which are
+    /// written at most every [`ACK_EVERY`], busy or idle (after the dead
+    /// letters they cover are stored), so that most fsync rounds sync the
+    /// segments alone. A failed acknowledgement or
     /// dead-letter write is retried with backoff, counted and shown.
     async fn run_durable(&self, lane: &Lane, store: &QueueStore) {
         let max = self.target.max_batch().max(1);
@@ -134,6 +135,15 @@ impl Pipeline {
             self.answer_dropped(lane, store);
             // Undelivered dead letters are bounded: past the bound, wait
             // for the dead-letter store instead of reading more.
+            if f.dead.len() < MAX_UNSTORED_DEAD {
+                let handed = lane.take_handed(f.delivered, max);
+                if !handed.is_empty() {
+                    let (seqs, records): (Vec<_>, Vec<_>) = handed.into_iter().unzip();
+                    self.deliver_records(lane, seqs, records, Vec::new(), &mut f)
+                        .await;
+                    continue;
+                }
+            }
             let entries = if f.dead.len() >= MAX_UNSTORED_DEAD {
                 Ok(Vec::new())
             } else {
@@ -154,11 +164,22 @@ impl Pipeline {
                 }
             };
             f.read_failures = 0;
+            self.counters
+                .read_back
+                .fetch_add(entries.len() as u64, Ordering::Relaxed);
             if entries.is_empty() {
                 if f.pending() {
                     if f.retry_at.is_none() {
-                        // Idle: acknowledge now.
-                        self.flush(lane, store, &mut f).await;
+                        // Idle: acknowledge, at most every ACK_EVERY. A busy
+                        // lane catches up after each of its senders' fsync
+                        // rounds; an acknowledgement each time would add
+                        // the ack file's fsync to most of those rounds.
+                        let due = f.last_flush + ACK_EVERY;
+                        if Instant::now() >= due || self.closing.load(Ordering::Acquire) {
+                            self.flush(lane, store, &mut f).await;
+                        } else {
+                            self.wait(lane, Some(due)).await;
+                        }
                         continue;
                     }
                     if self.closing.load(Ordering::Acquire) {
@@ -177,11 +198,43 @@ impl Pipeline {
         }
     }
 
+    /// Delivers records of consecutive entries, in order, with the
+    /// outcomes of entries already finished before them (dead-lettered as
+    /// undecodable): what the target refuses for good becomes a dead
+    /// letter for the next flush; the senders waiting are answered.
+    async fn deliver_records(
+        &self,
+        lane: &Lane,
+        seqs: Vec<Seq>,
+        records: Vec<EventRecord>,
+        mut outcomes: Vec<(Seq, Delivery)>,
+        f: &mut Finish,
+    ) {
+        let last = seqs
+            .last()
+            .copied()
+            .into_iter()
+            .chain(outcomes.iter().map(|o| o.0))
+            .max()
+            .unwrap_or_default();
+        let results = self.deliver(&records).await;
+        for ((seq, record), r) in seqs.into_iter().zip(&records).zip(results) {
+            outcomes.push(match r {
+                Delivered::Sent => (seq, Delivery::Sent),
+                Delivered::Dead(error) => {
+                    f.dead.push(dead_letter::encode(record, &error));
+                    (seq, Delivery::DeadLettered)
+                }
+            });
+        }
+        lane.finish(outcomes, last);
+        f.delivered = f.delivered.max(last);
+    }
+
     /// Delivers entries read from the store, in order: an entry that does
     /// not decode, or that the target refuses for good, becomes a dead
     /// letter for the next flush; the senders waiting are answered.
     async fn deliver_entries(&self, lane: &Lane, entries: Vec<(Seq, Vec<u8>)>, f: &mut Finish) {
-        let last = entries.last().map(|e| e.0).unwrap_or_default();
         let mut seqs = Vec::with_capacity(entries.len());
         let mut records = Vec::with_capacity(entries.len());
         let mut outcomes = Vec::with_capacity(entries.len());
@@ -202,18 +255,7 @@ impl Pipeline {
                 }
             }
         }
-        let results = self.deliver(&records).await;
-        for ((seq, record), r) in seqs.into_iter().zip(&records).zip(results) {
-            outcomes.push(match r {
-                Delivered::Sent => (seq, Delivery::Sent),
-                Delivered::Dead(error) => {
-                    f.dead.push(dead_letter::encode(record, &error));
-                    (seq, Delivery::DeadLettered)
-                }
-            });
-        }
-        lane.finish(outcomes, last);
-        f.delivered = last;
+        self.deliver_records(lane, seqs, records, outcomes, f).await;
     }
 
     /// Stores the pending dead letters, then acknowledges everything
