@@ -350,8 +350,9 @@ struct Counters {
 const MAX_EARLY_OUTCOMES: usize = 65_536;
 
 /// Most records a durable lane keeps in memory for its worker beside their
-/// queue entries (see [`Lane::handoff`]); past it, the worker reads them
-/// back from the queue.
+/// queue entries (a sender hands its record over as it writes the entry,
+/// so the worker need not read and decode it again); past it, the worker
+/// reads them back from the queue ([`TargetStats::read_back`]).
 pub const HANDOFF_MAX: usize = 2048;
 
 /// Sync-mode senders of a durable lane, by sequence number.
