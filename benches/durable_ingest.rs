@@ -17,6 +17,11 @@
 //!   tokio's blocking pool (what the notifier did before).
 //! - `notifier_send/C`: C tasks each calling `Notifier::send`.
 //! - `receiver/C`: C tasks each handing the receiver a webhook body.
+//! - `receiver_memory/C`: the same with a notifier without `queue_dir`
+//!   (in-memory queue): what the durable queue costs the relay.
+//!
+//! The bench uses the program's allocator (jemalloc, with the default
+//! feature `cli`), as the relay does.
 //!
 //! C is 32 (the load of issue 20) and 256. Each waiter has one event in
 //! each fsync round, so with C connections a round carries at most C
@@ -37,6 +42,10 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use s3_event::core::{EventName, EventRecord, NotificationRule, RuleSet, Target, TargetId};
 use s3_event::inputs::receiver::{Outcome, Receiver, ReceiverConfig};
 use s3_event::targets::{DeliveryMode, Notifier, QueueStore, QueueStoreOptions, TargetOptions};
+
+#[cfg(feature = "cli")]
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// Events per connection per iteration.
 const PER_CONNECTION: usize = 8;
@@ -82,6 +91,83 @@ where
     for t in tasks {
         t.await.unwrap();
     }
+}
+
+/// A notifier in async mode with one counting target, durable with
+/// `queue_dir`.
+fn make_notifier(
+    rt: &tokio::runtime::Runtime,
+    queue_dir: Option<std::path::PathBuf>,
+) -> (Arc<Notifier>, Arc<Counting>) {
+    let id: TargetId = "arn:minio:sqs::1:redis".parse().unwrap();
+    let target = Arc::new(Counting::new(id.clone()));
+    let _guard = rt.enter();
+    let rules = RuleSet::new([NotificationRule::new(
+        "all",
+        EventName::ObjectCreatedPut.mask(),
+        id,
+    )])
+    .unwrap();
+    let notifier = Notifier::builder()
+        .rules(rules)
+        .target(
+            Arc::clone(&target) as Arc<dyn Target>,
+            TargetOptions {
+                queue_dir,
+                ..TargetOptions::default()
+            },
+        )
+        .mode(DeliveryMode::Async)
+        .build()
+        .unwrap();
+    (Arc::new(notifier), target)
+}
+
+/// A receiver whose handler sends each record to `notifier`.
+fn make_receiver(notifier: &Arc<Notifier>) -> Receiver {
+    let n = Arc::clone(notifier);
+    Receiver::new(
+        ReceiverConfig::default(),
+        move |records: Vec<EventRecord>| {
+            let n = Arc::clone(&n);
+            async move {
+                for r in records {
+                    n.send(r).await?;
+                }
+                Ok::<(), s3_event::targets::Error>(())
+            }
+        },
+    )
+    .unwrap()
+}
+
+/// Hands the receiver body `i`, expecting it accepted.
+#[allow(clippy::type_complexity)]
+fn poster(
+    receiver: Receiver,
+    bodies: &Arc<Vec<Vec<u8>>>,
+) -> Arc<impl Fn(usize) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync + 'static>
+{
+    let bodies = Arc::clone(bodies);
+    Arc::new(move |i: usize| {
+        let (receiver, bodies) = (receiver.clone(), Arc::clone(&bodies));
+        Box::pin(async move {
+            let out = receiver.receive(&HeaderMap::new(), &bodies[i]).await;
+            assert!(matches!(out, Outcome::Accepted { records: 1 }), "{out:?}");
+        }) as std::pin::Pin<Box<dyn Future<Output = ()> + Send>>
+    })
+}
+
+/// Waits until everything sent was delivered, and checks the counts.
+fn all_delivered(rt: &tokio::runtime::Runtime, notifier: &Notifier, target: &Counting) {
+    rt.block_on(async {
+        while notifier.stats()[0].1.queued > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    let stats = notifier.stats()[0].1.clone();
+    assert_eq!(stats.sent, target.seen.load(Ordering::Relaxed));
+    assert_eq!((stats.dropped, stats.failed, stats.store_errors), (0, 0, 0));
 }
 
 fn durable_ingest(c: &mut Criterion) {
@@ -174,32 +260,7 @@ fn durable_ingest(c: &mut Criterion) {
 
         // Notifier::send, durable, async mode.
         let dir = bench_dir();
-        let id: TargetId = "arn:minio:sqs::1:redis".parse().unwrap();
-        let target = Arc::new(Counting::new(id.clone()));
-        let notifier = {
-            let _guard = rt.enter();
-            Arc::new(
-                Notifier::builder()
-                    .rules(
-                        RuleSet::new([NotificationRule::new(
-                            "all",
-                            EventName::ObjectCreatedPut.mask(),
-                            id.clone(),
-                        )])
-                        .unwrap(),
-                    )
-                    .target(
-                        Arc::clone(&target) as Arc<dyn Target>,
-                        TargetOptions {
-                            queue_dir: Some(dir.path().to_path_buf()),
-                            ..TargetOptions::default()
-                        },
-                    )
-                    .mode(DeliveryMode::Async)
-                    .build()
-                    .unwrap(),
-            )
-        };
+        let (notifier, target) = make_notifier(&rt, Some(dir.path().to_path_buf()));
         let records: Arc<Vec<EventRecord>> = Arc::new((0..events as usize).map(record).collect());
         let send = {
             let (n, records) = (Arc::clone(&notifier), Arc::clone(&records));
@@ -215,47 +276,22 @@ fn durable_ingest(c: &mut Criterion) {
         });
 
         // The receiver in front of it: parse the webhook body, send.
-        let receiver = {
-            let n = Arc::clone(&notifier);
-            Receiver::new(
-                ReceiverConfig::default(),
-                move |records: Vec<EventRecord>| {
-                    let n = Arc::clone(&n);
-                    async move {
-                        for r in records {
-                            n.send(r).await?;
-                        }
-                        Ok::<(), s3_event::targets::Error>(())
-                    }
-                },
-            )
-            .unwrap()
-        };
         let bodies: Arc<Vec<Vec<u8>>> = Arc::new((0..events as usize).map(body).collect());
-        let post = {
-            let bodies = Arc::clone(&bodies);
-            Arc::new(move |i: usize| {
-                let (receiver, bodies) = (receiver.clone(), Arc::clone(&bodies));
-                async move {
-                    let out = receiver.receive(&HeaderMap::new(), &bodies[i]).await;
-                    assert!(matches!(out, Outcome::Accepted { records: 1 }), "{out:?}");
-                }
-            })
-        };
+        let post = poster(make_receiver(&notifier), &bodies);
         group.bench_function(BenchmarkId::new("receiver", connections), |b| {
             b.iter(|| rt.block_on(fan_out(connections, Arc::clone(&post))))
         });
-
-        // Everything sent was delivered.
-        rt.block_on(async {
-            while notifier.stats()[0].1.queued > 0 {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        });
-        let stats = notifier.stats()[0].1.clone();
-        assert_eq!(stats.sent, target.seen.load(Ordering::Relaxed));
-        assert_eq!((stats.dropped, stats.failed, stats.store_errors), (0, 0, 0));
+        all_delivered(&rt, &notifier, &target);
         drop(notifier);
+
+        // The same receiver in front of a notifier without queue_dir: what
+        // the durable queue costs, in the same run.
+        let (memory, target) = make_notifier(&rt, None);
+        let post = poster(make_receiver(&memory), &bodies);
+        group.bench_function(BenchmarkId::new("receiver_memory", connections), |b| {
+            b.iter(|| rt.block_on(fan_out(connections, Arc::clone(&post))))
+        });
+        all_delivered(&rt, &memory, &target);
     }
     group.finish();
 }

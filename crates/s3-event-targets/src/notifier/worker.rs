@@ -127,12 +127,16 @@ impl Pipeline {
     async fn run_durable(&self, lane: &Lane, store: &QueueStore) {
         let max = self.target.max_batch().max(1);
         let mut f = Finish::default();
+        // Entries are dropped as corrupt only by this worker's reads.
+        let mut read = true;
         loop {
             let now = Instant::now();
             if f.due(now) {
                 self.flush(lane, store, &mut f).await;
             }
-            self.answer_dropped(lane, store);
+            if std::mem::take(&mut read) {
+                self.answer_dropped(lane, store);
+            }
             // Undelivered dead letters are bounded: past the bound, wait
             // for the dead-letter store instead of reading more.
             if f.dead.len() < MAX_UNSTORED_DEAD {
@@ -147,6 +151,7 @@ impl Pipeline {
             let entries = if f.dead.len() >= MAX_UNSTORED_DEAD {
                 Ok(Vec::new())
             } else {
+                read = true;
                 store.peek_after(f.delivered, max)
             };
             let entries = match entries {
