@@ -349,10 +349,11 @@ struct Counters {
 /// Most outcomes kept for sync-mode senders that have not asked yet.
 const MAX_EARLY_OUTCOMES: usize = 65_536;
 
-/// Most records a durable lane keeps in memory for its worker beside their
-/// queue entries (a sender hands its record over as it writes the entry,
-/// so the worker need not read and decode it again); past it, the worker
-/// reads them back from the queue ([`TargetStats::read_back`]).
+/// Most records a target's durable lanes keep in memory for their workers
+/// beside their queue entries, shared evenly by its lanes (a sender hands
+/// its record over as it writes the entry, so the worker need not read and
+/// decode it again); past it, the worker reads them back from the queue
+/// ([`TargetStats::read_back`]).
 pub const HANDOFF_MAX: usize = 2048;
 
 /// Sync-mode senders of a durable lane, by sequence number.
@@ -387,6 +388,8 @@ struct Lane {
     /// not here (queued by an earlier run, a gap, or the map was full),
     /// dropping what it passed.
     handoff: Mutex<BTreeMap<Seq, EventRecord>>,
+    /// Most records in `handoff`: this lane's share of [`HANDOFF_MAX`].
+    handoff_max: usize,
     waiters: Mutex<Waiters>,
     /// Whether senders wait for outcomes (sync mode).
     sync: bool,
@@ -940,6 +943,7 @@ impl Pipeline {
                 limit,
                 store,
                 handoff: Mutex::new(BTreeMap::new()),
+                handoff_max: (HANDOFF_MAX / n).max(1),
                 waiters: Mutex::new(Waiters {
                     first,
                     done_upto: first.saturating_sub(1),
@@ -1192,10 +1196,11 @@ impl Pipeline {
 
 impl Lane {
     /// Keeps `record`, just queued as entry `seq`, for the worker (unless
-    /// [`HANDOFF_MAX`] are kept already: it reads that one back).
+    /// the lane's share of [`HANDOFF_MAX`] is kept already: it reads that
+    /// one back).
     fn hand_over(&self, seq: Seq, record: EventRecord) {
         let mut h = lock(&self.handoff);
-        if h.len() < HANDOFF_MAX {
+        if h.len() < self.handoff_max {
             h.insert(seq, record);
         }
     }

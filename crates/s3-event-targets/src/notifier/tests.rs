@@ -657,6 +657,47 @@ async fn queue_dir_reads_back_what_it_was_not_handed_in_order() {
     n.shutdown(Duration::from_secs(1)).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hand_over_is_bounded_per_target_across_its_lanes() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = TestTarget::new("a");
+    t.down.store(true, Ordering::SeqCst);
+    let n = Arc::new(
+        Notifier::builder()
+            .rules(rules(&[("a", "")]))
+            .target(
+                t.clone(),
+                TargetOptions {
+                    senders: 4,
+                    ..durable(dir.path())
+                },
+            )
+            .build()
+            .unwrap(),
+    );
+    let total = HANDOFF_MAX + 400;
+    let tasks: Vec<_> = (0..8)
+        .map(|c| {
+            let n = Arc::clone(&n);
+            tokio::spawn(async move {
+                for i in (c..total).step_by(8) {
+                    n.send(record(&format!("k{i}"))).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    t.down.store(false, Ordering::SeqCst);
+    wait_for(|| n.stats()[0].1.queued == 0).await;
+    assert_eq!(t.seen().len(), total);
+    // The four lanes share HANDOFF_MAX; each worker held one record out of
+    // its share while the target was down.
+    let read_back = n.stats()[0].1.read_back;
+    assert!(read_back >= 400 - 4, "read back {read_back}");
+}
+
 #[tokio::test]
 async fn queue_dir_sync_mode() {
     let dir = tempfile::tempdir().unwrap();
