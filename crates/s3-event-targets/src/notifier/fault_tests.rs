@@ -4,18 +4,11 @@
 //! entries. Faults are real where the machine allows (a read-only remount
 //! of a tmpfs, as root) and injected through [`Faults`] otherwise.
 
-use super::tests::{fast_retry, id, keys, opts, record, rules, wait_for, TestTarget};
+use super::tests::{durable, fast_retry, id, keys, record, rules, wait_for, TestTarget};
 use super::*;
 use std::io;
 use std::path::Path;
 use std::sync::atomic::AtomicUsize;
-
-fn durable(dir: &Path) -> TargetOptions {
-    TargetOptions {
-        queue_dir: Some(dir.to_path_buf()),
-        ..opts()
-    }
-}
 
 /// Every segment file under `dir`, recursively.
 fn segment_files(dir: &Path) -> Vec<PathBuf> {

@@ -565,7 +565,8 @@ async fn queue_dir_replays_on_start() {
     n.shutdown(Duration::from_secs(1)).await;
 }
 
-fn durable(dir: &Path) -> TargetOptions {
+/// [`opts`] with a queue directory.
+pub(super) fn durable(dir: &Path) -> TargetOptions {
     TargetOptions {
         queue_dir: Some(dir.to_path_buf()),
         ..opts()

@@ -142,8 +142,9 @@ impl Pipeline {
             if f.dead.len() < MAX_UNSTORED_DEAD {
                 let handed = lane.take_handed(f.delivered, max);
                 if !handed.is_empty() {
+                    let last = handed.last().map_or(0, |h| h.0);
                     let (seqs, records): (Vec<_>, Vec<_>) = handed.into_iter().unzip();
-                    self.deliver_records(lane, seqs, records, Vec::new(), &mut f)
+                    self.deliver_records(lane, seqs, records, Vec::new(), last, &mut f)
                         .await;
                     continue;
                 }
@@ -206,22 +207,17 @@ impl Pipeline {
     /// Delivers records of consecutive entries, in order, with the
     /// outcomes of entries already finished before them (dead-lettered as
     /// undecodable): what the target refuses for good becomes a dead
-    /// letter for the next flush; the senders waiting are answered.
+    /// letter for the next flush; the senders waiting are answered, and
+    /// every entry up to `last` is done.
     async fn deliver_records(
         &self,
         lane: &Lane,
         seqs: Vec<Seq>,
         records: Vec<EventRecord>,
         mut outcomes: Vec<(Seq, Delivery)>,
+        last: Seq,
         f: &mut Finish,
     ) {
-        let last = seqs
-            .last()
-            .copied()
-            .into_iter()
-            .chain(outcomes.iter().map(|o| o.0))
-            .max()
-            .unwrap_or_default();
         let results = self.deliver(&records).await;
         for ((seq, record), r) in seqs.into_iter().zip(&records).zip(results) {
             outcomes.push(match r {
@@ -233,13 +229,14 @@ impl Pipeline {
             });
         }
         lane.finish(outcomes, last);
-        f.delivered = f.delivered.max(last);
+        f.delivered = last;
     }
 
     /// Delivers entries read from the store, in order: an entry that does
     /// not decode, or that the target refuses for good, becomes a dead
     /// letter for the next flush; the senders waiting are answered.
     async fn deliver_entries(&self, lane: &Lane, entries: Vec<(Seq, Vec<u8>)>, f: &mut Finish) {
+        let last = entries.last().map_or(0, |e| e.0);
         let mut seqs = Vec::with_capacity(entries.len());
         let mut records = Vec::with_capacity(entries.len());
         let mut outcomes = Vec::with_capacity(entries.len());
@@ -260,7 +257,8 @@ impl Pipeline {
                 }
             }
         }
-        self.deliver_records(lane, seqs, records, outcomes, f).await;
+        self.deliver_records(lane, seqs, records, outcomes, last, f)
+            .await;
     }
 
     /// Stores the pending dead letters, then acknowledges everything
