@@ -76,14 +76,18 @@
 //! # Failures of the queue's disk
 //!
 //! An append that fails is an error to the sender (and counted in
-//! [`TargetStats::store_errors`]). An acknowledgement or dead-letter write
+//! [`TargetStats::store_errors`]; when the failed write carried several
+//! senders' entries, each sender then appends its own and gets its own
+//! answer). An acknowledgement or dead-letter write
 //! that fails after a delivery is retried with the backoff of
 //! [`TargetOptions::retry`], counted, and shown in
 //! [`TargetStats::store_error`] until it succeeds; the delivered batch is
 //! not sent again meanwhile.
 //!
 //! Durable appends wait for their fsync without blocking a runtime thread
-//! ([`QueueStore::append_batch_synced`]), so concurrent senders share fsyncs.
+//! ([`QueueStore::append_batch_then`]), so concurrent senders share fsyncs;
+//! they share writes too: the entries of a lane's concurrent senders are
+//! appended by one of them, with one write.
 
 mod dead_letter;
 mod layout;
@@ -390,6 +394,8 @@ struct Lane {
     handoff: Mutex<BTreeMap<Seq, EventRecord>>,
     /// Most records in `handoff`: this lane's share of [`HANDOFF_MAX`].
     handoff_max: usize,
+    /// Senders' entries waiting to be appended to `store` together.
+    joining: Mutex<Joining>,
     waiters: Mutex<Waiters>,
     /// Whether senders wait for outcomes (sync mode).
     sync: bool,
@@ -397,6 +403,47 @@ struct Lane {
     work: Notify,
     /// Room was made in the queue.
     space: Notify,
+}
+
+/// The entries of a durable lane's concurrent senders, appended by one of
+/// them with one write ([`Lane::join`]).
+#[derive(Default)]
+struct Joining {
+    entries: Vec<Joiner>,
+    /// One sender is appending the entries here (and those that join
+    /// while it does).
+    leading: bool,
+}
+
+/// One sender's entry in [`Joining`]: the record, as encoded for the store,
+/// and where to say what became of it.
+struct Joiner {
+    bytes: Vec<u8>,
+    record: EventRecord,
+    tx: oneshot::Sender<Joined>,
+}
+
+/// What became of a [`Joiner`].
+enum Joined {
+    /// Appended as entry `seq`; durable once the future resolves.
+    Appended(Seq, crate::queue_store::Durable),
+    /// Not appended (alone in its group, or the group's append failed):
+    /// the sender appends it itself, so that it gets its own answer.
+    Alone(Vec<u8>, Box<EventRecord>),
+}
+
+/// The sender that appends the joined entries: appends them when dropped,
+/// also if its own send is cancelled while it waits for others to join.
+struct Leading<'a> {
+    pipeline: &'a Pipeline,
+    lane: &'a Lane,
+    store: &'a QueueStore,
+}
+
+impl Drop for Leading<'_> {
+    fn drop(&mut self) {
+        self.lane.append_joined(self.pipeline, self.store);
+    }
 }
 
 struct Pipeline {
@@ -944,6 +991,7 @@ impl Pipeline {
                 store,
                 handoff: Mutex::new(BTreeMap::new()),
                 handoff_max: (HANDOFF_MAX / n).max(1),
+                joining: Mutex::new(Joining::default()),
                 waiters: Mutex::new(Waiters {
                     first,
                     done_upto: first.saturating_sub(1),
@@ -1035,43 +1083,71 @@ impl Pipeline {
                 // Serializing an EventRecord cannot fail: every key is a string.
                 let mut bytes = Vec::with_capacity(1024);
                 serde_json::to_writer(&mut bytes, &record).expect("record serializes");
-                let mut record = Some(record);
-                loop {
-                    // Written at once, fsynced by the log's thread: concurrent
-                    // senders share fsync rounds and no runtime thread blocks.
-                    // The record goes to the worker in memory, before it can
-                    // read the entry. The worker is woken once the entry is
-                    // durable, as a group with the round's other senders
-                    // (one wake per append, before the fsync, costs more
-                    // than it gains); it may take it earlier when busy.
-                    let written = |seqs: std::ops::Range<Seq>| {
-                        if let Some(r) = record.take() {
-                            lane.hand_over(seqs.start, r);
-                        }
-                    };
-                    match store.append_batch_then(&[bytes.as_slice()], written) {
-                        Ok((seqs, durable)) => {
-                            let synced = durable.await;
-                            lane.work.notify_one();
-                            if let Err(e) = synced {
-                                self.store_failed("append", &e);
-                                return Err(e);
-                            }
-                            if let Some(w) = waiter {
-                                lane.register_waiter(seqs.start, w);
-                            }
-                            return Ok(true);
-                        }
-                        Err(Error::QueueFull { .. }) => {
-                            if !self.wait_for_space(lane).await {
-                                return Ok(false);
-                            }
-                        }
-                        Err(e) => {
-                            self.store_failed("append", &e);
-                            return Err(e);
-                        }
+                // Concurrent senders' entries are appended together, with
+                // one write; one alone appends its own (as does one too
+                // large for the store, which fails alone).
+                let joined = if bytes.len() <= crate::queue_store::MAX_ENTRY_BYTES {
+                    lane.join(self, store, bytes, record).await?
+                } else {
+                    Joined::Alone(bytes, Box::new(record))
+                };
+                let appended = match joined {
+                    Joined::Appended(seq, durable) => Some((seq, durable)),
+                    Joined::Alone(bytes, record) => {
+                        self.append_alone(lane, store, &bytes, *record).await?
                     }
+                };
+                let Some((seq, durable)) = appended else {
+                    return Ok(false);
+                };
+                // Fsynced by the log's thread: concurrent senders share
+                // fsync rounds and no runtime thread blocks. The worker is
+                // woken once the entry is durable, as a group with the
+                // round's other senders (one wake per append, before the
+                // fsync, costs more than it gains); it may take the record
+                // earlier when busy.
+                let synced = durable.await;
+                lane.work.notify_one();
+                if let Err(e) = synced {
+                    self.store_failed("append", &e);
+                    return Err(e);
+                }
+                if let Some(w) = waiter {
+                    lane.register_waiter(seq, w);
+                }
+                Ok(true)
+            }
+        }
+    }
+
+    /// Appends one entry to a durable lane's store, waiting for room as the
+    /// policy says: its number and durability, or `None` when it was
+    /// dropped (queue full). The record goes to the worker in memory,
+    /// before the worker can read the entry.
+    async fn append_alone(
+        &self,
+        lane: &Lane,
+        store: &QueueStore,
+        bytes: &[u8],
+        record: EventRecord,
+    ) -> Result<Option<(Seq, crate::queue_store::Durable)>> {
+        let mut record = Some(record);
+        loop {
+            let written = |seqs: std::ops::Range<Seq>| {
+                if let Some(r) = record.take() {
+                    lane.hand_over(seqs.start, r);
+                }
+            };
+            match store.append_batch_then(&[bytes], written) {
+                Ok((seqs, durable)) => return Ok(Some((seqs.start, durable))),
+                Err(Error::QueueFull { .. }) => {
+                    if !self.wait_for_space(lane).await {
+                        return Ok(None);
+                    }
+                }
+                Err(e) => {
+                    self.store_failed("append", &e);
+                    return Err(e);
                 }
             }
         }
@@ -1198,6 +1274,99 @@ impl Lane {
     /// Keeps `record`, just queued as entry `seq`, for the worker (unless
     /// the lane's share of [`HANDOFF_MAX`] is kept already: it reads that
     /// one back).
+    /// Joins the lane's other senders: the entry waits in [`Joining`] until
+    /// one of them appends all that wait, with one write. The first to
+    /// join leads: it lets the tasks that are ready run first (those woken
+    /// by the same fsync round usually send next), then takes what joined
+    /// meanwhile and appends it; whoever joins after that starts the next
+    /// group (so a leader writes one group, its own, however busy the
+    /// lane). A group of one is handed back to append alone, as is a group
+    /// whose append failed (each sender then gets its own answer: room, or
+    /// the error).
+    async fn join(
+        &self,
+        pipeline: &Pipeline,
+        store: &QueueStore,
+        bytes: Vec<u8>,
+        record: EventRecord,
+    ) -> Result<Joined> {
+        let (tx, rx) = oneshot::channel();
+        let lead = {
+            let mut j = lock(&self.joining);
+            j.entries.push(Joiner { bytes, record, tx });
+            !std::mem::replace(&mut j.leading, true)
+        };
+        if lead {
+            let leading = Leading {
+                pipeline,
+                lane: self,
+                store,
+            };
+            tokio::task::yield_now().await;
+            drop(leading);
+        }
+        // Every joiner is answered (`append_joined`, also when the leader
+        // is dropped), unless a panic stopped the leader.
+        rx.await.map_err(|_| Error::Io {
+            path: store.dir().to_owned(),
+            source: std::io::Error::other("the sender appending this entry stopped"),
+        })
+    }
+
+    /// Takes what waits in [`Joining`] (the next sender to join leads the
+    /// next group) and appends it. A failed group write is counted and
+    /// shown (`pipeline`) before its senders try alone.
+    fn append_joined(&self, pipeline: &Pipeline, store: &QueueStore) {
+        let group = {
+            let mut j = lock(&self.joining);
+            j.leading = false;
+            std::mem::take(&mut j.entries)
+        };
+        if group.len() < 2 {
+            for g in group {
+                let _ = g.tx.send(Joined::Alone(g.bytes, Box::new(g.record)));
+            }
+            return;
+        }
+        let mut bytes = Vec::with_capacity(group.len());
+        let mut records = Vec::with_capacity(group.len());
+        let mut txs = Vec::with_capacity(group.len());
+        for g in group {
+            bytes.push(g.bytes);
+            records.push(g.record);
+            txs.push(g.tx);
+        }
+        let written = |seqs: std::ops::Range<Seq>| self.hand_over_all(seqs.start, &mut records);
+        match store.append_batch_then(&bytes, written) {
+            Ok((seqs, durable)) => {
+                for (i, tx) in txs.into_iter().enumerate() {
+                    let _ = tx.send(Joined::Appended(seqs.start + i as Seq, durable.clone()));
+                }
+            }
+            Err(e) => {
+                if !matches!(e, Error::QueueFull { .. }) {
+                    pipeline.store_failed("append", &e);
+                }
+                // Nothing was appended: each sender tries alone.
+                for ((tx, b), r) in txs.into_iter().zip(bytes).zip(records) {
+                    let _ = tx.send(Joined::Alone(b, Box::new(r)));
+                }
+            }
+        }
+    }
+
+    /// [`Self::hand_over`] for consecutive entries from `first`, taking the
+    /// records out of `records`.
+    fn hand_over_all(&self, first: Seq, records: &mut Vec<EventRecord>) {
+        let mut h = lock(&self.handoff);
+        for (i, r) in records.drain(..).enumerate() {
+            if h.len() >= self.handoff_max {
+                break;
+            }
+            h.insert(first + i as Seq, r);
+        }
+    }
+
     fn hand_over(&self, seq: Seq, record: EventRecord) {
         let mut h = lock(&self.handoff);
         if h.len() < self.handoff_max {

@@ -211,6 +211,9 @@ pub struct QueueStats {
     pub disk_bytes: u64,
     /// Completed fsync rounds (one round syncs every dirty file).
     pub fsyncs: u64,
+    /// Appends that wrote entries, one write each (an append of several
+    /// entries is one).
+    pub writes: u64,
     /// Entries dropped because [`QueueStore::peek`] found them corrupt.
     pub corrupt_dropped: u64,
 }
@@ -676,6 +679,7 @@ impl QueueStore {
             segments: log.segments,
             disk_bytes: log.disk_bytes,
             fsyncs: log.fsyncs,
+            writes: log.writes,
             corrupt_dropped: self.state().corrupt_dropped,
         }
     }
@@ -712,8 +716,8 @@ impl QueueStore {
 /// The future of [`QueueStore::append_batch_then`]: resolves once the
 /// entries are durable (fsynced by the log's thread, shared with other
 /// appenders' rounds), or with the error of the round that should have
-/// covered them.
-#[derive(Debug)]
+/// covered them. A clone waits for the same entries.
+#[derive(Debug, Clone)]
 #[must_use = "the entries are not known to be durable until this resolves"]
 pub struct Durable {
     synced: log::Synced,

@@ -362,6 +362,8 @@ pub struct LogStats {
     pub failed_fsyncs: u64,
     /// Failed writes (cut back).
     pub failed_writes: u64,
+    /// Appends that wrote frames (one write each).
+    pub writes: u64,
 }
 
 #[derive(Debug)]
@@ -394,6 +396,7 @@ struct State {
     closed: bool,
     buf: Vec<u8>,
     failed_writes: u64,
+    writes: u64,
 }
 
 #[derive(Debug, Default)]
@@ -685,6 +688,7 @@ impl Log {
             closed: false,
             buf: Vec::new(),
             failed_writes: 0,
+            writes: 0,
         };
         Ok((Log::start(dir, opts, io, state, lock)?, recovery))
     }
@@ -791,6 +795,7 @@ impl Log {
         a.frames += n;
         st.dirty_active = true;
         st.gen += 1;
+        st.writes += 1;
         Ok(Appended {
             token: st.gen,
             ..appended
@@ -1051,12 +1056,13 @@ impl Log {
 
     /// Counters.
     pub fn stats(&self) -> LogStats {
-        let (segments, disk_bytes, failed_writes) = {
+        let (segments, disk_bytes, failed_writes, writes) = {
             let st = self.shared.state();
             (
                 st.segments.len(),
                 st.segments.iter().map(|s| s.len).sum(),
                 st.failed_writes,
+                st.writes,
             )
         };
         let sy = self.shared.sync_state();
@@ -1066,6 +1072,7 @@ impl Log {
             fsyncs: sy.fsyncs,
             failed_fsyncs: sy.failed_fsyncs,
             failed_writes,
+            writes,
         }
     }
 }
@@ -1162,8 +1169,8 @@ impl SideFile {
     }
 }
 
-/// The future of [`Log::synced`].
-#[derive(Debug)]
+/// The future of [`Log::synced`]. A clone waits for the same token.
+#[derive(Debug, Clone)]
 pub struct Synced {
     shared: Arc<Shared>,
     token: Token,
