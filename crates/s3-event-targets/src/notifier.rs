@@ -760,11 +760,9 @@ impl Notifier {
             ..SendOutcome::default()
         };
         let sync = self.mode == DeliveryMode::Sync;
-        let mut receivers = Vec::new();
         let last = hits.len().saturating_sub(1);
         let mut record = Some(record);
-        let mut enqueues = Vec::with_capacity(hits.len());
-        for (n, &hit) in hits.iter().enumerate() {
+        let mut queues = hits.iter().enumerate().map(|(n, &hit)| {
             let p = &self.pipelines[self.route[hit]];
             // Clone for all but the last target.
             let rec = if n == last {
@@ -778,26 +776,39 @@ impl Notifier {
             } else {
                 (None, None)
             };
-            receivers.push((p, rx));
-            enqueues.push(Box::pin(p.enqueue(rec, &key, tx)));
-        }
-        // Queued for every target at once: with several durable targets,
-        // their fsyncs overlap instead of adding up.
-        let queued = join_all(enqueues).await;
-        let mut waits = Vec::with_capacity(receivers.len());
+            (p, rx, p.enqueue(rec, &key, tx))
+        });
+        let mut waits = Vec::new();
         let mut first_error = None;
-        for ((p, rx), q) in receivers.into_iter().zip(queued) {
-            match q {
-                Ok(true) => {
-                    outcome.queued += 1;
-                    if let Some(rx) = rx {
-                        waits.push((p, rx));
-                    }
+        let mut queued = |p, rx, q: Result<bool>| match q {
+            Ok(true) => {
+                outcome.queued += 1;
+                if let Some(rx) = rx {
+                    waits.push((p, rx));
                 }
-                Ok(false) => outcome.dropped += 1,
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
+            }
+            Ok(false) => outcome.dropped += 1,
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        };
+        let durable = hits
+            .iter()
+            .filter(|&&hit| self.pipelines[self.route[hit]].options.queue_dir.is_some())
+            .count();
+        if durable > 1 {
+            // Queued for every target at once: with several durable
+            // targets, their fsyncs overlap instead of adding up.
+            let (meta, enqueues): (Vec<_>, Vec<_>) =
+                queues.map(|(p, rx, f)| ((p, rx), Box::pin(f))).unzip();
+            for ((p, rx), q) in meta.into_iter().zip(join_all(enqueues).await) {
+                queued(p, rx, q);
+            }
+        } else {
+            // One at a time: an in-memory queue answers at once, and
+            // boxing and polling the futures together would cost more.
+            for (p, rx, f) in &mut queues {
+                queued(p, rx, f.await);
             }
         }
         if let Some(e) = first_error {
@@ -1056,6 +1067,9 @@ impl Pipeline {
     }
 
     /// Queues one record; `Ok(false)` when it was dropped (queue full).
+    /// An in-memory queue with room takes it without awaiting anything;
+    /// the other paths are boxed, so that this future stays small (it is
+    /// made for every target of every record).
     async fn enqueue(
         self: &Arc<Self>,
         record: EventRecord,
@@ -1065,59 +1079,78 @@ impl Pipeline {
         self.counters.total.fetch_add(1, Ordering::Relaxed);
         let lane = &self.lanes[lane_of(key, self.lanes.len())];
         match &lane.store {
-            None => loop {
-                {
-                    let mut q = lock(&lane.queue);
-                    if q.len() < lane.limit {
-                        q.push_back((record, waiter));
-                        drop(q);
-                        lane.work.notify_one();
-                        return Ok(true);
-                    }
-                }
-                if !self.wait_for_space(lane).await {
-                    return Ok(false);
+            None => match lane.try_push(record, waiter) {
+                None => Ok(true),
+                Some((record, waiter)) => {
+                    Ok(Box::pin(self.push_waiting(lane, record, waiter)).await)
                 }
             },
-            Some(store) => {
-                // Serializing an EventRecord cannot fail: every key is a string.
-                let mut bytes = Vec::with_capacity(1024);
-                serde_json::to_writer(&mut bytes, &record).expect("record serializes");
-                // Concurrent senders' entries are appended together, with
-                // one write; one alone appends its own (as does one too
-                // large for the store, which fails alone).
-                let joined = if bytes.len() <= crate::queue_store::MAX_ENTRY_BYTES {
-                    lane.join(self, store, bytes, record).await?
-                } else {
-                    Joined::Alone(bytes, Box::new(record))
-                };
-                let appended = match joined {
-                    Joined::Appended(seq, durable) => Some((seq, durable)),
-                    Joined::Alone(bytes, record) => {
-                        self.append_alone(lane, store, &bytes, *record).await?
-                    }
-                };
-                let Some((seq, durable)) = appended else {
-                    return Ok(false);
-                };
-                // Fsynced by the log's thread: concurrent senders share
-                // fsync rounds and no runtime thread blocks. The worker is
-                // woken once the entry is durable, as a group with the
-                // round's other senders (one wake per append, before the
-                // fsync, costs more than it gains); it may take the record
-                // earlier when busy.
-                let synced = durable.await;
-                lane.work.notify_one();
-                if let Err(e) = synced {
-                    self.store_failed("append", &e);
-                    return Err(e);
-                }
-                if let Some(w) = waiter {
-                    lane.register_waiter(seq, w);
-                }
-                Ok(true)
+            Some(store) => Box::pin(self.enqueue_durable(lane, store, record, waiter)).await,
+        }
+    }
+
+    /// An in-memory queue was full: waits for room as the policy says;
+    /// `false` when the record was dropped.
+    async fn push_waiting(
+        &self,
+        lane: &Lane,
+        mut record: EventRecord,
+        mut waiter: Option<Waiter>,
+    ) -> bool {
+        loop {
+            if !self.wait_for_space(lane).await {
+                return false;
+            }
+            match lane.try_push(record, waiter) {
+                None => return true,
+                Some(back) => (record, waiter) = back,
             }
         }
+    }
+
+    /// Appends one record to its durable lane: `Ok(false)` when it was
+    /// dropped (queue full).
+    async fn enqueue_durable(
+        &self,
+        lane: &Lane,
+        store: &QueueStore,
+        record: EventRecord,
+        waiter: Option<Waiter>,
+    ) -> Result<bool> {
+        // Serializing an EventRecord cannot fail: every key is a string.
+        let mut bytes = Vec::with_capacity(1024);
+        serde_json::to_writer(&mut bytes, &record).expect("record serializes");
+        // Concurrent senders' entries are appended together, with
+        // one write; one alone appends its own (as does one too
+        // large for the store, which fails alone).
+        let joined = if bytes.len() <= crate::queue_store::MAX_ENTRY_BYTES {
+            lane.join(self, store, bytes, record).await?
+        } else {
+            Joined::Alone(bytes, Box::new(record))
+        };
+        let appended = match joined {
+            Joined::Appended(seq, durable) => Some((seq, durable)),
+            Joined::Alone(bytes, record) => self.append_alone(lane, store, &bytes, *record).await?,
+        };
+        let Some((seq, durable)) = appended else {
+            return Ok(false);
+        };
+        // Fsynced by the log's thread: concurrent senders share
+        // fsync rounds and no runtime thread blocks. The worker is
+        // woken once the entry is durable, as a group with the
+        // round's other senders (one wake per append, before the
+        // fsync, costs more than it gains); it may take the record
+        // earlier when busy.
+        let synced = durable.await;
+        lane.work.notify_one();
+        if let Err(e) = synced {
+            self.store_failed("append", &e);
+            return Err(e);
+        }
+        if let Some(w) = waiter {
+            lane.register_waiter(seq, w);
+        }
+        Ok(true)
     }
 
     /// Appends one entry to a durable lane's store, waiting for room as the
@@ -1365,6 +1398,23 @@ impl Lane {
             }
             h.insert(first + i as Seq, r);
         }
+    }
+
+    /// Pushes a record on the in-memory queue if it has room, and wakes
+    /// the worker; hands it back if not.
+    fn try_push(
+        &self,
+        record: EventRecord,
+        waiter: Option<Waiter>,
+    ) -> Option<(EventRecord, Option<Waiter>)> {
+        let mut q = lock(&self.queue);
+        if q.len() >= self.limit {
+            return Some((record, waiter));
+        }
+        q.push_back((record, waiter));
+        drop(q);
+        self.work.notify_one();
+        None
     }
 
     fn hand_over(&self, seq: Seq, record: EventRecord) {
