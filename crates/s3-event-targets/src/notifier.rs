@@ -776,7 +776,7 @@ impl Notifier {
             } else {
                 (None, None)
             };
-            (p, rx, p.enqueue(rec, &key, tx))
+            (p, rx, rec, tx)
         });
         let mut waits = Vec::new();
         let mut first_error = None;
@@ -799,16 +799,23 @@ impl Notifier {
         if durable > 1 {
             // Queued for every target at once: with several durable
             // targets, their fsyncs overlap instead of adding up.
-            let (meta, enqueues): (Vec<_>, Vec<_>) =
-                queues.map(|(p, rx, f)| ((p, rx), Box::pin(f))).unzip();
+            let (meta, enqueues): (Vec<_>, Vec<_>) = queues
+                .map(|(p, rx, rec, tx)| ((p, rx), Box::pin(p.enqueue(rec, &key, tx))))
+                .unzip();
             for ((p, rx), q) in meta.into_iter().zip(join_all(enqueues).await) {
                 queued(p, rx, q);
             }
         } else {
-            // One at a time: an in-memory queue answers at once, and
-            // boxing and polling the futures together would cost more.
-            for (p, rx, f) in &mut queues {
-                queued(p, rx, f.await);
+            // One at a time: an in-memory queue with room takes the record
+            // without a future (records are large: a future that holds one
+            // costs copies), and boxing and polling the futures together
+            // would cost more.
+            for (p, rx, rec, tx) in &mut queues {
+                let q = match p.try_push_memory(rec, &key, tx) {
+                    None => Ok(true),
+                    Some((rec, tx)) => p.enqueue(rec, &key, tx).await,
+                };
+                queued(p, rx, q);
             }
         }
         if let Some(e) = first_error {
@@ -1064,6 +1071,26 @@ impl Pipeline {
             store_error: lock(&self.store_error).clone(),
             read_back: c.read_back.load(Ordering::Relaxed),
         }
+    }
+
+    /// Pushes a record on its in-memory lane if that lane has room
+    /// (counted as [`Self::enqueue`] counts it); hands it back otherwise,
+    /// and for a durable lane.
+    fn try_push_memory(
+        &self,
+        record: EventRecord,
+        key: &str,
+        waiter: Option<Waiter>,
+    ) -> Option<(EventRecord, Option<Waiter>)> {
+        let lane = &self.lanes[lane_of(key, self.lanes.len())];
+        if lane.store.is_some() {
+            return Some((record, waiter));
+        }
+        let back = lane.try_push(record, waiter);
+        if back.is_none() {
+            self.counters.total.fetch_add(1, Ordering::Relaxed);
+        }
+        back
     }
 
     /// Queues one record; `Ok(false)` when it was dropped (queue full).
