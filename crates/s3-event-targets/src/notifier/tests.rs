@@ -613,6 +613,30 @@ async fn queue_dir_hands_records_to_the_worker_in_memory() {
     assert_eq!(n.stats()[0].1.read_back, 0);
 }
 
+/// Sends one record per key from its own task, all at once; the outcomes
+/// in key order.
+async fn send_at_once(n: &Arc<Notifier>, keys: &[String]) -> Vec<Result<SendOutcome>> {
+    let tasks: Vec<_> = keys
+        .iter()
+        .map(|k| {
+            let (n, r) = (Arc::clone(n), record(k));
+            tokio::spawn(async move { n.send(r).await })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        out.push(task.await.unwrap());
+    }
+    out
+}
+
+/// Keys `k0`, `k1`, ... `k{n-1}`, sorted.
+fn sorted_keys(n: usize) -> Vec<String> {
+    let mut keys: Vec<String> = (0..n).map(|i| format!("k{i}")).collect();
+    keys.sort();
+    keys
+}
+
 #[tokio::test]
 async fn concurrent_senders_share_one_write() {
     // 64 senders at once on one lane: the first to join leads, lets the
@@ -628,23 +652,16 @@ async fn concurrent_senders_share_one_write() {
     );
     let store = |n: &Notifier| n.pipelines[0].lanes[0].store.clone().unwrap();
     let before = store(&n).stats().writes;
-    let tasks: Vec<_> = (0..64)
-        .map(|i| {
-            let n = Arc::clone(&n);
-            tokio::spawn(async move { n.send(record(&format!("k{i}"))).await.unwrap() })
-        })
-        .collect();
-    for task in tasks {
-        assert_eq!(task.await.unwrap().queued, 1);
+    let keys = sorted_keys(64);
+    for outcome in send_at_once(&n, &keys).await {
+        assert_eq!(outcome.unwrap().queued, 1);
     }
     let writes = store(&n).stats().writes - before;
     assert!(writes <= 4, "64 concurrent sends took {writes} writes");
     wait_for(|| n.stats()[0].1.queued == 0).await;
     let mut seen = t.seen();
     seen.sort();
-    let mut want: Vec<String> = (0..64).map(|i| format!("k{i}")).collect();
-    want.sort();
-    assert_eq!(seen, want);
+    assert_eq!(seen, keys);
     assert_eq!(n.stats()[0].1.read_back, 0);
 }
 
@@ -670,23 +687,16 @@ async fn a_failed_shared_write_is_retried_by_each_sender_alone() {
             .unwrap(),
     );
     faults.fail_writes(1, 0, std::io::ErrorKind::Other);
-    let tasks: Vec<_> = (0..16)
-        .map(|i| {
-            let n = Arc::clone(&n);
-            tokio::spawn(async move { n.send(record(&format!("k{i}"))).await })
-        })
-        .collect();
-    for task in tasks {
-        assert_eq!(task.await.unwrap().unwrap().queued, 1);
+    let keys = sorted_keys(16);
+    for outcome in send_at_once(&n, &keys).await {
+        assert_eq!(outcome.unwrap().queued, 1);
     }
     let s = n.stats()[0].1.clone();
     assert_eq!(s.store_errors, 1, "the group's failed write counted once");
     wait_for(|| n.stats()[0].1.queued == 0).await;
     let mut seen = t.seen();
     seen.sort();
-    let mut want: Vec<String> = (0..16).map(|i| format!("k{i}")).collect();
-    want.sort();
-    assert_eq!(seen, want);
+    assert_eq!(seen, keys);
 }
 
 #[tokio::test]
