@@ -410,6 +410,9 @@ struct SyncState {
     synced: Token,
     /// The highest generation an async waiter asked for.
     requested: Token,
+    /// The highest generation someone asked for without waiting for the
+    /// interval ([`Log::synced_now`]).
+    hurried: Token,
     /// Generations `(from, to]` whose round failed, merged, oldest first.
     failed: VecDeque<(Token, Token)>,
     wakers: Vec<Waker>,
@@ -829,6 +832,22 @@ impl Log {
             shared: Arc::clone(&self.shared),
             token,
         }
+    }
+
+    /// [`Log::synced`], but the round that covers `token` starts without
+    /// waiting for the rest of [`FsyncPolicy::Every`]'s interval: for a
+    /// caller that waits for everything (a flush, a shutdown), to whom the
+    /// interval is only latency. Also cuts short a round already waiting.
+    pub fn synced_now(&self, token: Token) -> Synced {
+        let sh = &*self.shared;
+        if sh.opts.fsync != FsyncPolicy::Never {
+            let mut sy = sh.sync_state();
+            sy.hurried = sy.hurried.max(token);
+            sy.requested = sy.requested.max(token);
+            drop(sy);
+            sh.work.notify_all();
+        }
+        self.synced(token)
     }
 
     /// Reads `buf.len()` bytes of segment `segment` at `offset` (frames as
@@ -1465,9 +1484,24 @@ impl Shared {
                 };
             }
             sy.running = true;
-            let last = sy.last_start;
+            // The interval since the last round, unless someone hurries
+            // (`synced_now`) or the log is dropped, also while it is waited
+            // for.
+            if let (Some(d), Some(last)) = (self.interval(), sy.last_start) {
+                let due = last + d;
+                loop {
+                    let now = Instant::now();
+                    if sy.hurried > sy.taken || sy.stop || due <= now {
+                        break;
+                    }
+                    sy = self
+                        .work
+                        .wait_timeout(sy, due - now)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0;
+                }
+            }
             drop(sy);
-            self.wait_interval(last);
             let _ = self.round();
         }
     }

@@ -188,6 +188,46 @@ fn every_interval_syncs_in_the_background() {
 }
 
 #[test]
+fn synced_now_does_not_wait_for_the_interval() {
+    // An hour's interval: after the first round, the next one would start
+    // an hour later.
+    let dir = tempfile::tempdir().unwrap();
+    let o = opts(FsyncPolicy::Every(Duration::from_secs(3600)));
+    let (log, _) = Log::open(dir.path(), o, |_| {}).unwrap();
+    let log = Arc::new(log);
+    let a = log.append(&["a"], 0).unwrap();
+    log.sync_to(a.token).unwrap();
+    let b = log.append(&["b"], 0).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let wait = |now: bool| {
+        let (log, tx) = (Arc::clone(&log), tx.clone());
+        std::thread::spawn(move || {
+            let synced = if now {
+                log.synced_now(b.token)
+            } else {
+                log.synced(b.token)
+            };
+            tx.send((now, block_on(synced))).unwrap();
+        })
+    };
+    // A waiter at the interval, whose round is waiting out the hour (if it
+    // started before the hurried one), then one that hurries: both are
+    // answered by the hurried round.
+    let at_interval = wait(false);
+    std::thread::sleep(Duration::from_millis(50));
+    let hurried = wait(true);
+    for _ in 0..2 {
+        let (now, synced) = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("a waiter still waits for the interval");
+        assert!(synced.is_ok(), "now {now}: {synced:?}");
+    }
+    at_interval.join().unwrap();
+    hurried.join().unwrap();
+    assert_eq!(log.stats().fsyncs, 2);
+}
+
+#[test]
 fn background_rounds_wait_their_own_period() {
     // Waiters get rounds every 1 ms; writes nobody waits for are synced
     // 400 ms after the last round started, not 1 ms after.

@@ -270,6 +270,7 @@ impl SinkBuilder {
             shards: (0..self.shards).map(|_| Mutex::default()).collect(),
             spool: spool.map(Mutex::new),
             closed: AtomicBool::new(false),
+            flushing: AtomicUsize::new(0),
             batch_seq: AtomicU64::new(0),
             wake: Notify::new(),
             space: Notify::new(),

@@ -55,7 +55,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -206,6 +206,9 @@ struct Inner {
     shards: Vec<Mutex<Shard>>,
     spool: Option<Mutex<Spool>>,
     closed: AtomicBool,
+    /// Calls to [`Sink::flush`] under way: while one runs (or the sink shuts
+    /// down), fsync waits do not wait for the spool's interval.
+    flushing: AtomicUsize,
     /// Batch counter for keys without a spool.
     batch_seq: AtomicU64,
     wake: Notify,
@@ -229,6 +232,16 @@ struct Inner {
     parquet_schema: std::sync::OnceLock<arrow_schema::SchemaRef>,
 }
 
+/// Counts a [`Sink::flush`] as under way until dropped (also when the
+/// flush is cancelled).
+struct Flushing<'a>(&'a AtomicUsize);
+
+impl Drop for Flushing<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Locks `m`, also when a panic elsewhere has poisoned it.
 pub(crate) fn relock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -238,6 +251,18 @@ pub(crate) fn relock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 type Placed = (String, Range<usize>);
 
 impl Inner {
+    /// A future that resolves once the spool's writes up to `token` are
+    /// durable: at the spool's interval, or at once while someone waits for
+    /// everything (a flush or a shutdown), to whom the interval is only
+    /// latency.
+    fn synced(&self, log: &Log, token: u64) -> s3_event_core::log::Synced {
+        if self.closed.load(Ordering::Acquire) || self.flushing.load(Ordering::Acquire) > 0 {
+            log.synced_now(token)
+        } else {
+            log.synced(token)
+        }
+    }
+
     /// The delay before retry `attempt` (0-based) of a spool write or an
     /// upload.
     fn backoff(&self, attempt: u32) -> Duration {
@@ -423,6 +448,8 @@ impl Sink {
     /// Closes every open batch and waits until every closed batch is
     /// uploaded (retrying for as long as the store fails).
     pub async fn flush(&self) -> Result<()> {
+        self.inner.flushing.fetch_add(1, Ordering::AcqRel);
+        let _flushing = Flushing(&self.inner.flushing);
         self.inner.close_all()?;
         let mut rx = self.inner.pending.subscribe();
         // The sender lives in `inner`, so this cannot fail.
@@ -442,7 +469,7 @@ impl Sink {
             let _ = task.await;
         }
         if let Some(log) = &self.inner.log {
-            let _ = log.synced(log.written()).await;
+            let _ = log.synced_now(log.written()).await;
         }
         Ok(())
     }

@@ -76,7 +76,7 @@ impl Inner {
         if self.hold_deletes.swap(false, Ordering::SeqCst) {
             std::future::pending::<()>().await;
         }
-        if let Err(e) = log.synced(token).await {
+        if let Err(e) = self.synced(&log, token).await {
             tracing::error!(error = %e, "spool: fsync failed; segments kept");
             return false;
         }

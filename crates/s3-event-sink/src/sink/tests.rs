@@ -414,3 +414,34 @@ async fn a_crash_during_a_slow_segment_deletion_loses_nothing() {
     assert!(missing.is_empty(), "lost: {missing:?}");
     assert!(seen.values().all(|c| *c == 1), "duplicated: {seen:?}");
 }
+
+/// A flush or a shutdown waits for everything, so the spool's fsync
+/// interval is only latency to it: with an hour's interval, flushing twice
+/// (two close frames, two uploaded frames, each needing a round) and
+/// shutting down finish without waiting for it.
+#[tokio::test]
+async fn flush_and_shutdown_do_not_wait_for_the_fsync_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = mem();
+    let sink = SinkBuilder::default()
+        .with_store(store.clone())
+        .with_instance_id("i")
+        .with_spool(
+            SpoolOptions::new(dir.path())
+                .with_fsync(SpoolFsync::Interval(Duration::from_secs(3600))),
+        )
+        .build()
+        .unwrap();
+    let run = async {
+        for n in 0..2 {
+            sink.push(&json!({ "n": n })).await.unwrap();
+            sink.flush().await.unwrap();
+        }
+        sink.push(&json!({ "n": 2 })).await.unwrap();
+        sink.shutdown().await.unwrap();
+    };
+    tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("flush or shutdown waited for the fsync interval");
+    assert_eq!(objects(&store).await.len(), 3);
+}

@@ -173,7 +173,7 @@ async fn await_close_frame(inner: &Inner, job: &Job) {
     };
     let mut at = job.durable_at;
     let mut attempt: u32 = 0;
-    while let Err(e) = log.synced(at).await {
+    while let Err(e) = inner.synced(log, at).await {
         tracing::error!(error = %e, key = %job.key, "spool: fsync failed before an upload; writing the close frame again");
         tokio::time::sleep(inner.backoff(attempt)).await;
         attempt = attempt.saturating_add(1);
