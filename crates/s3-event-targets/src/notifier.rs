@@ -1076,6 +1076,7 @@ impl Pipeline {
     /// Pushes a record on its in-memory lane if that lane has room
     /// (counted as [`Self::enqueue`] counts it); hands it back otherwise,
     /// and for a durable lane.
+    #[inline]
     fn try_push_memory(
         &self,
         record: EventRecord,
@@ -1428,7 +1429,14 @@ impl Lane {
     }
 
     /// Pushes a record on the in-memory queue if it has room, and wakes
-    /// the worker; hands it back if not.
+    /// the worker if the queue was empty; hands it back if it has no room.
+    ///
+    /// The worker waits only after it found the queue empty (under the
+    /// lock), and drains it again without waiting while it is not; so only
+    /// the push that makes it non-empty needs to wake it. Waking it on
+    /// every push woke it (and often parked a runtime thread) once per
+    /// record in a burst.
+    #[inline]
     fn try_push(
         &self,
         record: EventRecord,
@@ -1438,9 +1446,12 @@ impl Lane {
         if q.len() >= self.limit {
             return Some((record, waiter));
         }
+        let was_empty = q.is_empty();
         q.push_back((record, waiter));
         drop(q);
-        self.work.notify_one();
+        if was_empty {
+            self.work.notify_one();
+        }
         None
     }
 
