@@ -216,6 +216,14 @@ pub struct LogOptions {
     /// adds an fsync, and contention with the appender, to the round the
     /// burst's waiter asks for next.
     pub background: Option<Duration>,
+    /// Whether [`Log::remove_through`] fsyncs the directory after each
+    /// removal (default), so that a power cut leaves a suffix of the log.
+    /// A log whose reader skips what it removed anyway (the queue store:
+    /// it removes only acknowledged segments, and skips acknowledged
+    /// entries on open) turns it off: a removal lost to a power cut, or
+    /// a hole where an older one was lost, brings back only entries it
+    /// skips or has delivered.
+    pub sync_removals: bool,
     /// What the log is for, in messages (`spool`, `queue store`).
     pub what: &'static str,
     /// Faults to inject into file operations (tests).
@@ -232,6 +240,7 @@ impl LogOptions {
             segment_bytes: 64 << 20,
             fsync: FsyncPolicy::Every(Duration::from_millis(10)),
             background: None,
+            sync_removals: true,
             what: "log",
             faults: None,
         }
@@ -258,6 +267,12 @@ impl LogOptions {
     /// Reads segments of an older format too.
     pub fn with_legacy(mut self, legacy: Legacy) -> Self {
         self.legacy = Some(legacy);
+        self
+    }
+
+    /// Sets [`LogOptions::sync_removals`].
+    pub fn with_sync_removals(mut self, on: bool) -> Self {
+        self.sync_removals = on;
         self
     }
 
@@ -416,6 +431,8 @@ struct SyncState {
     /// Generations `(from, to]` whose round failed, merged, oldest first.
     failed: VecDeque<(Token, Token)>,
     wakers: Vec<Waker>,
+    /// Threads blocked in [`Shared::sync_to`] until a round ends.
+    blocked: usize,
     fsyncs: u64,
     failed_fsyncs: u64,
 }
@@ -976,12 +993,13 @@ impl Log {
 
     /// Removes the segments numbered `<= through`, oldest first, but never
     /// the newest one; each removal is followed by a directory fsync (unless
-    /// the policy is [`FsyncPolicy::Never`]) before the next one, so a power
-    /// cut leaves a suffix of the log. Returns how many were removed; stops
-    /// at the first failure (the rest stay for a later call).
+    /// the policy is [`FsyncPolicy::Never`] or [`LogOptions::sync_removals`]
+    /// is off) before the next one, so a power cut leaves a suffix of the
+    /// log. Returns how many were removed; stops at the first failure (the
+    /// rest stay for a later call).
     pub fn remove_through(&self, through: u64) -> Result<usize> {
         let sh = &*self.shared;
-        let fsync = sh.opts.fsync != FsyncPolicy::Never;
+        let fsync = sh.opts.fsync != FsyncPolicy::Never && sh.opts.sync_removals;
         let mut st = sh.state();
         if st.removal_unsynced {
             sh.io
@@ -1355,7 +1373,9 @@ impl Shared {
                 sy = self.sync_state();
                 continue;
             }
+            sy.blocked += 1;
             sy = self.done.wait(sy).unwrap_or_else(PoisonError::into_inner);
+            sy.blocked -= 1;
         }
     }
 
@@ -1428,12 +1448,20 @@ impl Shared {
             }
         }
         let wakers = std::mem::take(&mut sy.wakers);
+        // Only those who wait are woken (a condvar's notify is a system
+        // call even when nobody waits): blocked callers, and the fsync
+        // thread when async waiters asked for more than this round took.
+        let (blocked, more) = (sy.blocked > 0, sy.requested > sy.taken || sy.stop);
         drop(sy);
         for w in wakers {
             w.wake();
         }
-        self.done.notify_all();
-        self.work.notify_all();
+        if blocked {
+            self.done.notify_all();
+        }
+        if more {
+            self.work.notify_all();
+        }
         result
     }
 

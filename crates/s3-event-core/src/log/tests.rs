@@ -371,6 +371,31 @@ fn removal_is_oldest_first_with_a_directory_fsync_after_each() {
 }
 
 #[test]
+fn removal_without_sync_removals_fsyncs_no_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = Faults::new();
+    let o = opts(FsyncPolicy::Always)
+        .with_segment_bytes(30)
+        .with_sync_removals(false)
+        .with_faults(Some(Arc::clone(&faults)));
+    let (log, _) = Log::open(dir.path(), o, |_| {}).unwrap();
+    for i in 0..4 {
+        log.append(&[format!("entry {i}")], i).unwrap();
+    }
+    faults.record();
+    assert_eq!(log.remove_through(u64::MAX).unwrap(), 3);
+    let ops = faults.ops();
+    assert_eq!(
+        ops.iter().filter(|op| matches!(op, Op::Remove(_))).count(),
+        3
+    );
+    assert!(
+        !ops.iter().any(|op| matches!(op, Op::SyncDir(_))),
+        "{ops:?}"
+    );
+}
+
+#[test]
 fn a_failed_directory_fsync_stops_removal_until_it_succeeds() {
     let dir = tempfile::tempdir().unwrap();
     let faults = Faults::new();
