@@ -1366,9 +1366,7 @@ impl Shared {
             }
             if !sy.running {
                 sy.running = true;
-                let last = sy.last_start;
-                drop(sy);
-                self.wait_interval(last);
+                drop(self.wait_interval(sy));
                 let _ = self.round();
                 sy = self.sync_state();
                 continue;
@@ -1379,14 +1377,25 @@ impl Shared {
         }
     }
 
-    fn wait_interval(&self, last: Option<Instant>) {
-        if let (Some(d), Some(last)) = (self.interval(), last) {
+    /// Waits (with the state unlocked) until the interval since the last
+    /// round has passed, unless someone hurries ([`Log::synced_now`]) or
+    /// the log is dropped, also while it waits.
+    fn wait_interval<'a>(&self, mut sy: MutexGuard<'a, SyncState>) -> MutexGuard<'a, SyncState> {
+        if let (Some(d), Some(last)) = (self.interval(), sy.last_start) {
             let due = last + d;
-            let now = Instant::now();
-            if due > now {
-                std::thread::sleep(due - now);
+            loop {
+                let now = Instant::now();
+                if sy.hurried > sy.taken || sy.stop || due <= now {
+                    break;
+                }
+                sy = self
+                    .work
+                    .wait_timeout(sy, due - now)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
             }
         }
+        sy
     }
 
     /// One round of fsyncs; the caller has set `running`.
@@ -1512,24 +1521,7 @@ impl Shared {
                 };
             }
             sy.running = true;
-            // The interval since the last round, unless someone hurries
-            // (`synced_now`) or the log is dropped, also while it is waited
-            // for.
-            if let (Some(d), Some(last)) = (self.interval(), sy.last_start) {
-                let due = last + d;
-                loop {
-                    let now = Instant::now();
-                    if sy.hurried > sy.taken || sy.stop || due <= now {
-                        break;
-                    }
-                    sy = self
-                        .work
-                        .wait_timeout(sy, due - now)
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .0;
-                }
-            }
-            drop(sy);
+            drop(self.wait_interval(sy));
             let _ = self.round();
         }
     }

@@ -337,17 +337,25 @@ fn a_segment_cut_before_its_header_is_removed() {
     assert!(!segment_path(dir.path(), "log", 1).exists());
 }
 
+/// A log in `dir` with `Always` fsyncs, 30-byte segments and `faults`,
+/// holding `n` entries, one segment each.
+fn one_entry_per_segment(dir: &Path, faults: &Arc<Faults>, sync_removals: bool, n: u64) -> Log {
+    let o = opts(FsyncPolicy::Always)
+        .with_segment_bytes(30)
+        .with_sync_removals(sync_removals)
+        .with_faults(Some(Arc::clone(faults)));
+    let (log, _) = Log::open(dir, o, |_| {}).unwrap();
+    for i in 0..n {
+        log.append(&[format!("entry {i}")], i).unwrap();
+    }
+    log
+}
+
 #[test]
 fn removal_is_oldest_first_with_a_directory_fsync_after_each() {
     let dir = tempfile::tempdir().unwrap();
     let faults = Faults::new();
-    let o = opts(FsyncPolicy::Always)
-        .with_segment_bytes(30)
-        .with_faults(Some(Arc::clone(&faults)));
-    let (log, _) = Log::open(dir.path(), o, |_| {}).unwrap();
-    for i in 0..4 {
-        log.append(&[format!("entry {i}")], i).unwrap();
-    }
+    let log = one_entry_per_segment(dir.path(), &faults, true, 4);
     let segs: Vec<u64> = log.segments().iter().map(|s| s.segment).collect();
     assert_eq!(segs.len(), 4);
     faults.record();
@@ -374,14 +382,7 @@ fn removal_is_oldest_first_with_a_directory_fsync_after_each() {
 fn removal_without_sync_removals_fsyncs_no_directory() {
     let dir = tempfile::tempdir().unwrap();
     let faults = Faults::new();
-    let o = opts(FsyncPolicy::Always)
-        .with_segment_bytes(30)
-        .with_sync_removals(false)
-        .with_faults(Some(Arc::clone(&faults)));
-    let (log, _) = Log::open(dir.path(), o, |_| {}).unwrap();
-    for i in 0..4 {
-        log.append(&[format!("entry {i}")], i).unwrap();
-    }
+    let log = one_entry_per_segment(dir.path(), &faults, false, 4);
     faults.record();
     assert_eq!(log.remove_through(u64::MAX).unwrap(), 3);
     let ops = faults.ops();
@@ -399,13 +400,7 @@ fn removal_without_sync_removals_fsyncs_no_directory() {
 fn a_failed_directory_fsync_stops_removal_until_it_succeeds() {
     let dir = tempfile::tempdir().unwrap();
     let faults = Faults::new();
-    let o = opts(FsyncPolicy::Always)
-        .with_segment_bytes(30)
-        .with_faults(Some(Arc::clone(&faults)));
-    let (log, _) = Log::open(dir.path(), o, |_| {}).unwrap();
-    for i in 0..3 {
-        log.append(&[format!("entry {i}")], i).unwrap();
-    }
+    let log = one_entry_per_segment(dir.path(), &faults, true, 3);
     faults.fail_dir_syncs(1);
     assert!(log.remove_through(u64::MAX).is_err());
     assert_eq!(log.segments().len(), 2, "stopped after the first removal");
