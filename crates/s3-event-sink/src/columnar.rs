@@ -20,6 +20,7 @@
 //!
 //! The schemas are documented on [`ParquetSchema`].
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -331,11 +332,6 @@ fn s3_schema() -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
-/// The object member `key` as a string, if it is one.
-fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
-    path.iter().try_fold(v, |v, k| v.get(k))?.as_str()
-}
-
 fn parse_object(record: &[u8]) -> std::result::Result<Map<String, Value>, String> {
     match serde_json::from_slice::<Value>(record) {
         Ok(Value::Object(m)) => Ok(m),
@@ -351,14 +347,16 @@ pub(crate) fn check(
     inferred: Option<&Schema>,
     record: &[u8],
 ) -> std::result::Result<(), String> {
-    let obj = parse_object(record)?;
     match schema {
-        ParquetSchema::CloudEvents => CeRow::from(obj).map(drop),
-        ParquetSchema::S3Records => S3Row::from(obj, record).map(drop),
-        ParquetSchema::Inferred => match inferred {
-            Some(s) => fits_object(&obj, s.fields(), ""),
-            None => infer(&obj).map(drop),
-        },
+        ParquetSchema::CloudEvents => CeRow::from(parse_object(record)?).map(drop),
+        ParquetSchema::S3Records => S3Row::parse(record).map(drop),
+        ParquetSchema::Inferred => {
+            let obj = parse_object(record)?;
+            match inferred {
+                Some(s) => fits_object(&obj, s.fields(), ""),
+                None => infer(&obj).map(drop),
+            }
+        }
     }
 }
 
@@ -407,52 +405,297 @@ impl CeRow {
     }
 }
 
-/// An S3 event record's columns.
-struct S3Row {
-    strings: [Option<String>; 10],
+/// An S3 event record's columns, borrowed from the record's text where
+/// they need no unescaping.
+struct S3Row<'a> {
+    strings: [Option<Cow<'a, str>>; 10],
     size: Option<i64>,
-    record: String,
+    record: &'a str,
 }
 
-impl S3Row {
-    /// The columns of `obj`, parsed from `raw`, which the `record` column
-    /// keeps as it came (JSON text: what it parses to is `obj`).
-    fn from(obj: Map<String, Value>, raw: &[u8]) -> std::result::Result<Self, String> {
-        let v = Value::Object(obj);
-        let get = |p: &[&str]| str_at(&v, p).map(str::to_owned);
-        let required = |p: &[&str], name: &str| {
-            get(p).ok_or_else(|| format!("not an S3 event record: no string `{name}`"))
-        };
-        let event_name = required(&["eventName"], "eventName")?;
-        let bucket = required(&["s3", "bucket", "name"], "s3.bucket.name")?;
-        let raw_key = required(&["s3", "object", "key"], "s3.object.key")?;
-        let key = s3_event_core::decode_key(&raw_key).unwrap_or(raw_key);
-        let size = match v.pointer("/s3/object/size") {
-            None | Some(Value::Null) => None,
-            Some(n) => Some(
-                n.as_i64()
-                    .ok_or_else(|| "`s3.object.size` is not an integer".to_owned())?,
+impl<'a> S3Row<'a> {
+    /// The columns of `raw`, which the `record` column keeps as it came.
+    ///
+    /// Read in one pass into the few fields the columns take, skipping the
+    /// rest, instead of into a JSON tree: the tree (a map and a string per
+    /// member, then freed) was most of the encoder's time. A member of
+    /// another type than its column reads as absent (null), as a tree
+    /// lookup would; only the required strings and `size` are checked.
+    fn parse(raw: &'a [u8]) -> std::result::Result<Self, String> {
+        let text = std::str::from_utf8(raw).map_err(|e| format!("not JSON: {e}"))?;
+        // A struct also reads from a JSON array (by position): refuse
+        // anything but an object first.
+        if text.trim_start().as_bytes().first() != Some(&b'{') {
+            return match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+                Ok(_) => Err("not a JSON object".to_owned()),
+                Err(e) => Err(format!("not JSON: {e}")),
+            };
+        }
+        let f: S3Fields<'a> = serde_json::from_str(text).map_err(|e| {
+            if e.is_data() {
+                format!("not an S3 event record: {e}")
+            } else {
+                format!("not JSON: {e}")
+            }
+        })?;
+        let (bucket, object) = match f.s3.0 {
+            Some(s3) => (
+                s3.bucket.0.unwrap_or_default(),
+                s3.object.0.unwrap_or_default(),
             ),
+            None => Default::default(),
         };
+        let required = |v: Text<'a>, name: &str| {
+            v.0.ok_or_else(|| format!("not an S3 event record: no string `{name}`"))
+        };
+        let event_name = required(f.event_name, "eventName")?;
+        let bucket = required(bucket.name, "s3.bucket.name")?;
+        let raw_key = required(object.key, "s3.object.key")?;
+        let key = if raw_key.contains(['%', '+']) {
+            s3_event_core::decode_key(&raw_key).map_or(raw_key, Cow::Owned)
+        } else {
+            raw_key
+        };
+        let size = match object.size {
+            Size::Absent => None,
+            Size::Int(n) => Some(n),
+            Size::Other => return Err("`s3.object.size` is not an integer".to_owned()),
+        };
+        let principal = f.user_identity.0.and_then(|u| u.principal_id.0);
+        let source_ip = f.request_parameters.0.and_then(|r| r.source_ip.0);
         Ok(S3Row {
             strings: [
                 Some(event_name),
-                get(&["eventTime"]),
+                f.event_time.0,
                 Some(bucket),
                 Some(key),
-                get(&["s3", "object", "eTag"]),
-                get(&["s3", "object", "versionId"]),
-                get(&["s3", "object", "sequencer"]),
-                get(&["awsRegion"]),
-                get(&["userIdentity", "principalId"]),
-                get(&["requestParameters", "sourceIPAddress"]),
+                object.etag.0,
+                object.version_id.0,
+                object.sequencer.0,
+                f.region.0,
+                principal,
+                source_ip,
             ],
             size,
-            record: match std::str::from_utf8(raw) {
-                Ok(text) => text.to_owned(),
-                Err(_) => v.to_string(),
-            },
+            record: text,
         })
+    }
+}
+
+/// The members of an S3 event record that [`S3Row`] takes.
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct S3Fields<'a> {
+    #[serde(rename = "eventName", borrow)]
+    event_name: Text<'a>,
+    #[serde(rename = "eventTime", borrow)]
+    event_time: Text<'a>,
+    #[serde(rename = "awsRegion", borrow)]
+    region: Text<'a>,
+    #[serde(rename = "userIdentity", borrow)]
+    user_identity: Obj<PrincipalFields<'a>>,
+    #[serde(rename = "requestParameters", borrow)]
+    request_parameters: Obj<RequestFields<'a>>,
+    #[serde(borrow)]
+    s3: Obj<S3EntityFields<'a>>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct PrincipalFields<'a> {
+    #[serde(rename = "principalId", borrow)]
+    principal_id: Text<'a>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct RequestFields<'a> {
+    #[serde(rename = "sourceIPAddress", borrow)]
+    source_ip: Text<'a>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct S3EntityFields<'a> {
+    #[serde(borrow)]
+    bucket: Obj<BucketFields<'a>>,
+    #[serde(borrow)]
+    object: Obj<ObjectFields<'a>>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct BucketFields<'a> {
+    #[serde(borrow)]
+    name: Text<'a>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct ObjectFields<'a> {
+    #[serde(borrow)]
+    key: Text<'a>,
+    size: Size,
+    #[serde(rename = "eTag", borrow)]
+    etag: Text<'a>,
+    #[serde(rename = "versionId", borrow)]
+    version_id: Text<'a>,
+    #[serde(borrow)]
+    sequencer: Text<'a>,
+}
+
+/// Skips a JSON value serde handed to a visitor that has no use for it.
+macro_rules! skip_other_values {
+    ($out:expr) => {
+        fn visit_bool<E>(self, _: bool) -> std::result::Result<Self::Value, E> {
+            Ok($out)
+        }
+        fn visit_i64<E>(self, _: i64) -> std::result::Result<Self::Value, E> {
+            Ok($out)
+        }
+        fn visit_u64<E>(self, _: u64) -> std::result::Result<Self::Value, E> {
+            Ok($out)
+        }
+        fn visit_f64<E>(self, _: f64) -> std::result::Result<Self::Value, E> {
+            Ok($out)
+        }
+        fn visit_unit<E>(self) -> std::result::Result<Self::Value, E> {
+            Ok($out)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> std::result::Result<Self::Value, A::Error> {
+            while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+            Ok($out)
+        }
+    };
+}
+
+/// A member read as text if it is a string, as absent if it is any other
+/// JSON value.
+#[derive(Default)]
+struct Text<'a>(Option<Cow<'a, str>>);
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for Text<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = Text<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> std::result::Result<Text<'a>, E> {
+                Ok(Text(Some(Cow::Borrowed(s))))
+            }
+            fn visit_str<E>(self, s: &str) -> std::result::Result<Text<'a>, E> {
+                Ok(Text(Some(Cow::Owned(s.to_owned()))))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<Text<'a>, A::Error> {
+                while map
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(Text(None))
+            }
+            skip_other_values!(Text(None));
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+/// A member read as `T` if it is an object, as absent if it is any other
+/// JSON value.
+struct Obj<T>(Option<T>);
+
+impl<T> Default for Obj<T> {
+    fn default() -> Self {
+        Obj(None)
+    }
+}
+
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Obj<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for V<T> {
+            type Value = Obj<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_str<E>(self, _: &str) -> std::result::Result<Obj<T>, E> {
+                Ok(Obj(None))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> std::result::Result<Obj<T>, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(|t| Obj(Some(t)))
+            }
+            skip_other_values!(Obj(None));
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+/// `s3.object.size`: absent or null, an integer, or anything else (which
+/// the record is refused for).
+#[derive(Default)]
+enum Size {
+    #[default]
+    Absent,
+    Int(i64),
+    Other,
+}
+
+impl<'de> serde::Deserialize<'de> for Size {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Size;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_i64<E>(self, n: i64) -> std::result::Result<Size, E> {
+                Ok(Size::Int(n))
+            }
+            fn visit_u64<E>(self, n: u64) -> std::result::Result<Size, E> {
+                Ok(i64::try_from(n).map_or(Size::Other, Size::Int))
+            }
+            fn visit_unit<E>(self) -> std::result::Result<Size, E> {
+                Ok(Size::Absent)
+            }
+            fn visit_bool<E>(self, _: bool) -> std::result::Result<Size, E> {
+                Ok(Size::Other)
+            }
+            fn visit_f64<E>(self, _: f64) -> std::result::Result<Size, E> {
+                Ok(Size::Other)
+            }
+            fn visit_str<E>(self, _: &str) -> std::result::Result<Size, E> {
+                Ok(Size::Other)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> std::result::Result<Size, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Size::Other)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<Size, A::Error> {
+                while map
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(Size::Other)
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 
@@ -638,10 +881,9 @@ impl ParquetBatch {
 
     /// Appends one record; the error is the reason it does not fit.
     pub(crate) fn push(&mut self, record: &[u8]) -> std::result::Result<(), String> {
-        let obj = parse_object(record)?;
         if self.opts.schema == ParquetSchema::Inferred && self.schema.is_none() {
             // Gathered until the schema is inferred from what was gathered.
-            self.staged.push(Value::Object(obj));
+            self.staged.push(Value::Object(parse_object(record)?));
             self.pending_raw += record.len();
             if self.staged.len() >= self.infer_rows {
                 if let Err(e) = self.fix_schema() {
@@ -655,7 +897,7 @@ impl ParquetBatch {
             }
             return Ok(());
         }
-        self.append(obj, record)?;
+        self.append(record)?;
         self.pending_raw += record.len();
         self.pending_rows += 1;
         if self.pending_rows >= self.chunk_rows() || self.pending_raw >= self.chunk_bytes() {
@@ -726,11 +968,7 @@ impl ParquetBatch {
         })
     }
 
-    fn append(
-        &mut self,
-        obj: Map<String, Value>,
-        record: &[u8],
-    ) -> std::result::Result<(), String> {
+    fn append(&mut self, record: &[u8]) -> std::result::Result<(), String> {
         if self.rows.is_none() {
             self.rows = Some(self.new_rows().map_err(|e| e.to_string())?);
         }
@@ -742,7 +980,7 @@ impl ParquetBatch {
                 data,
                 data_base64,
             } => {
-                let row = CeRow::from(obj)?;
+                let row = CeRow::from(parse_object(record)?)?;
                 for (b, a) in attrs.iter_mut().zip(row.attrs) {
                     b.append_option(a);
                 }
@@ -759,16 +997,16 @@ impl ParquetBatch {
                 size,
                 record: whole,
             } => {
-                let row = S3Row::from(obj, record)?;
+                let row = S3Row::parse(record)?;
                 for (b, s) in strings.iter_mut().zip(row.strings) {
-                    b.append_option(s);
+                    b.append_option(s.as_deref());
                 }
                 size.append_option(row.size);
                 whole.append_value(row.record);
             }
             Rows::Json(decoder) => {
                 if let Some(s) = &inferred {
-                    fits_object(&obj, s.fields(), "")?;
+                    fits_object(&parse_object(record)?, s.fields(), "")?;
                 }
                 decoder.decode(record).map_err(|e| e.to_string())?;
                 decoder.decode(b"\n").map_err(|e| e.to_string())?;
@@ -1249,6 +1487,67 @@ mod tests {
         assert_eq!(size.value(5), 5 * 1024);
         let whole: Value = serde_json::from_str(col("record").value(7)).unwrap();
         assert_eq!(whole, records[7]);
+    }
+
+    /// The S3 columns are read without a JSON tree; each must be what a
+    /// lookup in the tree gives (a string, or null for any other value),
+    /// including escaped strings, members of other types and odd spacing.
+    #[test]
+    fn s3_columns_are_what_a_json_tree_lookup_gives() {
+        let mut odd = s3_record(4);
+        odd["eventTime"] = json!(17);
+        odd["userIdentity"] = json!("not an object");
+        odd["requestParameters"] = json!({"sourceIPAddress": ["10.0.0.1"], "x": {"y": [1, {}]}});
+        odd["s3"]["object"]["eTag"] = json!(null);
+        odd["s3"]["object"]["sequencer"] = json!("tab\there \"q\" \u{e9}");
+        odd["s3"]["object"]["size"] = json!(null);
+        odd["extra"] = json!([{"eventName": "nested, not taken"}]);
+        let mut big = s3_record(5);
+        big["s3"]["object"]["size"] = json!(u64::MAX / 2);
+        for v in [s3_record(1), s3_record(3), odd, big] {
+            for text in [v.to_string(), serde_json::to_string_pretty(&v).unwrap()] {
+                let row = S3Row::parse(text.as_bytes()).unwrap();
+                let at = |p: &str| v.pointer(p).and_then(Value::as_str);
+                let raw_key = at("/s3/object/key").unwrap();
+                let key = s3_event_core::decode_key(raw_key).unwrap();
+                let want = [
+                    at("/eventName"),
+                    at("/eventTime"),
+                    at("/s3/bucket/name"),
+                    Some(key.as_str()),
+                    at("/s3/object/eTag"),
+                    at("/s3/object/versionId"),
+                    at("/s3/object/sequencer"),
+                    at("/awsRegion"),
+                    at("/userIdentity/principalId"),
+                    at("/requestParameters/sourceIPAddress"),
+                ];
+                let got: Vec<Option<&str>> = row.strings.iter().map(|s| s.as_deref()).collect();
+                assert_eq!(got, want, "{text}");
+                assert_eq!(
+                    row.size,
+                    v.pointer("/s3/object/size").and_then(Value::as_i64)
+                );
+                assert_eq!(row.record, text);
+            }
+        }
+        let refused = |text: &str| S3Row::parse(text.as_bytes()).err().unwrap();
+        assert_eq!(refused("[1, 2]"), "not a JSON object");
+        assert!(refused("{\"eventName\": ").starts_with("not JSON: "));
+        let mut no_bucket = s3_record(1);
+        no_bucket["s3"]["bucket"]["name"] = json!(5);
+        assert_eq!(
+            refused(&no_bucket.to_string()),
+            "not an S3 event record: no string `s3.bucket.name`"
+        );
+        for size in [json!(1.5), json!("12"), json!(u64::MAX), json!({"n": 1})] {
+            let mut r = s3_record(1);
+            r["s3"]["object"]["size"] = size;
+            assert_eq!(
+                refused(&r.to_string()),
+                "`s3.object.size` is not an integer"
+            );
+        }
     }
 
     #[test]
