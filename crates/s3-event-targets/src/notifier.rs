@@ -391,7 +391,8 @@ struct Lane {
     /// what it delivered, and reads from the store when the next number is
     /// not here (queued by an earlier run, a gap, or the map was full),
     /// dropping what it passed.
-    handoff: Mutex<BTreeMap<Seq, EventRecord>>,
+    /// Boxed: the map moves its values as it grows and shrinks.
+    handoff: Mutex<BTreeMap<Seq, Box<EventRecord>>>,
     /// Most records in `handoff`: this lane's share of [`HANDOFF_MAX`].
     handoff_max: usize,
     /// Senders' entries waiting to be appended to `store` together.
@@ -419,7 +420,7 @@ struct Joining {
 /// and where to say what became of it.
 struct Joiner {
     bytes: Vec<u8>,
-    record: EventRecord,
+    record: Box<EventRecord>,
     tx: oneshot::Sender<Joined>,
 }
 
@@ -740,7 +741,14 @@ impl Notifier {
     /// dead-lettered (its queue entry was found corrupt and dropped) is an
     /// [`Error::NotDelivered`] naming the target. After
     /// [`Notifier::shutdown`] began, [`Error::Shutdown`].
-    pub async fn send(&self, record: EventRecord) -> Result<SendOutcome> {
+    pub fn send(&self, record: EventRecord) -> impl Future<Output = Result<SendOutcome>> + '_ {
+        // Boxed at once: the future then holds a pointer instead of the
+        // record (1.3 KB), and futures are moved whole (into tasks, into
+        // boxes, into their callers' futures).
+        self.send_boxed(Box::new(record))
+    }
+
+    async fn send_boxed(&self, record: Box<EventRecord>) -> Result<SendOutcome> {
         if !self.accepting.load(Ordering::Acquire) {
             return Err(Error::Shutdown);
         }
@@ -761,23 +769,28 @@ impl Notifier {
         };
         let sync = self.mode == DeliveryMode::Sync;
         let last = hits.len().saturating_sub(1);
+        // No local of this future holds a record across an await (the
+        // futures that take one are boxed): each such local made the
+        // future 1.3 KB bigger (9.5 KB with the four it had).
         let mut record = Some(record);
         let mut queues = hits.iter().enumerate().map(|(n, &hit)| {
             let p = &self.pipelines[self.route[hit]];
-            // Clone for all but the last target.
-            let rec = if n == last {
-                record.take().expect("record taken once")
-            } else {
-                record.clone().expect("record present")
-            };
             let (tx, rx) = if sync {
                 let (tx, rx) = oneshot::channel();
                 (Some(tx), Some(rx))
             } else {
                 (None, None)
             };
-            (p, rx, rec, tx)
+            (p, rx, n == last, tx)
         });
+        // Clone for all but the last target.
+        let mut take = move |last: bool| {
+            if last {
+                *record.take().expect("record taken once")
+            } else {
+                EventRecord::clone(record.as_ref().expect("record present"))
+            }
+        };
         let mut waits = Vec::new();
         let mut first_error = None;
         let mut queued = |p, rx, q: Result<bool>| match q {
@@ -800,20 +813,19 @@ impl Notifier {
             // Queued for every target at once: with several durable
             // targets, their fsyncs overlap instead of adding up.
             let (meta, enqueues): (Vec<_>, Vec<_>) = queues
-                .map(|(p, rx, rec, tx)| ((p, rx), Box::pin(p.enqueue(rec, &key, tx))))
+                .map(|(p, rx, last, tx)| ((p, rx), Box::pin(p.enqueue(take(last), &key, tx))))
                 .unzip();
             for ((p, rx), q) in meta.into_iter().zip(join_all(enqueues).await) {
                 queued(p, rx, q);
             }
         } else {
             // One at a time: an in-memory queue with room takes the record
-            // without a future (records are large: a future that holds one
-            // costs copies), and boxing and polling the futures together
-            // would cost more.
-            for (p, rx, rec, tx) in &mut queues {
-                let q = match p.try_push_memory(rec, &key, tx) {
-                    None => Ok(true),
-                    Some((rec, tx)) => p.enqueue(rec, &key, tx).await,
+            // without a future, and boxing and polling the futures
+            // together would cost more.
+            for (p, rx, last, tx) in &mut queues {
+                let q = match p.try_push_memory(take(last), &key, tx) {
+                    Ok(()) => Ok(true),
+                    Err(slow) => slow.await,
                 };
                 queued(p, rx, q);
             }
@@ -1074,24 +1086,27 @@ impl Pipeline {
     }
 
     /// Pushes a record on its in-memory lane if that lane has room
-    /// (counted as [`Self::enqueue`] counts it); hands it back otherwise,
-    /// and for a durable lane.
+    /// (counted as [`Self::enqueue`] counts it); otherwise, and for a
+    /// durable lane, [`Self::enqueue`] boxed, for the caller to await.
     #[inline]
-    fn try_push_memory(
-        &self,
+    fn try_push_memory<'a>(
+        self: &'a Arc<Self>,
         record: EventRecord,
-        key: &str,
+        key: &'a str,
         waiter: Option<Waiter>,
-    ) -> Option<(EventRecord, Option<Waiter>)> {
+    ) -> std::result::Result<(), Pin<Box<dyn Future<Output = Result<bool>> + Send + 'a>>> {
         let lane = &self.lanes[lane_of(key, self.lanes.len())];
-        if lane.store.is_some() {
-            return Some((record, waiter));
-        }
-        let back = lane.try_push(record, waiter);
-        if back.is_none() {
-            self.counters.total.fetch_add(1, Ordering::Relaxed);
-        }
-        back
+        let (record, waiter) = match lane.store {
+            Some(_) => (record, waiter),
+            None => match lane.try_push(record, waiter) {
+                None => {
+                    self.counters.total.fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                }
+                Some(back) => back,
+            },
+        };
+        Err(Box::pin(self.enqueue(record, key, waiter)))
     }
 
     /// Queues one record; `Ok(false)` when it was dropped (queue full).
@@ -1113,7 +1128,9 @@ impl Pipeline {
                     Ok(Box::pin(self.push_waiting(lane, record, waiter)).await)
                 }
             },
-            Some(store) => Box::pin(self.enqueue_durable(lane, store, record, waiter)).await,
+            Some(store) => {
+                Box::pin(self.enqueue_durable(lane, store, Box::new(record), waiter)).await
+            }
         }
     }
 
@@ -1142,7 +1159,7 @@ impl Pipeline {
         &self,
         lane: &Lane,
         store: &QueueStore,
-        record: EventRecord,
+        record: Box<EventRecord>,
         waiter: Option<Waiter>,
     ) -> Result<bool> {
         // Serializing an EventRecord cannot fail: every key is a string.
@@ -1154,11 +1171,11 @@ impl Pipeline {
         let joined = if bytes.len() <= crate::queue_store::MAX_ENTRY_BYTES {
             lane.join(self, store, bytes, record).await?
         } else {
-            Joined::Alone(bytes, Box::new(record))
+            Joined::Alone(bytes, record)
         };
         let appended = match joined {
             Joined::Appended(seq, durable) => Some((seq, durable)),
-            Joined::Alone(bytes, record) => self.append_alone(lane, store, &bytes, *record).await?,
+            Joined::Alone(bytes, record) => self.append_alone(lane, store, &bytes, record).await?,
         };
         let Some((seq, durable)) = appended else {
             return Ok(false);
@@ -1190,7 +1207,7 @@ impl Pipeline {
         lane: &Lane,
         store: &QueueStore,
         bytes: &[u8],
-        record: EventRecord,
+        record: Box<EventRecord>,
     ) -> Result<Option<(Seq, crate::queue_store::Durable)>> {
         let mut record = Some(record);
         loop {
@@ -1349,7 +1366,7 @@ impl Lane {
         pipeline: &Pipeline,
         store: &QueueStore,
         bytes: Vec<u8>,
-        record: EventRecord,
+        record: Box<EventRecord>,
     ) -> Result<Joined> {
         let (tx, rx) = oneshot::channel();
         let lead = {
@@ -1385,7 +1402,7 @@ impl Lane {
         };
         if group.len() < 2 {
             for g in group {
-                let _ = g.tx.send(Joined::Alone(g.bytes, Box::new(g.record)));
+                let _ = g.tx.send(Joined::Alone(g.bytes, g.record));
             }
             return;
         }
@@ -1410,7 +1427,7 @@ impl Lane {
                 }
                 // Nothing was appended: each sender tries alone.
                 for ((tx, b), r) in txs.into_iter().zip(bytes).zip(records) {
-                    let _ = tx.send(Joined::Alone(b, Box::new(r)));
+                    let _ = tx.send(Joined::Alone(b, r));
                 }
             }
         }
@@ -1418,7 +1435,9 @@ impl Lane {
 
     /// [`Self::hand_over`] for consecutive entries from `first`, taking the
     /// records out of `records`.
-    fn hand_over_all(&self, first: Seq, records: &mut Vec<EventRecord>) {
+    // The boxes go into the map as they are (it holds boxed records).
+    #[allow(clippy::vec_box)]
+    fn hand_over_all(&self, first: Seq, records: &mut Vec<Box<EventRecord>>) {
         let mut h = lock(&self.handoff);
         for (i, r) in records.drain(..).enumerate() {
             if h.len() >= self.handoff_max {
@@ -1455,7 +1474,7 @@ impl Lane {
         None
     }
 
-    fn hand_over(&self, seq: Seq, record: EventRecord) {
+    fn hand_over(&self, seq: Seq, record: Box<EventRecord>) {
         let mut h = lock(&self.handoff);
         if h.len() < self.handoff_max {
             h.insert(seq, record);
@@ -1478,7 +1497,8 @@ impl Lane {
                 _ => break,
             }
         }
-        out
+        drop(h);
+        out.into_iter().map(|(seq, r)| (seq, *r)).collect()
     }
 
     /// Sync mode: hands `waiter` the outcome of entry `seq`, now if the
