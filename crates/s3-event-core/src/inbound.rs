@@ -413,28 +413,30 @@ impl EventBridgeEvent {
                 ..Default::default()
             }),
             s3: Some(s3),
-            glacier_event_data: restore.then(|| GlacierEventData {
-                restore_event_data: Some(RestoreEventData {
-                    lifecycle_restoration_expiry_time: detail.restore_expiry_time.clone(),
-                    lifecycle_restore_storage_class: detail.source_storage_class.clone(),
+            glacier_event_data: restore.then(|| {
+                Box::new(GlacierEventData {
+                    restore_event_data: Some(RestoreEventData {
+                        lifecycle_restoration_expiry_time: detail.restore_expiry_time.clone(),
+                        lifecycle_restore_storage_class: detail.source_storage_class.clone(),
+                        ..Default::default()
+                    }),
                     ..Default::default()
-                }),
-                ..Default::default()
+                })
             }),
             lifecycle_event_data: detail.destination_storage_class.clone().map(|c| {
-                LifecycleEventData {
+                Box::new(LifecycleEventData {
                     transition_event_data: Some(TransitionEventData {
                         destination_storage_class: Some(c),
                         ..Default::default()
                     }),
                     ..Default::default()
-                }
+                })
             }),
             intelligent_tiering_event_data: detail.destination_access_tier.clone().map(|t| {
-                IntelligentTieringEventData {
+                Box::new(IntelligentTieringEventData {
                     destination_access_tier: Some(t),
                     ..Default::default()
-                }
+                })
             }),
             ..Default::default()
         })

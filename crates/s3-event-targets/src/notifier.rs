@@ -743,7 +743,7 @@ impl Notifier {
     /// [`Notifier::shutdown`] began, [`Error::Shutdown`].
     pub fn send(&self, record: EventRecord) -> impl Future<Output = Result<SendOutcome>> + '_ {
         // Boxed at once: the future then holds a pointer instead of the
-        // record (1.3 KB), and futures are moved whole (into tasks, into
+        // record (most of a KB), and futures are moved whole (into tasks, into
         // boxes, into their callers' futures).
         self.send_boxed(Box::new(record))
     }
@@ -771,7 +771,7 @@ impl Notifier {
         let last = hits.len().saturating_sub(1);
         // No local of this future holds a record across an await (the
         // futures that take one are boxed): each such local made the
-        // future 1.3 KB bigger (9.5 KB with the four it had).
+        // future a record bigger (9.5 KB with the four it had).
         let mut record = Some(record);
         let mut queues = hits.iter().enumerate().map(|(n, &hit)| {
             let p = &self.pipelines[self.route[hit]];
