@@ -653,49 +653,12 @@ enum Size {
 
 impl<'de> serde::Deserialize<'de> for Size {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = Size;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_i64<E>(self, n: i64) -> std::result::Result<Size, E> {
-                Ok(Size::Int(n))
-            }
-            fn visit_u64<E>(self, n: u64) -> std::result::Result<Size, E> {
-                Ok(i64::try_from(n).map_or(Size::Other, Size::Int))
-            }
-            fn visit_unit<E>(self) -> std::result::Result<Size, E> {
-                Ok(Size::Absent)
-            }
-            fn visit_bool<E>(self, _: bool) -> std::result::Result<Size, E> {
-                Ok(Size::Other)
-            }
-            fn visit_f64<E>(self, _: f64) -> std::result::Result<Size, E> {
-                Ok(Size::Other)
-            }
-            fn visit_str<E>(self, _: &str) -> std::result::Result<Size, E> {
-                Ok(Size::Other)
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> std::result::Result<Size, A::Error> {
-                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-                Ok(Size::Other)
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> std::result::Result<Size, A::Error> {
-                while map
-                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
-                    .is_some()
-                {}
-                Ok(Size::Other)
-            }
-        }
-        d.deserialize_any(V)
+        // A number or null reads into a `Value` without allocating; what
+        // else would allocate is refused anyway.
+        Ok(match <Value as serde::Deserialize>::deserialize(d)? {
+            Value::Null => Size::Absent,
+            v => v.as_i64().map_or(Size::Other, Size::Int),
+        })
     }
 }
 

@@ -1096,17 +1096,25 @@ impl Pipeline {
         waiter: Option<Waiter>,
     ) -> std::result::Result<(), Pin<Box<dyn Future<Output = Result<bool>> + Send + 'a>>> {
         let lane = &self.lanes[lane_of(key, self.lanes.len())];
-        let (record, waiter) = match lane.store {
-            Some(_) => (record, waiter),
+        match &lane.store {
+            // What `enqueue` would do, without boxing its future too.
+            Some(store) => {
+                self.counters.total.fetch_add(1, Ordering::Relaxed);
+                Err(Box::pin(self.enqueue_durable(
+                    lane,
+                    store,
+                    Box::new(record),
+                    waiter,
+                )))
+            }
             None => match lane.try_push(record, waiter) {
                 None => {
                     self.counters.total.fetch_add(1, Ordering::Relaxed);
-                    return Ok(());
+                    Ok(())
                 }
-                Some(back) => back,
+                Some((record, waiter)) => Err(Box::pin(self.enqueue(record, key, waiter))),
             },
-        };
-        Err(Box::pin(self.enqueue(record, key, waiter)))
+        }
     }
 
     /// Queues one record; `Ok(false)` when it was dropped (queue full).
