@@ -5,6 +5,7 @@
 //! handles the message that poll returned, so a message is never handled
 //! for a partition already revoked.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -20,7 +21,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use s3_event_core::Partitioner;
 
 use super::partition::{Incoming, PartitionState, Shared};
-use super::record::{self, MessageRef};
+use super::record::{self, Body, MessageRef};
 use super::{Counters, KafkaSource, KafkaSourceStats, KafkaStatsHandle};
 use crate::{Error, Result};
 
@@ -150,6 +151,8 @@ struct Loop {
     client: Arc<Client>,
     /// The last time partition computed, by minute of its timestamp.
     tpart: (i64, String),
+    /// The record of the message in hand (see [`incoming`]).
+    scratch: Vec<u8>,
     parts: HashMap<(String, i32), PartitionState>,
     commit: bool,
     in_flight: Option<InFlight>,
@@ -172,6 +175,7 @@ pub(super) async fn run(
     let mut l = Loop {
         client: Arc::clone(&client),
         tpart: (i64::MIN, String::new()),
+        scratch: Vec::new(),
         parts: HashMap::new(),
         commit: source.config.commit,
         in_flight: None,
@@ -247,8 +251,14 @@ impl Loop {
                             .values_mut()
                             .find(|p| p.partition == partition && p.topic == topic)
                         {
-                            let incoming =
-                                incoming(&m, &source.partitioner, &mut self.tpart, wrap, sh);
+                            let incoming = incoming(
+                                &m,
+                                &source.partitioner,
+                                &mut self.tpart,
+                                &mut self.scratch,
+                                wrap,
+                                sh,
+                            );
                             drop(m);
                             state.offer(sh, incoming).await?;
                         }
@@ -461,35 +471,58 @@ impl Loop {
     }
 }
 
-fn incoming<M: Message>(
+/// A message's headers. librdkafka parses them anew on every call, into a
+/// buffer it allocates, even when there are none: only wrapped records and
+/// failure reports show them, so only those ask.
+fn headers_of<M: Message>(m: &M) -> Vec<(&str, Option<&[u8]>)> {
+    m.headers()
+        .map(|h| h.iter().map(|h| (h.key, h.value)).collect())
+        .unwrap_or_default()
+}
+
+/// What `m` becomes, lent from the loop's buffers: the time partition from
+/// `cache` (one per minute of message time), the record copied into
+/// `scratch` (so that the message can go back to the client before the
+/// record is offered).
+fn incoming<'s, M: Message>(
     m: &M,
     partitioner: &s3_event_core::TimePartitioner,
-    cache: &mut (i64, String),
+    cache: &'s mut (i64, String),
+    scratch: &'s mut Vec<u8>,
     wrap: bool,
     sh: &Shared,
-) -> Incoming {
+) -> Incoming<'s> {
     let timestamp = m.timestamp().to_millis();
-    let headers = m
-        .headers()
-        .map(|h| h.iter().map(|h| (h.key, h.value)).collect())
-        .unwrap_or_default();
-    let r = MessageRef {
+    let mut r = MessageRef {
         topic: m.topic(),
         partition: m.partition(),
         offset: m.offset(),
         timestamp,
         key: m.key(),
         payload: m.payload(),
-        headers,
+        headers: if wrap { headers_of(m) } else { Vec::new() },
     };
+    let mut body = record::body(&r, wrap, sh.encoding);
+    if let (Body::Poison { reason, .. }, false) = (&body, wrap) {
+        r.headers = headers_of(m);
+        body = record::poison(&r, reason.clone());
+    }
     // Partitions are whole hours or days (UTC): a minute never spans two.
     let minute = timestamp.map_or(i64::MIN + 1, |t| t.div_euclid(60_000));
     if cache.0 != minute {
         *cache = (minute, time_partition(partitioner, timestamp));
     }
+    let body = match body {
+        Body::Record(record) => {
+            scratch.clear();
+            scratch.extend_from_slice(&record);
+            Body::Record(Cow::Borrowed(scratch.as_slice()))
+        }
+        Body::Poison { report, reason } => Body::Poison { report, reason },
+    };
     Incoming {
         offset: m.offset(),
-        tpart: cache.1.clone(),
-        body: record::body(&r, wrap, sh.encoding),
+        tpart: Cow::Borrowed(cache.1.as_str()),
+        body,
     }
 }

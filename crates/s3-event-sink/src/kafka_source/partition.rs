@@ -7,6 +7,7 @@
 //! a *T-message* is a data message (not poison) of time partition T, a
 //! *chain point* the first T-message after a stored T-object.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -94,11 +95,13 @@ impl Shared {
 }
 
 /// One message handed in: its offset, time partition and what it became.
+/// The consumer loop lends both from buffers it reuses, so a message costs
+/// no allocation of its own; tests hand in owned values.
 #[derive(Debug)]
-pub(crate) struct Incoming {
+pub(crate) struct Incoming<'a> {
     pub offset: i64,
-    pub tpart: String,
-    pub body: Body,
+    pub tpart: Cow<'a, str>,
+    pub body: Body<'a>,
 }
 
 /// An open batch: the records are kept beside the encoder so that, when
@@ -108,13 +111,25 @@ pub(crate) struct Incoming {
 struct Batch {
     first: i64,
     offsets: Vec<i64>,
-    records: Vec<Vec<u8>>,
+    /// The records, end to end (one buffer, not one allocation each).
+    data: Vec<u8>,
+    /// Where each record ends in `data`.
+    ends: Vec<usize>,
     encoder: BatchEncoder,
     opened: Instant,
     /// Length of the manifest's runs text so far, and the current run's
     /// first offset.
     runs_text: usize,
     run_start: i64,
+}
+
+/// The records a batch holds end to end in `data`, each ending at the
+/// next of `ends`.
+fn records<'a>(data: &'a [u8], ends: &'a [usize]) -> impl Iterator<Item = &'a [u8]> {
+    std::iter::once(0)
+        .chain(ends.iter().copied())
+        .zip(ends.iter().copied())
+        .map(|(a, b)| &data[a..b])
 }
 
 fn digits(n: u64) -> usize {
@@ -126,7 +141,8 @@ impl Batch {
         Batch {
             first,
             offsets: Vec::new(),
-            records: Vec::new(),
+            data: Vec::new(),
+            ends: Vec::new(),
             encoder: sh.encoder(),
             opened,
             runs_text: 0,
@@ -149,11 +165,9 @@ impl Batch {
         }
     }
 
-    /// Adds a record; gives it back with the encoder's error when refused.
-    fn push(&mut self, offset: i64, record: Vec<u8>) -> Result<(), Box<(Error, Vec<u8>)>> {
-        if let Err(e) = self.encoder.push_checked(&record) {
-            return Err(Box::new((e, record)));
-        }
+    /// Adds a record, or gives the encoder's error when it refuses it.
+    fn push(&mut self, offset: i64, record: &[u8]) -> Result<()> {
+        self.encoder.push_checked(record)?;
         self.runs_text = self.runs_text_with(offset);
         if self.offsets.last().is_none_or(|&l| offset != l + 1) {
             self.run_start = offset;
@@ -163,12 +177,17 @@ impl Batch {
             }
         }
         self.offsets.push(offset);
-        self.records.push(record);
+        self.data.extend_from_slice(record);
+        self.ends.push(self.data.len());
         Ok(())
     }
 
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
     fn due(&self, sh: &Shared) -> bool {
-        self.records.len() >= sh.flush_size || self.encoder.encoded_len() >= sh.max_bytes
+        self.len() >= sh.flush_size || self.encoder.encoded_len() >= sh.max_bytes
     }
 }
 
@@ -253,13 +272,13 @@ impl PartitionState {
         self.parts
             .values()
             .filter_map(|t| t.open.as_ref())
-            .map(|b| b.records.len())
+            .map(Batch::len)
             .sum()
     }
 
     /// Takes one message. Offsets at or below one already seen are
     /// ignored (a fetch repeated by the client).
-    pub(crate) async fn offer(&mut self, sh: &Shared, m: Incoming) -> Result<()> {
+    pub(crate) async fn offer(&mut self, sh: &Shared, m: Incoming<'_>) -> Result<()> {
         if self.next.is_some_and(|n| m.offset < n) {
             return Ok(());
         }
@@ -281,12 +300,15 @@ impl PartitionState {
         }
         let tp = self
             .parts
-            .get_mut(&m.tpart)
+            .get_mut(m.tpart.as_ref())
             .expect("added by count_skipped");
         if tp.open.is_none() && tp.check && self.chain_check(sh, &m.tpart, m.offset).await? {
             return Ok(());
         }
-        let tp = self.parts.get_mut(&m.tpart).expect("inserted above");
+        let tp = self
+            .parts
+            .get_mut(m.tpart.as_ref())
+            .expect("inserted above");
         if tp
             .open
             .as_ref()
@@ -310,11 +332,10 @@ impl PartitionState {
         let batch = tp
             .open
             .get_or_insert_with(|| Batch::new(sh, m.offset, Instant::now()));
-        if let Err(refused) = batch.push(m.offset, record) {
-            let (e, record) = *refused;
+        if let Err(e) = batch.push(m.offset, &record) {
             // A record the encoder refuses (a Parquet schema mismatch):
             // reported like a message that is not JSON.
-            if batch.records.is_empty() {
+            if batch.len() == 0 {
                 tp.open = None;
             }
             let reason = e.to_string();
@@ -562,14 +583,15 @@ impl PartitionState {
             let Batch {
                 first,
                 offsets,
-                records,
+                data,
+                ends,
                 encoder,
                 opened,
                 ..
             } = batch;
             let bytes = Bytes::from(encoder.finish()?);
             let seqs: Vec<u64> = offsets.iter().map(|&o| o as u64).collect();
-            let manifest = Manifest::new(&bytes, records.len() as u64, &seqs, &self.instance);
+            let manifest = Manifest::new(&bytes, ends.len() as u64, &seqs, &self.instance);
             let stored = put_until_done(
                 sh,
                 &key,
@@ -622,8 +644,8 @@ impl PartitionState {
             }
             // The rest, encoded again, from the next chain point.
             let mut rest = Batch::new(sh, offsets[n], opened);
-            for (o, r) in offsets[n..].iter().zip(records.into_iter().skip(n)) {
-                rest.push(*o, r).map_err(|b| b.0)?;
+            for (o, r) in offsets[n..].iter().zip(records(&data, &ends).skip(n)) {
+                rest.push(*o, r)?;
             }
             let tp = self.parts.get_mut(tpart).expect("present");
             tp.open = Some(rest);

@@ -6,6 +6,8 @@
 //! or of the batch), so a redo classifies and renders every message as the
 //! first attempt did.
 
+use std::borrow::Cow;
+
 use base64::Engine as _;
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -28,9 +30,10 @@ pub(crate) struct MessageRef<'a> {
 
 /// What one message becomes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Body {
-    /// One record of a data object: compact JSON, no raw newline.
-    Record(Vec<u8>),
+pub(crate) enum Body<'a> {
+    /// One record of a data object: compact JSON, no raw newline; borrowed
+    /// from the message when it is its value as it came.
+    Record(Cow<'a, [u8]>),
     /// A message that cannot be stored as JSON: its failure report (one
     /// NDJSON line) and the reason.
     Poison { report: Vec<u8>, reason: String },
@@ -107,7 +110,7 @@ fn headers<'a>(m: &MessageRef<'a>) -> Vec<Header<'a>> {
 /// line breaks as spaces (a pretty-printed value: outside strings they can
 /// only be whitespace, inside one they are not JSON), so that nothing else
 /// of the value changes (key order, duplicate keys, number spelling).
-fn json_value(payload: Option<&[u8]>) -> Result<std::borrow::Cow<'_, [u8]>, String> {
+fn json_value(payload: Option<&[u8]>) -> Result<Cow<'_, [u8]>, String> {
     let Some(p) = payload else {
         return Err("the message has no value (a tombstone)".into());
     };
@@ -122,9 +125,9 @@ fn json_value(payload: Option<&[u8]>) -> Result<std::borrow::Cow<'_, [u8]>, Stri
     }
     let p = trim(p);
     if memchr::memchr2(b'\n', b'\r', p).is_none() {
-        return Ok(std::borrow::Cow::Borrowed(p));
+        return Ok(Cow::Borrowed(p));
     }
-    Ok(std::borrow::Cow::Owned(
+    Ok(Cow::Owned(
         p.iter()
             .map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b })
             .collect(),
@@ -142,7 +145,7 @@ fn trim(b: &[u8]) -> &[u8] {
 
 /// What `m` becomes: its value (or the wrapped value) as one record, or its
 /// failure report.
-pub(crate) fn body(m: &MessageRef<'_>, wrap: bool, encoding: Encoding) -> Body {
+pub(crate) fn body<'a>(m: &MessageRef<'a>, wrap: bool, encoding: Encoding) -> Body<'a> {
     let value = match json_value(m.payload) {
         Ok(v) => v,
         Err(reason) => return poison(m, reason),
@@ -163,11 +166,11 @@ pub(crate) fn body(m: &MessageRef<'_>, wrap: bool, encoding: Encoding) -> Body {
             value: raw,
         };
         match serde_json::to_vec(&w) {
-            Ok(v) => v,
+            Ok(v) => Cow::Owned(v),
             Err(e) => return poison(m, format!("wrapping the value: {e}")),
         }
     } else {
-        value.into_owned()
+        value
     };
     if let Some(reason) = crate::encode::invalid_record(encoding, &record) {
         return poison(m, reason.to_owned());
@@ -176,7 +179,7 @@ pub(crate) fn body(m: &MessageRef<'_>, wrap: bool, encoding: Encoding) -> Body {
 }
 
 /// The failure report of `m`, for `reason`.
-pub(crate) fn poison(m: &MessageRef<'_>, reason: String) -> Body {
+pub(crate) fn poison<'a>(m: &MessageRef<'_>, reason: String) -> Body<'a> {
     let r = Report {
         topic: m.topic,
         partition: m.partition,
@@ -217,12 +220,12 @@ mod tests {
         let m = msg(Some(br#" {"a": 1} "#));
         assert_eq!(
             body(&m, false, Encoding::Ndjson),
-            Body::Record(br#"{"a": 1}"#.to_vec())
+            Body::Record(br#"{"a": 1}"#.into())
         );
         let m = msg(Some(b"{\n  \"a\": [1,\r\n 2]\n}\n"));
         assert_eq!(
             body(&m, false, Encoding::Ndjson),
-            Body::Record(br#"{   "a": [1,   2] }"#.to_vec())
+            Body::Record(br#"{   "a": [1,   2] }"#.to_vec().into())
         );
         // Nothing else of the value changes: key order, duplicate keys,
         // numbers beyond 64 bits.
@@ -231,12 +234,16 @@ mod tests {
         ));
         assert_eq!(
             body(&m, false, Encoding::Ndjson),
-            Body::Record(br#"{"b":1, "a":2,"a":3,"n":123456789012345678901234567890}"#.to_vec())
+            Body::Record(
+                br#"{"b":1, "a":2,"a":3,"n":123456789012345678901234567890}"#
+                    .to_vec()
+                    .into()
+            )
         );
         let m = msg(Some(b"42"));
         assert_eq!(
             body(&m, false, Encoding::Ndjson),
-            Body::Record(b"42".to_vec())
+            Body::Record(b"42".into())
         );
     }
 

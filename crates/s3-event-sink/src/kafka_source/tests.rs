@@ -549,3 +549,73 @@ async fn poison_neither_blocks_nor_disappears() {
         Some(ends[&0])
     );
 }
+
+/// A message's headers are in its wrapped record and, records unwrapped,
+/// in its failure report (the loop reads them only for those two).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_reach_wrapped_records_and_failure_reports() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    let topic = unique("headers");
+    create_topic(&topic, 1).await;
+    let prod = producer();
+    for (n, value) in [&b"{\"n\":0}"[..], b"not json", b"{\"n\":2}"]
+        .into_iter()
+        .enumerate()
+    {
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "trace",
+                value: Some(format!("t{n}").as_str()),
+            })
+            .insert(Header {
+                key: "empty",
+                value: None::<&[u8]>,
+            });
+        let rec = FutureRecord::<(), [u8]>::to(&topic)
+            .partition(0)
+            .payload(value)
+            .timestamp(base_ts())
+            .headers(headers);
+        prod.send(rec, Duration::from_secs(10)).await.unwrap();
+    }
+    let ends = BTreeMap::from([(0, 3)]);
+    let expected = json!([{"key": "trace", "value": "t1"}, {"key": "empty", "value": null}]);
+    for wrap in [false, true] {
+        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let source = builder(&topic, &unique("g"), Arc::clone(&store))
+            .with_wrap(wrap)
+            .build()
+            .unwrap();
+        let stats = source.stats_handle();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let run = tokio::spawn(source.run(async {
+            rx.await.ok();
+        }));
+        wait_for(&stats, &topic, &ends, Duration::from_secs(60)).await;
+        tx.send(()).unwrap();
+        assert_eq!(run.await.unwrap().unwrap().poison, 1);
+        let mut reports = 0;
+        for (key, body) in crate::testing::objects(&*store, "ev/").await {
+            let lines: Vec<serde_json::Value> = body
+                .split(|&b| b == b'\n')
+                .filter(|l| !l.is_empty())
+                .map(|l| serde_json::from_slice(l).unwrap())
+                .collect();
+            if key.contains("_failed") {
+                reports += 1;
+                assert_eq!(lines[0]["headers"], expected, "wrap {wrap}: {key}");
+                continue;
+            }
+            assert_eq!(lines.len(), 2, "wrap {wrap}: {key}");
+            for (line, n) in lines.iter().zip([0, 2]) {
+                if wrap {
+                    assert_eq!(line["value"], json!({ "n": n }));
+                    assert_eq!(line["headers"][0]["value"], format!("t{n}"));
+                } else {
+                    assert_eq!(*line, json!({ "n": n }));
+                }
+            }
+        }
+        assert_eq!(reports, 1, "wrap {wrap}");
+    }
+}

@@ -40,17 +40,17 @@ fn tpart(h: u32) -> String {
 }
 
 /// Message `o` in hour `h`; a record holding its offset, or poison.
-fn msg(o: i64, h: u32, poison: bool) -> Incoming {
+fn msg(o: i64, h: u32, poison: bool) -> Incoming<'static> {
     Incoming {
         offset: o,
-        tpart: tpart(h),
+        tpart: tpart(h).into(),
         body: if poison {
             Body::Poison {
                 report: format!("{{\"offset\":{o}}}\n").into_bytes(),
                 reason: "not JSON".into(),
             }
         } else {
-            Body::Record(format!("{{\"o\":{o}}}").into_bytes())
+            Body::Record(format!("{{\"o\":{o}}}").into_bytes().into())
         },
     }
 }
