@@ -149,10 +149,8 @@ fn time_partition(p: &s3_event_core::TimePartitioner, ts: Option<i64>) -> String
 
 struct Loop {
     client: Arc<Client>,
-    /// The last time partition computed, by minute of its timestamp.
-    tpart: (i64, String),
-    /// The record of the message in hand (see [`incoming`]).
-    scratch: Vec<u8>,
+    /// What [`incoming`] lends the message in hand.
+    lent: Lent,
     parts: HashMap<(String, i32), PartitionState>,
     commit: bool,
     in_flight: Option<InFlight>,
@@ -174,8 +172,10 @@ pub(super) async fn run(
     tracing::info!(group = %source.config.group_id, topics = ?topics, "kafka source: subscribed");
     let mut l = Loop {
         client: Arc::clone(&client),
-        tpart: (i64::MIN, String::new()),
-        scratch: Vec::new(),
+        lent: Lent {
+            tpart: (i64::MIN, String::new()),
+            record: Vec::new(),
+        },
         parts: HashMap::new(),
         commit: source.config.commit,
         in_flight: None,
@@ -251,14 +251,8 @@ impl Loop {
                             .values_mut()
                             .find(|p| p.partition == partition && p.topic == topic)
                         {
-                            let incoming = incoming(
-                                &m,
-                                &source.partitioner,
-                                &mut self.tpart,
-                                &mut self.scratch,
-                                wrap,
-                                sh,
-                            );
+                            let incoming =
+                                incoming(&m, &source.partitioner, &mut self.lent, wrap, sh);
                             drop(m);
                             state.offer(sh, incoming).await?;
                         }
@@ -480,15 +474,20 @@ fn headers_of<M: Message>(m: &M) -> Vec<(&str, Option<&[u8]>)> {
         .unwrap_or_default()
 }
 
-/// What `m` becomes, lent from the loop's buffers: the time partition from
-/// `cache` (one per minute of message time), the record copied into
-/// `scratch` (so that the message can go back to the client before the
-/// record is offered).
+/// The buffers the loop reuses for the message in hand.
+struct Lent {
+    /// The last time partition computed, by minute of its timestamp.
+    tpart: (i64, String),
+    /// The message's record, copied so that the message can go back to the
+    /// client before the record is offered.
+    record: Vec<u8>,
+}
+
+/// What `m` becomes, lent from the loop's buffers.
 fn incoming<'s, M: Message>(
     m: &M,
     partitioner: &s3_event_core::TimePartitioner,
-    cache: &'s mut (i64, String),
-    scratch: &'s mut Vec<u8>,
+    lent: &'s mut Lent,
     wrap: bool,
     sh: &Shared,
 ) -> Incoming<'s> {
@@ -509,20 +508,20 @@ fn incoming<'s, M: Message>(
     }
     // Partitions are whole hours or days (UTC): a minute never spans two.
     let minute = timestamp.map_or(i64::MIN + 1, |t| t.div_euclid(60_000));
-    if cache.0 != minute {
-        *cache = (minute, time_partition(partitioner, timestamp));
+    if lent.tpart.0 != minute {
+        lent.tpart = (minute, time_partition(partitioner, timestamp));
     }
     let body = match body {
         Body::Record(record) => {
-            scratch.clear();
-            scratch.extend_from_slice(&record);
-            Body::Record(Cow::Borrowed(scratch.as_slice()))
+            lent.record.clear();
+            lent.record.extend_from_slice(&record);
+            Body::Record(Cow::Borrowed(lent.record.as_slice()))
         }
         Body::Poison { report, reason } => Body::Poison { report, reason },
     };
     Incoming {
         offset: m.offset(),
-        tpart: Cow::Borrowed(cache.1.as_str()),
+        tpart: Cow::Borrowed(lent.tpart.1.as_str()),
         body,
     }
 }
