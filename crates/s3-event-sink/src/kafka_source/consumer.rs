@@ -512,11 +512,15 @@ fn incoming<'s, M: Message>(
         lent.tpart = (minute, time_partition(partitioner, timestamp));
     }
     let body = match body {
-        Body::Record(record) => {
+        // Borrowed from the message, which goes back to the client before
+        // the record is offered: copied. A record made here (wrapped, or
+        // with line breaks replaced) is already owned.
+        Body::Record(Cow::Borrowed(record)) => {
             lent.record.clear();
-            lent.record.extend_from_slice(&record);
+            lent.record.extend_from_slice(record);
             Body::Record(Cow::Borrowed(lent.record.as_slice()))
         }
+        Body::Record(Cow::Owned(record)) => Body::Record(Cow::Owned(record)),
         Body::Poison { report, reason } => Body::Poison { report, reason },
     };
     Incoming {

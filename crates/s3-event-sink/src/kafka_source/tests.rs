@@ -157,6 +157,24 @@ pub(super) async fn wait_for(
     }
 }
 
+/// Runs `source` until its positions reach `ends` (at most `limit`), then
+/// shuts it down; its totals.
+pub(super) async fn run_until(
+    source: KafkaSource,
+    topic: &str,
+    ends: &BTreeMap<i32, i64>,
+    limit: Duration,
+) -> super::KafkaSourceStats {
+    let stats = source.stats_handle();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(source.run(async {
+        rx.await.ok();
+    }));
+    wait_for(&stats, topic, ends, limit).await;
+    tx.send(()).unwrap();
+    run.await.unwrap().unwrap()
+}
+
 /// One object as read back.
 #[derive(Debug)]
 pub(super) struct Obj {
@@ -431,14 +449,7 @@ async fn restart_after_lost_commits(chain_check: bool) {
         .with_chain_check(chain_check)
         .build()
         .unwrap();
-    let b_stats = b.stats_handle();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let run_b = tokio::spawn(b.run(async {
-        rx.await.ok();
-    }));
-    wait_for(&b_stats, &topic, &ends, Duration::from_secs(90)).await;
-    tx.send(()).unwrap();
-    let b_totals = run_b.await.unwrap().unwrap();
+    let b_totals = run_until(b, &topic, &ends, Duration::from_secs(90)).await;
     // Nothing the first instance stored changed.
     let after: BTreeMap<String, Vec<u8>> = crate::testing::objects(&*store, "ev/")
         .await
@@ -496,14 +507,7 @@ async fn poison_neither_blocks_nor_disappears() {
         .with_flush_size(7)
         .build()
         .unwrap();
-    let stats = source.stats_handle();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let run = tokio::spawn(source.run(async {
-        rx.await.ok();
-    }));
-    wait_for(&stats, &topic, &ends, Duration::from_secs(60)).await;
-    tx.send(()).unwrap();
-    let totals = run.await.unwrap().unwrap();
+    let totals = run_until(source, &topic, &ends, Duration::from_secs(60)).await;
     assert_eq!(totals.poison, 12);
     let (data, failed) = read_back(&*store, &topic).await;
     let bad: Vec<(i32, i64)> = expected
@@ -586,14 +590,8 @@ async fn headers_reach_wrapped_records_and_failure_reports() {
             .with_wrap(wrap)
             .build()
             .unwrap();
-        let stats = source.stats_handle();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let run = tokio::spawn(source.run(async {
-            rx.await.ok();
-        }));
-        wait_for(&stats, &topic, &ends, Duration::from_secs(60)).await;
-        tx.send(()).unwrap();
-        assert_eq!(run.await.unwrap().unwrap().poison, 1);
+        let totals = run_until(source, &topic, &ends, Duration::from_secs(60)).await;
+        assert_eq!(totals.poison, 1);
         let mut reports = 0;
         for (key, body) in crate::testing::objects(&*store, "ev/").await {
             let lines: Vec<serde_json::Value> = body
