@@ -10,7 +10,12 @@
 //!   upload).
 //!
 //! Both are timed from the first message taken to the last (the group
-//! join, a few seconds on tansu, is left out: `iter_custom`). The topic
+//! join, a few seconds on tansu, is left out: `iter_custom`). Over the same
+//! span each run also takes the CPU time of this process (all its threads:
+//! librdkafka's, the runtime's, the bench's own), and after each function
+//! the median of its runs is printed (`cpu per run`): it varies less than
+//! the time, which also waits on the broker's fetches, and the broker's
+//! own CPU time is not in it. The topic
 //! (3 partitions, 100 000 JSON values of about 150 bytes) is produced
 //! once. Broker: `S3E_KAFKA_BROKERS` (default `127.0.0.1:19092`, tansu from
 //! `scripts/services.sh`). Run with
@@ -33,6 +38,34 @@ use s3_event::sink::kafka_source::KafkaSource;
 use s3_event::sink::Compression;
 
 const PARTITIONS: i32 = 3;
+
+/// This process's CPU time so far, every thread's (Linux:
+/// `/proc/self/task/*/schedstat`, nanoseconds); zero where there is none.
+fn cpu() -> Duration {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Duration::ZERO;
+    };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .map(Duration::from_nanos)
+        .sum()
+}
+
+/// The CPU time of each run since the last [`print_cpu`].
+static CPU: std::sync::Mutex<Vec<Duration>> = std::sync::Mutex::new(Vec::new());
+
+fn print_cpu(name: &str) {
+    let mut runs = std::mem::take(&mut *CPU.lock().unwrap());
+    runs.sort();
+    if let Some(median) = runs.get(runs.len() / 2) {
+        println!(
+            "{name}: cpu per run {median:.1?} (median of {}), {:.2} us per message",
+            runs.len(),
+            median.as_secs_f64() * 1e6 / messages() as f64
+        );
+    }
+}
 
 /// Messages in the topic: 100 000 under `cargo bench`; 5 000 when the
 /// bench runs once in test mode (`cargo test --benches`), which only
@@ -112,11 +145,14 @@ async fn raw(topic: &str) -> Duration {
     let mut first = None;
     for _ in 0..messages() {
         let m = c.recv().await.unwrap();
-        first.get_or_insert_with(Instant::now);
+        first.get_or_insert_with(|| (Instant::now(), cpu()));
         bytes += m.payload().map_or(0, <[u8]>::len);
     }
     std::hint::black_box(bytes);
-    first.unwrap().elapsed()
+    let (t0, cpu0) = first.unwrap();
+    let took = t0.elapsed();
+    CPU.lock().unwrap().push(cpu().saturating_sub(cpu0));
+    took
 }
 
 /// Runs the source into memory until it has taken every message; the
@@ -141,14 +177,16 @@ async fn source(topic: &str) -> Duration {
     loop {
         let n = stats.snapshot().messages;
         if n > 0 {
-            first.get_or_insert_with(Instant::now);
+            first.get_or_insert_with(|| (Instant::now(), cpu()));
         }
         if n as usize >= messages() {
             break;
         }
         tokio::time::sleep(Duration::from_micros(500)).await;
     }
-    let took = first.unwrap().elapsed();
+    let (t0, cpu0) = first.unwrap();
+    let took = t0.elapsed();
+    CPU.lock().unwrap().push(cpu().saturating_sub(cpu0));
     tx.send(()).unwrap();
     let totals = run.await.unwrap().unwrap();
     assert_eq!(totals.records as usize, messages());
@@ -180,6 +218,7 @@ fn bench(c: &mut Criterion) {
                 .sum::<Duration>()
         })
     });
+    print_cpu("kafka_source/raw_consumer");
     g.bench_function("source_to_memory", |b| {
         b.iter_custom(|iters| {
             (0..iters)
@@ -187,6 +226,7 @@ fn bench(c: &mut Criterion) {
                 .sum::<Duration>()
         })
     });
+    print_cpu("kafka_source/source_to_memory");
     g.finish();
 }
 
