@@ -11,8 +11,9 @@
 //!
 //! Both are timed from the first message taken to the last (the group
 //! join, a few seconds on tansu, is left out: `iter_custom`). Over the same
-//! span each run also takes the CPU time of this process (all its threads:
-//! librdkafka's, the runtime's, the bench's own), and after each function
+//! span each run also takes the CPU time of this process (its threads
+//! alive at the end: librdkafka's, the runtime's, the bench's own), and
+//! after each function
 //! the median of its runs is printed (`cpu per run`): it varies less than
 //! the time, which also waits on the broker's fetches, and the broker's
 //! own CPU time is not in it. The topic
@@ -54,6 +55,18 @@ fn cpu() -> Duration {
 
 /// The CPU time of each run since the last [`print_cpu`].
 static CPU: std::sync::Mutex<Vec<Duration>> = std::sync::Mutex::new(Vec::new());
+
+/// A timed span's start: the time and the CPU time.
+fn span_start() -> (Instant, Duration) {
+    (Instant::now(), cpu())
+}
+
+/// The time since `start`; the CPU time since goes to [`CPU`].
+fn span_end((t0, cpu0): (Instant, Duration)) -> Duration {
+    let took = t0.elapsed();
+    CPU.lock().unwrap().push(cpu().saturating_sub(cpu0));
+    took
+}
 
 fn print_cpu(name: &str) {
     let mut runs = std::mem::take(&mut *CPU.lock().unwrap());
@@ -145,14 +158,11 @@ async fn raw(topic: &str) -> Duration {
     let mut first = None;
     for _ in 0..messages() {
         let m = c.recv().await.unwrap();
-        first.get_or_insert_with(|| (Instant::now(), cpu()));
+        first.get_or_insert_with(span_start);
         bytes += m.payload().map_or(0, <[u8]>::len);
     }
     std::hint::black_box(bytes);
-    let (t0, cpu0) = first.unwrap();
-    let took = t0.elapsed();
-    CPU.lock().unwrap().push(cpu().saturating_sub(cpu0));
-    took
+    span_end(first.unwrap())
 }
 
 /// Runs the source into memory until it has taken every message; the
@@ -177,16 +187,14 @@ async fn source(topic: &str) -> Duration {
     loop {
         let n = stats.snapshot().messages;
         if n > 0 {
-            first.get_or_insert_with(|| (Instant::now(), cpu()));
+            first.get_or_insert_with(span_start);
         }
         if n as usize >= messages() {
             break;
         }
         tokio::time::sleep(Duration::from_micros(500)).await;
     }
-    let (t0, cpu0) = first.unwrap();
-    let took = t0.elapsed();
-    CPU.lock().unwrap().push(cpu().saturating_sub(cpu0));
+    let took = span_end(first.unwrap());
     tx.send(()).unwrap();
     let totals = run.await.unwrap().unwrap();
     assert_eq!(totals.records as usize, messages());
