@@ -4,6 +4,9 @@
 //! - `ndjson_gzip/{per_object}`: NDJSON, gzip level 6 (the sink's default);
 //! - `parquet_s3_zstd/{per_object}`: Parquet with the S3 schema
 //!   (`ParquetSchema::S3Records`), zstd pages (the default, level 3);
+//! - `parquet_s3_compact_zstd/{per_object}`: Parquet with the `s3-compact`
+//!   schema (`ParquetSchema::S3Compact`: the same columns, and only what
+//!   they do not hold of each record as JSON text), zstd pages;
 //!
 //! with 1 000 records per object (the sink's default flush size) and with
 //! all 100 000 in one object. Throughput is records per second; the bytes
@@ -59,11 +62,17 @@ fn records(n: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
-fn formats() -> [(&'static str, Encoding, Compression); 2] {
+fn formats() -> [(&'static str, Encoding, Compression); 3] {
     let s3 = ParquetOptions::default().with_schema(ParquetSchema::S3Records);
+    let compact = s3.with_schema(ParquetSchema::S3Compact);
     [
         ("ndjson_gzip", Encoding::Ndjson, Compression::gzip()),
         ("parquet_s3_zstd", Encoding::Parquet(s3), Compression::None),
+        (
+            "parquet_s3_compact_zstd",
+            Encoding::Parquet(compact),
+            Compression::None,
+        ),
     ]
 }
 

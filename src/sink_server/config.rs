@@ -15,7 +15,7 @@
 //! | `prefix` | put before every object key | none |
 //! | `encoding` | `ndjson`, `json` or `parquet` (crate feature `parquet`) | `ndjson` |
 //! | `compression` | `gzip`, `zstd` or `none`; with `parquet` only `none` (the pages are compressed instead) | `gzip`; `none` with `parquet` |
-//! | `parquetSchema` | `cloudevents` (what this server receives), `s3` or `inferred`; see `s3_event_sink::ParquetSchema` | `cloudevents` |
+//! | `parquetSchema` | `cloudevents` (what this server receives), `s3`, `s3-compact` or `inferred`; see `s3_event_sink::ParquetSchema` | `cloudevents` |
 //! | `parquetCompression` | Parquet page compression: `zstd`, `snappy` or `none` | `zstd` |
 //! | `parquetRowGroupSize` | rows per Parquet row group | `131072` |
 //! | `fsync` | spool fsync: `always`, `never` or an interval (`10ms`) | `10ms` |
@@ -1268,6 +1268,18 @@ mod tests {
             .with_row_group_size(5000);
         assert_eq!(c.encoding, Encoding::Parquet(want));
         c.sink_builder().unwrap();
+        let c = Config::from_parts(
+            obj(json!({"encoding": "parquet", "parquetSchema": "s3-compact"})),
+            None,
+            &no_env,
+        )
+        .unwrap();
+        let want = ParquetOptions::default().with_schema(ParquetSchema::S3Compact);
+        assert_eq!(c.encoding, Encoding::Parquet(want));
+        assert_eq!(
+            c.describe_format(),
+            "Parquet (s3-compact schema, zstd(3) pages)"
+        );
         for (config, key) in [
             (
                 json!({"encoding": "parquet", "compression": "gzip"}),

@@ -33,6 +33,8 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression as ParquetCodec, Encoding as ParquetEncoding, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use serde::de::{Error as _, MapAccess};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
@@ -74,6 +76,21 @@ use crate::error::{Error, Result};
 /// | `source_ip` | string | `requestParameters.sourceIPAddress` |
 /// | `record` | string (JSON text), not null | the whole record, so nothing is lost |
 ///
+/// **`s3-compact`** — the columns of `s3`, with `rest` in place of
+/// `record`:
+///
+/// | column | type | from |
+/// |---|---|---|
+/// | `rest` | string (JSON text), not null | the record without the members the other columns hold exactly: every member of the record, in its order, but `eventName`, `eventTime`, `awsRegion`, `userIdentity.principalId`, `requestParameters.sourceIPAddress`, `s3.bucket.name`, `s3.object.eTag`, `s3.object.versionId` and `s3.object.sequencer` when they are strings, `s3.object.size` when it is an integer, and `s3.object.key` when it is a string without `%` or `+` (so its column, URL-decoded, is the key as written) |
+///
+/// Nothing is lost: [`decode`](crate::decode) gives back the record, each
+/// column's value put back at its member's place in `rest` (as the last
+/// member of its object) unless `rest` holds that member. A record whose
+/// members the columns hold takes in `rest` only what the columns do not
+/// (for AWS records: versions, ids, ARNs), so repeated members compress to
+/// next to nothing; a query that needs the whole record as one text
+/// wants `s3`.
+///
 /// **`inferred`** — any JSON objects: the schema is inferred (arrow-json:
 /// numbers as int64 or float64, strings, booleans, lists, structs; a field
 /// that is `null` in the records it is inferred from becomes a string
@@ -108,6 +125,9 @@ pub enum ParquetSchema {
     /// S3 event records: the main fields as columns and the whole record
     /// as JSON text.
     S3Records,
+    /// S3 event records: the columns of `S3Records`, and the rest of the
+    /// record (what they do not hold) as JSON text.
+    S3Compact,
     /// Inferred from the first record of each batch (or given).
     #[default]
     Inferred,
@@ -118,6 +138,7 @@ impl ParquetSchema {
         match self {
             ParquetSchema::CloudEvents => "cloudevents",
             ParquetSchema::S3Records => "s3",
+            ParquetSchema::S3Compact => "s3-compact",
             ParquetSchema::Inferred => "inferred",
         }
     }
@@ -126,11 +147,13 @@ impl ParquetSchema {
 impl FromStr for ParquetSchema {
     type Err = Error;
 
-    /// Parses `cloudevents`, `s3` or `inferred` (ASCII case-insensitive).
+    /// Parses `cloudevents`, `s3`, `s3-compact` or `inferred` (ASCII
+    /// case-insensitive).
     fn from_str(s: &str) -> Result<Self> {
         [
             ParquetSchema::CloudEvents,
             ParquetSchema::S3Records,
+            ParquetSchema::S3Compact,
             ParquetSchema::Inferred,
         ]
         .into_iter()
@@ -138,7 +161,7 @@ impl FromStr for ParquetSchema {
         .ok_or_else(|| Error::InvalidConfig {
             what: "parquet schema",
             value: s.to_owned(),
-            expected: "`cloudevents`, `s3`, `inferred`",
+            expected: "`cloudevents`, `s3`, `s3-compact`, `inferred`",
         })
     }
 }
@@ -315,7 +338,8 @@ const S3_STRINGS: [&str; 9] = [
     "principal_id",
 ];
 
-fn s3_schema() -> SchemaRef {
+/// The S3 schemas: `text` is `record` (the whole record) or `rest`.
+fn s3_schema(text: &str) -> SchemaRef {
     let mut fields: Vec<Field> = S3_STRINGS
         .iter()
         .map(|n| {
@@ -328,7 +352,7 @@ fn s3_schema() -> SchemaRef {
         .collect();
     fields.push(Field::new("source_ip", DataType::Utf8, true));
     fields.push(Field::new("size", DataType::Int64, true));
-    fields.push(Field::new("record", DataType::Utf8, false));
+    fields.push(Field::new(text, DataType::Utf8, false));
     Arc::new(Schema::new(fields))
 }
 
@@ -349,7 +373,8 @@ pub(crate) fn check(
 ) -> std::result::Result<(), String> {
     match schema {
         ParquetSchema::CloudEvents => CeRow::from(parse_object(record)?).map(drop),
-        ParquetSchema::S3Records => S3Row::parse(record).map(drop),
+        // The two refuse the same records (a property test says so).
+        ParquetSchema::S3Records | ParquetSchema::S3Compact => S3Row::parse(record).map(drop),
         ParquetSchema::Inferred => {
             let obj = parse_object(record)?;
             match inferred {
@@ -431,13 +456,25 @@ impl<'a> S3Row<'a> {
                 Err(e) => Err(format!("not JSON: {e}")),
             };
         }
-        let f: S3Fields<'a> = serde_json::from_str(text).map_err(|e| {
-            if e.is_data() {
-                format!("not an S3 event record: {e}")
-            } else {
-                format!("not JSON: {e}")
-            }
-        })?;
+        let f: S3Fields<'a> = serde_json::from_str(text).map_err(refusal)?;
+        Self::from_fields(f, text)
+    }
+
+    /// The columns of `raw`, as [`parse`](Self::parse) reads them, and in
+    /// `rest` the record without the members they hold exactly (the
+    /// `s3-compact` schema's `rest` column), in the same pass.
+    fn parse_compact(raw: &'a [u8], rest: &mut String) -> std::result::Result<Self, String> {
+        let text = std::str::from_utf8(raw).map_err(|e| format!("not JSON: {e}"))?;
+        if text.trim_start().as_bytes().first() != Some(&b'{') {
+            return Self::parse(raw);
+        }
+        let f: S3Fields<'a> = strip(text, rest).map_err(refusal)?;
+        let mut row = Self::from_fields(f, "")?;
+        row.record = "";
+        Ok(row)
+    }
+
+    fn from_fields(f: S3Fields<'a>, text: &'a str) -> std::result::Result<Self, String> {
         let (bucket, object) = match f.s3.0 {
             Some(s3) => (
                 s3.bucket.0.unwrap_or_default(),
@@ -479,6 +516,393 @@ impl<'a> S3Row<'a> {
             size,
             record: text,
         })
+    }
+}
+
+/// Why a record is refused, from the error reading it.
+fn refusal(e: serde_json::Error) -> String {
+    if e.is_data() {
+        format!("not an S3 event record: {e}")
+    } else {
+        format!("not JSON: {e}")
+    }
+}
+
+/// One level of an S3 event record as the `s3-compact` schema reads it:
+/// the members it has columns (or deeper levels) for, in `NAMES`; every
+/// other member goes to `rest` as written.
+trait Level<'de>: Default {
+    const NAMES: &'static [&'static str];
+
+    /// Reads member `NAMES[i]`, the next value of `map`, into `self`;
+    /// writes it to `out` unless a column holds it exactly.
+    fn take<A: MapAccess<'de>>(
+        &mut self,
+        i: usize,
+        map: &mut A,
+        out: &mut Members<'_>,
+    ) -> std::result::Result<(), A::Error>;
+}
+
+/// The members written to `rest` at one level.
+struct Members<'r> {
+    rest: &'r mut String,
+    first: bool,
+}
+
+impl Members<'_> {
+    /// Starts member `name`; its value is written next.
+    fn name(&mut self, name: &str) -> &mut String {
+        self.named(name, false)
+    }
+
+    /// Starts member `name`, escaped if `escape` (a name that had escapes
+    /// in the record; one the reader borrowed had none, so needs none).
+    fn named(&mut self, name: &str, escape: bool) -> &mut String {
+        if !std::mem::take(&mut self.first) {
+            self.rest.push(',');
+        }
+        if escape && name.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+            self.rest
+                .push_str(&serde_json::to_string(name).unwrap_or_default());
+        } else {
+            self.rest.push('"');
+            self.rest.push_str(name);
+            self.rest.push('"');
+        }
+        self.rest.push(':');
+        self.rest
+    }
+
+    /// Writes member `name` with the JSON text `raw`.
+    fn keep(&mut self, name: &str, raw: &str) {
+        self.name(name).push_str(raw);
+    }
+
+    /// A string member, the next value of `map`: taken into `slot` when it
+    /// is a string (and `exact` holds for it), else kept.
+    fn text<'de, A: MapAccess<'de>>(
+        &mut self,
+        map: &mut A,
+        slot: &mut Text<'de>,
+        name: &str,
+        exact: fn(&str) -> bool,
+    ) -> std::result::Result<(), A::Error> {
+        *slot = map.next_value_seed(TextSeed {
+            out: self,
+            name,
+            exact,
+        })?;
+        Ok(())
+    }
+
+    /// Writes member `name` with the value `v`, which was read from the
+    /// record as another type than its column's: serialized again, it is
+    /// the same JSON value.
+    fn other<T, E: serde::de::Error>(
+        &mut self,
+        name: &str,
+        v: impl serde::Serialize,
+    ) -> std::result::Result<T, E>
+    where
+        T: Default,
+    {
+        let text = serde_json::to_string(&v).map_err(E::custom)?;
+        self.keep(name, &text);
+        Ok(T::default())
+    }
+
+    /// An object member, the next value of `map`: read as level `T` (its
+    /// members written to `rest` the same way, in the same pass) when it
+    /// is an object, else kept.
+    fn level<'de, A: MapAccess<'de>, T: Level<'de>>(
+        &mut self,
+        map: &mut A,
+        slot: &mut Obj<T>,
+        name: &str,
+    ) -> std::result::Result<(), A::Error> {
+        *slot = map.next_value_seed(LevelSeed {
+            out: self,
+            name,
+            level: std::marker::PhantomData,
+        })?;
+        Ok(())
+    }
+}
+
+fn any(_: &str) -> bool {
+    true
+}
+
+/// Reads the members of `map` as level `T`, writing the object without
+/// what its columns hold to `rest`.
+fn members<'de, A: MapAccess<'de>, T: Level<'de>>(
+    mut map: A,
+    rest: &mut String,
+) -> std::result::Result<T, A::Error> {
+    let mut t = T::default();
+    let mut seen = 0u32;
+    rest.push('{');
+    let mut out = Members { rest, first: true };
+    while let Some(Text(name)) = map.next_key::<Text<'de>>()? {
+        let name = name.unwrap_or_default();
+        match T::NAMES.iter().position(|n| *n == name) {
+            // As a derived `Deserialize` (what `s3` reads with) refuses it.
+            Some(i) if seen & (1 << i) != 0 => {
+                return Err(A::Error::duplicate_field(T::NAMES[i]));
+            }
+            Some(i) => {
+                seen |= 1 << i;
+                t.take(i, &mut map, &mut out)?;
+            }
+            None => {
+                let raw = map.next_value::<&'de RawValue>()?.get();
+                let escape = matches!(name, Cow::Owned(_));
+                out.named(&name, escape).push_str(raw);
+            }
+        }
+    }
+    out.rest.push('}');
+    Ok(t)
+}
+
+/// Reads the object `text` as level `T`, writing what its columns do not
+/// hold to `rest`, in one pass over `text`.
+fn strip<'de, T: Level<'de>>(text: &'de str, rest: &mut String) -> serde_json::Result<T> {
+    struct V<'r, T>(&'r mut String, std::marker::PhantomData<T>);
+    impl<'de, T: Level<'de>> serde::de::Visitor<'de> for V<'_, T> {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> std::result::Result<T, A::Error> {
+            members(map, self.0)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    let t = serde::Deserializer::deserialize_map(&mut de, V(rest, std::marker::PhantomData))?;
+    de.end()?;
+    Ok(t)
+}
+
+/// Writes the values of a member that is not of its column's type: each
+/// `visit_*` but those of maps and strings, through [`Members::other`].
+macro_rules! keep_other_values {
+    ($v:ty) => {
+        fn visit_bool<E: serde::de::Error>(self, v: bool) -> std::result::Result<$v, E> {
+            self.out.other(self.name, v)
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<$v, E> {
+            self.out.other(self.name, v)
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<$v, E> {
+            self.out.other(self.name, v)
+        }
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> std::result::Result<$v, E> {
+            self.out.other(self.name, v)
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> std::result::Result<$v, E> {
+            self.out.other(self.name, ())
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> std::result::Result<$v, A::Error> {
+            let mut items = Vec::new();
+            while let Some(v) = seq.next_element::<Value>()? {
+                items.push(v);
+            }
+            self.out.other(self.name, items)
+        }
+    };
+}
+
+/// Member `name` of a level, read into its column if it is a string (and
+/// `exact` holds for it), kept if it is anything else.
+struct TextSeed<'m, 'r> {
+    out: &'m mut Members<'r>,
+    name: &'m str,
+    exact: fn(&str) -> bool,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for TextSeed<'_, '_> {
+    type Value = Text<'de>;
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        d: D,
+    ) -> std::result::Result<Text<'de>, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> TextSeed<'_, '_> {
+    fn string<E: serde::de::Error>(self, s: Cow<'de, str>) -> std::result::Result<Text<'de>, E> {
+        if !(self.exact)(&s) {
+            let _: () = self.out.other(self.name, &*s)?;
+        }
+        Ok(Text(Some(s)))
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for TextSeed<'_, '_> {
+    type Value = Text<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_borrowed_str<E: serde::de::Error>(
+        self,
+        v: &'de str,
+    ) -> std::result::Result<Text<'de>, E> {
+        self.string(Cow::Borrowed(v))
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<Text<'de>, E> {
+        self.string(Cow::Owned(v.to_owned()))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Text<'de>, A::Error> {
+        let mut m = Map::new();
+        while let Some((k, v)) = map.next_entry::<String, Value>()? {
+            m.insert(k, v);
+        }
+        self.out.other(self.name, m)
+    }
+    keep_other_values!(Text<'de>);
+}
+
+/// Member `name` of a level, read as level `T` if it is an object, kept
+/// if it is anything else.
+struct LevelSeed<'m, 'r, T> {
+    out: &'m mut Members<'r>,
+    name: &'m str,
+    level: std::marker::PhantomData<T>,
+}
+
+impl<'de, T: Level<'de>> serde::de::DeserializeSeed<'de> for LevelSeed<'_, '_, T> {
+    type Value = Obj<T>;
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        d: D,
+    ) -> std::result::Result<Obj<T>, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de, T: Level<'de>> serde::de::Visitor<'de> for LevelSeed<'_, '_, T> {
+    type Value = Obj<T>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> std::result::Result<Obj<T>, A::Error> {
+        members(map, self.out.name(self.name)).map(|t| Obj(Some(t)))
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<Obj<T>, E> {
+        self.out.other(self.name, v)
+    }
+    keep_other_values!(Obj<T>);
+}
+
+impl<'de> Level<'de> for S3Fields<'de> {
+    const NAMES: &'static [&'static str] = &[
+        "eventName",
+        "eventTime",
+        "awsRegion",
+        "userIdentity",
+        "requestParameters",
+        "s3",
+    ];
+    fn take<A: MapAccess<'de>>(
+        &mut self,
+        i: usize,
+        map: &mut A,
+        out: &mut Members<'_>,
+    ) -> std::result::Result<(), A::Error> {
+        let name = Self::NAMES[i];
+        match i {
+            0 => out.text(map, &mut self.event_name, name, any),
+            1 => out.text(map, &mut self.event_time, name, any),
+            2 => out.text(map, &mut self.region, name, any),
+            3 => out.level(map, &mut self.user_identity, name),
+            4 => out.level(map, &mut self.request_parameters, name),
+            _ => out.level(map, &mut self.s3, name),
+        }
+    }
+}
+
+impl<'de> Level<'de> for PrincipalFields<'de> {
+    const NAMES: &'static [&'static str] = &["principalId"];
+    fn take<A: MapAccess<'de>>(
+        &mut self,
+        _: usize,
+        map: &mut A,
+        out: &mut Members<'_>,
+    ) -> std::result::Result<(), A::Error> {
+        out.text(map, &mut self.principal_id, Self::NAMES[0], any)
+    }
+}
+
+impl<'de> Level<'de> for RequestFields<'de> {
+    const NAMES: &'static [&'static str] = &["sourceIPAddress"];
+    fn take<A: MapAccess<'de>>(
+        &mut self,
+        _: usize,
+        map: &mut A,
+        out: &mut Members<'_>,
+    ) -> std::result::Result<(), A::Error> {
+        out.text(map, &mut self.source_ip, Self::NAMES[0], any)
+    }
+}
+
+impl<'de> Level<'de> for S3EntityFields<'de> {
+    const NAMES: &'static [&'static str] = &["bucket", "object"];
+    fn take<A: MapAccess<'de>>(
+        &mut self,
+        i: usize,
+        map: &mut A,
+        out: &mut Members<'_>,
+    ) -> std::result::Result<(), A::Error> {
+        match i {
+            0 => out.level(map, &mut self.bucket, Self::NAMES[0]),
+            _ => out.level(map, &mut self.object, Self::NAMES[1]),
+        }
+    }
+}
+
+impl<'de> Level<'de> for BucketFields<'de> {
+    const NAMES: &'static [&'static str] = &["name"];
+    fn take<A: MapAccess<'de>>(
+        &mut self,
+        _: usize,
+        map: &mut A,
+        out: &mut Members<'_>,
+    ) -> std::result::Result<(), A::Error> {
+        out.text(map, &mut self.name, Self::NAMES[0], any)
+    }
+}
+
+impl<'de> Level<'de> for ObjectFields<'de> {
+    const NAMES: &'static [&'static str] = &["key", "size", "eTag", "versionId", "sequencer"];
+    fn take<A: MapAccess<'de>>(
+        &mut self,
+        i: usize,
+        map: &mut A,
+        out: &mut Members<'_>,
+    ) -> std::result::Result<(), A::Error> {
+        let name = Self::NAMES[i];
+        match i {
+            // Its column is URL-decoded: exact only when there is nothing
+            // to decode.
+            0 => out.text(map, &mut self.key, name, |k| !k.contains(['%', '+'])),
+            1 => {
+                let v: Value = map.next_value()?;
+                self.size = Size::of(&v);
+                if !matches!(self.size, Size::Int(_)) {
+                    out.keep(name, &v.to_string());
+                }
+                Ok(())
+            }
+            2 => out.text(map, &mut self.etag, name, any),
+            3 => out.text(map, &mut self.version_id, name, any),
+            _ => out.text(map, &mut self.sequencer, name, any),
+        }
     }
 }
 
@@ -655,10 +1079,16 @@ impl<'de> serde::Deserialize<'de> for Size {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         // A number or null reads into a `Value` without allocating; what
         // else would allocate is refused anyway.
-        Ok(match <Value as serde::Deserialize>::deserialize(d)? {
+        Ok(Size::of(&<Value as serde::Deserialize>::deserialize(d)?))
+    }
+}
+
+impl Size {
+    fn of(v: &Value) -> Size {
+        match v {
             Value::Null => Size::Absent,
             v => v.as_i64().map_or(Size::Other, Size::Int),
-        })
+        }
     }
 }
 
@@ -741,7 +1171,10 @@ enum Rows {
     S3 {
         strings: Vec<StringBuilder>,
         size: Int64Builder,
+        /// `record`, or `rest` for `s3-compact`.
         record: StringBuilder,
+        /// `s3-compact`: the row's `rest`, reused.
+        rest: Option<String>,
     },
     Json(Box<arrow_json::reader::Decoder>),
 }
@@ -791,7 +1224,8 @@ impl ParquetBatch {
     pub(crate) fn new(opts: ParquetOptions) -> Self {
         let schema = match opts.schema {
             ParquetSchema::CloudEvents => Some(cloudevents_schema()),
-            ParquetSchema::S3Records => Some(s3_schema()),
+            ParquetSchema::S3Records => Some(s3_schema("record")),
+            ParquetSchema::S3Compact => Some(s3_schema("rest")),
             ParquetSchema::Inferred => None,
         };
         ParquetBatch {
@@ -916,10 +1350,11 @@ impl ParquetBatch {
                 data: StringBuilder::new(),
                 data_base64: BinaryBuilder::new(),
             },
-            ParquetSchema::S3Records => Rows::S3 {
+            ParquetSchema::S3Records | ParquetSchema::S3Compact => Rows::S3 {
                 strings: (0..10).map(|_| StringBuilder::new()).collect(),
                 size: Int64Builder::new(),
                 record: StringBuilder::new(),
+                rest: (self.opts.schema == ParquetSchema::S3Compact).then(String::new),
             },
             ParquetSchema::Inferred => Rows::Json(Box::new(
                 arrow_json::ReaderBuilder::new(self.schema())
@@ -958,14 +1393,21 @@ impl ParquetBatch {
             Rows::S3 {
                 strings,
                 size,
-                record: whole,
+                record: text,
+                rest,
             } => {
-                let row = S3Row::parse(record)?;
+                let row = match rest {
+                    Some(rest) => {
+                        rest.clear();
+                        S3Row::parse_compact(record, rest)?
+                    }
+                    None => S3Row::parse(record)?,
+                };
                 for (b, s) in strings.iter_mut().zip(row.strings) {
                     b.append_option(s.as_deref());
                 }
                 size.append_option(row.size);
-                whole.append_value(row.record);
+                text.append_value(rest.as_deref().unwrap_or(row.record));
             }
             Rows::Json(decoder) => {
                 if let Some(s) = &inferred {
@@ -1002,6 +1444,7 @@ impl ParquetBatch {
                 strings,
                 size,
                 record,
+                ..
             }) => {
                 let mut c: Vec<ArrayRef> = strings
                     .iter_mut()
@@ -1042,11 +1485,14 @@ impl ParquetBatch {
                     kv(META_ROW_GROUP_SIZE, self.opts.row_group_size.to_string()),
                 ]));
             // Nobody filters on the min/max of JSON text or binary data.
-            // Nor do their values repeat: no dictionary either.
-            for c in ["data", "data_base64", "record"] {
-                props = props
-                    .set_column_statistics_enabled(c.into(), EnabledStatistics::None)
-                    .set_column_dictionary_enabled(c.into(), false);
+            // Nor do their values repeat: no dictionary either. But `rest`
+            // of `s3-compact` repeats when records differ only in what the
+            // columns hold.
+            for c in ["data", "data_base64", "record", "rest"] {
+                props = props.set_column_statistics_enabled(c.into(), EnabledStatistics::None);
+                if c != "rest" {
+                    props = props.set_column_dictionary_enabled(c.into(), false);
+                }
             }
             // S3 records: keys, times and sequencers are (nearly) all
             // distinct and share long prefixes; sizes are distinct. A
@@ -1179,6 +1625,7 @@ pub(crate) fn read(
         let records: Vec<std::result::Result<Value, String>> = match schema {
             Some(ParquetSchema::CloudEvents) => ce_records(&batch),
             Some(ParquetSchema::S3Records) => s3_records(&batch),
+            Some(ParquetSchema::S3Compact) => s3_compact_records(&batch),
             _ => json_records(&batch).map_err(|e| bad(e.to_string()))?,
         };
         for r in records {
@@ -1279,6 +1726,64 @@ fn s3_records(batch: &RecordBatch) -> Vec<std::result::Result<Value, String>> {
             serde_json::from_str(record.value(i)).map_err(|e| format!("`record` is not JSON: {e}"))
         })
         .collect()
+}
+
+/// `s3-compact` rows back to records: `rest`, with each column's value
+/// put back at its member's place where `rest` does not hold it.
+fn s3_compact_records(batch: &RecordBatch) -> Vec<std::result::Result<Value, String>> {
+    use arrow_array::{Int64Array, StringArray};
+    const PATHS: [&[&str]; 10] = [
+        &["eventName"],
+        &["eventTime"],
+        &["s3", "bucket", "name"],
+        &["s3", "object", "key"],
+        &["s3", "object", "eTag"],
+        &["s3", "object", "versionId"],
+        &["s3", "object", "sequencer"],
+        &["awsRegion"],
+        &["userIdentity", "principalId"],
+        &["requestParameters", "sourceIPAddress"],
+    ];
+    let Some(rest) = column::<StringArray>(batch, "rest") else {
+        return vec![Err("no `rest` column".to_owned()); batch.num_rows()];
+    };
+    let strings: Vec<Option<&StringArray>> = S3_STRINGS
+        .iter()
+        .chain(["source_ip"].iter())
+        .map(|c| column(batch, c))
+        .collect();
+    let size: Option<&Int64Array> = column(batch, "size");
+    (0..batch.num_rows())
+        .map(|i| {
+            let mut r: Value = serde_json::from_str(rest.value(i))
+                .map_err(|e| format!("`rest` is not JSON: {e}"))?;
+            for (path, c) in PATHS.iter().zip(&strings) {
+                if let Some(c) = c.filter(|c| c.is_valid(i)) {
+                    put_back(&mut r, path, || Value::String(c.value(i).to_owned()));
+                }
+            }
+            if let Some(c) = size.filter(|c| c.is_valid(i)) {
+                put_back(&mut r, &["s3", "object", "size"], || {
+                    Value::from(c.value(i))
+                });
+            }
+            Ok(r)
+        })
+        .collect()
+}
+
+/// Puts `value` at `path` in `record` unless a member is there; makes the
+/// objects on the way that are missing.
+fn put_back(record: &mut Value, path: &[&str], value: impl FnOnce() -> Value) {
+    let mut at = record;
+    for (n, name) in path.iter().enumerate() {
+        let Value::Object(m) = at else { return };
+        if n + 1 == path.len() {
+            m.entry(*name).or_insert_with(value);
+            return;
+        }
+        at = m.entry(*name).or_insert_with(|| Value::Object(Map::new()));
+    }
 }
 
 #[cfg(test)]
@@ -1467,7 +1972,14 @@ mod tests {
         odd["extra"] = json!([{"eventName": "nested, not taken"}]);
         let mut big = s3_record(5);
         big["s3"]["object"]["size"] = json!(u64::MAX / 2);
-        for v in [s3_record(1), s3_record(3), odd, big] {
+        // Member names that need escaping, a key that is escaped but has
+        // nothing to decode, members of the levels that are empty.
+        let mut names = s3_record(6);
+        names["we\"ird\n"] = json!({"x\u{e9}": [1, "two"]});
+        names["s3"]["object"]["key"] = json!("tab\tkey \u{e9}");
+        names["s3"]["bucket"] = json!({"name": "b"});
+        names["userIdentity"] = json!({});
+        for v in [s3_record(1), s3_record(3), odd, big, names] {
             for text in [v.to_string(), serde_json::to_string_pretty(&v).unwrap()] {
                 let row = S3Row::parse(text.as_bytes()).unwrap();
                 let at = |p: &str| v.pointer(p).and_then(Value::as_str);
@@ -1492,9 +2004,30 @@ mod tests {
                     v.pointer("/s3/object/size").and_then(Value::as_i64)
                 );
                 assert_eq!(row.record, text);
+                // `s3-compact` reads the same columns, and gives the
+                // record back.
+                let mut rest = String::new();
+                let compact = S3Row::parse_compact(text.as_bytes(), &mut rest).unwrap();
+                assert_eq!(compact.strings, row.strings, "{text}");
+                assert_eq!(compact.size, row.size, "{text}");
+                let opts = ParquetOptions::default().with_schema(ParquetSchema::S3Compact);
+                let mut e = BatchEncoder::new(Encoding::Parquet(opts), Compression::None);
+                e.push_raw(text.as_bytes()).unwrap();
+                let d = decode("x", &e.finish().unwrap()).unwrap();
+                assert_eq!(d.records, std::slice::from_ref(&v), "{rest}");
             }
         }
-        let refused = |text: &str| S3Row::parse(text.as_bytes()).err().unwrap();
+        let refused = |text: &str| {
+            let err = S3Row::parse(text.as_bytes()).err().unwrap();
+            let compact = S3Row::parse_compact(text.as_bytes(), &mut String::new());
+            assert_eq!(
+                compact.err().map(|e| e[..10].to_owned()),
+                Some(err[..10].to_owned())
+            );
+            err
+        };
+        let dup = r#"{"eventName": "a", "s3": {"object": {"key": "k", "key": "k2"}}}"#;
+        assert!(refused(dup).contains("duplicate field `key`"));
         assert_eq!(refused("[1, 2]"), "not a JSON object");
         assert!(refused("{\"eventName\": ").starts_with("not JSON: "));
         let mut no_bucket = s3_record(1);
@@ -1510,6 +2043,131 @@ mod tests {
                 refused(&r.to_string()),
                 "`s3.object.size` is not an integer"
             );
+        }
+    }
+
+    /// `s3-compact` writes the same columns as `s3`, and `rest` in place
+    /// of `record`; the records read back are the records pushed.
+    #[test]
+    fn s3_compact_columns_rest_and_round_trip() {
+        let mut records: Vec<Value> = (0..3000).map(s3_record).collect();
+        // A key with nothing to decode is held by its column alone.
+        records[1]["s3"]["object"]["key"] = json!("plain/key-1.jpg");
+        let opts = ParquetOptions::default().with_row_group_size(1000);
+        let full = encode(opts.with_schema(ParquetSchema::S3Records), &records);
+        let compact_opts = opts.with_schema(ParquetSchema::S3Compact);
+        let compact = encode(compact_opts, &records);
+        let d = decode("x", &compact).unwrap();
+        assert_eq!(d.encoding, Encoding::Parquet(compact_opts));
+        assert_eq!(d.records, records);
+        let (f, c) = (batches(&full), batches(&compact));
+        assert_eq!(f.len(), c.len());
+        for (f, c) in f.iter().zip(&c) {
+            let n = f.num_columns();
+            assert_eq!(f.columns()[..n - 1], c.columns()[..n - 1]);
+            assert_eq!(c.schema().field(n - 1).name(), "rest");
+        }
+        let rest = |row: usize| -> Value {
+            let col = c[0].column_by_name("rest").unwrap();
+            let col = col.as_any().downcast_ref::<StringArray>().unwrap();
+            serde_json::from_str(col.value(row)).unwrap()
+        };
+        // What the columns hold is not in `rest`; the rest is, as pushed.
+        let want = json!({
+            "eventVersion": "2.1", "eventSource": "aws:s3",
+            "userIdentity": {},
+            "requestParameters": {},
+            "responseElements": {"x-amz-request-id": format!("{:016X}", 5 * 7919)},
+            "s3": {
+                "s3SchemaVersion": "1.0", "configurationId": "cfg",
+                "bucket": {"arn": "arn:aws:s3:::photos"},
+                "object": {"key": "red+flower%2B5.jpg"},
+            },
+        });
+        assert_eq!(rest(5), want);
+        let mut want1 = want.clone();
+        want1["responseElements"]["x-amz-request-id"] = json!(format!("{:016X}", 7919));
+        want1["s3"]["object"] = json!({});
+        assert_eq!(
+            rest(1),
+            want1,
+            "a key without `%` or `+` is left to its column"
+        );
+        assert!(
+            compact.len() * 2 < full.len(),
+            "{} bytes compact, {} whole",
+            compact.len(),
+            full.len()
+        );
+    }
+
+    /// What a test does to a member of an S3 record: keeps it (`None`),
+    /// removes it (`Some(None)`) or sets it to a value of any JSON type,
+    /// strings with what needs escaping or URL-decoding. Objects
+    /// (`level`) are mostly kept, so that most records are accepted.
+    fn s3_member(level: bool) -> impl proptest::strategy::Strategy<Value = Option<Option<Value>>> {
+        use proptest::prelude::*;
+        let keep = if level { 24 } else { 4 };
+        prop_oneof![
+            keep => Just(None),
+            1 => Just(Some(None)),
+            4 => "[a-z%+ \"\\\\\t\u{e9}/2B]{0,8}".prop_map(|s| Some(Some(Value::String(s)))),
+            1 => any::<i64>().prop_map(|n| Some(Some(json!(n)))),
+            1 => Just(Some(Some(Value::Null))),
+            1 => Just(Some(Some(json!({"x": [1, "y"], "name": "n"})))),
+            1 => Just(Some(Some(json!(1.5)))),
+            1 => Just(Some(Some(json!(["a"])))),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+        /// Whatever the members the columns read are (absent, another type,
+        /// escaped, URL-encoded), and whether their objects are there:
+        /// `s3-compact` refuses what `s3` refuses, reads the same columns,
+        /// and gives back the record.
+        #[test]
+        fn s3_compact_gives_back_what_s3_accepts(
+            levels in proptest::collection::vec(s3_member(true), 5),
+            members in proptest::collection::vec(s3_member(false), 11),
+            seed in 0usize..1000,
+        ) {
+            const PATHS: [&str; 16] = [
+                "/userIdentity", "/requestParameters", "/s3", "/s3/bucket", "/s3/object",
+                "/eventName", "/eventTime", "/awsRegion", "/userIdentity/principalId",
+                "/requestParameters/sourceIPAddress", "/s3/bucket/name", "/s3/object/key",
+                "/s3/object/size", "/s3/object/eTag", "/s3/object/versionId",
+                "/s3/object/sequencer",
+            ];
+            let mut v = s3_record(seed);
+            for (path, m) in PATHS.iter().zip(levels.iter().chain(&members)) {
+                let (parent, name) = path.rsplit_once('/').unwrap();
+                let Some(Value::Object(o)) = v.pointer_mut(parent) else {
+                    continue;
+                };
+                match m {
+                    None => None,
+                    Some(Some(x)) => o.insert(name.to_owned(), x.clone()),
+                    Some(None) => o.remove(name),
+                };
+            }
+            let text = v.to_string();
+            let mut rest = String::new();
+            match S3Row::parse(text.as_bytes()) {
+                Ok(row) => {
+                    let compact = S3Row::parse_compact(text.as_bytes(), &mut rest).unwrap();
+                    proptest::prop_assert_eq!(&compact.strings, &row.strings);
+                    proptest::prop_assert_eq!(compact.size, row.size);
+                    let opts = ParquetOptions::default().with_schema(ParquetSchema::S3Compact);
+                    let mut e = BatchEncoder::new(Encoding::Parquet(opts), Compression::None);
+                    e.push_raw(text.as_bytes()).unwrap();
+                    let d = decode("x", &e.finish().unwrap()).unwrap();
+                    proptest::prop_assert_eq!(&d.records, &[v]);
+                }
+                Err(_) => {
+                    proptest::prop_assert!(S3Row::parse_compact(text.as_bytes(), &mut rest).is_err());
+                }
+            }
         }
     }
 

@@ -274,6 +274,7 @@ mod parquet_frame {
             ParquetSchema::CloudEvents => 0,
             ParquetSchema::S3Records => 1,
             ParquetSchema::Inferred => 2,
+            ParquetSchema::S3Compact => 3,
         });
         b.extend_from_slice(&(o.row_group_size as u64).to_le_bytes());
     }
@@ -292,10 +293,40 @@ mod parquet_frame {
                 0 => ParquetSchema::CloudEvents,
                 1 => ParquetSchema::S3Records,
                 2 => ParquetSchema::Inferred,
+                3 => ParquetSchema::S3Compact,
                 _ => return None,
             },
             row_group_size: usize::try_from(rows).ok()?.max(1),
         })
+    }
+
+    #[cfg(test)]
+    #[test]
+    fn every_schema_and_compression_reads_back() {
+        let (s, p) = (ParquetSchema::CloudEvents, PageCompression::None);
+        for schema in [
+            s,
+            ParquetSchema::S3Records,
+            ParquetSchema::S3Compact,
+            ParquetSchema::Inferred,
+        ] {
+            for compression in [
+                p,
+                PageCompression::Snappy,
+                PageCompression::Zstd { level: 7 },
+            ] {
+                let o = ParquetOptions {
+                    schema,
+                    compression,
+                    row_group_size: 77,
+                };
+                let mut b = Vec::new();
+                tail(&o, &mut b);
+                let n = u64::from_le_bytes(b[1..9].try_into().unwrap());
+                let [c, l] = super::parquet_frame::compression(&o);
+                assert_eq!(read((c, l), b[0], n), Some(o));
+            }
+        }
     }
 }
 
