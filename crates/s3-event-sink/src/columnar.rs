@@ -83,13 +83,14 @@ use crate::error::{Error, Result};
 /// |---|---|---|
 /// | `rest` | string (JSON text), not null | the record without the members the other columns hold exactly: every member of the record, in its order, but `eventName`, `eventTime`, `awsRegion`, `userIdentity.principalId`, `requestParameters.sourceIPAddress`, `s3.bucket.name`, `s3.object.eTag`, `s3.object.versionId` and `s3.object.sequencer` when they are strings, `s3.object.size` when it is an integer, and `s3.object.key` when it is a string without `%` or `+` (so its column, URL-decoded, is the key as written) |
 ///
-/// Nothing is lost: [`decode`](crate::decode) gives back the record, each
-/// column's value put back at its member's place in `rest` (as the last
-/// member of its object) unless `rest` holds that member. A record whose
-/// members the columns hold takes in `rest` only what the columns do not
-/// (for AWS records: versions, ids, ARNs), so repeated members compress to
-/// next to nothing; a query that needs the whole record as one text
-/// wants `s3`.
+/// No member is lost: [`decode`](crate::decode) gives back the same JSON
+/// value, each column's value put back in its object (as its last member)
+/// unless `rest` holds that member. Unlike `record`, the text is not kept as
+/// written: member order and whitespace may differ. `rest` holds what the columns do not (for
+/// AWS records: versions, request ids, ARNs, the owner); members that repeat
+/// from record to record compress to next to nothing, a request id that
+/// differs in each record does not. A query that needs the whole record
+/// as one text wants `s3`.
 ///
 /// **`inferred`** — any JSON objects: the schema is inferred (arrow-json:
 /// numbers as int64 or float64, strings, booleans, lists, structs; a field
@@ -373,8 +374,12 @@ pub(crate) fn check(
 ) -> std::result::Result<(), String> {
     match schema {
         ParquetSchema::CloudEvents => CeRow::from(parse_object(record)?).map(drop),
-        // The two refuse the same records (a property test says so).
-        ParquetSchema::S3Records | ParquetSchema::S3Compact => S3Row::parse(record).map(drop),
+        ParquetSchema::S3Records => S3Row::parse(record).map(drop),
+        // What the encoder will run, so that a record spooled is one it
+        // takes.
+        ParquetSchema::S3Compact => {
+            S3Row::parse_compact(record, &mut String::with_capacity(record.len())).map(drop)
+        }
         ParquetSchema::Inferred => {
             let obj = parse_object(record)?;
             match inferred {
@@ -469,9 +474,7 @@ impl<'a> S3Row<'a> {
             return Self::parse(raw);
         }
         let f: S3Fields<'a> = strip(text, rest).map_err(refusal)?;
-        let mut row = Self::from_fields(f, "")?;
-        row.record = "";
-        Ok(row)
+        Self::from_fields(f, "")
     }
 
     fn from_fields(f: S3Fields<'a>, text: &'a str) -> std::result::Result<Self, String> {
@@ -580,7 +583,9 @@ impl Members<'_> {
     }
 
     /// A string member, the next value of `map`: taken into `slot` when it
-    /// is a string (and `exact` holds for it), else kept.
+    /// is a string (and `exact` holds for it), else kept as written. (Read
+    /// as raw text first, as `s3` skips a value of another type: without
+    /// building it.)
     fn text<'de, A: MapAccess<'de>>(
         &mut self,
         map: &mut A,
@@ -588,28 +593,19 @@ impl Members<'_> {
         name: &str,
         exact: fn(&str) -> bool,
     ) -> std::result::Result<(), A::Error> {
-        *slot = map.next_value_seed(TextSeed {
-            out: self,
-            name,
-            exact,
-        })?;
+        let raw = map.next_value::<&'de RawValue>()?.get();
+        if raw.starts_with('"') {
+            *slot = match raw.get(1..raw.len() - 1) {
+                // A JSON string without escapes: its text between the quotes.
+                Some(s) if !s.contains('\\') => Text(Some(Cow::Borrowed(s))),
+                _ => serde_json::from_str(raw).map_err(A::Error::custom)?,
+            };
+            if slot.0.as_deref().is_some_and(exact) {
+                return Ok(());
+            }
+        }
+        self.keep(name, raw);
         Ok(())
-    }
-
-    /// Writes member `name` with the value `v`, which was read from the
-    /// record as another type than its column's: serialized again, it is
-    /// the same JSON value.
-    fn other<T, E: serde::de::Error>(
-        &mut self,
-        name: &str,
-        v: impl serde::Serialize,
-    ) -> std::result::Result<T, E>
-    where
-        T: Default,
-    {
-        let text = serde_json::to_string(&v).map_err(E::custom)?;
-        self.keep(name, &text);
-        Ok(T::default())
     }
 
     /// An object member, the next value of `map`: read as level `T` (its
@@ -685,95 +681,25 @@ fn strip<'de, T: Level<'de>>(text: &'de str, rest: &mut String) -> serde_json::R
     Ok(t)
 }
 
-/// Writes the values of a member that is not of its column's type: each
-/// `visit_*` but those of maps and strings, through [`Members::other`].
-macro_rules! keep_other_values {
-    ($v:ty) => {
-        fn visit_bool<E: serde::de::Error>(self, v: bool) -> std::result::Result<$v, E> {
-            self.out.other(self.name, v)
-        }
-        fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<$v, E> {
-            self.out.other(self.name, v)
-        }
-        fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<$v, E> {
-            self.out.other(self.name, v)
-        }
-        fn visit_f64<E: serde::de::Error>(self, v: f64) -> std::result::Result<$v, E> {
-            self.out.other(self.name, v)
-        }
-        fn visit_unit<E: serde::de::Error>(self) -> std::result::Result<$v, E> {
-            self.out.other(self.name, ())
-        }
-        fn visit_seq<A: serde::de::SeqAccess<'de>>(
-            self,
-            mut seq: A,
-        ) -> std::result::Result<$v, A::Error> {
-            let mut items = Vec::new();
-            while let Some(v) = seq.next_element::<Value>()? {
-                items.push(v);
-            }
-            self.out.other(self.name, items)
-        }
-    };
-}
-
-/// Member `name` of a level, read into its column if it is a string (and
-/// `exact` holds for it), kept if it is anything else.
-struct TextSeed<'m, 'r> {
-    out: &'m mut Members<'r>,
-    name: &'m str,
-    exact: fn(&str) -> bool,
-}
-
-impl<'de> serde::de::DeserializeSeed<'de> for TextSeed<'_, '_> {
-    type Value = Text<'de>;
-    fn deserialize<D: serde::Deserializer<'de>>(
-        self,
-        d: D,
-    ) -> std::result::Result<Text<'de>, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> TextSeed<'_, '_> {
-    fn string<E: serde::de::Error>(self, s: Cow<'de, str>) -> std::result::Result<Text<'de>, E> {
-        if !(self.exact)(&s) {
-            let _: () = self.out.other(self.name, &*s)?;
-        }
-        Ok(Text(Some(s)))
-    }
-}
-
-impl<'de> serde::de::Visitor<'de> for TextSeed<'_, '_> {
-    type Value = Text<'de>;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-    fn visit_borrowed_str<E: serde::de::Error>(
-        self,
-        v: &'de str,
-    ) -> std::result::Result<Text<'de>, E> {
-        self.string(Cow::Borrowed(v))
-    }
-    fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<Text<'de>, E> {
-        self.string(Cow::Owned(v.to_owned()))
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Text<'de>, A::Error> {
-        let mut m = Map::new();
-        while let Some((k, v)) = map.next_entry::<String, Value>()? {
-            m.insert(k, v);
-        }
-        self.out.other(self.name, m)
-    }
-    keep_other_values!(Text<'de>);
-}
-
 /// Member `name` of a level, read as level `T` if it is an object, kept
-/// if it is anything else.
+/// if it is anything else: a string, number, `true`, `false` or `null`
+/// written again (the same JSON value), an array as its items' raw text
+/// (skipped as `s3` skips it: without building them).
 struct LevelSeed<'m, 'r, T> {
     out: &'m mut Members<'r>,
     name: &'m str,
     level: std::marker::PhantomData<T>,
+}
+
+impl<T> LevelSeed<'_, '_, T> {
+    fn other<E: serde::de::Error>(
+        self,
+        v: impl serde::Serialize,
+    ) -> std::result::Result<Obj<T>, E> {
+        let text = serde_json::to_string(&v).map_err(E::custom)?;
+        self.out.keep(self.name, &text);
+        Ok(Obj(None))
+    }
 }
 
 impl<'de, T: Level<'de>> serde::de::DeserializeSeed<'de> for LevelSeed<'_, '_, T> {
@@ -794,10 +720,40 @@ impl<'de, T: Level<'de>> serde::de::Visitor<'de> for LevelSeed<'_, '_, T> {
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> std::result::Result<Obj<T>, A::Error> {
         members(map, self.out.name(self.name)).map(|t| Obj(Some(t)))
     }
-    fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<Obj<T>, E> {
-        self.out.other(self.name, v)
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        self,
+        mut seq: A,
+    ) -> std::result::Result<Obj<T>, A::Error> {
+        let rest = self.out.name(self.name);
+        rest.push('[');
+        let mut first = true;
+        while let Some(item) = seq.next_element::<&'de RawValue>()? {
+            if !std::mem::take(&mut first) {
+                rest.push(',');
+            }
+            rest.push_str(item.get());
+        }
+        rest.push(']');
+        Ok(Obj(None))
     }
-    keep_other_values!(Obj<T>);
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<Obj<T>, E> {
+        self.other(v)
+    }
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> std::result::Result<Obj<T>, E> {
+        self.other(v)
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<Obj<T>, E> {
+        self.other(v)
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<Obj<T>, E> {
+        self.other(v)
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> std::result::Result<Obj<T>, E> {
+        self.other(v)
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> std::result::Result<Obj<T>, E> {
+        self.other(())
+    }
 }
 
 impl<'de> Level<'de> for S3Fields<'de> {
@@ -2099,6 +2055,56 @@ mod tests {
             compact.len(),
             full.len()
         );
+    }
+
+    /// Records as text that a `Value` cannot hold (a number out of range,
+    /// a lone surrogate, nesting deeper than 128) or would spell otherwise:
+    /// `s3-compact` takes what `s3` takes, with the same columns, `check`
+    /// agrees with its encoder, and the two files read back alike.
+    #[test]
+    fn s3_compact_takes_raw_text_as_s3_does() {
+        let deep = format!("{}1{}", "[".repeat(130), "]".repeat(130));
+        let members = [
+            r#""eventTime":[1e400]"#.to_owned(),
+            r#""awsRegion":["\ud800"]"#.to_owned(),
+            r#""userIdentity":{"\ud800":1}"#.to_owned(),
+            r#""userIdentity":[1e400,{"a":"\ud800"}]"#.to_owned(),
+            r#""requestParameters":"\u00e9 \"q\"""#.to_owned(),
+            r#""requestParameters":-0"#.to_owned(),
+            r#""x\u00e9":{"\u00e9":[-0,1E2]}"#.to_owned(),
+            "\"eventTime\":\"a\tb\"".to_owned(),
+            "\"x\":\"a\tb\"".to_owned(),
+            format!(r#""eventTime":{deep}"#),
+            format!(r#""userIdentity":{deep}"#),
+        ];
+        let read = |schema: ParquetSchema, text: &str| {
+            let opts = ParquetOptions::default().with_schema(schema);
+            let mut e = BatchEncoder::new(Encoding::Parquet(opts), Compression::None);
+            e.push_raw(text.as_bytes()).unwrap();
+            let d = decode("x", &e.finish().unwrap()).unwrap();
+            (d.records, d.bad.len())
+        };
+        for member in members {
+            let text = format!(
+                r#"{{"eventName":"a",{member},"s3":{{"bucket":{{"name":"b"}},"object":{{"key":"k"}}}}}}"#
+            );
+            let s3 = S3Row::parse(text.as_bytes()).map(|r| (r.strings, r.size));
+            let mut rest = String::new();
+            let compact =
+                S3Row::parse_compact(text.as_bytes(), &mut rest).map(|r| (r.strings, r.size));
+            assert_eq!(compact.is_ok(), s3.is_ok(), "{text}: {compact:?}");
+            let checked = check(ParquetSchema::S3Compact, None, text.as_bytes());
+            assert_eq!(checked.is_ok(), compact.is_ok(), "{text}");
+            if let (Ok(a), Ok(b)) = (&s3, &compact) {
+                assert_eq!(a, b, "{text}");
+                let whole = read(ParquetSchema::S3Records, &text);
+                assert_eq!(
+                    read(ParquetSchema::S3Compact, &text),
+                    whole,
+                    "{text}: {rest}"
+                );
+            }
+        }
     }
 
     /// What a test does to a member of an S3 record: keeps it (`None`),
