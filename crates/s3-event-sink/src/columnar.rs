@@ -1135,6 +1135,14 @@ enum Rows {
     Json(Box<arrow_json::reader::Decoder>),
 }
 
+/// Finishes `b` into an array and leaves it with room for as many rows and
+/// bytes as it held: a finished builder starts again from nothing, and
+/// growing it back to a chunk's size copied each value about once more.
+fn finish_sized(b: &mut StringBuilder) -> ArrayRef {
+    let (rows, bytes) = (b.offsets_slice().len() - 1, b.values_slice().len());
+    Arc::new(std::mem::replace(b, StringBuilder::with_capacity(rows, bytes)).finish())
+}
+
 /// One Parquet object being built; behind [`BatchEncoder`](crate::BatchEncoder).
 pub(crate) struct ParquetBatch {
     opts: ParquetOptions,
@@ -1387,12 +1395,9 @@ impl ParquetBatch {
                 data,
                 data_base64,
             }) => {
-                let mut c: Vec<ArrayRef> = attrs
-                    .iter_mut()
-                    .map(|b| Arc::new(b.finish()) as ArrayRef)
-                    .collect();
+                let mut c: Vec<ArrayRef> = attrs.iter_mut().map(finish_sized).collect();
                 c.push(Arc::new(extensions.finish()));
-                c.push(Arc::new(data.finish()));
+                c.push(finish_sized(data));
                 c.push(Arc::new(data_base64.finish()));
                 c
             }
@@ -1402,12 +1407,9 @@ impl ParquetBatch {
                 record,
                 ..
             }) => {
-                let mut c: Vec<ArrayRef> = strings
-                    .iter_mut()
-                    .map(|b| Arc::new(b.finish()) as ArrayRef)
-                    .collect();
+                let mut c: Vec<ArrayRef> = strings.iter_mut().map(finish_sized).collect();
                 c.push(Arc::new(size.finish()));
-                c.push(Arc::new(record.finish()));
+                c.push(finish_sized(record));
                 c
             }
         };
