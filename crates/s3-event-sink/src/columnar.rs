@@ -85,12 +85,12 @@ use crate::error::{Error, Result};
 ///
 /// No member is lost: [`decode`](crate::decode) gives back the same JSON
 /// value, each column's value put back in its object (as its last member)
-/// unless `rest` holds that member. Unlike `record`, the text is not kept as
-/// written: member order and whitespace may differ. `rest` holds what the columns do not (for
-/// AWS records: versions, request ids, ARNs, the owner); members that repeat
-/// from record to record compress to next to nothing, a request id that
-/// differs in each record does not. A query that needs the whole record
-/// as one text wants `s3`.
+/// unless `rest` holds that member. Unlike `record`, the text is not kept
+/// as written: member order and whitespace may differ. `rest` holds what
+/// the columns do not (for AWS records: versions, request ids, ARNs, the
+/// owner); members that repeat from record to record compress to next to
+/// nothing, a request id that differs in each record does not. A query
+/// that needs the whole record as one text wants `s3`.
 ///
 /// **`inferred`** — any JSON objects: the schema is inferred (arrow-json:
 /// numbers as int64 or float64, strings, booleans, lists, structs; a field
