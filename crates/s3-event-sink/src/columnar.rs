@@ -783,29 +783,26 @@ impl<'de> Level<'de> for S3Fields<'de> {
     }
 }
 
-impl<'de> Level<'de> for PrincipalFields<'de> {
-    const NAMES: &'static [&'static str] = &["principalId"];
-    fn take<A: MapAccess<'de>>(
-        &mut self,
-        _: usize,
-        map: &mut A,
-        out: &mut Members<'_>,
-    ) -> std::result::Result<(), A::Error> {
-        out.text(map, &mut self.principal_id, Self::NAMES[0], any)
-    }
+/// A level with one member, a string column.
+macro_rules! text_level {
+    ($level:ident, $field:ident, $name:literal) => {
+        impl<'de> Level<'de> for $level<'de> {
+            const NAMES: &'static [&'static str] = &[$name];
+            fn take<A: MapAccess<'de>>(
+                &mut self,
+                _: usize,
+                map: &mut A,
+                out: &mut Members<'_>,
+            ) -> std::result::Result<(), A::Error> {
+                out.text(map, &mut self.$field, $name, any)
+            }
+        }
+    };
 }
 
-impl<'de> Level<'de> for RequestFields<'de> {
-    const NAMES: &'static [&'static str] = &["sourceIPAddress"];
-    fn take<A: MapAccess<'de>>(
-        &mut self,
-        _: usize,
-        map: &mut A,
-        out: &mut Members<'_>,
-    ) -> std::result::Result<(), A::Error> {
-        out.text(map, &mut self.source_ip, Self::NAMES[0], any)
-    }
-}
+text_level!(PrincipalFields, principal_id, "principalId");
+text_level!(RequestFields, source_ip, "sourceIPAddress");
+text_level!(BucketFields, name, "name");
 
 impl<'de> Level<'de> for S3EntityFields<'de> {
     const NAMES: &'static [&'static str] = &["bucket", "object"];
@@ -819,18 +816,6 @@ impl<'de> Level<'de> for S3EntityFields<'de> {
             0 => out.level(map, &mut self.bucket, Self::NAMES[0]),
             _ => out.level(map, &mut self.object, Self::NAMES[1]),
         }
-    }
-}
-
-impl<'de> Level<'de> for BucketFields<'de> {
-    const NAMES: &'static [&'static str] = &["name"];
-    fn take<A: MapAccess<'de>>(
-        &mut self,
-        _: usize,
-        map: &mut A,
-        out: &mut Members<'_>,
-    ) -> std::result::Result<(), A::Error> {
-        out.text(map, &mut self.name, Self::NAMES[0], any)
     }
 }
 
