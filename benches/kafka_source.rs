@@ -13,10 +13,9 @@
 //! join, a few seconds on tansu, is left out: `iter_custom`). Over the same
 //! span each run also takes the CPU time of this process (its threads
 //! alive at the end: librdkafka's, the runtime's, the bench's own), and
-//! after each function
-//! the median of its runs is printed (`cpu per run`): it varies less than
-//! the time, which also waits on the broker's fetches, and the broker's
-//! own CPU time is not in it. The topic
+//! after each function the median of its runs is printed (`cpu per run`):
+//! it varies less than the time, which also waits on the broker's fetches,
+//! and the broker's own CPU time is not in it. The topic
 //! (3 partitions, 100 000 JSON values of about 150 bytes) is produced
 //! once. Broker: `S3E_KAFKA_BROKERS` (default `127.0.0.1:19092`, tansu from
 //! `scripts/services.sh`). Run with
