@@ -7,12 +7,12 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use futures_util::FutureExt;
+use futures_util::{FutureExt, StreamExt};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::{Headers, Message};
@@ -62,6 +62,9 @@ fn list(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
 
 struct Context {
     events: Mutex<Vec<Event>>,
+    /// Set after an event is queued: the loop looks at it before every
+    /// message, and takes the lock only when it is set.
+    queued: AtomicBool,
     /// High watermarks from the last statistics.
     watermarks: Mutex<HashMap<(String, i32), i64>>,
 }
@@ -92,6 +95,7 @@ impl ConsumerContext for Context {
             }
         };
         self.events.lock().expect("events lock").push(event);
+        self.queued.store(true, Ordering::Release);
     }
 }
 
@@ -162,6 +166,7 @@ pub(super) async fn run(
 ) -> Result<KafkaSourceStats> {
     let ctx = Context {
         events: Mutex::new(Vec::new()),
+        queued: AtomicBool::new(false),
         watermarks: Mutex::new(HashMap::new()),
     };
     let client = Arc::new(client(&source, ctx)?);
@@ -217,6 +222,10 @@ impl Loop {
         let counters = &source.counters;
         tokio::pin!(shutdown);
         let mut last_publish = Instant::now();
+        // One stream for the loop's life: `recv` makes one per call, and
+        // registers and unregisters its waker under a lock each time.
+        let client = Arc::clone(&self.client);
+        let mut stream = client.stream();
         loop {
             self.apply_events(counters).await;
             let deadline = self
@@ -225,11 +234,10 @@ impl Loop {
                 .filter_map(|p| p.deadline(sh))
                 .min()
                 .map_or(Instant::now() + TICK, |d| d.min(Instant::now() + TICK));
-            let client = Arc::clone(&self.client);
             let mut msg = tokio::select! {
                 biased;
                 () = &mut shutdown => return Ok(()),
-                m = client.recv() => Some(m),
+                m = stream.next() => m,
                 () = tokio::time::sleep_until(deadline.into()) => None,
             };
             // Rebalances the poll ran come before its message, and before
@@ -264,7 +272,8 @@ impl Loop {
                 }
                 taken += 1;
                 if taken < DRAIN {
-                    msg = client.recv().now_or_never();
+                    // A Kafka stream never ends: `None` is "none ready".
+                    msg = stream.next().now_or_never().flatten();
                 }
             }
             // The last poll may have run a rebalance and answered nothing.
@@ -285,6 +294,9 @@ impl Loop {
 
     /// Applies queued assignments and revocations.
     async fn apply_events(&mut self, counters: &Counters) {
+        if !self.client.context().queued.swap(false, Ordering::Acquire) {
+            return;
+        }
         let events =
             std::mem::take(&mut *self.client.context().events.lock().expect("events lock"));
         for e in events {

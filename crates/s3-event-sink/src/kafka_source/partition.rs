@@ -106,11 +106,15 @@ pub(crate) struct Incoming<'a> {
 
 /// An open batch: the records are kept beside the encoder so that, when
 /// another attempt's object turns out to hold some of them, the rest can
-/// be encoded again as a batch of their own.
+/// be encoded again as a batch of their own. Uncompressed NDJSON keeps no
+/// copy: the object's lines are the records.
 #[derive(Debug)]
 struct Batch {
     first: i64,
     offsets: Vec<i64>,
+    /// Whether `data` and `ends` hold the records (every layout but
+    /// uncompressed NDJSON).
+    copied: bool,
     /// The records, end to end (one buffer, not one allocation each).
     data: Vec<u8>,
     /// Where each record ends in `data`.
@@ -141,6 +145,7 @@ impl Batch {
         Batch {
             first,
             offsets: Vec::new(),
+            copied: !(sh.encoding == Encoding::Ndjson && sh.compression == Compression::None),
             data: Vec::new(),
             ends: Vec::new(),
             encoder: sh.encoder(),
@@ -177,13 +182,15 @@ impl Batch {
             }
         }
         self.offsets.push(offset);
-        self.data.extend_from_slice(record);
-        self.ends.push(self.data.len());
+        if self.copied {
+            self.data.extend_from_slice(record);
+            self.ends.push(self.data.len());
+        }
         Ok(())
     }
 
     fn len(&self) -> usize {
-        self.ends.len()
+        self.offsets.len()
     }
 
     fn due(&self, sh: &Shared) -> bool {
@@ -583,6 +590,7 @@ impl PartitionState {
             let Batch {
                 first,
                 offsets,
+                copied,
                 data,
                 ends,
                 encoder,
@@ -591,7 +599,7 @@ impl PartitionState {
             } = batch;
             let bytes = Bytes::from(encoder.finish()?);
             let seqs: Vec<u64> = offsets.iter().map(|&o| o as u64).collect();
-            let manifest = Manifest::new(&bytes, ends.len() as u64, &seqs, &self.instance);
+            let manifest = Manifest::new(&bytes, offsets.len() as u64, &seqs, &self.instance);
             let stored = put_until_done(
                 sh,
                 &key,
@@ -644,8 +652,17 @@ impl PartitionState {
             }
             // The rest, encoded again, from the next chain point.
             let mut rest = Batch::new(sh, offsets[n], opened);
-            for (o, r) in offsets[n..].iter().zip(records(&data, &ends).skip(n)) {
-                rest.push(*o, r)?;
+            let mut refill = |records: &mut dyn Iterator<Item = &[u8]>| {
+                offsets[n..]
+                    .iter()
+                    .zip(records.skip(n))
+                    .try_for_each(|(o, r)| rest.push(*o, r))
+            };
+            if copied {
+                refill(&mut records(&data, &ends))?;
+            } else {
+                // Uncompressed NDJSON: a record has no raw newline.
+                refill(&mut bytes.split(|&b| b == b'\n'))?;
             }
             let tp = self.parts.get_mut(tpart).expect("present");
             tp.open = Some(rest);

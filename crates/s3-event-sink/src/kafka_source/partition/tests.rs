@@ -156,22 +156,35 @@ async fn a_redo_with_other_batch_ends_skips_what_is_stored() {
     once(&data, 0..20);
 }
 
+/// Uncompressed NDJSON re-encodes the rest of a batch from the object's
+/// lines, every other layout from its own copy of the records: both ways.
 #[tokio::test]
 async fn without_the_chain_check_collisions_alone_keep_it_exactly_once() {
+    for compression in [Compression::None, Compression::gzip()] {
+        collisions_alone(compression).await;
+    }
+}
+
+async fn collisions_alone(compression: Compression) {
     let store = Arc::new(InMemory::new());
-    let sh = shared(&store, 4);
+    let mut sh = shared(&store, 4);
+    sh.compression = compression;
     let mut a = PartitionState::new(TOPIC, P);
     for o in 0..8 {
         a.offer(&sh, msg(o, 10, false)).await.unwrap();
     }
     let mut sh = shared(&store, 6);
+    sh.compression = compression;
     sh.chain_check = false;
     let mut b = PartitionState::new(TOPIC, P);
     for o in 0..14 {
         b.offer(&sh, msg(o, 10, false)).await.unwrap();
     }
     b.flush_due(&sh, None).await.unwrap();
-    assert!(sh.counters.collisions.load(Ordering::Relaxed) >= 2);
+    assert!(
+        sh.counters.collisions.load(Ordering::Relaxed) >= 2,
+        "{compression:?}"
+    );
     let (data, _, _) = census(&store).await;
     once(&data, 0..14);
     assert_eq!(b.committable(), Some(14));
@@ -348,6 +361,8 @@ fn next(state: &mut u64) -> u64 {
 /// committed, takes messages with its own batch sizes and time flushes,
 /// and is killed (nothing flushed) or left running as a zombie (its
 /// commits refused) at random. Every message ends in the bucket once.
+/// Odd rounds write gzip NDJSON (a batch keeps its own copy of the
+/// records), even rounds uncompressed NDJSON (the object's lines serve).
 #[tokio::test]
 async fn randomized_owners_zombies_and_crashes() {
     let seed = std::env::var("S3E_KAFKA_SEED")
@@ -379,6 +394,9 @@ async fn randomized_owners_zombies_and_crashes() {
         loop {
             if owners.iter().all(|o| !o.3) {
                 let mut sh = shared(&store, 1 + (next(&mut rng) % 12) as usize);
+                if round % 2 == 1 {
+                    sh.compression = Compression::gzip();
+                }
                 sh.chain_check = !next(&mut rng).is_multiple_of(4);
                 let mut st = PartitionState::new(TOPIC, P);
                 st.resume_at(committed);
