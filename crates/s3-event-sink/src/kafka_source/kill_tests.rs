@@ -323,6 +323,19 @@ async fn three_instances_survive_sigkill_and_rebalances() {
         let wait = 2000 + next(&mut rng) % 2500;
         tokio::time::sleep(Duration::from_millis(wait)).await;
         let i = (next(&mut rng) % INSTANCES as u64) as usize;
+        // Only an instance that has been given partitions (and said so:
+        // its counters come every 500 ms) is killed, so that every kill
+        // hits a member of the group mid-work; a join can take longer
+        // than the wait above on a busy machine.
+        let joined = Instant::now();
+        while instances[i].last.lock().unwrap().is_none_or(|l| l[0] == 0) {
+            assert!(
+                joined.elapsed() < Duration::from_secs(60),
+                "instance {i} was given no partition in 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let join_wait = joined.elapsed();
         let mut inst = instances.remove(i);
         inst.child.kill().unwrap();
         let status = inst.child.wait().unwrap();
@@ -344,7 +357,8 @@ async fn three_instances_survive_sigkill_and_rebalances() {
             "after kill {kills}: stored twice: {dups:?}"
         );
         eprintln!(
-            "kafka kill: kill {kills} (instance {i}, after {wait} ms) at {:?}: {} messages stored, {} objects",
+            "kafka kill: kill {kills} (instance {i}, after {wait} ms and {:?} more for its first assignment) at {:?}: {} messages stored, {} objects",
+            join_wait,
             started.elapsed(),
             seen.len(),
             known.len()
@@ -442,5 +456,6 @@ async fn three_instances_survive_sigkill_and_rebalances() {
     if let Some(path) = std::env::var_os("S3E_KS_NOTE") {
         let _ = std::fs::write(path, format!("{note}\n"));
     }
+    // Every killed instance had said it was given partitions.
     assert!(assign >= kills, "fewer assignments than kills: {assign}");
 }
