@@ -52,11 +52,57 @@ fn cpu() -> Duration {
         .sum()
 }
 
+/// Each thread's CPU time so far, by thread name, in the process `pid`
+/// (`self` or a number); the total under the name `"all"`.
+fn threads(pid: &str) -> std::collections::BTreeMap<String, Duration> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for t in tasks.filter_map(|t| t.ok()) {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        let Some(ns) = std::fs::read_to_string(t.path().join("schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        for name in [comm.trim().to_owned(), "all".to_owned()] {
+            *out.entry(name).or_insert(Duration::ZERO) += Duration::from_nanos(ns);
+        }
+    }
+    out
+}
+
+/// With `S3E_BENCH_THREADS` set: the processes whose CPU time each span
+/// breaks down by thread, this one and those `S3E_BENCH_PEERS` names
+/// (pids, comma-separated: the broker's).
+fn watched() -> Vec<String> {
+    if std::env::var_os("S3E_BENCH_THREADS").is_none() {
+        return Vec::new();
+    }
+    let peers = std::env::var("S3E_BENCH_PEERS").unwrap_or_default();
+    std::iter::once("self".to_owned())
+        .chain(
+            peers
+                .split(',')
+                .filter(|p| !p.is_empty())
+                .map(str::to_owned),
+        )
+        .collect()
+}
+
+type Breakdown = Vec<std::collections::BTreeMap<String, Duration>>;
+
+/// The breakdown at a span's start.
+static THREADS: std::sync::Mutex<Breakdown> = std::sync::Mutex::new(Vec::new());
+
 /// The CPU time of each run since the last [`print_cpu`].
 static CPU: std::sync::Mutex<Vec<Duration>> = std::sync::Mutex::new(Vec::new());
 
 /// A timed span's start: the time and the CPU time.
 fn span_start() -> (Instant, Duration) {
+    *THREADS.lock().unwrap() = watched().iter().map(|p| threads(p)).collect();
     (Instant::now(), cpu())
 }
 
@@ -64,6 +110,24 @@ fn span_start() -> (Instant, Duration) {
 fn span_end((t0, cpu0): (Instant, Duration)) -> Duration {
     let took = t0.elapsed();
     CPU.lock().unwrap().push(cpu().saturating_sub(cpu0));
+    let before = std::mem::take(&mut *THREADS.lock().unwrap());
+    for (pid, before) in watched().iter().zip(before) {
+        let line: Vec<String> = threads(pid)
+            .into_iter()
+            .map(|(name, t)| {
+                let d = t.saturating_sub(before.get(&name).copied().unwrap_or_default());
+                format!("{name} {:.1}", d.as_secs_f64() * 1e3)
+            })
+            .filter(|s| !s.ends_with(" 0.0"))
+            .collect();
+        // The span's ends on the monotonic clock (`perf record -k
+        // CLOCK_MONOTONIC` then keeps only the spans: `perf report --time`).
+        eprintln!(
+            "span {took:.1?} from {t0:?} to {:?}: {pid} cpu ms: {}",
+            Instant::now(),
+            line.join(", ")
+        );
+    }
     took
 }
 

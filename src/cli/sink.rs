@@ -62,6 +62,16 @@ pub struct Args {
     /// offset, timestamp, key and headers, not its value alone.
     #[arg(long)]
     wrap: bool,
+    /// Kafka: the least time between two offset commits, in seconds (0:
+    /// commit after every upload). Offsets are committed only once their
+    /// objects are stored either way.
+    #[arg(
+        long,
+        env = "S3E_KAFKA_COMMIT_INTERVAL",
+        value_name = "SECONDS",
+        default_value = "1"
+    )]
+    commit_interval: f64,
     /// Kafka: a librdkafka consumer property (`security.protocol=SASL_SSL`,
     /// `sasl.username=…`); repeat for more. Values are never printed.
     #[arg(long = "kafka-option", value_name = "KEY=VALUE")]
@@ -159,6 +169,12 @@ async fn kafka(args: Args, config: Config) -> Exit {
             "partitionTemplate does not apply to --source kafka: its time partitions follow the messages' Kafka timestamps (timeInterval sets hourly or daily)".into(),
         );
     }
+    let Ok(commit_interval) = std::time::Duration::try_from_secs_f64(args.commit_interval) else {
+        return Exit::Config(format!(
+            "--commit-interval {}: expected seconds, 0 or more",
+            args.commit_interval
+        ));
+    };
     let store = match config.store_config().build() {
         Ok(s) => s,
         Err(e) => return Exit::Config(format!("the store: {e}")),
@@ -174,6 +190,7 @@ async fn kafka(args: Args, config: Config) -> Exit {
         .with_compression(config.compression)
         .with_flush_size(config.flush_size)
         .with_flush_interval(config.scheduled_interval)
+        .with_commit_interval(commit_interval)
         .with_wrap(args.wrap);
     for kv in &args.kafka_options {
         let Some((k, v)) = kv.split_once('=') else {

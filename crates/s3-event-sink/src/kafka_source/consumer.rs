@@ -157,6 +157,10 @@ struct Loop {
     lent: Lent,
     parts: HashMap<(String, i32), PartitionState>,
     commit: bool,
+    /// The least time between the starts of two commits.
+    commit_interval: Duration,
+    /// When the last commit started.
+    last_commit: Option<Instant>,
     in_flight: Option<InFlight>,
 }
 
@@ -183,6 +187,8 @@ pub(super) async fn run(
         },
         parts: HashMap::new(),
         commit: source.config.commit,
+        commit_interval: source.config.commit_interval,
+        last_commit: None,
         in_flight: None,
     };
     let sh = &source.shared;
@@ -232,6 +238,7 @@ impl Loop {
                 .parts
                 .values()
                 .filter_map(|p| p.deadline(sh))
+                .chain(self.next_commit())
                 .min()
                 .map_or(Instant::now() + TICK, |d| d.min(Instant::now() + TICK));
             let mut msg = tokio::select! {
@@ -351,7 +358,20 @@ impl Loop {
         }
     }
 
-    /// Commits every partition whose committable offset moved.
+    /// When a commit waiting for the interval may start: none while one is
+    /// in flight (its answer is looked at on the next wake) or while no
+    /// partition has an offset to commit (a dirty partition may have none
+    /// yet, and a deadline already passed would wake the loop at once).
+    fn next_commit(&self) -> Option<Instant> {
+        let last = self.last_commit?;
+        (self.commit
+            && self.in_flight.is_none()
+            && self.parts.values().any(|p| p.to_commit().is_some()))
+        .then(|| last + self.commit_interval)
+    }
+
+    /// Commits every partition whose committable offset moved, once the
+    /// commit interval has passed since the last commit started.
     ///
     /// The commit (librdkafka's synchronous one) runs on the blocking pool
     /// and the loop goes on consuming; the next one starts once it is
@@ -377,16 +397,17 @@ impl Loop {
         if !self.parts.values().any(|p| p.dirty) {
             return;
         }
+        if !wait
+            && self
+                .last_commit
+                .is_some_and(|t| t.elapsed() < self.commit_interval)
+        {
+            return;
+        }
         let mut tpl = TopicPartitionList::new();
         let mut offsets = Vec::new();
         for (key, p) in &self.parts {
-            if !p.dirty {
-                continue;
-            }
-            let Some(c) = p.committable() else { continue };
-            if p.committed.is_some_and(|done| done >= c) {
-                continue;
-            }
+            let Some(c) = p.to_commit() else { continue };
             if tpl
                 .add_partition_offset(&key.0, key.1, Offset::Offset(c))
                 .is_ok()
@@ -399,6 +420,7 @@ impl Loop {
         }
         let client = Arc::clone(&self.client);
         let started = Instant::now();
+        self.last_commit = Some(started);
         let task = tokio::task::spawn_blocking(move || client.commit(&tpl, CommitMode::Sync));
         if wait {
             self.answered(counters, task.await, started, &offsets);

@@ -115,7 +115,9 @@
 //!    object holds offsets both below and above `c`. A new owner starting
 //!    at `c` therefore meets every T-object from its first message on, and
 //!    point 2 holds from its first message. Commits go to Kafka (never
-//!    auto-commit) right after the uploads that allow them. Two time
+//!    auto-commit) after the uploads that allow them, at most one per
+//!    commit interval (1 s by default): what was stored since the last
+//!    commit is what a new owner finds with the chain check. Two time
 //!    partitions whose batches keep overlapping (a steady trickle of late
 //!    messages) could leave no clean cut for ever; when none has appeared
 //!    for a flush interval, all the partition's open batches are closed
@@ -142,10 +144,11 @@
 //!
 //! On revocation a partition's open batches are **abandoned**, not
 //! uploaded: librdkafka runs the revocation inside its poll, where no
-//! upload can be awaited, and every upload of the partition so far was
-//! already committed right after it. The next owner reads the abandoned
-//! records again from the committed offset (at most one flush interval of
-//! them), and points 3 and 4 keep that exactly once. On assignment the
+//! upload can be awaited. The next owner reads again from the committed
+//! offset: the objects uploaded since the last commit (at most one commit
+//! interval of them), which the chain check finds and skips, and the
+//! abandoned records (at most one flush interval of them), which it
+//! stores; points 3 and 4 keep that exactly once. On assignment the
 //! partition resumes at its committed offset. On shutdown every open batch
 //! is uploaded and its offsets committed before the consumer leaves the
 //! group.
@@ -183,6 +186,8 @@ pub const DEFAULT_FLUSH_SIZE: usize = 1000;
 pub const DEFAULT_MAX_BYTES: usize = 64 * 1024 * 1024;
 /// The default `flush_interval`.
 pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(60);
+/// The least time between two offset commits, by default.
+pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 /// The largest `max_bytes`: S3's limit for one put (5 GiB).
 const MAX_SINGLE_PUT: usize = 5 << 30;
 /// The directory, inside each time partition, of failure reports.
@@ -337,6 +342,7 @@ pub struct KafkaSourceBuilder {
     flush_size: usize,
     max_bytes: usize,
     flush_interval: Duration,
+    commit_interval: Duration,
     wrap: bool,
     retry: RetryPolicy,
     statistics_interval: Duration,
@@ -360,6 +366,7 @@ impl fmt::Debug for KafkaSourceBuilder {
             .field("flush_size", &self.flush_size)
             .field("max_bytes", &self.max_bytes)
             .field("flush_interval", &self.flush_interval)
+            .field("commit_interval", &self.commit_interval)
             .field("wrap", &self.wrap)
             .field("options", &self.options.keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
@@ -381,6 +388,7 @@ impl Default for KafkaSourceBuilder {
             flush_size: DEFAULT_FLUSH_SIZE,
             max_bytes: DEFAULT_MAX_BYTES,
             flush_interval: DEFAULT_FLUSH_INTERVAL,
+            commit_interval: DEFAULT_COMMIT_INTERVAL,
             wrap: false,
             retry: RetryPolicy::default(),
             statistics_interval: Duration::from_secs(5),
@@ -468,6 +476,17 @@ impl KafkaSourceBuilder {
     /// (default 60 s).
     pub fn with_flush_interval(mut self, flush_interval: Duration) -> Self {
         self.flush_interval = flush_interval;
+        self
+    }
+
+    /// The least time between the starts of two offset commits (default
+    /// 1 s; zero commits after every upload). Offsets are still committed
+    /// only once their objects are stored; a longer interval makes fewer
+    /// commits for the broker to write, and leaves more objects uploaded
+    /// but not committed when an instance dies, which the next owner finds
+    /// with one HEAD each (the chain check) instead of storing them again.
+    pub fn with_commit_interval(mut self, commit_interval: Duration) -> Self {
+        self.commit_interval = commit_interval;
         self
     }
 

@@ -762,6 +762,16 @@ impl PartitionState {
         }
     }
 
+    /// The offset a commit should carry now: the committable one, when
+    /// something was stored since the last commit and it moved past it.
+    pub(crate) fn to_commit(&self) -> Option<i64> {
+        if !self.dirty {
+            return None;
+        }
+        let c = self.committable()?;
+        self.committed.is_none_or(|done| done < c).then_some(c)
+    }
+
     /// Records that `c` was committed: spans wholly below it are dropped.
     /// Still dirty if more was stored since `c` was sent.
     pub(crate) fn set_committed(&mut self, c: i64) {

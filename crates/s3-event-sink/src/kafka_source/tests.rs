@@ -617,3 +617,85 @@ async fn headers_reach_wrapped_records_and_failure_reports() {
         assert_eq!(reports, 1, "wrap {wrap}");
     }
 }
+
+/// The commit interval: two instances in their own groups read the same
+/// topic, produced in rounds of one object each. The one without an
+/// interval commits after every round's upload; the one with a long
+/// interval commits once (its first upload), stays behind with its
+/// objects stored, and commits the rest on shutdown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_wait_for_the_commit_interval() {
+    let topic = unique("interval");
+    create_topic(&topic, 1).await;
+    let prod = producer();
+    let rounds = 5;
+    let per_round = 20;
+    let start = |interval: Duration| {
+        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let source = builder(&topic, &unique("g"), Arc::clone(&store))
+            .with_flush_size(per_round)
+            .with_commit_interval(interval)
+            .build()
+            .unwrap();
+        let stats = source.stats_handle();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let run = tokio::spawn(source.run(async {
+            rx.await.ok();
+        }));
+        (stats, tx, run)
+    };
+    let (every, every_stop, every_run) = start(Duration::ZERO);
+    let (long, long_stop, long_run) = start(Duration::from_secs(3600));
+    let committed = |s: &KafkaStatsHandle| {
+        s.snapshot()
+            .partitions
+            .get(&format!("{topic}+0"))
+            .and_then(|p| p.committed)
+    };
+    let mut end = 0;
+    for round in 0..rounds {
+        let msgs: Vec<Out> = (0..per_round)
+            .map(|i| {
+                let n = round * per_round + i;
+                (
+                    0,
+                    Some(json!({"n": n, "p": 0}).to_string().into_bytes()),
+                    base_ts() + n as i64,
+                )
+            })
+            .collect();
+        end = *send_all(&prod, &topic, &msgs).await.last().unwrap() + 1;
+        let ends = BTreeMap::from([(0, end)]);
+        wait_for(&every, &topic, &ends, Duration::from_secs(60)).await;
+        wait_for(&long, &topic, &ends, Duration::from_secs(60)).await;
+        // The round's object is committed by the instance without an
+        // interval before the next round starts.
+        let started = Instant::now();
+        while committed(&every) != Some(end) {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "round {round}: not committed to {end}: {:?}",
+                every.snapshot()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let (e, l) = (every.snapshot(), long.snapshot());
+    assert_eq!(e.objects, rounds as u64);
+    assert_eq!(l.objects, rounds as u64);
+    assert!(e.commits >= rounds as u64, "{e:?}");
+    // One commit, for the first round's object; every later object is
+    // stored and waits for the interval.
+    assert_eq!(l.commits, 1, "{l:?}");
+    assert_eq!(committed(&long), Some(per_round as i64), "{l:?}");
+    every_stop.send(()).unwrap();
+    long_stop.send(()).unwrap();
+    every_run.await.unwrap().unwrap();
+    let totals = long_run.await.unwrap().unwrap();
+    // Shutdown commits what is stored, whatever the interval.
+    assert_eq!(totals.commits, 2, "{totals:?}");
+    assert_eq!(
+        totals.partitions[&format!("{topic}+0")].committed,
+        Some(end)
+    );
+}

@@ -246,6 +246,34 @@ async fn commits_never_cut_through_an_object() {
     once(&data, 0..8);
 }
 
+/// A partition with objects stored since its last commit but no clean
+/// cut past it has nothing to commit (the loop waits for none).
+#[tokio::test]
+async fn stored_objects_without_a_new_clean_cut_have_nothing_to_commit() {
+    let store = Arc::new(InMemory::new());
+    let sh = shared(&store, 3);
+    let mut p = PartitionState::new(TOPIC, P);
+    for (o, h) in [(0, 10), (1, 9), (2, 10), (3, 10)] {
+        p.offer(&sh, msg(o, h, false)).await.unwrap();
+    }
+    assert_eq!(p.to_commit(), Some(0));
+    p.set_committed(0);
+    assert!(!p.dirty);
+    assert_eq!(p.to_commit(), None);
+    // Another hour-10 object: stored, but 1 (hour 9) is still open below it.
+    for o in 4..7 {
+        p.offer(&sh, msg(o, 10, false)).await.unwrap();
+    }
+    assert!(p.dirty);
+    assert_eq!(p.committable(), Some(0));
+    assert_eq!(p.to_commit(), None);
+    // The hour-9 batch closes: everything below 9 is stored.
+    for o in [7, 8] {
+        p.offer(&sh, msg(o, 9, false)).await.unwrap();
+    }
+    assert_eq!(p.to_commit(), Some(9));
+}
+
 #[tokio::test]
 async fn poison_is_reported_once_and_does_not_block() {
     let store = Arc::new(InMemory::new());
