@@ -53,6 +53,13 @@ enum Event {
     RevokeAll,
 }
 
+fn list_offsets(tpl: &TopicPartitionList) -> Vec<(String, i32, Offset)> {
+    tpl.elements()
+        .iter()
+        .map(|e| (e.topic().to_owned(), e.partition(), e.offset()))
+        .collect()
+}
+
 fn list(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
     tpl.elements()
         .iter()
@@ -67,6 +74,12 @@ struct Context {
     queued: AtomicBool,
     /// High watermarks from the last statistics.
     watermarks: Mutex<HashMap<(String, i32), i64>>,
+    /// Per partition, the offset a commit may carry (its objects are
+    /// stored) and none has carried yet, as of the loop's last look: what
+    /// a revocation commits before the partition goes, so that the next
+    /// owner does not have to find those objects again.
+    ready: Mutex<HashMap<(String, i32), i64>>,
+    counters: Arc<Counters>,
 }
 
 impl ClientContext for Context {
@@ -83,6 +96,46 @@ impl ClientContext for Context {
 }
 
 impl ConsumerContext for Context {
+    /// A revocation commits what the loop has stored of the partitions
+    /// going and not yet committed (the commit interval may have held it
+    /// back). librdkafka runs this inside the loop's poll, before it gives
+    /// the partitions up, while this member may still commit for them.
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(tpl) = rebalance else {
+            return;
+        };
+        let mut commit = TopicPartitionList::new();
+        {
+            let mut ready = self.ready.lock().expect("ready lock");
+            for e in tpl.elements() {
+                let key = (e.topic().to_owned(), e.partition());
+                if let Some(c) = ready.remove(&key) {
+                    let _ = commit.add_partition_offset(&key.0, key.1, Offset::Offset(c));
+                }
+            }
+        }
+        if commit.count() == 0 {
+            return;
+        }
+        let started = Instant::now();
+        match consumer.commit(&commit, CommitMode::Sync) {
+            Ok(()) => {
+                let micros = started.elapsed().as_micros() as u64;
+                let c = &self.counters;
+                c.commits.fetch_add(1, Ordering::Relaxed);
+                c.commit_micros_total.fetch_add(micros, Ordering::Relaxed);
+                c.commit_micros_max.fetch_max(micros, Ordering::Relaxed);
+                tracing::info!(offsets = ?list_offsets(&commit), "kafka source: committed what is stored of the partitions revoked");
+            }
+            Err(e) => {
+                self.counters
+                    .commit_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "kafka source: the commit on revocation was refused; the next owner finds the stored objects with the chain check");
+            }
+        }
+    }
+
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let event = match rebalance {
             Rebalance::Assign(tpl) => Event::Assign(list(tpl)),
@@ -172,6 +225,8 @@ pub(super) async fn run(
         events: Mutex::new(Vec::new()),
         queued: AtomicBool::new(false),
         watermarks: Mutex::new(HashMap::new()),
+        ready: Mutex::new(HashMap::new()),
+        counters: Arc::clone(&source.counters),
     };
     let client = Arc::new(client(&source, ctx)?);
     let topics: Vec<&str> = source.config.topics.iter().map(String::as_str).collect();
@@ -318,6 +373,13 @@ impl Loop {
                 }
                 Event::RevokeAll => {
                     counters.revocations.fetch_add(1, Ordering::Relaxed);
+                    // Nothing may be committed for partitions given up.
+                    self.client
+                        .context()
+                        .ready
+                        .lock()
+                        .expect("ready lock")
+                        .clear();
                     for (key, p) in self.parts.drain() {
                         tracing::info!(topic = %key.0, partition = key.1, open = p.open_records(), "kafka source: partition given up after a rebalance error; its open batches are abandoned");
                     }
@@ -397,6 +459,13 @@ impl Loop {
         if !self.parts.values().any(|p| p.dirty) {
             return;
         }
+        if self.commit {
+            *self.client.context().ready.lock().expect("ready lock") = self
+                .parts
+                .iter()
+                .filter_map(|(k, p)| Some((k.clone(), p.to_commit()?)))
+                .collect();
+        }
         if !wait
             && self
                 .last_commit
@@ -451,7 +520,11 @@ impl Loop {
                 counters
                     .commit_micros_max
                     .fetch_max(micros, Ordering::Relaxed);
+                let mut ready = self.client.context().ready.lock().expect("ready lock");
                 for (key, c) in offsets {
+                    if ready.get(key).is_some_and(|r| r <= c) {
+                        ready.remove(key);
+                    }
                     // An answer that came after the partition was given up
                     // and assigned again never moves its offset back.
                     if let Some(p) = self.parts.get_mut(key) {

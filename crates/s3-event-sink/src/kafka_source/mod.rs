@@ -144,12 +144,15 @@
 //!
 //! On revocation a partition's open batches are **abandoned**, not
 //! uploaded: librdkafka runs the revocation inside its poll, where no
-//! upload can be awaited. The next owner reads again from the committed
-//! offset: the objects uploaded since the last commit (at most one commit
-//! interval of them), which the chain check finds and skips, and the
-//! abandoned records (at most one flush interval of them), which it
-//! stores; points 3 and 4 keep that exactly once. On assignment the
-//! partition resumes at its committed offset. On shutdown every open batch
+//! upload can be awaited. What is already stored and not yet committed
+//! (the commit interval held it back) is committed first, in that
+//! callback, before librdkafka gives the partition up. The next owner
+//! reads again from the committed offset: the abandoned records (at most
+//! one flush interval of them), which it stores, and, if that commit
+//! failed or the instance died, the objects uploaded since the last
+//! commit (at most one commit interval of them), which the chain check
+//! finds and skips; points 3 and 4 keep that exactly once. On assignment
+//! the partition resumes at its committed offset. On shutdown every open batch
 //! is uploaded and its offsets committed before the consumer leaves the
 //! group.
 //!

@@ -699,3 +699,87 @@ async fn commits_wait_for_the_commit_interval() {
         Some(end)
     );
 }
+
+/// A revocation commits what is stored: the first instance, its commits
+/// held back by an hour's interval, stores three objects per partition;
+/// a second instance joins the group, the first is asked to give
+/// partitions up, and the second starts where the first stored up to, with
+/// no stored object to find again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_commits_what_is_stored() {
+    let topic = unique("revoke");
+    create_topic(&topic, 2).await;
+    let group = unique("g");
+    let prod = producer();
+    let per = 20;
+    let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    let start = || {
+        let source = builder(&topic, &group, Arc::clone(&store))
+            .with_flush_size(per)
+            .with_commit_interval(Duration::from_secs(3600))
+            .build()
+            .unwrap();
+        let stats = source.stats_handle();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let run = tokio::spawn(source.run(async {
+            rx.await.ok();
+        }));
+        (stats, tx, run)
+    };
+    let (a, a_stop, a_run) = start();
+    let mut ends = BTreeMap::new();
+    for round in 0..3 {
+        let msgs: Vec<Out> = (0..2 * per)
+            .map(|i| {
+                let p = (i % 2) as i32;
+                let n = round * 2 * per + i;
+                (
+                    p,
+                    Some(json!({"n": n, "p": p}).to_string().into_bytes()),
+                    base_ts() + n as i64,
+                )
+            })
+            .collect();
+        let offsets = send_all(&prod, &topic, &msgs).await;
+        ends = expect(&msgs, &offsets).1;
+        wait_for(&a, &topic, &ends, Duration::from_secs(60)).await;
+    }
+    let s = a.snapshot();
+    assert_eq!(s.objects, 6, "{s:?}");
+    // The interval let one commit through, for the first object.
+    assert_eq!(s.commits, 1, "{s:?}");
+    let (b, b_stop, b_run) = start();
+    // The group settles with a partition each.
+    let started = Instant::now();
+    let taken = loop {
+        let (sa, sb) = (a.snapshot(), b.snapshot());
+        if sa.partitions.len() == 1 && sb.partitions.len() == 1 {
+            break sb;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "no rebalance to one partition each: {sa:?} {sb:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // The second instance starts at the end: it found everything stored
+    // committed, and has nothing to read, find again or commit.
+    let key = taken.partitions.keys().next().unwrap();
+    let p: i32 = key.rsplit('+').next().unwrap().parse().unwrap();
+    let end = BTreeMap::from([(p, ends[&p])]);
+    wait_for(&b, &topic, &end, Duration::from_secs(60)).await;
+    let sb = b.snapshot();
+    assert_eq!(sb.partitions[key].committed, Some(ends[&p]), "{sb:?}");
+    assert_eq!((sb.messages, sb.adopted, sb.commits), (0, 0, 0), "{sb:?}");
+    let sa = a.snapshot();
+    assert!(sa.revocations >= 1, "{sa:?}");
+    assert!(sa.commits >= 2, "the revocation made no commit: {sa:?}");
+    a_stop.send(()).unwrap();
+    b_stop.send(()).unwrap();
+    a_run.await.unwrap().unwrap();
+    let b_totals = b_run.await.unwrap().unwrap();
+    assert_eq!(b_totals.adopted, 0, "{b_totals:?}");
+    assert_eq!(b_totals.skipped, 0, "{b_totals:?}");
+    let (data, _) = read_back(&*store, &topic).await;
+    assert_eq!(data.len(), 6);
+}
