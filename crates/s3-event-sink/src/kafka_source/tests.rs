@@ -157,6 +157,23 @@ pub(super) async fn wait_for(
     }
 }
 
+/// A running source: its stats, what stops it, and its task.
+type Running = (
+    KafkaStatsHandle,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<crate::Result<super::KafkaSourceStats>>,
+);
+
+/// Starts `source` on the runtime; sending on the sender stops it.
+fn spawn(source: KafkaSource) -> Running {
+    let stats = source.stats_handle();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(source.run(async {
+        rx.await.ok();
+    }));
+    (stats, tx, run)
+}
+
 /// Runs `source` until its positions reach `ends` (at most `limit`), then
 /// shuts it down; its totals.
 pub(super) async fn run_until(
@@ -165,11 +182,7 @@ pub(super) async fn run_until(
     ends: &BTreeMap<i32, i64>,
     limit: Duration,
 ) -> super::KafkaSourceStats {
-    let stats = source.stats_handle();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let run = tokio::spawn(source.run(async {
-        rx.await.ok();
-    }));
+    let (stats, tx, run) = spawn(source);
     wait_for(&stats, topic, ends, limit).await;
     tx.send(()).unwrap();
     run.await.unwrap().unwrap()
@@ -637,12 +650,7 @@ async fn commits_wait_for_the_commit_interval() {
             .with_commit_interval(interval)
             .build()
             .unwrap();
-        let stats = source.stats_handle();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let run = tokio::spawn(source.run(async {
-            rx.await.ok();
-        }));
-        (stats, tx, run)
+        spawn(source)
     };
     let (every, every_stop, every_run) = start(Duration::ZERO);
     let (long, long_stop, long_run) = start(Duration::from_secs(3600));
@@ -719,12 +727,7 @@ async fn a_revocation_commits_what_is_stored() {
             .with_commit_interval(Duration::from_secs(3600))
             .build()
             .unwrap();
-        let stats = source.stats_handle();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let run = tokio::spawn(source.run(async {
-            rx.await.ok();
-        }));
-        (stats, tx, run)
+        spawn(source)
     };
     let (a, a_stop, a_run) = start();
     let mut ends = BTreeMap::new();
