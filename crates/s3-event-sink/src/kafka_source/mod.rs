@@ -133,7 +133,11 @@
 //! messages) is closed early. An object found without a manifest (the
 //! local-directory store writes its metadata just after the object; a
 //! writer killed in between) is read and its records counted: they are the
-//! next that many T-messages.
+//! next that many T-messages. Once they are all counted, their offsets are
+//! known, and the source writes the object's manifest by putting the same
+//! bytes again create-only with it (the local store then writes the
+//! missing sidecar), so `verify` and later owners find offsets, not a
+//! count.
 //!
 //! What it does not survive: changing the prefix, the encoding, the
 //! compression or the time granularity while objects are uploaded but not

@@ -206,9 +206,16 @@ enum Held {
         runs: Vec<(u64, u64)>,
         sha256: String,
     },
-    /// No manifest (a writer died between the object and its metadata):
-    /// its records, counted; they are the next that many T-messages.
-    Count(u64),
+    /// Its records, counted; they are the next that many T-messages.
+    /// `unlisted` holds the object's bytes when it has no manifest at all
+    /// (a writer died between the object and its metadata, which the
+    /// local-directory store writes second): once its offsets are known,
+    /// its manifest is written for it. Without it, a manifest too long to
+    /// list the offsets.
+    Count {
+        records: u64,
+        unlisted: Option<Bytes>,
+    },
 }
 
 /// Messages of one time partition still to be dropped because an object
@@ -218,6 +225,18 @@ struct CountSkip {
     first: i64,
     last: i64,
     remaining: u64,
+    /// The object's bytes and the offsets counted so far, when it has no
+    /// manifest: see [`Held::Count`].
+    unlisted: Option<(Bytes, Vec<i64>)>,
+}
+
+/// An object found without a manifest whose offsets are now known: its
+/// manifest is still to be written.
+#[derive(Debug)]
+struct Unlisted {
+    key: Path,
+    bytes: Bytes,
+    offsets: Vec<i64>,
 }
 
 #[derive(Debug)]
@@ -251,6 +270,9 @@ pub(crate) struct PartitionState {
     /// Since when a stored object straddles every offset that could
     /// otherwise be committed.
     stuck_since: Option<Instant>,
+    /// Objects found without a manifest, counted off to their end: their
+    /// manifests are written before the next message is taken.
+    unlisted: Vec<Unlisted>,
 }
 
 impl PartitionState {
@@ -266,6 +288,7 @@ impl PartitionState {
             committed: None,
             dirty: false,
             stuck_since: None,
+            unlisted: Vec::new(),
         }
     }
 
@@ -286,6 +309,16 @@ impl PartitionState {
     /// Takes one message. Offsets at or below one already seen are
     /// ignored (a fetch repeated by the client).
     pub(crate) async fn offer(&mut self, sh: &Shared, m: Incoming<'_>) -> Result<()> {
+        self.take(sh, m).await?;
+        if !self.unlisted.is_empty() {
+            self.write_manifests(sh).await?;
+        }
+        Ok(())
+    }
+
+    /// [`offer`](Self::offer) but for the manifests of objects found
+    /// without one.
+    async fn take(&mut self, sh: &Shared, m: Incoming<'_>) -> Result<()> {
         if self.next.is_some_and(|n| m.offset < n) {
             return Ok(());
         }
@@ -327,7 +360,7 @@ impl PartitionState {
             self.flush(sh, &m.tpart).await?;
             self.next = Some(m.offset);
             c.messages.fetch_sub(1, Ordering::Relaxed);
-            return Box::pin(self.offer(
+            return Box::pin(self.take(
                 sh,
                 Incoming {
                     body: Body::Record(record),
@@ -377,13 +410,52 @@ impl PartitionState {
         sh.counters.skipped.fetch_add(1, Ordering::Relaxed);
         cs.remaining -= 1;
         cs.last = offset;
+        if let Some((_, offsets)) = &mut cs.unlisted {
+            offsets.push(offset);
+        }
         if cs.remaining == 0 {
             self.stored.push((cs.first, cs.last));
             self.dirty = true;
+            if let Some((bytes, offsets)) = cs.unlisted.take() {
+                self.unlisted.push(Unlisted {
+                    key: sh.key(tpart, &self.topic, self.partition, cs.first),
+                    bytes,
+                    offsets,
+                });
+            }
             tp.count_skip = None;
             tp.check = sh.chain_check;
         }
         true
+    }
+
+    /// Writes the manifests of the objects found without one whose
+    /// offsets are now known, by putting the same bytes again create-only
+    /// with the manifest: a store that keeps metadata beside the object
+    /// (the local directory's sidecar) writes the missing metadata when
+    /// the bytes match; any other store refuses the put as taken, and
+    /// nothing changes. So `verify` and the next owner's chain check find
+    /// the manifest, not only a count.
+    async fn write_manifests(&mut self, sh: &Shared) -> Result<()> {
+        for u in std::mem::take(&mut self.unlisted) {
+            let seqs: Vec<u64> = u.offsets.iter().map(|&o| o as u64).collect();
+            let manifest = Manifest::new(&u.bytes, seqs.len() as u64, &seqs, &self.instance);
+            put_until_done(
+                sh,
+                &u.key,
+                &u.bytes,
+                &manifest,
+                sh.encoding.content_type(),
+                if sh.encoding.is_parquet() {
+                    None
+                } else {
+                    sh.compression.content_encoding()
+                },
+            )
+            .await?;
+            tracing::info!(key = %u.key, records = seqs.len(), "kafka source: wrote the manifest of an object found without one");
+        }
+        Ok(())
     }
 
     /// The chain check at a chain point of `tpart` (the message at
@@ -475,7 +547,10 @@ impl PartitionState {
                         ));
                     }
                     if m.runs_omitted {
-                        return Ok(Some(Held::Count(m.records)));
+                        return Ok(Some(Held::Count {
+                            records: m.records,
+                            unlisted: None,
+                        }));
                     }
                     return Ok(Some(Held::Offsets {
                         runs: m.runs,
@@ -504,7 +579,10 @@ impl PartitionState {
                     let d = crate::decode(key.as_ref(), &bytes)
                         .map_err(|e| foreign(key, &format!("it has no manifest and {e}")))?;
                     tracing::warn!(key = %key, records = d.records.len(), "kafka source: an object at a chain point has no manifest (its writer stopped between the object and its metadata); its records are counted");
-                    return Ok(Some(Held::Count((d.records.len() + d.bad.len()) as u64)));
+                    return Ok(Some(Held::Count {
+                        records: (d.records.len() + d.bad.len()) as u64,
+                        unlisted: Some(bytes),
+                    }));
                 }
             }
         }
@@ -548,13 +626,23 @@ impl PartitionState {
                     .extend(held.into_iter().filter(|&o| o > reached && o != first));
                 Ok(n)
             }
-            Held::Count(0) => Err(foreign(key, "it holds no record")),
-            Held::Count(count) => {
+            Held::Count { records: 0, .. } => Err(foreign(key, "it holds no record")),
+            Held::Count {
+                records: count,
+                unlisted,
+            } => {
                 let n = (count as usize).min(mine.len());
+                // The offsets it holds, as far as known: ours it holds, or
+                // the message at `first` itself, just dropped when found
+                // before opening a batch.
+                let known = if mine.is_empty() {
+                    vec![first]
+                } else {
+                    mine[..n].to_vec()
+                };
+                let mut unlisted = unlisted.map(|bytes| (bytes, known));
                 if count as usize > mine.len() {
                     let have = mine.len() as u64;
-                    // The message at `first` itself was just dropped when
-                    // found before opening a batch.
                     let dropped_now = u64::from(mine.is_empty());
                     let remaining = count - have - dropped_now;
                     let last = mine.last().copied().unwrap_or(first);
@@ -565,10 +653,18 @@ impl PartitionState {
                             first,
                             last,
                             remaining,
+                            unlisted: unlisted.take(),
                         });
                     }
                 } else if n > 0 {
                     self.stored.push((first, mine[n - 1]));
+                }
+                if let Some((bytes, offsets)) = unlisted {
+                    self.unlisted.push(Unlisted {
+                        key: key.clone(),
+                        bytes,
+                        offsets,
+                    });
                 }
                 Ok(n)
             }
@@ -645,6 +741,7 @@ impl PartitionState {
             }
             c.collisions.fetch_add(1, Ordering::Relaxed);
             let n = self.adopt(sh, tpart, &key, first, held, &offsets)?;
+            self.write_manifests(sh).await?;
             tracing::info!(key = %key, held = n, of = offsets.len(), "kafka source: another attempt stored a batch at this key first; its object stands, the rest of ours follows it");
             c.skipped.fetch_add(n as u64, Ordering::Relaxed);
             if n == offsets.len() {
