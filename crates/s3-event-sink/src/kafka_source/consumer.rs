@@ -39,11 +39,21 @@ const COMMITTED_TIMEOUT: Duration = Duration::from_secs(10);
 /// Offsets a commit carries, by topic and partition.
 type Offsets = Vec<((String, i32), i64)>;
 
+/// A commit's answer and how long the client took to give it.
+type Answer = (rdkafka::error::KafkaResult<()>, Duration);
+
 /// A commit running on the blocking pool while the loop goes on.
 struct InFlight {
-    task: tokio::task::JoinHandle<rdkafka::error::KafkaResult<()>>,
-    started: Instant,
+    task: tokio::task::JoinHandle<Answer>,
     offsets: Offsets,
+}
+
+/// Commits `tpl` synchronously, timed where it runs: the loop looks at
+/// the answer only when it next wakes, up to a [`TICK`] later.
+fn commit_timed(client: &impl Consumer<Context>, tpl: &TopicPartitionList) -> Answer {
+    let started = Instant::now();
+    let r = client.commit(tpl, CommitMode::Sync);
+    (r, started.elapsed())
 }
 
 enum Event {
@@ -117,17 +127,16 @@ impl ConsumerContext for Context {
         if commit.count() == 0 {
             return;
         }
-        let started = Instant::now();
-        match consumer.commit(&commit, CommitMode::Sync) {
-            Ok(()) => {
-                let micros = started.elapsed().as_micros() as u64;
+        match commit_timed(consumer, &commit) {
+            (Ok(()), took) => {
+                let micros = took.as_micros() as u64;
                 let c = &self.counters;
                 c.commits.fetch_add(1, Ordering::Relaxed);
                 c.commit_micros_total.fetch_add(micros, Ordering::Relaxed);
                 c.commit_micros_max.fetch_max(micros, Ordering::Relaxed);
                 tracing::info!(offsets = ?list_offsets(&commit), "kafka source: committed what is stored of the partitions revoked");
             }
-            Err(e) => {
+            (Err(e), _) => {
                 self.counters
                     .commit_failures
                     .fetch_add(1, Ordering::Relaxed);
@@ -449,12 +458,8 @@ impl Loop {
                 self.in_flight = Some(f);
                 return;
             }
-            let InFlight {
-                task,
-                started,
-                offsets,
-            } = f;
-            self.answered(counters, task.await, started, &offsets);
+            let InFlight { task, offsets } = f;
+            self.answered(counters, task.await, &offsets);
         }
         if !self.parts.values().any(|p| p.dirty) {
             return;
@@ -488,17 +493,12 @@ impl Loop {
             return;
         }
         let client = Arc::clone(&self.client);
-        let started = Instant::now();
-        self.last_commit = Some(started);
-        let task = tokio::task::spawn_blocking(move || client.commit(&tpl, CommitMode::Sync));
+        self.last_commit = Some(Instant::now());
+        let task = tokio::task::spawn_blocking(move || commit_timed(&*client, &tpl));
         if wait {
-            self.answered(counters, task.await, started, &offsets);
+            self.answered(counters, task.await, &offsets);
         } else {
-            self.in_flight = Some(InFlight {
-                task,
-                started,
-                offsets,
-            });
+            self.in_flight = Some(InFlight { task, offsets });
         }
     }
 
@@ -506,13 +506,12 @@ impl Loop {
     fn answered(
         &mut self,
         counters: &Counters,
-        r: std::result::Result<rdkafka::error::KafkaResult<()>, tokio::task::JoinError>,
-        started: Instant,
+        r: std::result::Result<Answer, tokio::task::JoinError>,
         offsets: &Offsets,
     ) {
-        let micros = started.elapsed().as_micros() as u64;
         match r {
-            Ok(Ok(())) => {
+            Ok((Ok(()), took)) => {
+                let micros = took.as_micros() as u64;
                 counters.commits.fetch_add(1, Ordering::Relaxed);
                 counters
                     .commit_micros_total
@@ -534,7 +533,7 @@ impl Loop {
                     }
                 }
             }
-            Ok(Err(e)) => {
+            Ok((Err(e), _)) => {
                 counters.commit_failures.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %e, "kafka source: commit refused (a rebalance?); the offsets stay uncommitted");
             }

@@ -283,7 +283,7 @@ pub struct KafkaSourceStats {
     pub commits: u64,
     /// Offset commits refused (a rebalance in progress, mostly).
     pub commit_failures: u64,
-    /// Mean commit latency.
+    /// Mean commit latency: from a commit's start to the broker's answer.
     pub commit_latency_mean: Duration,
     /// Longest commit latency.
     pub commit_latency_max: Duration,
