@@ -109,7 +109,7 @@ fn print_stats(s: &super::KafkaSourceStats) {
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "kstats {} {} {} {} {} {} {} {} {} {}",
+        "kstats {} {} {} {} {} {} {} {} {} {} {}",
         s.assignments,
         s.revocations,
         s.objects,
@@ -119,14 +119,15 @@ fn print_stats(s: &super::KafkaSourceStats) {
         s.messages,
         s.poison,
         s.commits,
-        s.commit_failures
+        s.commit_failures,
+        s.manifests_written
     )
     .unwrap();
     out.flush().unwrap();
 }
 
 /// The last counters a child printed.
-type Last = Arc<Mutex<Option<[u64; 10]>>>;
+type Last = Arc<Mutex<Option<[u64; 11]>>>;
 
 struct Instance {
     child: Child,
@@ -170,7 +171,7 @@ fn spawn(topic: &str, group: &str, dir: &std::path::Path) -> Instance {
                     .split_whitespace()
                     .filter_map(|x| x.parse().ok())
                     .collect();
-                if let Ok(a) = <[u64; 10]>::try_from(v) {
+                if let Ok(a) = <[u64; 11]>::try_from(v) {
                     *last.lock().unwrap() = Some(a);
                 }
             }
@@ -316,7 +317,7 @@ async fn three_instances_survive_sigkill_and_rebalances() {
         .map(|_| spawn(&topic, &group, dir.path()))
         .collect();
     // Counters of the incarnations that ended.
-    let mut ended = [0u64; 10];
+    let mut ended = [0u64; 11];
     let mut known = BTreeMap::new();
     let mut kills = 0;
     while kills < min_kills || !producing.is_finished() {
@@ -442,10 +443,10 @@ async fn three_instances_survive_sigkill_and_rebalances() {
     .unwrap();
     assert!(report.is_complete(), "verify: {:#?}", report.problems);
     assert_eq!(report.records, total as u64);
-    let [assign, revoke, objects, adopted, collisions, skipped, messages, poisoned, commits, commit_failures] =
+    let [assign, revoke, objects, adopted, collisions, skipped, messages, poisoned, commits, commit_failures, manifests_written] =
         ended;
     let note = format!(
-        "kafka kill: {kills} kills, {total} messages ({} not JSON) from {} instances' runs: every one stored exactly once in {} objects, none overwritten; {assign} assignments and {revoke} revocations (rebalances seen by the instances), {objects} objects uploaded by the instances that reported it, {adopted} adopted by the chain check, {collisions} collisions, {skipped} messages skipped as already stored, {messages} messages taken in all (redone included), {poisoned} failure reports written (redone included), {commits} commits ({commit_failures} refused, mostly during rebalances); {:?} in all",
+        "kafka kill: {kills} kills, {total} messages ({} not JSON) from {} instances' runs: every one stored exactly once in {} objects, none overwritten; {assign} assignments and {revoke} revocations (rebalances seen by the instances), {objects} objects uploaded by the instances that reported it, {adopted} adopted by the chain check, {collisions} collisions, {skipped} messages skipped as already stored, {messages} messages taken in all (redone included), {poisoned} failure reports written (redone included), {commits} commits ({commit_failures} refused, mostly during rebalances), {manifests_written} manifests written for objects found without one (a kill between a local object and its sidecar); {:?} in all",
         bad.len(),
         kills as usize + INSTANCES,
         data.len() + failed.len(),

@@ -215,6 +215,7 @@ pub(crate) struct Counters {
     pub adopted: AtomicU64,
     pub collisions: AtomicU64,
     pub forced_cuts: AtomicU64,
+    pub manifests_written: AtomicU64,
     pub store_retries: AtomicU64,
     pub commits: AtomicU64,
     pub commit_failures: AtomicU64,
@@ -277,6 +278,10 @@ pub struct KafkaSourceStats {
     /// batches of overlapping time partitions left no offset to commit
     /// at for a flush interval.
     pub forced_cuts: u64,
+    /// Objects found without a manifest (a writer killed between a local
+    /// object and its sidecar) whose manifest this source wrote once their
+    /// records were counted off.
+    pub manifests_written: u64,
     /// Store operations retried.
     pub store_retries: u64,
     /// Offset commits that succeeded.
@@ -317,6 +322,7 @@ impl KafkaStatsHandle {
             adopted: get(&c.adopted),
             collisions: get(&c.collisions),
             forced_cuts: get(&c.forced_cuts),
+            manifests_written: get(&c.manifests_written),
             store_retries: get(&c.store_retries),
             commits,
             commit_failures: get(&c.commit_failures),

@@ -440,7 +440,7 @@ impl PartitionState {
         for u in std::mem::take(&mut self.unlisted) {
             let seqs: Vec<u64> = u.offsets.iter().map(|&o| o as u64).collect();
             let manifest = Manifest::new(&u.bytes, seqs.len() as u64, &seqs, &self.instance);
-            put_until_done(
+            let stored = put_until_done(
                 sh,
                 &u.key,
                 &u.bytes,
@@ -453,7 +453,14 @@ impl PartitionState {
                 },
             )
             .await?;
-            tracing::info!(key = %u.key, records = seqs.len(), "kafka source: wrote the manifest of an object found without one");
+            sh.counters
+                .manifests_written
+                .fetch_add(1, Ordering::Relaxed);
+            if stored {
+                tracing::warn!(key = %u.key, records = seqs.len(), "kafka source: an object found without a manifest was gone when its manifest was written; stored again as it was read, with the manifest");
+            } else {
+                tracing::info!(key = %u.key, records = seqs.len(), "kafka source: put an object found without a manifest again with its manifest (a store that keeps metadata beside the object writes it; others keep the object as it is)");
+            }
         }
         Ok(())
     }

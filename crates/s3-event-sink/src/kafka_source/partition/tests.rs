@@ -569,6 +569,7 @@ async fn a_chain_point_without_a_manifest_gets_one_once_counted() {
     assert_eq!(m.instance, "t+3");
     assert_eq!(m.runs, vec![(0, 0), (2, 2), (4, 4)]);
     assert_eq!(m.records, 3);
+    assert_eq!(sh.counters.manifests_written.load(Ordering::Relaxed), 1);
     p.flush_due(&sh, None).await.unwrap();
     assert_eq!(sh.counters.skipped.load(Ordering::Relaxed), 3);
     let report = crate::verify(
