@@ -22,8 +22,9 @@ use super::{print_json, runtime, Exit};
 /// a consumer group (run several instances with the same `--group` to share
 /// the partitions): the store, prefix, encoding, compression, flushSize,
 /// scheduledInterval and timeInterval keys apply (time partitions follow
-/// the messages' Kafka timestamps); there is no spool and no HTTP port.
-/// Every message lands exactly once, across crashes and rebalances.
+/// the messages' Kafka timestamps); there is no spool and no event port
+/// (`--metrics-addr` serves `/health` and `/metrics`). Every message lands
+/// exactly once, across crashes and rebalances.
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
@@ -76,6 +77,13 @@ pub struct Args {
     /// `sasl.username=…`); repeat for more. Values are never printed.
     #[arg(long = "kafka-option", value_name = "KEY=VALUE")]
     kafka_options: Vec<String>,
+    /// Kafka: serve `GET /health` and `GET /metrics` (Prometheus: messages,
+    /// objects, bytes, commits and their latency, lag per partition) on
+    /// this address; port 0 takes a free one, printed at start. The
+    /// configuration's `authToken` and TLS files apply, as on the event
+    /// port.
+    #[arg(long, env = "S3E_METRICS_ADDR", value_name = "HOST:PORT")]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Where `s3-event sink` takes events from.
@@ -210,6 +218,29 @@ async fn kafka(args: Args, config: Config) -> Exit {
             return Exit::Config(format!("{e} (start with --skip-check to skip this check)"));
         }
     }
+    let stats = source.stats_handle();
+    let mut metrics = None;
+    if let Some(addr) = args.metrics_addr {
+        let listener = match std::net::TcpListener::bind(addr) {
+            Ok(l) => l,
+            Err(e) => return Exit::Config(format!("--metrics-addr {addr}: cannot listen: {e}")),
+        };
+        let at = listener.local_addr().unwrap_or(addr);
+        println!(
+            "s3-event sink: metrics on {}://{at}/metrics, health on /health",
+            config.http.scheme()
+        );
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let app = kafka_routes(stats.clone()).into_router();
+        let http = config.http.clone();
+        let task = tokio::spawn(async move {
+            s3_event::sink_server::serve(listener, app, &http, "sink", async {
+                stopped.await.ok();
+            })
+            .await
+        });
+        metrics = Some((stop, task));
+    }
     println!(
         "s3-event sink: reading {} from {} as group `{group}`; writing {} objects under {} ({} partitions by Kafka timestamp, {} records or {} s per object)",
         args.topics.join(", "),
@@ -220,7 +251,16 @@ async fn kafka(args: Args, config: Config) -> Exit {
         config.flush_size,
         config.scheduled_interval.as_secs(),
     );
-    match source.run(shutdown_signal()).await {
+    let result = source.run(shutdown_signal()).await;
+    if let Some((stop, task)) = metrics {
+        drop(stop);
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "the metrics server failed"),
+            Err(e) => tracing::warn!(error = %e, "the metrics server panicked"),
+        }
+    }
+    match result {
         Ok(s) => {
             println!(
                 "s3-event sink: stopped: {} messages, {} objects ({} bytes), {} failure reports, {} objects found already stored, {} commits",
@@ -230,4 +270,142 @@ async fn kafka(args: Args, config: Config) -> Exit {
         }
         Err(e) => Exit::Failed(e.to_string()),
     }
+}
+
+/// `/health` and `/metrics` of `--source kafka`.
+fn kafka_routes(
+    stats: s3_event::sink::kafka_source::KafkaStatsHandle,
+) -> s3_event::inputs::http::Routes {
+    describe_kafka_metrics();
+    let health = stats.clone();
+    // The partitions exported last: one no longer assigned here is set to
+    // 0 (`assigned` 0, lag 0), so that lag summed over the group's
+    // instances counts each partition once.
+    let exported = std::sync::Mutex::new(std::collections::BTreeSet::new());
+    s3_event::inputs::http::Routes::new()
+        .health(move || {
+            use axum::response::IntoResponse;
+            let s = health.snapshot();
+            let body = serde_json::json!({
+                "status": "ok",
+                "messages": s.messages,
+                "objects": s.objects,
+                "commits": s.commits,
+                "partitions": s.partitions.keys().collect::<Vec<_>>(),
+            });
+            (
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                body.to_string(),
+            )
+                .into_response()
+        })
+        .export(move || export_kafka_metrics(&stats.snapshot(), &exported))
+}
+
+fn describe_kafka_metrics() {
+    use metrics::{describe_counter, describe_gauge, Unit};
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    s3_event::sink_server::prometheus();
+    ONCE.call_once(|| {
+        describe_counter!(
+            "s3_kafka_source_messages_total",
+            "Messages taken (each offset once per owner)"
+        );
+        describe_counter!("s3_kafka_source_objects_total", "Objects uploaded");
+        describe_counter!("s3_kafka_source_bytes_total", Unit::Bytes, "Bytes uploaded");
+        describe_counter!(
+            "s3_kafka_source_failure_reports_total",
+            "Messages that are not JSON, stored as failure reports"
+        );
+        describe_counter!(
+            "s3_kafka_source_adopted_total",
+            "Objects found already stored at a batch's key (an upload whose commit was lost)"
+        );
+        describe_counter!(
+            "s3_kafka_source_commits_total",
+            "Offset commits that succeeded"
+        );
+        describe_counter!(
+            "s3_kafka_source_commit_failures_total",
+            "Offset commits refused"
+        );
+        describe_gauge!(
+            "s3_kafka_source_commit_latency_max_seconds",
+            Unit::Seconds,
+            "Longest commit, from its start to the broker's answer"
+        );
+        describe_gauge!(
+            "s3_kafka_source_partition_lag",
+            "Messages not yet taken: high watermark minus position (from librdkafka's statistics)"
+        );
+        describe_gauge!(
+            "s3_kafka_source_partition_assigned",
+            "1 while this instance holds the partition"
+        );
+    });
+}
+
+/// Before a `/metrics` render: the source's counters, and per partition it
+/// holds its lag, position, committed offset and open records.
+fn export_kafka_metrics(
+    s: &s3_event::sink::kafka_source::KafkaSourceStats,
+    exported: &std::sync::Mutex<std::collections::BTreeSet<(String, String)>>,
+) {
+    use metrics::{counter, gauge};
+    for (name, v) in [
+        ("s3_kafka_source_messages_total", s.messages),
+        ("s3_kafka_source_records_total", s.records),
+        ("s3_kafka_source_skipped_total", s.skipped),
+        ("s3_kafka_source_failure_reports_total", s.poison),
+        ("s3_kafka_source_objects_total", s.objects),
+        ("s3_kafka_source_bytes_total", s.bytes),
+        ("s3_kafka_source_adopted_total", s.adopted),
+        ("s3_kafka_source_collisions_total", s.collisions),
+        ("s3_kafka_source_forced_cuts_total", s.forced_cuts),
+        (
+            "s3_kafka_source_manifests_written_total",
+            s.manifests_written,
+        ),
+        ("s3_kafka_source_store_retries_total", s.store_retries),
+        ("s3_kafka_source_commits_total", s.commits),
+        ("s3_kafka_source_commit_failures_total", s.commit_failures),
+        ("s3_kafka_source_assignments_total", s.assignments),
+        ("s3_kafka_source_revocations_total", s.revocations),
+        ("s3_kafka_source_consumer_errors_total", s.consumer_errors),
+    ] {
+        counter!(name).absolute(v);
+    }
+    gauge!("s3_kafka_source_commit_latency_mean_seconds").set(s.commit_latency_mean.as_secs_f64());
+    gauge!("s3_kafka_source_commit_latency_max_seconds").set(s.commit_latency_max.as_secs_f64());
+    let mut exported = exported.lock().expect("exported lock");
+    let mut now = std::collections::BTreeSet::new();
+    for (key, p) in &s.partitions {
+        // `{topic}+{partition}`: topic names may hold `+`, partitions not.
+        let Some((topic, partition)) = key.rsplit_once('+') else {
+            continue;
+        };
+        let labels = [
+            ("topic", topic.to_owned()),
+            ("partition", partition.to_owned()),
+        ];
+        gauge!("s3_kafka_source_partition_assigned", &labels).set(1.0);
+        if let Some(lag) = p.lag {
+            gauge!("s3_kafka_source_partition_lag", &labels).set(lag as f64);
+        }
+        if let Some(pos) = p.position {
+            gauge!("s3_kafka_source_partition_position", &labels).set(pos as f64);
+        }
+        if let Some(c) = p.committed {
+            gauge!("s3_kafka_source_partition_committed", &labels).set(c as f64);
+        }
+        gauge!("s3_kafka_source_partition_open_records", &labels).set(p.open_records as f64);
+        now.insert((topic.to_owned(), partition.to_owned()));
+    }
+    for (topic, partition) in exported.difference(&now) {
+        let labels = [("topic", topic.clone()), ("partition", partition.clone())];
+        gauge!("s3_kafka_source_partition_assigned", &labels).set(0.0);
+        gauge!("s3_kafka_source_partition_lag", &labels).set(0.0);
+        gauge!("s3_kafka_source_partition_open_records", &labels).set(0.0);
+    }
+    *exported = now;
 }

@@ -5,6 +5,7 @@
 //! `scripts/services.sh` (feature `integration`).
 
 mod ingest;
+mod kafka;
 mod relay;
 mod sink;
 mod sqs;
