@@ -221,6 +221,11 @@ async fn kafka(args: Args, config: Config) -> Exit {
     let stats = source.stats_handle();
     let mut metrics = None;
     if let Some(addr) = args.metrics_addr {
+        // TLS files that cannot be read stop the start, as on the event
+        // port, not a server task that ends unseen.
+        if let Err(e) = s3_event::inputs::http::tls_config(&config.http) {
+            return Exit::Config(format!("--metrics-addr {addr}: {e}"));
+        }
         let listener = match std::net::TcpListener::bind(addr) {
             Ok(l) => l,
             Err(e) => return Exit::Config(format!("--metrics-addr {addr}: cannot listen: {e}")),

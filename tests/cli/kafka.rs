@@ -183,8 +183,6 @@ fn kafka_source_serves_health_and_metrics_and_stores_every_message_once() {
         out.contains(&format!("stopped: {} messages", n + 1)),
         "{out}"
     );
-    // The metrics server stopped with the source.
-    assert!(std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_err());
 
     let store = s3_event::sink::LocalDir::new(dir.join("data")).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();

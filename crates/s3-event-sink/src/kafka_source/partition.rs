@@ -453,13 +453,29 @@ impl PartitionState {
                 },
             )
             .await?;
-            sh.counters
-                .manifests_written
-                .fetch_add(1, Ordering::Relaxed);
-            if stored {
-                tracing::warn!(key = %u.key, records = seqs.len(), "kafka source: an object found without a manifest was gone when its manifest was written; stored again as it was read, with the manifest");
-            } else {
-                tracing::info!(key = %u.key, records = seqs.len(), "kafka source: put an object found without a manifest again with its manifest (a store that keeps metadata beside the object writes it; others keep the object as it is)");
+            // Counted only when the manifest is there now: a store that
+            // refuses the put as taken without writing it (any but the
+            // local directory, or a sidecar that differs) changes nothing.
+            match Manifest::read(&*sh.store, &u.key).await {
+                Ok(Ok(Some(m))) if m.sha256 == manifest.sha256 => {
+                    sh.counters
+                        .manifests_written
+                        .fetch_add(1, Ordering::Relaxed);
+                    if stored {
+                        tracing::warn!(key = %u.key, records = seqs.len(), "kafka source: an object found without a manifest was gone when its manifest was written; stored again as it was read, with the manifest");
+                    } else {
+                        tracing::info!(key = %u.key, records = seqs.len(), "kafka source: wrote the manifest of an object found without one");
+                    }
+                }
+                found => {
+                    let found = match found {
+                        Ok(Ok(Some(_))) => "another manifest".to_owned(),
+                        Ok(Ok(None)) => "none".to_owned(),
+                        Ok(Err(bad)) => format!("a malformed one ({bad})"),
+                        Err(e) => format!("no answer ({e})"),
+                    };
+                    tracing::warn!(key = %u.key, records = seqs.len(), %found, "kafka source: could not write the manifest of an object found without one (its records are stored once; verify reports the object without offsets)");
+                }
             }
         }
         Ok(())

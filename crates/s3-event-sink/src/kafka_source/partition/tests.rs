@@ -521,27 +521,7 @@ async fn overlapping_hours_still_get_commits() {
 #[tokio::test]
 async fn a_chain_point_without_a_manifest_gets_one_once_counted() {
     let dir = tempfile::tempdir().unwrap();
-    let local = Arc::new(crate::LocalDir::new(dir.path()).unwrap());
-    let key = Path::from(format!("ev/{}t+3+{:020}.ndjson", tpart(10), 0));
-    local
-        .put(
-            &key,
-            PutPayload::from_static(b"{\"o\":0}\n{\"o\":2}\n{\"o\":4}\n"),
-        )
-        .await
-        .unwrap();
-    for f in walk(dir.path()) {
-        if f.to_string_lossy()
-            .ends_with(crate::local::ATTRIBUTES_SUFFIX)
-        {
-            std::fs::remove_file(f).unwrap();
-        }
-    }
-    assert!(Manifest::read(&*local, &key)
-        .await
-        .unwrap()
-        .unwrap()
-        .is_none());
+    let (local, key) = unlisted(dir.path(), b"{\"o\":0}\n{\"o\":2}\n{\"o\":4}\n").await;
     let mut sh = shared(&Arc::new(InMemory::new()), 10);
     sh.store = Arc::clone(&local) as Arc<dyn ObjectStore>;
     let mut p = PartitionState::new(TOPIC, P);
@@ -597,4 +577,83 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// A local directory holding `body` at partition 3's key from offset 0
+/// (hour 10) without its sidecar: a writer killed between the two.
+async fn unlisted(dir: &std::path::Path, body: &'static [u8]) -> (Arc<crate::LocalDir>, Path) {
+    let local = Arc::new(crate::LocalDir::new(dir).unwrap());
+    let key = Path::from(format!("ev/{}t+3+{:020}.ndjson", tpart(10), 0));
+    local
+        .put(&key, PutPayload::from_static(body))
+        .await
+        .unwrap();
+    for f in walk(dir) {
+        if f.to_string_lossy()
+            .ends_with(crate::local::ATTRIBUTES_SUFFIX)
+        {
+            std::fs::remove_file(f).unwrap();
+        }
+    }
+    assert!(Manifest::read(&*local, &key)
+        .await
+        .unwrap()
+        .unwrap()
+        .is_none());
+    (local, key)
+}
+
+/// The object without a manifest holds one record: its manifest is
+/// written as soon as the chain check finds it.
+#[tokio::test]
+async fn a_one_record_object_without_a_manifest_gets_one_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (local, key) = unlisted(dir.path(), b"{\"o\":0}\n").await;
+    let mut sh = shared(&Arc::new(InMemory::new()), 10);
+    sh.store = Arc::clone(&local) as Arc<dyn ObjectStore>;
+    let mut p = PartitionState::new(TOPIC, P);
+    p.offer(&sh, msg(0, 10, false)).await.unwrap();
+    let m = Manifest::read(&*local, &key)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(m.runs, vec![(0, 0)]);
+    assert_eq!(p.committable(), Some(1));
+}
+
+/// Without the chain check the object is found by the collision of our
+/// own batch (0, 1, 2) at its key: it holds 0 and 1 and no manifest. Its
+/// manifest lists those two; 2 goes into the next object.
+#[tokio::test]
+async fn a_collision_with_an_object_without_a_manifest_writes_its_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let (local, key) = unlisted(dir.path(), b"{\"o\":0}\n{\"o\":1}\n").await;
+    let mut sh = shared(&Arc::new(InMemory::new()), 3);
+    sh.store = Arc::clone(&local) as Arc<dyn ObjectStore>;
+    sh.chain_check = false;
+    let mut p = PartitionState::new(TOPIC, P);
+    for o in 0..3 {
+        p.offer(&sh, msg(o, 10, false)).await.unwrap();
+    }
+    assert_eq!(sh.counters.collisions.load(Ordering::Relaxed), 1);
+    let m = Manifest::read(&*local, &key)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(m.runs, vec![(0, 1)]);
+    assert_eq!(sh.counters.manifests_written.load(Ordering::Relaxed), 1);
+    p.flush_due(&sh, None).await.unwrap();
+    let report = crate::verify(
+        &*local,
+        &crate::VerifyOptions {
+            prefix: "ev/".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(report.is_complete(), "{:#?}", report.problems);
+    assert_eq!(report.records, 3);
 }
