@@ -438,21 +438,8 @@ impl PartitionState {
     /// the manifest, not only a count.
     async fn write_manifests(&mut self, sh: &Shared) -> Result<()> {
         for u in std::mem::take(&mut self.unlisted) {
-            let seqs: Vec<u64> = u.offsets.iter().map(|&o| o as u64).collect();
-            let manifest = Manifest::new(&u.bytes, seqs.len() as u64, &seqs, &self.instance);
-            let stored = put_until_done(
-                sh,
-                &u.key,
-                &u.bytes,
-                &manifest,
-                sh.encoding.content_type(),
-                if sh.encoding.is_parquet() {
-                    None
-                } else {
-                    sh.compression.content_encoding()
-                },
-            )
-            .await?;
+            let manifest = self.manifest(&u.bytes, &u.offsets);
+            let stored = put_object(sh, &u.key, &u.bytes, &manifest).await?;
             // Counted only when the manifest is there now: a store that
             // refuses the put as taken without writing it (any but the
             // local directory, or a sidecar that differs) changes nothing.
@@ -462,9 +449,9 @@ impl PartitionState {
                         .manifests_written
                         .fetch_add(1, Ordering::Relaxed);
                     if stored {
-                        tracing::warn!(key = %u.key, records = seqs.len(), "kafka source: an object found without a manifest was gone when its manifest was written; stored again as it was read, with the manifest");
+                        tracing::warn!(key = %u.key, records = u.offsets.len(), "kafka source: an object found without a manifest was gone when its manifest was written; stored again as it was read, with the manifest");
                     } else {
-                        tracing::info!(key = %u.key, records = seqs.len(), "kafka source: wrote the manifest of an object found without one");
+                        tracing::info!(key = %u.key, records = u.offsets.len(), "kafka source: wrote the manifest of an object found without one");
                     }
                 }
                 found => {
@@ -474,11 +461,17 @@ impl PartitionState {
                         Ok(Err(bad)) => format!("a malformed one ({bad})"),
                         Err(e) => format!("no answer ({e})"),
                     };
-                    tracing::warn!(key = %u.key, records = seqs.len(), %found, "kafka source: could not write the manifest of an object found without one (its records are stored once; verify reports the object without offsets)");
+                    tracing::warn!(key = %u.key, records = u.offsets.len(), %found, "kafka source: could not write the manifest of an object found without one (its records are stored once; verify reports the object without offsets)");
                 }
             }
         }
         Ok(())
+    }
+
+    /// The manifest of a data object of this partition holding `offsets`.
+    fn manifest(&self, bytes: &[u8], offsets: &[i64]) -> Manifest {
+        let seqs: Vec<u64> = offsets.iter().map(|&o| o as u64).collect();
+        Manifest::new(bytes, seqs.len() as u64, &seqs, &self.instance)
     }
 
     /// The chain check at a chain point of `tpart` (the message at
@@ -717,21 +710,8 @@ impl PartitionState {
                 ..
             } = batch;
             let bytes = Bytes::from(encoder.finish()?);
-            let seqs: Vec<u64> = offsets.iter().map(|&o| o as u64).collect();
-            let manifest = Manifest::new(&bytes, offsets.len() as u64, &seqs, &self.instance);
-            let stored = put_until_done(
-                sh,
-                &key,
-                &bytes,
-                &manifest,
-                sh.encoding.content_type(),
-                if sh.encoding.is_parquet() {
-                    None
-                } else {
-                    sh.compression.content_encoding()
-                },
-            )
-            .await?;
+            let manifest = self.manifest(&bytes, &offsets);
+            let stored = put_object(sh, &key, &bytes, &manifest).await?;
             let c = &sh.counters;
             if stored {
                 self.stored
@@ -918,6 +898,25 @@ async fn retry_wait(sh: &Shared, e: &object_store::Error, attempt: u32, what: &s
     }
     sh.counters.store_retries.fetch_add(1, Ordering::Relaxed);
     tokio::time::sleep(delay).await;
+}
+
+/// [`put_until_done`] of a data object: the encoding's content type and
+/// the compression's content encoding.
+async fn put_object(sh: &Shared, key: &Path, bytes: &Bytes, manifest: &Manifest) -> Result<bool> {
+    let encoding = if sh.encoding.is_parquet() {
+        None
+    } else {
+        sh.compression.content_encoding()
+    };
+    put_until_done(
+        sh,
+        key,
+        bytes,
+        manifest,
+        sh.encoding.content_type(),
+        encoding,
+    )
+    .await
 }
 
 /// Puts `bytes` create-only under `key`, retrying store failures until
